@@ -1,0 +1,258 @@
+"""Agents: who does a task (role, goal, backstory, model, tools) and how they do it.
+
+An ``Agent`` is an immutable definition; each execution keeps its state (messages, usage) in
+local variables, so one agent can run many tasks at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from crew import events, prompts
+from crew.errors import ConfigError, MaxIterationsError, OutputValidationError
+from crew.llm import ChatModel, ChatRequest, ChatResponse, ToolCall, as_chat_model
+from crew.tools import Tool, as_tool, board_tools
+from crew.usage import Usage
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from crew.board import Board
+    from crew.task import Task
+
+_FENCE = re.compile(r"^```[a-zA-Z0-9_-]*\s*\n(.*?)\n?```\s*$", re.DOTALL)
+
+
+@dataclass(frozen=True, eq=False)
+class Agent:
+    """A role that can be given tasks.
+
+    ``{placeholders}`` in role, goal and backstory are filled from the run's inputs.
+    """
+
+    role: str
+    goal: str = ""
+    backstory: str = ""
+    llm: str | ChatModel | None = None
+    """A litellm model string, an ``LLM(...)``, any ``ChatModel``, or None for the crew default."""
+    tools: Sequence[Tool | Callable[..., Any]] = ()
+    max_iterations: int = 10
+    """Model calls one task may make (tool rounds plus the final answer)."""
+    board_tools: bool = True
+    """Give the agent ``read_board`` and ``post_note``."""
+    tool_map: Mapping[str, Tool] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.role, str) or not self.role.strip():
+            raise ConfigError("Agent(role=...) must be a non-empty string, e.g. role='Researcher'.")
+        if self.max_iterations < 1:
+            raise ConfigError(f"Agent '{self.role}': max_iterations must be at least 1.")
+        if self.llm is not None:
+            object.__setattr__(self, "llm", as_chat_model(self.llm))
+        tools = tuple(as_tool(t) for t in self.tools)
+        object.__setattr__(self, "tools", tools)
+        object.__setattr__(self, "tool_map", {t.name: t for t in tools})
+
+    async def execute(self, task: Task, run: TaskRun) -> AgentAnswer:
+        """Do ``task``: the tool loop, then the answer (validated when the task asks for data)."""
+        output_model = task.output_model
+        schema = output_model.model_json_schema() if output_model is not None else None
+        tools = dict(self.tool_map)
+        if self.board_tools:
+            tools.update(
+                {t.name: t for t in board_tools(run.board, author=self.role, reserved=run.reserved)}
+            )
+        schemas = [t.schema() for t in tools.values()] or None
+        context = [entry for dep in task.depends_on if (entry := run.board.get(dep)) is not None]
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": prompts.system_prompt(self, run.inputs)},
+            {"role": "user", "content": prompts.task_prompt(task, run.inputs, context, schema)},
+        ]
+        repaired = False
+        for iteration in range(1, self.max_iterations + 1):
+            last = iteration == self.max_iterations
+            if last and iteration > 1 and messages[-1]["role"] == "tool":
+                messages.append({"role": "user", "content": prompts.FINAL_ANSWER_PROMPT})
+            response = await self._ask(task, run, messages, None if last else schemas, schema)
+            if response.tool_calls and not last:
+                messages.append(_assistant_message(response))
+                results = await asyncio.gather(
+                    *(self._call_tool(task, run, tools, call) for call in response.tool_calls)
+                )
+                messages.extend(
+                    {"role": "tool", "tool_call_id": call.id, "content": result}
+                    for call, result in zip(response.tool_calls, results, strict=True)
+                )
+                continue
+            text = response.content or ""
+            if output_model is None:
+                if not text and response.tool_calls:
+                    break
+                return AgentAnswer(text=text, data=None, model=response.model)
+            try:
+                data = parse_output(text, output_model, task_id=task.id)
+            except OutputValidationError as exc:
+                if repaired or last:
+                    raise
+                repaired = True
+                messages.append({"role": "assistant", "content": text})
+                messages.append(
+                    {"role": "user", "content": prompts.repair_prompt(str(exc.details))}
+                )
+                continue
+            return AgentAnswer(text=text, data=data, model=response.model)
+        raise MaxIterationsError(
+            f"Task '{task.id}': agent '{self.role}' gave no final answer in {self.max_iterations}"
+            " model calls. Raise Agent(max_iterations=...) or simplify the task.",
+            task_id=task.id,
+        )
+
+    async def _ask(
+        self,
+        task: Task,
+        run: TaskRun,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        schema: dict[str, Any] | None,
+    ) -> ChatResponse:
+        emit = run.emit
+
+        def on_retry(model: str, attempt: int, error: BaseException, delay: float) -> None:
+            emit(
+                events.LLMRetrying,
+                task_id=task.id,
+                model=model,
+                attempt=attempt,
+                error=str(error),
+                delay_s=delay,
+            )
+
+        def on_fallback(failed: str, following: str, error: BaseException) -> None:
+            emit(
+                events.LLMFallback,
+                task_id=task.id,
+                failed_model=failed,
+                next_model=following,
+                error=str(error),
+            )
+
+        request = ChatRequest(
+            messages=list(messages),
+            tools=tools,
+            output_schema=schema,
+            output_name=_schema_name(task),
+            task_id=task.id,
+            agent=self.role,
+            on_retry=on_retry,
+            on_fallback=on_fallback,
+        )
+        response = await run.llm.complete(request)
+        run.on_usage(response.usage)
+        emit(
+            events.LLMCalled,
+            task_id=task.id,
+            model=response.model,
+            usage=response.usage,
+            latency_ms=response.latency_ms,
+        )
+        return response
+
+    async def _call_tool(
+        self, task: Task, run: TaskRun, tools: Mapping[str, Tool], call: ToolCall
+    ) -> str:
+        """Run one tool call; any failure becomes the text the model reads, never a task failure."""
+        run.emit(events.ToolCalled, task_id=task.id, tool=call.name, arguments=call.arguments)
+        found = tools.get(call.name)
+        ok = False
+        if found is None:
+            result = f"Error: there is no tool '{call.name}'. Available tools: {', '.join(tools)}."
+        elif (
+            call.raw_arguments.strip() and not call.arguments and call.raw_arguments.strip() != "{}"
+        ):
+            result = (
+                f"Error: the arguments of {call.name} are not a JSON object: {call.raw_arguments}"
+            )
+        else:
+            try:
+                result, ok = await found.invoke(call.arguments), True
+            except Exception as exc:  # the model sees the error and can try another way
+                result = f"Error: {call.name} raised {type(exc).__name__}: {exc}"
+        run.emit(events.ToolFinished, task_id=task.id, tool=call.name, ok=ok, result=result)
+        return result
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentAnswer:
+    text: str
+    data: Any
+    model: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskRun:
+    """What one execution of a task needs from the run around it."""
+
+    llm: ChatModel
+    board: Board
+    inputs: Mapping[str, Any]
+    emit: events.Emitter
+    on_usage: Callable[[Usage], None]
+    reserved: frozenset[str] = frozenset()
+    """Board keys notes may not use: the task ids of the crew."""
+
+
+def resolve_llm(agent: Agent, default: ChatModel | None) -> ChatModel | None:
+    return agent.llm if isinstance(agent.llm, ChatModel) else default
+
+
+def parse_output(text: str, output_model: type[BaseModel], *, task_id: str = "") -> BaseModel:
+    """Validate a model's answer against ``output_model``, tolerating code fences around the JSON."""
+    from pydantic import ValidationError
+
+    candidate = text.strip()
+    fenced = _FENCE.match(candidate)
+    if fenced:
+        candidate = fenced.group(1).strip()
+    elif not candidate.startswith(("{", "[")) and "{" in candidate:
+        candidate = candidate[candidate.find("{") : candidate.rfind("}") + 1]
+    try:
+        return output_model.model_validate_json(candidate)
+    except ValidationError as exc:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise OutputValidationError(
+            f"Task '{task_id}': the answer does not match {output_model.__name__}: {details}",
+            task_id=task_id,
+            text=text,
+            details=details,
+        ) from exc
+
+
+def _schema_name(task: Task) -> str:
+    model = task.output_model
+    return re.sub(r"[^A-Za-z0-9_-]", "_", model.__name__ if model is not None else task.id)[:64]
+
+
+def _assistant_message(response: ChatResponse) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": response.content,
+        "tool_calls": [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {
+                    "name": call.name,
+                    "arguments": call.raw_arguments or json.dumps(call.arguments),
+                },
+            }
+            for call in response.tool_calls
+        ],
+    }

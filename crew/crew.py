@@ -1,0 +1,254 @@
+"""A crew: tasks and the agents that do them, run as one graph."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from crew import events
+from crew.agent import Agent, TaskRun
+from crew.board import Board, BoardEntry
+from crew.errors import ConfigError, RunFailedError
+from crew.llm import ChatModel, as_chat_model, default_llm
+from crew.plan import Plan, build_plan
+from crew.scheduler import FailurePolicy, Scheduler, TaskAttempt, check_settings
+from crew.task import Task, TaskOutput, TaskResult
+from crew.usage import RunUsage, Usage
+
+RunStatus = Literal["succeeded", "failed", "cancelled"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CrewResult:
+    """How a run ended: every task's result, the board, and what it cost."""
+
+    run_id: str
+    crew: str
+    status: RunStatus
+    tasks: dict[str, TaskResult]
+    """Every task of the crew, in declaration order, with its status."""
+    board: Board
+    usage: RunUsage
+    inputs: dict[str, Any]
+    started_at: float
+    finished_at: float
+
+    @property
+    def outputs(self) -> dict[str, TaskOutput]:
+        """The outputs of the tasks that succeeded."""
+        return {t: r.output for t, r in self.tasks.items() if r.output is not None}
+
+    @property
+    def output(self) -> TaskOutput | None:
+        """The crew's final output: that of the last declared task, if it succeeded."""
+        return next(reversed(self.tasks.values())).output if self.tasks else None
+
+    @property
+    def duration_s(self) -> float:
+        return self.finished_at - self.started_at
+
+    def raise_for_status(self) -> CrewResult:
+        """Return self if every task succeeded, else raise ``RunFailedError`` saying which failed."""
+        if self.status == "succeeded":
+            return self
+        failed = [r for r in self.tasks.values() if r.status == "failed"]
+        reasons = "; ".join(f"'{r.task_id}': {r.error}" for r in failed) or self.status
+        raise RunFailedError(f"Run {self.run_id} {self.status}: {reasons}", result=self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as plain JSON-serialisable data."""
+        return {
+            "run_id": self.run_id,
+            "crew": self.crew,
+            "status": self.status,
+            "inputs": self.inputs,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "tasks": {t: r.to_dict() for t, r in self.tasks.items()},
+            "board": self.board.snapshot(),
+            "usage": self.usage.to_dict(),
+        }
+
+
+class Crew:
+    """Tasks and their agents, run as a dependency graph.
+
+    Args:
+        tasks: the tasks, in the order that reads best; the last one's output is the crew's.
+        name: shown in results and events.
+        llm: the model of agents that name none (else ``CREW_MODEL``).
+        max_concurrency: tasks (and so model calls) in flight at most.
+        on_failure: ``fail_fast`` cancels the run at the first failed task; ``continue`` runs
+            every branch that does not depend on it.
+        clock: wall-clock seconds; id_factory: new run ids. Parameters so tests can fix them.
+    """
+
+    def __init__(
+        self,
+        tasks: Iterable[Task],
+        *,
+        name: str = "crew",
+        llm: str | ChatModel | None = None,
+        max_concurrency: int = 8,
+        on_failure: FailurePolicy = "fail_fast",
+        clock: Callable[[], float] = time.time,
+        id_factory: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
+    ) -> None:
+        self.tasks = tuple(tasks)
+        wrong = [type(t).__name__ for t in self.tasks if not isinstance(t, Task)]
+        if wrong:
+            raise ConfigError(f"Crew(tasks=...) takes Task objects, got {', '.join(wrong)}.")
+        check_settings(max_concurrency, on_failure)
+        self.name = name
+        self.llm = as_chat_model(llm) if llm is not None else None
+        self.max_concurrency = max_concurrency
+        self.on_failure: FailurePolicy = on_failure
+        self._clock = clock
+        self._id_factory = id_factory
+
+    @property
+    def agents(self) -> list[Agent]:
+        """The agents of the tasks, each once, in order of first use."""
+        found = {id(t.agent): t.agent for t in self.tasks if t.agent is not None}
+        return list(found.values())
+
+    def plan(self, inputs: Mapping[str, Any] | None = None) -> Plan:
+        """Validate the crew with ``inputs`` and return its plan, without calling any model."""
+        return build_plan(self.tasks, inputs, default_llm=self._default_llm())
+
+    def run(self, inputs: Mapping[str, Any] | None = None, **kwargs: Any) -> CrewResult:
+        """Run the crew and wait for the result (the sync form of ``arun``)."""
+        if not _loop_running():
+            return asyncio.run(self.arun(inputs, **kwargs))
+        # Called from async code (a notebook): run on a fresh loop in a worker thread.
+        with ThreadPoolExecutor(1, thread_name_prefix="crew-run") as pool:
+            return pool.submit(asyncio.run, self.arun(inputs, **kwargs)).result()
+
+    async def arun(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        on_event: events.EventSink | None = None,
+    ) -> CrewResult:
+        """Run the crew. Raises ``ConfigError`` before any model call if the crew is invalid;
+        a task failure does not raise: it is in the result (see ``raise_for_status``)."""
+        inputs = dict(inputs or {})
+        plan = self.plan(inputs)
+        default = self._default_llm()
+        bus = events.EventBus()
+        if on_event is not None:
+            bus.subscribe(on_event)
+        emit = events.Emitter(bus, run_id or self._id_factory(), self._clock)
+
+        def posted(entry: BoardEntry) -> None:
+            emit(
+                events.BoardPosted,
+                key=entry.key,
+                version=entry.version,
+                author=entry.author,
+                kind=entry.kind,
+            )
+
+        board = Board(clock=self._clock, on_post=posted)
+        reserved = frozenset(plan.tasks)
+
+        async def attempt(task_id: str, state: TaskAttempt) -> TaskOutput:
+            task = plan.tasks[task_id]
+            agent = task.agent
+            assert agent is not None  # the planner checked
+            llm = agent.llm if isinstance(agent.llm, ChatModel) else default
+            assert llm is not None  # the planner checked
+            run = TaskRun(
+                llm=llm,
+                board=board,
+                inputs=inputs,
+                emit=emit,
+                on_usage=state.add_usage,
+                reserved=reserved,
+            )
+            answer = await agent.execute(task, run)
+            return TaskOutput(
+                task_id=task_id,
+                agent=agent.role,
+                text=answer.text,
+                data=answer.data,
+                model=answer.model,
+            )
+
+        def on_output(output: TaskOutput) -> None:
+            board.post(output.task_id, output.text, author=output.agent, data=output.data)
+
+        scheduler = Scheduler(
+            plan,
+            attempt,
+            on_output,
+            emit,
+            self._clock,
+            max_concurrency=self.max_concurrency,
+            on_failure=self.on_failure,
+        )
+        started = self._clock()
+        emit(events.RunStarted, crew=self.name, task_ids=tuple(plan.tasks), inputs=inputs)
+        status: RunStatus = "cancelled"
+        try:
+            results = await scheduler.run()
+            ok = all(r.status == "succeeded" for r in results.values())
+            status = "succeeded" if ok else "failed"
+        finally:
+            results = {t: scheduler.results[t] for t in plan.tasks if t in scheduler.results}
+            result = CrewResult(
+                run_id=emit.run_id,
+                crew=self.name,
+                status=status,
+                tasks=results,
+                board=board,
+                usage=_run_usage(plan, results),
+                inputs=inputs,
+                started_at=started,
+                finished_at=self._clock(),
+            )
+            emit(events.RunFinished, status=status, result=result)
+        return result
+
+    async def astream(
+        self, inputs: Mapping[str, Any] | None = None, *, run_id: str | None = None
+    ) -> AsyncIterator[events.Event]:
+        """Run the crew, yielding its events as they happen; the last is ``RunFinished``."""
+        queue: asyncio.Queue[events.Event | None] = asyncio.Queue()
+        job = asyncio.create_task(self.arun(inputs, run_id=run_id, on_event=queue.put_nowait))
+        job.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+            await job  # raises what the run raised (a ConfigError, say)
+        finally:
+            if not job.done():
+                job.cancel()
+                await asyncio.gather(job, return_exceptions=True)
+
+    def _default_llm(self) -> ChatModel | None:
+        return self.llm if self.llm is not None else default_llm()
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _run_usage(plan: Plan, results: Mapping[str, TaskResult]) -> RunUsage:
+    by_task = {t: r.usage for t, r in results.items()}
+    by_agent: dict[str, Usage] = {}
+    for task_id, usage in by_task.items():
+        agent = plan.tasks[task_id].agent
+        role = agent.role if agent is not None else ""
+        by_agent[role] = by_agent.get(role, Usage()) + usage
+    return RunUsage(total=Usage.sum(by_task.values()), by_task=by_task, by_agent=by_agent)

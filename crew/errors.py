@@ -1,0 +1,149 @@
+"""Every exception crew raises.
+
+The tree::
+
+    CrewError
+    ├── ConfigError              setup problems, raised before any model call
+    │   └── PlanError            a crew that cannot be planned (cycles, unknown ids, missing inputs, ...)
+    ├── LLMError                 a model call failed (``retryable`` says whether trying again may help)
+    │   ├── RateLimitError       429                                            retryable
+    │   ├── LLMTimeoutError      the provider did not answer in time            retryable
+    │   ├── LLMConnectionError   the provider could not be reached              retryable
+    │   ├── ProviderError        5xx                                            retryable
+    │   ├── AuthenticationError  401/403                                        not retryable
+    │   ├── BadRequestError      400 and other 4xx                              not retryable
+    │   ├── ModelNotFoundError   404                                            not retryable
+    │   └── ContextWindowError   the prompt is longer than the model accepts    not retryable
+    ├── TaskError                a task attempt failed for a reason of its own
+    │   ├── TaskTimeoutError     the task ran past its ``timeout_s``            retryable
+    │   ├── OutputValidationError the output did not match ``output_model``     retryable
+    │   └── MaxIterationsError   the tool loop did not converge                 retryable
+    └── RunFailedError           ``CrewResult.raise_for_status()`` on a run that did not succeed
+
+Foreign exceptions are translated at one boundary each: litellm's in ``crew/llm.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crew.crew import CrewResult
+
+
+class CrewError(Exception):
+    """Base of every exception crew raises."""
+
+    retryable: bool = False
+
+
+class ConfigError(CrewError):
+    """The crew, its inputs or its settings are wrong; nothing has been sent to a model.
+
+    Attributes:
+        problems: every problem found, one message each (the exception message joins them).
+    """
+
+    def __init__(self, problems: str | Iterable[str]) -> None:
+        self.problems: list[str] = [problems] if isinstance(problems, str) else list(problems)
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            listed = "\n".join(f"  - {p}" for p in self.problems)
+            message = f"{len(self.problems)} problems in the crew:\n{listed}"
+        super().__init__(message)
+
+
+class PlanError(ConfigError):
+    """The task graph is invalid: cycles, unknown or duplicate ids, missing agents or inputs."""
+
+
+class LLMError(CrewError):
+    """A model call failed.
+
+    Attributes:
+        model: the litellm model string that failed.
+        status_code: the HTTP status, when there was one.
+        retry_after_s: the provider's Retry-After, when it sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str = "",
+        status_code: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.model = model
+        self.status_code = status_code
+        self.retry_after_s = retry_after_s
+
+
+class RateLimitError(LLMError):
+    retryable = True
+
+
+class LLMTimeoutError(LLMError):
+    retryable = True
+
+
+class LLMConnectionError(LLMError):
+    retryable = True
+
+
+class ProviderError(LLMError):
+    retryable = True
+
+
+class AuthenticationError(LLMError):
+    pass
+
+
+class BadRequestError(LLMError):
+    pass
+
+
+class ModelNotFoundError(LLMError):
+    pass
+
+
+class ContextWindowError(LLMError):
+    pass
+
+
+class TaskError(CrewError):
+    """A task attempt failed for a reason of its own (not the model call)."""
+
+    def __init__(self, message: str, *, task_id: str = "") -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+
+class TaskTimeoutError(TaskError):
+    retryable = True
+
+
+class OutputValidationError(TaskError):
+    """The model's answer did not validate against the task's ``output_model``."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, task_id: str = "", text: str = "", details: Any = None):
+        super().__init__(message, task_id=task_id)
+        self.text = text
+        self.details = details
+
+
+class MaxIterationsError(TaskError):
+    retryable = True
+
+
+class RunFailedError(CrewError):
+    """Raised by ``CrewResult.raise_for_status()`` when the run did not succeed."""
+
+    def __init__(self, message: str, *, result: CrewResult) -> None:
+        super().__init__(message)
+        self.result = result

@@ -1,0 +1,169 @@
+"""The event stream of a run: what happened, in the past tense, as it happens.
+
+Everything that watches a run (the terminal view, ``Crew.astream``, later the store) is a sink
+subscribed to one ``EventBus``; the core never prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from crew.crew import CrewResult
+    from crew.task import TaskOutput
+    from crew.usage import Usage
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    run_id: str
+    at: float
+    """Wall-clock time (seconds since the epoch) when it happened."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunStarted(Event):
+    crew: str
+    task_ids: tuple[str, ...]
+    inputs: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunFinished(Event):
+    status: str
+    """succeeded, failed or cancelled."""
+    result: CrewResult
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskStarted(Event):
+    task_id: str
+    agent: str
+    attempt: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskRetrying(Event):
+    task_id: str
+    attempt: int
+    """The attempt that failed."""
+    error: str
+    delay_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskFinished(Event):
+    task_id: str
+    output: TaskOutput
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskFailed(Event):
+    task_id: str
+    error: str
+    error_type: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSkipped(Event):
+    task_id: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskCancelled(Event):
+    task_id: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LLMCalled(Event):
+    task_id: str
+    model: str
+    usage: Usage
+    latency_ms: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class LLMRetrying(Event):
+    task_id: str
+    model: str
+    attempt: int
+    error: str
+    delay_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class LLMFallback(Event):
+    task_id: str
+    failed_model: str
+    next_model: str
+    error: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolCalled(Event):
+    task_id: str
+    tool: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolFinished(Event):
+    task_id: str
+    tool: str
+    ok: bool
+    result: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BoardPosted(Event):
+    key: str
+    version: int
+    author: str
+    kind: str
+    """output (a task's result) or note (posted by an agent's tool)."""
+
+
+class EventSink(Protocol):
+    def __call__(self, event: Event) -> None: ...
+
+
+class Emitter:
+    """Stamps events of one run with its id and the time, and emits them on a bus.
+
+    Building an event costs nothing when nobody listens: the bus's sinks are checked first.
+    """
+
+    def __init__(self, bus: EventBus, run_id: str, clock: Callable[[], float]) -> None:
+        self.bus = bus
+        self.run_id = run_id
+        self.clock = clock
+
+    def __call__(self, event_type: type[Event], /, **fields: Any) -> None:
+        if self.bus.sinks:
+            self.bus.emit(event_type(run_id=self.run_id, at=self.clock(), **fields))
+
+
+@dataclass
+class EventBus:
+    """Fans events out to its sinks, in subscription order.
+
+    A sink that raises does not stop the run or other sinks; its error is kept in ``errors``.
+    """
+
+    sinks: list[EventSink] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+
+    def subscribe(self, sink: EventSink) -> Callable[[], None]:
+        self.sinks.append(sink)
+        return lambda: self.sinks.remove(sink)
+
+    def emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            try:
+                sink(event)
+            except Exception as exc:  # a broken view must not fail the run it watches
+                self.errors.append(exc)

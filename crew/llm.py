@@ -1,0 +1,341 @@
+"""The model layer. Every call goes through ``litellm.acompletion``; this is the only module that
+imports litellm, and it does so on the first call, not on ``import crew`` (it takes ~2.5 s).
+
+``ChatModel`` is the protocol the agent loop talks to; ``LLM`` is its litellm implementation (a
+model string plus settings) and ``crew.testing.ScriptedLLM`` an in-process one for tests.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import functools
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import KW_ONLY, dataclass, field, replace
+from types import ModuleType
+from typing import Any, Protocol, runtime_checkable
+
+from crew import errors
+from crew.retry import RetryPolicy, retrying
+from crew.usage import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    raw_arguments: str = ""
+    """The arguments exactly as the model sent them (may be invalid JSON)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChatRequest:
+    """One model call as the agent loop asks for it."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+    output_schema: dict[str, Any] | None = None
+    """JSON schema the answer must follow; sent as response_format where the model supports it."""
+    output_name: str = "output"
+    task_id: str = ""
+    agent: str = ""
+    on_retry: Callable[[str, int, BaseException, float], None] | None = None
+    """(model, failed attempt, error, wait seconds) before each retry of a call."""
+    on_fallback: Callable[[str, str, BaseException], None] | None = None
+    """(failed model, next model, error) before moving to a fallback model."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChatResponse:
+    content: str | None
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage = Usage()
+    model: str = ""
+    """The model that answered (a fallback's, when the primary failed)."""
+    latency_ms: float = 0.0
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """Anything that can answer a ``ChatRequest``."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def complete(self, request: ChatRequest) -> ChatResponse: ...
+
+
+@dataclass(frozen=True)
+class LLM:
+    """A litellm model string with the settings to call it.
+
+    Switching provider is a change of ``model`` (and ``api_base`` for self-hosted servers):
+    ``LLM("openai/gpt-4o-mini")``, ``LLM("anthropic/claude-3-5-haiku-latest")``,
+    ``LLM("ollama/llama3.1", api_base="http://127.0.0.1:11434")``.
+    """
+
+    model: str
+    _: KW_ONLY
+    api_base: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    temperature: float | None = None
+    max_tokens: int | None = None
+    timeout_s: float = 600.0
+    """Per call; a call that takes longer fails with LLMTimeoutError (and is retried)."""
+    fallbacks: tuple[str | LLM, ...] = ()
+    """Tried in order once this model's retries are spent on retryable errors. A string inherits
+    every setting of this LLM when it names the same provider, else all but api_base/api_key."""
+    retry: RetryPolicy = RetryPolicy()
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for litellm.acompletion (e.g. top_p, seed, extra_headers)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise errors.ConfigError(
+                "LLM(model=...) needs a litellm model string, e.g. 'openai/gpt-4o-mini'."
+            )
+        object.__setattr__(self, "fallbacks", tuple(self.fallbacks))
+
+    @property
+    def name(self) -> str:
+        return self.model
+
+    def chain(self) -> list[LLM]:
+        """This model followed by its fallbacks, as LLMs."""
+        chain = [self]
+        for fallback in self.fallbacks:
+            if isinstance(fallback, LLM):
+                chain.append(fallback)
+            elif _provider(fallback) == _provider(self.model):
+                chain.append(replace(self, model=fallback, fallbacks=()))
+            else:
+                chain.append(
+                    replace(self, model=fallback, fallbacks=(), api_base=None, api_key=None)
+                )
+        return chain
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        chain = self.chain()
+        for position, llm in enumerate(chain):
+
+            def on_retry(
+                attempt: int, error: BaseException, delay: float, _m: str = llm.model
+            ) -> None:
+                if request.on_retry is not None:
+                    request.on_retry(_m, attempt, error, delay)
+
+            try:
+                return await retrying(
+                    lambda llm=llm: llm._call(request), llm.retry, on_retry=on_retry
+                )
+            except errors.LLMError as exc:
+                if not exc.retryable or position == len(chain) - 1:
+                    raise
+                if request.on_fallback is not None:
+                    request.on_fallback(llm.model, chain[position + 1].model, exc)
+        raise AssertionError("unreachable: the chain always has this model")
+
+    async def _call(self, request: ChatRequest) -> ChatResponse:
+        litellm = _litellm()
+        kwargs = self._kwargs(request)
+        started = time.perf_counter()
+        try:
+            response = await litellm.acompletion(**kwargs)
+        except Exception as exc:
+            raise translate_error(exc, self) from exc
+        latency_ms = (time.perf_counter() - started) * 1000
+        return _to_chat_response(response, self.model, latency_ms)
+
+    def _kwargs(self, request: ChatRequest) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": request.messages,
+            "timeout": self.timeout_s,
+            "num_retries": 0,  # our tenacity policy is the only one that retries
+            **self.params,
+        }
+        for key, value in (
+            ("api_base", self.api_base),
+            ("api_key", self.api_key),
+            ("temperature", self.temperature),
+            ("max_tokens", self.max_tokens),
+        ):
+            if value is not None:
+                kwargs[key] = value
+        if request.tools:
+            kwargs["tools"] = request.tools
+        if request.output_schema is not None and supports_response_schema(self.model):
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": request.output_name, "schema": request.output_schema},
+            }
+        return kwargs
+
+
+def default_llm() -> LLM | None:
+    """The model used by agents that name none: ``CREW_MODEL`` (and ``CREW_API_BASE``)."""
+    model = os.environ.get("CREW_MODEL", "").strip()
+    if not model:
+        return None
+    return LLM(model, api_base=os.environ.get("CREW_API_BASE") or None)
+
+
+def as_chat_model(value: str | ChatModel) -> ChatModel:
+    if isinstance(value, str):
+        return LLM(value)
+    if isinstance(value, ChatModel):
+        return value
+    raise errors.ConfigError(
+        f"llm must be a litellm model string, an LLM(...) or a ChatModel, got {type(value).__name__}."
+    )
+
+
+@functools.cache
+def _litellm() -> ModuleType:
+    # Offline, litellm's import-time fetch of its price map takes ~8 s and talks to the internet.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_TELEMETRY", "False")
+    import litellm
+
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    litellm.drop_params = True  # an unsupported optional parameter must not fail the call
+    return litellm
+
+
+@functools.cache
+def supports_response_schema(model: str) -> bool:
+    try:
+        return bool(_litellm().supports_response_schema(model=model))
+    except Exception:  # litellm raises for models it has never heard of
+        return False
+
+
+def _provider(model: str) -> str:
+    return model.split("/", 1)[0] if "/" in model else ""
+
+
+def _to_chat_response(response: Any, model: str, latency_ms: float) -> ChatResponse:
+    message = response.choices[0].message
+    tool_calls = tuple(_tool_call(call) for call in (getattr(message, "tool_calls", None) or ()))
+    raw_usage = getattr(response, "usage", None)
+    hidden = getattr(response, "_hidden_params", None) or {}
+    usage = Usage(
+        calls=1,
+        prompt_tokens=int(getattr(raw_usage, "prompt_tokens", 0) or 0),
+        completion_tokens=int(getattr(raw_usage, "completion_tokens", 0) or 0),
+        cost_usd=float(hidden.get("response_cost") or 0.0),
+    )
+    return ChatResponse(
+        content=message.content,
+        tool_calls=tool_calls,
+        usage=usage,
+        model=model,
+        latency_ms=latency_ms,
+    )
+
+
+def _tool_call(call: Any) -> ToolCall:
+    raw = call.function.arguments or "{}"
+    try:
+        arguments = json.loads(raw)
+    except json.JSONDecodeError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        arguments = {}
+    return ToolCall(id=call.id, name=call.function.name, arguments=arguments, raw_arguments=raw)
+
+
+def translate_error(exc: Exception, llm: LLM) -> Exception:
+    """litellm's exception as ours, naming the model and the fix. Unknown exceptions pass through."""
+    litellm = _litellm()
+    model = llm.model
+    status = getattr(exc, "status_code", None)
+    detail = _short(getattr(exc, "message", None) or str(exc))
+    kinds: list[
+        tuple[type[BaseException] | tuple[type[BaseException], ...], type[errors.LLMError], str]
+    ] = [
+        (
+            litellm.ContextWindowExceededError,
+            errors.ContextWindowError,
+            "the prompt is longer than the model's context window; shorten the task or pick a model with a longer one",
+        ),
+        (litellm.RateLimitError, errors.RateLimitError, "rate limited (429)"),
+        (litellm.Timeout, errors.LLMTimeoutError, f"no answer within {llm.timeout_s:g} s"),
+        (
+            litellm.APIConnectionError,
+            errors.LLMConnectionError,
+            f"could not connect{f' to {llm.api_base}' if llm.api_base else ''}; is the server up?",
+        ),
+        (
+            (litellm.AuthenticationError, litellm.PermissionDeniedError),
+            errors.AuthenticationError,
+            _auth_hint(llm),
+        ),
+        (
+            litellm.NotFoundError,
+            errors.ModelNotFoundError,
+            "the provider does not know this model (404); check the model name and api_base",
+        ),
+    ]
+    for litellm_type, ours, why in kinds:
+        if isinstance(exc, litellm_type):
+            return ours(
+                f"Model '{model}': {why}. Provider said: {detail}",
+                model=model,
+                status_code=status,
+                retry_after_s=_retry_after_s(exc),
+            )
+    if (isinstance(status, int) and status >= 500) or isinstance(
+        exc, (litellm.InternalServerError, litellm.ServiceUnavailableError, litellm.BadGatewayError)
+    ):
+        return errors.ProviderError(
+            f"Model '{model}': provider error ({status}). {detail}",
+            model=model,
+            status_code=status,
+            retry_after_s=_retry_after_s(exc),
+        )
+    if isinstance(exc, litellm.exceptions.OpenAIError) or type(exc).__module__.startswith(
+        "litellm"
+    ):
+        return errors.BadRequestError(
+            f"Model '{model}': request rejected ({status}). {detail}",
+            model=model,
+            status_code=status,
+        )
+    return exc
+
+
+def _auth_hint(llm: LLM) -> str:
+    if llm.api_key is not None:
+        return "the api_key given in LLM(api_key=...) was rejected (401)"
+    litellm = _litellm()
+    try:
+        missing = litellm.validate_environment(llm.model).get("missing_keys") or []
+    except Exception:
+        missing = []
+    if missing:
+        return f"no API key: litellm looked for {', '.join(missing)}; set it (or pass LLM(api_key=...))"
+    variable = f"{_provider(llm.model).upper() or 'OPENAI'}_API_KEY"
+    return f"the API key was rejected (401); litellm read it from {variable}: check its value"
+
+
+def _retry_after_s(exc: Exception) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or getattr(exc, "litellm_response_headers", None)
+    value = headers.get("retry-after") if headers else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

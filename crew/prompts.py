@@ -1,0 +1,86 @@
+"""The words crew sends to models: system and task prompts, and the placeholder syntax.
+
+Placeholders follow CrewAI's rule: ``{name}`` with ``name`` matching ``[A-Za-z_][A-Za-z0-9_-]*``;
+any other brace (JSON in a description, ``{ "a": 1 }``) is left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crew.agent import Agent
+    from crew.board import BoardEntry
+    from crew.task import Task
+
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_\-]*)\}")
+
+
+def placeholders(text: str) -> list[str]:
+    """The input names ``text`` refers to, in order of first use."""
+    return list(dict.fromkeys(PLACEHOLDER.findall(text or "")))
+
+
+def interpolate(text: str, inputs: Mapping[str, Any]) -> str:
+    """Replace each ``{name}`` that is in ``inputs``; leave every other brace as it is."""
+    if not text or "{" not in text:
+        return text
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in inputs:
+            return match.group(0)
+        found = inputs[name]
+        return found if isinstance(found, str) else json.dumps(found, ensure_ascii=False)
+
+    return PLACEHOLDER.sub(value, text)
+
+
+def system_prompt(agent: Agent, inputs: Mapping[str, Any]) -> str:
+    parts = [f"You are {interpolate(agent.role, inputs)}."]
+    if agent.backstory:
+        parts.append(interpolate(agent.backstory, inputs))
+    if agent.goal:
+        parts.append(f"Your goal: {interpolate(agent.goal, inputs)}")
+    return "\n".join(parts)
+
+
+def task_prompt(
+    task: Task,
+    inputs: Mapping[str, Any],
+    context: Iterable[BoardEntry],
+    output_schema: dict[str, Any] | None,
+) -> str:
+    """The user message of a task. Its first line names the task (``# Task: id``)."""
+    lines = [f"# Task: {task.id}", interpolate(task.description, inputs)]
+    if task.expected_output:
+        lines += ["", "## Expected output", interpolate(task.expected_output, inputs)]
+    entries = list(context)
+    if entries:
+        lines += ["", "## Context from earlier tasks"]
+        for entry in entries:
+            lines += ["", f"### {entry.key} (by {entry.author})", entry.render()]
+    if output_schema is not None:
+        schema = json.dumps(output_schema, ensure_ascii=False)
+        lines += [
+            "",
+            "## Answer format",
+            f"Answer with one JSON object, and nothing else, that follows this JSON schema: {schema}",
+        ]
+    return "\n".join(lines)
+
+
+def repair_prompt(error: str) -> str:
+    return (
+        "Your answer did not match the required JSON schema:\n"
+        f"{error}\n"
+        "Answer again with only the corrected JSON object."
+    )
+
+
+FINAL_ANSWER_PROMPT = (
+    "You have used every tool call this task allows. Give your final answer now, without tools."
+)

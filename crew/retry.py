@@ -1,0 +1,82 @@
+"""When and how long to wait before trying again. The only module that uses tenacity.
+
+Whether an error is worth another attempt is decided by one attribute, ``retryable``, set on the
+exception classes in ``crew.errors``; the wait honours the provider's Retry-After when it sent one.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from crew.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
+
+T = TypeVar("T")
+OnRetry = Callable[[int, BaseException, float], None]
+"""Called before each wait with (failed attempt number, its error, seconds to wait)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Exponential backoff with jitter.
+
+    The n-th wait is ``min(max_s, initial_s * 2**(n-1)) + uniform(0, jitter_s)``, or the
+    provider's Retry-After (capped at ``max_retry_after_s``) when it asked for a longer one.
+    """
+
+    attempts: int = 3
+    """Tries in all, the first included; 1 means no retry."""
+    initial_s: float = 0.5
+    max_s: float = 20.0
+    jitter_s: float = 0.25
+    max_retry_after_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ConfigError(f"RetryPolicy.attempts must be at least 1, got {self.attempts}.")
+        if min(self.initial_s, self.max_s, self.jitter_s, self.max_retry_after_s) < 0:
+            raise ConfigError("RetryPolicy waits must not be negative.")
+
+    def wait_s(self, attempt: int, error: BaseException | None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        backoff = min(self.max_s, self.initial_s * 2 ** (attempt - 1))
+        backoff += random.uniform(0, self.jitter_s) if self.jitter_s else 0.0
+        retry_after = getattr(error, "retry_after_s", None)
+        if retry_after is not None and retry_after > 0:
+            return max(min(retry_after, self.max_retry_after_s), backoff)
+        return backoff
+
+
+def is_retryable(error: BaseException) -> bool:
+    return bool(getattr(error, "retryable", False))
+
+
+async def retrying(
+    fn: Callable[[], Awaitable[T]], policy: RetryPolicy, *, on_retry: OnRetry | None = None
+) -> T:
+    """Await ``fn()``, trying again on retryable errors as ``policy`` says; re-raise the last."""
+    from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        return policy.wait_s(state.attempt_number, error)
+
+    def before_sleep(state: RetryCallState) -> None:
+        if on_retry is not None and state.outcome is not None and state.next_action is not None:
+            error = state.outcome.exception()
+            assert error is not None
+            on_retry(state.attempt_number, error, state.next_action.sleep)
+
+    retryer = AsyncRetrying(
+        stop=stop_after_attempt(policy.attempts),
+        retry=retry_if_exception(is_retryable),
+        wait=wait,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    return await retryer(fn)
