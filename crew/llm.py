@@ -167,6 +167,10 @@ class LLM:
                 kwargs[key] = value
         if request.tools:
             kwargs["tools"] = request.tools
+            if _reads_skip_mcp_handler():
+                # Our tools are plain functions. litellm's MCP bridge inspects any `tools` and, to
+                # do so, imports the optional `mcp` package, failing the call when it is missing.
+                kwargs["_skip_mcp_handler"] = True
         if request.output_schema is not None and supports_response_schema(self.model):
             kwargs["response_format"] = {
                 "type": "json_schema",
@@ -204,6 +208,15 @@ def _litellm() -> ModuleType:
     litellm.suppress_debug_info = True
     litellm.drop_params = True  # an unsupported optional parameter must not fail the call
     return litellm
+
+
+@functools.cache
+def _reads_skip_mcp_handler() -> bool:
+    """Whether this litellm's completion() pops the private ``_skip_mcp_handler`` flag (else the
+    flag would be forwarded to the provider, so it is only sent where it is understood)."""
+    completion = _litellm().main.completion
+    code = getattr(completion, "__wrapped__", completion).__code__
+    return "_skip_mcp_handler" in code.co_consts
 
 
 @functools.cache
@@ -250,63 +263,68 @@ def _tool_call(call: Any) -> ToolCall:
 
 
 def translate_error(exc: Exception, llm: LLM) -> Exception:
-    """litellm's exception as ours, naming the model and the fix. Unknown exceptions pass through."""
-    litellm = _litellm()
-    model = llm.model
+    """litellm's exception as ours, naming the model, the reason and the fix.
+
+    Exceptions that did not come from litellm (bugs) pass through unchanged.
+    """
+    found = _classify(exc, llm)
+    if found is None:
+        return exc
+    kind, why = found
     status = getattr(exc, "status_code", None)
     detail = _short(getattr(exc, "message", None) or str(exc))
-    kinds: list[
-        tuple[type[BaseException] | tuple[type[BaseException], ...], type[errors.LLMError], str]
-    ] = [
-        (
-            litellm.ContextWindowExceededError,
-            errors.ContextWindowError,
-            "the prompt is longer than the model's context window; shorten the task or pick a model with a longer one",
-        ),
-        (litellm.RateLimitError, errors.RateLimitError, "rate limited (429)"),
-        (litellm.Timeout, errors.LLMTimeoutError, f"no answer within {llm.timeout_s:g} s"),
-        (
-            litellm.APIConnectionError,
-            errors.LLMConnectionError,
-            f"could not connect{f' to {llm.api_base}' if llm.api_base else ''}; is the server up?",
-        ),
-        (
-            (litellm.AuthenticationError, litellm.PermissionDeniedError),
-            errors.AuthenticationError,
-            _auth_hint(llm),
-        ),
-        (
-            litellm.NotFoundError,
-            errors.ModelNotFoundError,
-            "the provider does not know this model (404); check the model name and api_base",
-        ),
-    ]
-    for litellm_type, ours, why in kinds:
-        if isinstance(exc, litellm_type):
-            return ours(
-                f"Model '{model}': {why}. Provider said: {detail}",
-                model=model,
-                status_code=status,
-                retry_after_s=_retry_after_s(exc),
-            )
+    return kind(
+        f"Model '{llm.model}': {why}. Provider said: {detail}",
+        model=llm.model,
+        status_code=status if isinstance(status, int) else None,
+        retry_after_s=_retry_after_s(exc),
+    )
+
+
+def _classify(exc: Exception, llm: LLM) -> tuple[type[errors.LLMError], str] | None:
+    litellm = _litellm()
+    chain = _chain(exc)
+    text = " ".join(str(e) for e in chain)
+    status = getattr(exc, "status_code", None)
+    # litellm reports a missing key and a refused connection as 500s; look at what caused them.
+    if "Missing credentials" in text or "api_key client option must be set" in text:
+        return errors.AuthenticationError, _auth_hint(llm)
+    if isinstance(exc, litellm.ContextWindowExceededError):
+        return errors.ContextWindowError, (
+            "the prompt is longer than the model's context window;"
+            " shorten the task or choose a model with a longer one"
+        )
+    if isinstance(exc, litellm.RateLimitError):
+        return errors.RateLimitError, "rate limited (429)"
+    if isinstance(exc, litellm.Timeout):
+        return errors.LLMTimeoutError, f"no answer within {llm.timeout_s:g} s"
+    if isinstance(exc, litellm.APIConnectionError) or any(
+        isinstance(e, ConnectionError) for e in chain
+    ):
+        where = f" to {llm.api_base}" if llm.api_base else ""
+        return errors.LLMConnectionError, f"could not connect{where}; is the server up?"
+    if isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError):
+        return errors.AuthenticationError, _auth_hint(llm)
+    if isinstance(exc, litellm.NotFoundError):
+        return errors.ModelNotFoundError, (
+            "the provider does not know this model (404); check the model name and api_base"
+        )
     if (isinstance(status, int) and status >= 500) or isinstance(
-        exc, (litellm.InternalServerError, litellm.ServiceUnavailableError, litellm.BadGatewayError)
+        exc, litellm.InternalServerError | litellm.ServiceUnavailableError | litellm.BadGatewayError
     ):
-        return errors.ProviderError(
-            f"Model '{model}': provider error ({status}). {detail}",
-            model=model,
-            status_code=status,
-            retry_after_s=_retry_after_s(exc),
-        )
-    if isinstance(exc, litellm.exceptions.OpenAIError) or type(exc).__module__.startswith(
-        "litellm"
-    ):
-        return errors.BadRequestError(
-            f"Model '{model}': request rejected ({status}). {detail}",
-            model=model,
-            status_code=status,
-        )
-    return exc
+        return errors.ProviderError, f"provider error ({status}); it may pass, so it is retried"
+    if isinstance(exc, litellm.exceptions.OpenAIError) or type(exc).__module__.startswith("litellm"):
+        return errors.BadRequestError, f"request rejected ({status})"
+    return None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 def _auth_hint(llm: LLM) -> str:

@@ -72,6 +72,9 @@ async def retrying(
             assert error is not None
             on_retry(state.attempt_number, error, state.next_action.sleep)
 
+    async def attempt() -> T:  # tenacity awaits only what it sees as a coroutine function
+        return await fn()
+
     retryer = AsyncRetrying(
         stop=stop_after_attempt(policy.attempts),
         retry=retry_if_exception(is_retryable),
@@ -79,4 +82,4 @@ async def retrying(
         before_sleep=before_sleep,
         reraise=True,
     )
-    return await retryer(fn)
+    return await retryer(attempt)

@@ -1,0 +1,92 @@
+"""Fixtures shared by every test: no network but loopback, no provider keys, a fake server."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from crew import LLM, RetryPolicy
+from crew.testserver import FakeOpenAIServer, Reply
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+_PROVIDER_VARIABLE = re.compile(r"(_API_KEY|_API_BASE|_BASE_URL|_API_TOKEN)$|^CREW_")
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_getaddrinfo = socket.getaddrinfo
+
+# Fast waits so retry tests take milliseconds; jitter off so counts are exact.
+FAST_RETRY = RetryPolicy(attempts=3, initial_s=0.01, max_s=0.05, jitter_s=0.0)
+
+
+class NetworkBlocked(AssertionError):
+    """A test tried to reach an address that is not loopback."""
+
+
+def _is_loopback(host: object) -> bool:
+    if host in ("localhost", "", None):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _guarded_connect(sock: socket.socket, address: object) -> None:
+    _check(sock, address)
+    return _real_connect(sock, address)
+
+
+def _guarded_connect_ex(sock: socket.socket, address: object) -> int:
+    _check(sock, address)
+    return _real_connect_ex(sock, address)
+
+
+def _check(sock: socket.socket, address: object) -> None:
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0] if isinstance(address, tuple) else address
+        if not _is_loopback(host):
+            raise NetworkBlocked(f"test tried to connect to {address!r}; only loopback is allowed")
+
+
+def _guarded_getaddrinfo(host: object, *args: object, **kwargs: object) -> object:
+    if not _is_loopback(host.decode() if isinstance(host, bytes) else host):
+        raise NetworkBlocked(f"test tried to resolve {host!r}; only loopback is allowed")
+    return _real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any connection or DNS lookup that is not loopback; clear provider keys and CREW_*."""
+    for name in list(os.environ):
+        if _PROVIDER_VARIABLE.search(name):
+            monkeypatch.delenv(name)
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)
+
+
+@pytest.fixture(scope="session")
+def _server_session() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def server(_server_session: FakeOpenAIServer) -> Iterator[FakeOpenAIServer]:
+    """The fake OpenAI-compatible server on 127.0.0.1, with no rules and an empty call log."""
+    _server_session.reset()
+    _server_session.default = Reply(text="ok")
+    yield _server_session
+    _server_session.reset()
+
+
+@pytest.fixture
+def fake_llm(server: FakeOpenAIServer) -> LLM:
+    """An LLM that reaches the fake server through litellm's real HTTP path."""
+    return LLM("openai/fake", api_base=server.url, api_key="sk-test", retry=FAST_RETRY)
