@@ -162,8 +162,8 @@ class Crew:
             task = plan.tasks[task_id]
             agent = task.agent
             assert agent is not None  # the planner checked
-            llm = agent.llm if isinstance(agent.llm, ChatModel) else default
-            assert llm is not None  # the planner checked
+            llm = agent.llm or default  # Agent made its llm a ChatModel; the planner checked
+            assert llm is not None
             run = TaskRun(
                 llm=llm,
                 board=board,

@@ -6,6 +6,7 @@ The only module that uses networkx, imported on the first plan (it costs ~0.2 s 
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,8 +41,12 @@ class Plan:
     critical_path: tuple[str, ...]
     critical_path_s: float
     """Sum of the estimates along the critical path."""
-    max_parallelism: int
-    """Most tasks that can ever run at once (the width of the graph)."""
+
+    @functools.cached_property
+    def max_parallelism(self) -> int:
+        """Most tasks that can ever run at once: the width of the graph (computed on first use,
+        as it needs the transitive closure; the scheduler never asks)."""
+        return _width(self.graph)
 
     def dependencies(self, task_id: str) -> list[str]:
         return list(self.graph.predecessors(task_id))
@@ -117,7 +122,6 @@ def _analyse(by_id: dict[str, Task], graph: nx.DiGraph) -> Plan:
         remaining_s=remaining,
         critical_path=tuple(path),
         critical_path_s=remaining[path[0]],
-        max_parallelism=_width(graph),
     )
 
 

@@ -6,6 +6,7 @@ exception classes in ``crew.errors``; the wait honours the provider's Retry-Afte
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -59,24 +60,45 @@ def is_retryable(error: BaseException) -> bool:
 async def retrying(
     fn: Callable[[], Awaitable[T]], policy: RetryPolicy, *, on_retry: OnRetry | None = None
 ) -> T:
-    """Await ``fn()``, trying again on retryable errors as ``policy`` says; re-raise the last."""
+    """Await ``fn()``, trying again on retryable errors as ``policy`` says; re-raise the last.
+
+    The first attempt runs directly: tenacity is set up only once something has failed, which
+    keeps it off the hot path of every model call and every task.
+    """
+    try:
+        return await fn()
+    except Exception as error:
+        if policy.attempts == 1 or not is_retryable(error):
+            raise
+        first_error = error
+    delay = policy.wait_s(1, first_error)
+    if on_retry is not None:
+        on_retry(1, first_error, delay)
+    await asyncio.sleep(delay)
+    return await _retry_rest(fn, policy, on_retry)
+
+
+async def _retry_rest(
+    fn: Callable[[], Awaitable[T]], policy: RetryPolicy, on_retry: OnRetry | None
+) -> T:
+    """Attempts 2..n under tenacity (its attempt numbers are one behind ours)."""
     from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
     def wait(state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
-        return policy.wait_s(state.attempt_number, error)
+        return policy.wait_s(state.attempt_number + 1, error)
 
     def before_sleep(state: RetryCallState) -> None:
         if on_retry is not None and state.outcome is not None and state.next_action is not None:
             error = state.outcome.exception()
             assert error is not None
-            on_retry(state.attempt_number, error, state.next_action.sleep)
+            on_retry(state.attempt_number + 1, error, state.next_action.sleep)
 
     async def attempt() -> T:  # tenacity awaits only what it sees as a coroutine function
         return await fn()
 
     retryer = AsyncRetrying(
-        stop=stop_after_attempt(policy.attempts),
+        stop=stop_after_attempt(policy.attempts - 1),
         retry=retry_if_exception(is_retryable),
         wait=wait,
         before_sleep=before_sleep,

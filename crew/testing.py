@@ -84,12 +84,14 @@ class ScriptedLLM:
     """(call, time.perf_counter() at its end) for every answered call."""
     in_flight: int = field(default=0, init=False)
     max_in_flight: int = field(default=0, init=False)
+    _counts: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def calls_for(self, task_id: str) -> list[Call]:
         return [c for c in self.calls if c.task_id == task_id]
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        index = sum(1 for c in self.calls if c.task_id == request.task_id)
+        index = self._counts.get(request.task_id, 0)
+        self._counts[request.task_id] = index + 1
         call = Call(
             task_id=request.task_id,
             agent=request.agent,
