@@ -28,7 +28,7 @@ from collections.abc import Callable
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crew import LLM, Agent, Crew, Task, events  # noqa: E402
+from crew import LLM, Agent, Crew, Task, events
 
 _SLEEP = re.compile(r"sleep_ms=(\d+)")
 Spec = dict[str, tuple[int, list[str]]]
@@ -89,8 +89,13 @@ def unbalanced(seed: int = 7) -> Spec:
 def build(spec: Spec, llm: LLM, max_concurrency: int) -> Crew:
     agent = Agent(role="Worker", goal="Do the task", llm=llm, board_tools=False)
     tasks = [
-        Task(id=t, description=f"Do {t}. sleep_ms={ms}", agent=agent, depends_on=deps,
-             estimate_s=ms / 1000)
+        Task(
+            id=t,
+            description=f"Do {t}. sleep_ms={ms}",
+            agent=agent,
+            depends_on=deps,
+            estimate_s=ms / 1000,
+        )
         for t, (ms, deps) in spec.items()
     ]
     return Crew(tasks, max_concurrency=max_concurrency)
@@ -113,9 +118,13 @@ def measure(spec: Spec, llm: LLM, max_concurrency: int = 64) -> dict[str, float]
     result = asyncio.run(crew.arun(on_event=watch))
     makespan = time.perf_counter() - started
     result.raise_for_status()
-    return {"makespan_s": makespan, "critical_s": plan.critical_path_s,
-            "ratio": makespan / plan.critical_path_s if plan.critical_path_s else float("nan"),
-            "peak": peak, "tasks": len(spec)}
+    return {
+        "makespan_s": makespan,
+        "critical_s": plan.critical_path_s,
+        "ratio": makespan / plan.critical_path_s if plan.critical_path_s else float("nan"),
+        "peak": peak,
+        "tasks": len(spec),
+    }
 
 
 async def bare_litellm(url: str, calls: int) -> float:
@@ -124,9 +133,15 @@ async def bare_litellm(url: str, calls: int) -> float:
     started = time.perf_counter()
     for i in range(calls):
         await litellm.acompletion(
-            model="openai/fake", api_base=url, api_key="sk-bench", num_retries=0,
-            messages=[{"role": "system", "content": "You are Worker."},
-                      {"role": "user", "content": f"# Task: t{i}\nDo t{i}. sleep_ms=0"}])
+            model="openai/fake",
+            api_base=url,
+            api_key="sk-bench",
+            num_retries=0,
+            messages=[
+                {"role": "system", "content": "You are Worker."},
+                {"role": "user", "content": f"# Task: t{i}\nDo t{i}. sleep_ms=0"},
+            ],
+        )
     return (time.perf_counter() - started) / calls
 
 
@@ -136,16 +151,27 @@ async def raw_http(url: str, calls: int) -> float:
     async with httpx.AsyncClient() as client:
         started = time.perf_counter()
         for i in range(calls):
-            response = await client.post(f"{url}/chat/completions", json={
-                "model": "fake", "messages": [{"role": "user", "content": f"# Task: t{i}\nhi"}]})
+            response = await client.post(
+                f"{url}/chat/completions",
+                json={
+                    "model": "fake",
+                    "messages": [{"role": "user", "content": f"# Task: t{i}\nhi"}],
+                },
+            )
             response.raise_for_status()
         return (time.perf_counter() - started) / calls
 
 
 def import_time_s(runs: int = 5) -> float:
     code = "import time; t = time.perf_counter(); import crew; print(time.perf_counter() - t)"
-    times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                  check=True).stdout) for _ in range(runs)]
+    times = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for _ in range(runs)
+    ]
     return statistics.median(times)
 
 
@@ -161,8 +187,9 @@ def free_port() -> int:
 
 def main() -> None:
     port = free_port()
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)],
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(port)], stdout=subprocess.PIPE, text=True
+    )
     try:
         url = server.stdout.readline().strip() if server.stdout else ""
         report(url)
@@ -175,26 +202,36 @@ def report(url: str) -> None:
     llm = LLM("openai/fake", api_base=url, api_key="sk-bench")
     measure(chain(5, 0), llm)  # warm up: litellm import, connection pool
     print(f"{'graph':<34}{'tasks':>6}{'makespan':>10}{'critical':>10}{'ratio':>8}{'in flight':>11}")
-    rows = [("fan-out root -> 32 -> join, 100 ms", fan_out()),
-            ("chain of 10, 100 ms", chain(10, 100)),
-            ("unbalanced layered DAG, 50-400 ms", unbalanced())]
+    rows = [
+        ("fan-out root -> 32 -> join, 100 ms", fan_out()),
+        ("chain of 10, 100 ms", chain(10, 100)),
+        ("unbalanced layered DAG, 50-400 ms", unbalanced()),
+    ]
     for name, spec in rows:
         m = measure(spec, llm)
-        print(f"{name:<34}{m['tasks']:>6.0f}{m['makespan_s']:>9.3f}s{m['critical_s']:>9.3f}s"
-              f"{m['ratio']:>8.3f}{m['peak']:>11.0f}")
+        print(
+            f"{name:<34}{m['tasks']:>6.0f}{m['makespan_s']:>9.3f}s{m['critical_s']:>9.3f}s"
+            f"{m['ratio']:>8.3f}{m['peak']:>11.0f}"
+        )
     zero = [measure(chain(50, 0), llm)["makespan_s"] for _ in range(5)]
     per_task_ms = statistics.median(zero) / 50 * 1000
     bare_ms = statistics.median(asyncio.run(bare_litellm(url, 50)) for _ in range(5)) * 1000
     raw_ms = statistics.median(asyncio.run(raw_http(url, 50)) for _ in range(5)) * 1000
-    print(f"\n0 ms chain of 50: {statistics.median(zero) * 1000:.1f} ms"
-          f" -> {per_task_ms:.2f} ms per task (median of 5)")
-    print(f"bare litellm.acompletion loop: {bare_ms:.2f} ms per call;"
-          f" raw httpx client: {raw_ms:.2f} ms per call")
+    print(
+        f"\n0 ms chain of 50: {statistics.median(zero) * 1000:.1f} ms"
+        f" -> {per_task_ms:.2f} ms per task (median of 5)"
+    )
+    print(
+        f"bare litellm.acompletion loop: {bare_ms:.2f} ms per call;"
+        f" raw httpx client: {raw_ms:.2f} ms per call"
+    )
     print(f"crew overhead above bare litellm: {per_task_ms - bare_ms:+.2f} ms per task")
     print(f"import crew: {import_time_s() * 1000:.0f} ms (median of 5 fresh interpreters)")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process: {peak_mb:.0f} MB")
-    print(json.dumps({"per_task_ms": per_task_ms, "bare_litellm_ms": bare_ms, "raw_http_ms": raw_ms}))
+    print(
+        json.dumps({"per_task_ms": per_task_ms, "bare_litellm_ms": bare_ms, "raw_http_ms": raw_ms})
+    )
 
 
 if __name__ == "__main__":

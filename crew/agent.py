@@ -68,7 +68,9 @@ class Agent:
                 {t.name: t for t in board_tools(run.board, author=self.role, reserved=run.reserved)}
             )
         schemas = [t.schema() for t in tools.values()] or None
-        context = [entry for dep in task.depends_on if (entry := run.board.get(dep)) is not None]
+        context = [
+            entry for dep in task.dependency_ids if (entry := run.board.get(dep)) is not None
+        ]
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": prompts.system_prompt(self, run.inputs)},
             {"role": "user", "content": prompts.task_prompt(task, run.inputs, context, schema)},
@@ -211,7 +213,7 @@ def resolve_llm(agent: Agent, default: ChatModel | None) -> ChatModel | None:
 
 
 def parse_output(text: str, output_model: type[BaseModel], *, task_id: str = "") -> BaseModel:
-    """Validate a model's answer against ``output_model``, tolerating code fences around the JSON."""
+    """Validate a model's answer against ``output_model``; code fences around the JSON are fine."""
     from pydantic import ValidationError
 
     candidate = text.strip()

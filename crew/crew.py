@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from crew import events
 from crew.agent import Agent, TaskRun
@@ -53,7 +53,7 @@ class CrewResult:
         return self.finished_at - self.started_at
 
     def raise_for_status(self) -> CrewResult:
-        """Return self if every task succeeded, else raise ``RunFailedError`` saying which failed."""
+        """Return self if every task succeeded, else raise ``RunFailedError`` naming failures."""
         if self.status == "succeeded":
             return self
         failed = [r for r in self.tasks.values() if r.status == "failed"]
@@ -138,8 +138,8 @@ class Crew:
     ) -> CrewResult:
         """Run the crew. Raises ``ConfigError`` before any model call if the crew is invalid;
         a task failure does not raise: it is in the result (see ``raise_for_status``)."""
+        plan = self.plan(inputs)  # first: it also rejects inputs that are not a mapping
         inputs = dict(inputs or {})
-        plan = self.plan(inputs)
         default = self._default_llm()
         bus = events.EventBus()
         if on_event is not None:
@@ -162,8 +162,8 @@ class Crew:
             task = plan.tasks[task_id]
             agent = task.agent
             assert agent is not None  # the planner checked
-            llm = agent.llm or default  # Agent made its llm a ChatModel; the planner checked
-            assert llm is not None
+            llm = cast(ChatModel | None, agent.llm) or default  # Agent made it a ChatModel
+            assert llm is not None  # the planner checked
             run = TaskRun(
                 llm=llm,
                 board=board,

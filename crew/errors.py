@@ -4,8 +4,8 @@ The tree::
 
     CrewError
     ├── ConfigError              setup problems, raised before any model call
-    │   └── PlanError            a crew that cannot be planned (cycles, unknown ids, missing inputs, ...)
-    ├── LLMError                 a model call failed (``retryable`` says whether trying again may help)
+    │   └── PlanError            the task graph is invalid (cycles, unknown ids, missing inputs)
+    ├── LLMError                 a model call failed (``retryable``: may another try help?)
     │   ├── RateLimitError       429                                            retryable
     │   ├── LLMTimeoutError      the provider did not answer in time            retryable
     │   ├── LLMConnectionError   the provider could not be reached              retryable

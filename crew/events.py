@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from crew.crew import CrewResult
@@ -127,8 +127,8 @@ class BoardPosted(Event):
     """output (a task's result) or note (posted by an agent's tool)."""
 
 
-class EventSink(Protocol):
-    def __call__(self, event: Event) -> None: ...
+EventSink = Callable[[Event], None]
+"""Anything that takes events: a function, a list's append, a queue's put_nowait."""
 
 
 class Emitter:

@@ -129,7 +129,7 @@ class LLM:
 
             try:
                 return await retrying(
-                    lambda llm=llm: llm._call(request), llm.retry, on_retry=on_retry
+                    functools.partial(llm._call, request), llm.retry, on_retry=on_retry
                 )
             except errors.LLMError as exc:
                 if not exc.retryable or position == len(chain) - 1:
@@ -193,7 +193,8 @@ def as_chat_model(value: str | ChatModel) -> ChatModel:
     if isinstance(value, ChatModel):
         return value
     raise errors.ConfigError(
-        f"llm must be a litellm model string, an LLM(...) or a ChatModel, got {type(value).__name__}."
+        "llm must be a litellm model string, an LLM(...) or a ChatModel,"
+        f" got {type(value).__name__}."
     )
 
 
@@ -313,7 +314,9 @@ def _classify(exc: Exception, llm: LLM) -> tuple[type[errors.LLMError], str] | N
         exc, litellm.InternalServerError | litellm.ServiceUnavailableError | litellm.BadGatewayError
     ):
         return errors.ProviderError, f"provider error ({status}); it may pass, so it is retried"
-    if isinstance(exc, litellm.exceptions.OpenAIError) or type(exc).__module__.startswith("litellm"):
+    if isinstance(exc, litellm.exceptions.OpenAIError) or type(exc).__module__.startswith(
+        "litellm"
+    ):
         return errors.BadRequestError, f"request rejected ({status})"
     return None
 
@@ -336,7 +339,8 @@ def _auth_hint(llm: LLM) -> str:
     except Exception:
         missing = []
     if missing:
-        return f"no API key: litellm looked for {', '.join(missing)}; set it (or pass LLM(api_key=...))"
+        names = ", ".join(missing)
+        return f"no API key: litellm looked for {names}; set it (or pass LLM(api_key=...))"
     variable = f"{_provider(llm.model).upper() or 'OPENAI'}_API_KEY"
     return f"the API key was rejected (401); litellm read it from {variable}: check its value"
 

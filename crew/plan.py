@@ -35,7 +35,7 @@ class Plan:
     order: tuple[str, ...]
     """A topological order (declaration order among unrelated tasks)."""
     levels: tuple[tuple[str, ...], ...]
-    """Tasks by depth: level 0 has no dependencies. For display only: the scheduler has no levels."""
+    """Tasks by depth (level 0 has no dependencies); for display: the scheduler has no levels."""
     remaining_s: Mapping[str, float]
     """Longest estimated path from the start of each task to the end of the graph."""
     critical_path: tuple[str, ...]
@@ -86,7 +86,7 @@ def build_plan(
     for task in by_id.values():
         problems += _check_dependencies(task, by_id)
         graph.add_edges_from(
-            (dep, task.id) for dep in task.depends_on if dep in by_id and dep != task.id
+            (dep, task.id) for dep in task.dependency_ids if dep in by_id and dep != task.id
         )
     problems += _check_cycles(graph)
     problems += _check_agents(by_id.values(), default_llm)
@@ -156,7 +156,7 @@ def _check_inputs(inputs: Mapping[str, Any]) -> list[str]:
 
 def _check_dependencies(task: Task, by_id: Mapping[str, Task]) -> list[str]:
     problems = []
-    for dep in task.depends_on:
+    for dep in task.dependency_ids:
         if dep == task.id:
             problems.append(
                 f"Task '{task.id}' depends on itself; remove '{dep}' from its depends_on."
@@ -190,7 +190,7 @@ def _check_agents(tasks: Any, default_llm: ChatModel | None) -> list[str]:
             no_model.setdefault(task.agent.role, []).append(task.id)
     for role, task_ids in no_model.items():
         problems.append(
-            f"Agent '{role}' (task {', '.join(repr(t) for t in task_ids)}) has no model and no default"
+            f"Agent '{role}' (task {', '.join(map(repr, task_ids))}) has no model and no default"
             " is configured: pass Agent(llm='provider/model'), Crew(llm=...), or set CREW_MODEL."
         )
     return problems

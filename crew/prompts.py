@@ -68,7 +68,7 @@ def task_prompt(
         lines += [
             "",
             "## Answer format",
-            f"Answer with one JSON object, and nothing else, that follows this JSON schema: {schema}",
+            f"Answer with one JSON object, and nothing else, following this JSON schema: {schema}",
         ]
     return "\n".join(lines)
 

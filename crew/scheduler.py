@@ -8,6 +8,7 @@ estimated path to the end of the graph starts first (critical-path priority).
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -87,7 +88,7 @@ class Scheduler:
                 while ready and len(running) < self.max_concurrency:
                     task_id = heapq.heappop(ready)[2]
                     job = asyncio.create_task(self._run_task(task_id), name=f"crew-task-{task_id}")
-                    job.add_done_callback(lambda _, t=task_id: finished.put_nowait(t))
+                    job.add_done_callback(functools.partial(_notify, finished, task_id))
                     running[task_id] = job
                 task_id = await finished.get()
                 result = running.pop(task_id).result()
@@ -115,12 +116,11 @@ class Scheduler:
         task = self.plan.tasks[task_id]
         state = TaskAttempt()
         started = self.clock()
+        agent = task.agent.role if task.agent is not None else ""
 
         async def one_attempt() -> TaskOutput:
             state.number += 1
-            self.emit(
-                events.TaskStarted, task_id=task_id, agent=task.agent.role, attempt=state.number
-            )
+            self.emit(events.TaskStarted, task_id=task_id, agent=agent, attempt=state.number)
             try:
                 async with asyncio.timeout(task.timeout_s):
                     return await self.attempt(task_id, state)
@@ -210,6 +210,10 @@ class Scheduler:
         self.results[task_id] = TaskResult(task_id=task_id, status=status, reason=reason)
         if status == "skipped":
             self.emit(events.TaskSkipped, task_id=task_id, reason=reason)
+
+
+def _notify(queue: asyncio.Queue[str], task_id: str, _job: object) -> None:
+    queue.put_nowait(task_id)
 
 
 def check_settings(max_concurrency: object, on_failure: object) -> None:

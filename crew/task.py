@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from crew.agent import Agent
 from crew.errors import ConfigError
@@ -45,6 +45,11 @@ class Task:
             raise ConfigError(problems)
         deps = tuple(dep.id if isinstance(dep, Task) else dep for dep in self.depends_on)
         object.__setattr__(self, "depends_on", deps)
+
+    @property
+    def dependency_ids(self) -> tuple[str, ...]:
+        """``depends_on`` as task ids."""
+        return cast(tuple[str, ...], self.depends_on)  # __post_init__ turned Tasks into ids
 
     def __repr__(self) -> str:
         return f"Task({self.id!r})"
@@ -126,7 +131,9 @@ class TaskResult:
             "task_id": self.task_id,
             "status": self.status,
             "text": output.text if output is not None else None,
-            "data": data.model_dump(mode="json") if hasattr(data, "model_dump") else data,
+            "data": data.model_dump(mode="json")
+            if data is not None and hasattr(data, "model_dump")
+            else data,
             "agent": output.agent if output is not None else None,
             "error": self.error,
             "error_type": self.error_type,

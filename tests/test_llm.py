@@ -28,8 +28,11 @@ def test_a_call_returns_text_tokens_and_the_model(server, fake_llm):
     server.script("t", Reply(text="hi there", prompt_tokens=12, completion_tokens=3))
     response = complete(fake_llm)
     assert response.content == "hi there"
-    assert (response.usage.calls, response.usage.prompt_tokens, response.usage.completion_tokens) == (
-        1, 12, 3)
+    assert (
+        response.usage.calls,
+        response.usage.prompt_tokens,
+        response.usage.completion_tokens,
+    ) == (1, 12, 3)
     assert response.model == "openai/fake"
     assert server.calls[0].body["messages"] == USER
 
@@ -45,8 +48,9 @@ def test_cost_is_recorded_for_priced_models(server):
 def test_retryable_statuses_are_retried_then_succeed(server, fake_llm, status):
     server.script("t", Reply(status=status), Reply(text="ok"))
     retries: list[tuple[str, int]] = []
-    response = complete(fake_llm, on_retry=lambda model, attempt, error, delay: retries.append(
-        (model, attempt)))
+    response = complete(
+        fake_llm, on_retry=lambda model, attempt, error, delay: retries.append((model, attempt))
+    )
     assert response.content == "ok"
     assert [c.status for c in server.calls] == [status, 200]
     assert retries == [("openai/fake", 1)]
@@ -71,11 +75,17 @@ def test_litellm_does_not_retry_on_its_own(server, fake_llm):
 def test_fallback_model_answers_after_the_primary_is_out_of_retries(server):
     server.script("t", Reply(status=429), model="openai/primary")
     server.script("t", Reply(text="from backup"), model="openai/backup")
-    llm = LLM("openai/primary", api_base=server.url, api_key="sk-test", retry=FAST_RETRY,
-              fallbacks=["openai/backup"])
+    llm = LLM(
+        "openai/primary",
+        api_base=server.url,
+        api_key="sk-test",
+        retry=FAST_RETRY,
+        fallbacks=["openai/backup"],
+    )
     fallbacks: list[tuple[str, str]] = []
-    response = complete(llm, on_fallback=lambda failed, following, error: fallbacks.append(
-        (failed, following)))
+    response = complete(
+        llm, on_fallback=lambda failed, following, error: fallbacks.append((failed, following))
+    )
     assert response.content == "from backup"
     assert response.model == "openai/backup"
     assert [c.model for c in server.calls] == ["primary"] * 3 + ["backup"]
@@ -84,8 +94,13 @@ def test_fallback_model_answers_after_the_primary_is_out_of_retries(server):
 
 def test_non_retryable_errors_fail_at_once_and_skip_fallbacks(server):
     server.script("t", Reply(status=400, error="messages: invalid role"))
-    llm = LLM("openai/fake", api_base=server.url, api_key="sk-test", fallbacks=["openai/other"],
-              retry=FAST_RETRY)
+    llm = LLM(
+        "openai/fake",
+        api_base=server.url,
+        api_key="sk-test",
+        fallbacks=["openai/other"],
+        retry=FAST_RETRY,
+    )
     with pytest.raises(crew_errors.BadRequestError) as caught:
         complete(llm)
     assert len(server.calls) == 1
@@ -101,9 +116,16 @@ def test_model_not_found(server, fake_llm):
 
 
 def test_context_window_exceeded(server, fake_llm):
-    server.script("t", Reply(status=400, error=(
-        "This model's maximum context length is 8192 tokens. However, your messages resulted in"
-        " 9000 tokens. Please reduce the length of the messages.")))
+    server.script(
+        "t",
+        Reply(
+            status=400,
+            error=(
+                "This model's maximum context length is 8192 tokens. However, your messages"
+                " resulted in 9000 tokens. Please reduce the length of the messages."
+            ),
+        ),
+    )
     with pytest.raises(crew_errors.ContextWindowError, match="context window"):
         complete(fake_llm)
     assert len(server.calls) == 1
@@ -127,19 +149,32 @@ def test_missing_key_names_the_variable_to_set(server):
 
 def test_timeouts_are_retryable_llm_errors(server):
     server.script("t", Reply(hang=True), Reply(text="ok"))
-    llm = LLM("openai/fake", api_base=server.url, api_key="sk-test", timeout_s=0.3, retry=FAST_RETRY)
+    llm = LLM(
+        "openai/fake", api_base=server.url, api_key="sk-test", timeout_s=0.3, retry=FAST_RETRY
+    )
     assert complete(llm).content == "ok"
-    no_retry = LLM("openai/fake", api_base=server.url, api_key="sk-test", timeout_s=0.3,
-                   retry=RetryPolicy(attempts=1))
+    no_retry = LLM(
+        "openai/fake",
+        api_base=server.url,
+        api_key="sk-test",
+        timeout_s=0.3,
+        retry=RetryPolicy(attempts=1),
+    )
     server.script("t", Reply(hang=True))
-    with pytest.raises(crew_errors.LLMTimeoutError, match="no answer within 0.3 s"):
+    with pytest.raises(crew_errors.LLMTimeoutError, match=r"no answer within 0\.3 s"):
         complete(no_retry)
 
 
 def test_connection_refused_is_a_clear_retryable_error():
-    llm = LLM("openai/fake", api_base="http://127.0.0.1:9/v1", api_key="sk-test",
-              retry=RetryPolicy(attempts=1))
-    with pytest.raises(crew_errors.LLMConnectionError, match="could not connect to http://127.0.0.1:9") as caught:
+    llm = LLM(
+        "openai/fake",
+        api_base="http://127.0.0.1:9/v1",
+        api_key="sk-test",
+        retry=RetryPolicy(attempts=1),
+    )
+    with pytest.raises(
+        crew_errors.LLMConnectionError, match=r"could not connect to http://127\.0\.0\.1:9"
+    ) as caught:
         complete(llm)
     assert caught.value.retryable
 
@@ -165,8 +200,11 @@ def test_structured_output_uses_json_schema_where_the_model_supports_it(server):
 
 
 def test_structured_output_is_repaired_once_when_the_model_has_no_json_mode(server, fake_llm):
-    server.script("article", Reply(text="Sure! Here it is: {\"title\": \"Lisbon\"}"),
-                  Reply(text='```json\n{"title": "Lisbon", "words": 7}\n```'))
+    server.script(
+        "article",
+        Reply(text='Sure! Here it is: {"title": "Lisbon"}'),
+        Reply(text='```json\n{"title": "Lisbon", "words": 7}\n```'),
+    )
     result = article_crew(fake_llm).run()
     assert result.outputs["article"].data == Article(title="Lisbon", words=7)
     assert "response_format" not in server.calls[0].body
@@ -194,21 +232,32 @@ def test_tool_loop_over_http_with_a_failing_tool(server, fake_llm):
         """Always fails."""
         raise RuntimeError(f"boom: {reason}")
 
-    server.script("count", Reply(tool_calls=[("word_count", {"text": "one two three"}),
-                                             ("explode", {"reason": "test"})]),
-                  Reply(text="three words"))
+    server.script(
+        "count",
+        Reply(
+            tool_calls=[("word_count", {"text": "one two three"}), ("explode", {"reason": "test"})]
+        ),
+        Reply(text="three words"),
+    )
     agent = Agent(role="Counter", llm=fake_llm, tools=[word_count, explode])
     seen: list[events.Event] = []
-    result = asyncio.run(Crew([Task(id="count", description="Count", agent=agent)]).arun(
-        on_event=seen.append))
+    result = asyncio.run(
+        Crew([Task(id="count", description="Count", agent=agent)]).arun(on_event=seen.append)
+    )
 
     assert result.outputs["count"].text == "three words"
     sent = server.calls[0].body
     assert {t["function"]["name"] for t in sent["tools"]} == {
-        "word_count", "explode", "read_board", "post_note"}
+        "word_count",
+        "explode",
+        "read_board",
+        "post_note",
+    }
     tool_messages = [m for m in server.calls[1].body["messages"] if m["role"] == "tool"]
     assert [m["content"] for m in tool_messages] == [
-        "3", "Error: explode raised RuntimeError: boom: test"]
+        "3",
+        "Error: explode raised RuntimeError: boom: test",
+    ]
     finished = [e for e in seen if isinstance(e, events.ToolFinished)]
     assert sorted((e.tool, e.ok) for e in finished) == [("explode", False), ("word_count", True)]
     assert result.usage.total.calls == 2
@@ -230,7 +279,8 @@ def test_import_crew_loads_no_heavy_library_and_litellm_stays_offline(tmp_path, 
         socket.socket.connect, socket.getaddrinfo = connect, getaddrinfo
 
         import crew
-        heavy = [m for m in ("litellm", "networkx", "pydantic", "rich", "tenacity") if m in sys.modules]
+        heavy = [m for m in ("litellm", "networkx", "pydantic", "rich", "tenacity")
+                 if m in sys.modules]
         assert heavy == [], heavy
         from crew import Agent, Crew, LLM, Task
         llm = LLM("openai/gpt-4o-mini", api_base="{server.url}", api_key="sk-test")
@@ -244,7 +294,13 @@ def test_import_crew_loads_no_heavy_library_and_litellm_stays_offline(tmp_path, 
         print("OK", len(attempts))
     """)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
-                          timeout=120, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("OK")

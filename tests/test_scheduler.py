@@ -62,7 +62,9 @@ def test_max_concurrency_bounds_calls_in_flight_over_http(server, fake_llm):
     spec = {f"t{i}": [] for i in range(7)}
     Crew(tasks_of(spec), llm=fake_llm, max_concurrency=3).run()
 
-    edges = sorted([(c.started, 1) for c in server.calls] + [(c.finished, -1) for c in server.calls])
+    edges = sorted(
+        [(c.started, 1) for c in server.calls] + [(c.finished, -1) for c in server.calls]
+    )
     in_flight = peak = 0
     for _, delta in edges:
         in_flight += delta
@@ -130,8 +132,12 @@ def test_fail_fast_cancels_running_tasks_and_skips_the_rest():
 
     result, seen = asyncio.run(main())
     status = {t: r.status for t, r in result.tasks.items()}
-    assert status == {"bad": "failed", "slow": "cancelled", "after_bad": "skipped",
-                      "after_slow": "skipped"}
+    assert status == {
+        "bad": "failed",
+        "slow": "cancelled",
+        "after_bad": "skipped",
+        "after_slow": "skipped",
+    }
     assert result.status == "failed"
     assert "broken prompt" in result.tasks["bad"].error
     assert result.tasks["bad"].error_type == "BadRequestError"
@@ -143,20 +149,32 @@ def test_fail_fast_cancels_running_tasks_and_skips_the_rest():
 
 def test_continue_runs_independent_branches_and_says_why_dependants_were_skipped():
     llm = ScriptedLLM({"bad": BadRequestError("no", model="m")})
-    spec = {"bad": [], "good": [], "child": ["bad"], "grandchild": ["child"], "after_good": ["good"],
-            "mixed": ["good", "child"]}
+    spec = {
+        "bad": [],
+        "good": [],
+        "child": ["bad"],
+        "grandchild": ["child"],
+        "after_good": ["good"],
+        "mixed": ["good", "child"],
+    }
     result = Crew(tasks_of(spec), llm=llm, on_failure="continue").run()
 
     status = {t: r.status for t, r in result.tasks.items()}
-    assert status == {"bad": "failed", "good": "succeeded", "child": "skipped",
-                      "grandchild": "skipped", "after_good": "succeeded", "mixed": "skipped"}
+    assert status == {
+        "bad": "failed",
+        "good": "succeeded",
+        "child": "skipped",
+        "grandchild": "skipped",
+        "after_good": "succeeded",
+        "mixed": "skipped",
+    }
     assert result.tasks["child"].reason == "depends on 'bad', which failed"
     assert result.tasks["grandchild"].reason == (
         "depends on 'child', which was skipped because 'bad' failed"
     )
     assert {c.task_id for c in llm.calls} == {"bad", "good", "after_good"}
     assert set(result.outputs) == {"good", "after_good"}
-    with pytest.raises(Exception, match="'bad': .*no"):
+    with pytest.raises(Exception, match=r"'bad': .*no"):
         result.raise_for_status()
 
 
@@ -211,15 +229,21 @@ def test_cancelling_a_run_keeps_finished_outputs_and_leaves_nothing_half_written
     result = finished[0].result
     assert result.status == "cancelled"
     assert {t: r.status for t, r in result.tasks.items()} == {
-        "a": "succeeded", "b": "cancelled", "c": "pending"}
+        "a": "succeeded",
+        "b": "cancelled",
+        "c": "pending",
+    }
     assert result.outputs["a"].text == "out a"
     assert result.board.keys() == ["a"]
 
 
 def test_usage_is_summed_by_task_and_by_agent():
     writer = Agent(role="Writer")
-    tasks = [Task(id="a", description="a", agent=WORKER), Task(id="b", description="b", agent=writer),
-             Task(id="c", description="c", agent=WORKER, depends_on=["a"])]
+    tasks = [
+        Task(id="a", description="a", agent=WORKER),
+        Task(id="b", description="b", agent=writer),
+        Task(id="c", description="c", agent=WORKER, depends_on=["a"]),
+    ]
     result = Crew(tasks, llm=ScriptedLLM()).run()
     usage = result.usage
     assert usage.total.calls == 3
@@ -259,8 +283,10 @@ def test_astream_raises_setup_errors_before_any_event():
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"max_concurrency": 0}, "max_concurrency must be a whole number >= 1"),
-     ({"on_failure": "explode"}, "on_failure must be 'fail_fast' or 'continue'")],
+    [
+        ({"max_concurrency": 0}, "max_concurrency must be a whole number >= 1"),
+        ({"on_failure": "explode"}, "on_failure must be 'fail_fast' or 'continue'"),
+    ],
 )
 def test_bad_crew_settings_are_rejected_at_construction(kwargs, message):
     with pytest.raises(ConfigError, match=message):
