@@ -14,7 +14,7 @@ from crew import events
 from crew.agent import Agent, TaskRun
 from crew.board import Board, BoardEntry
 from crew.errors import ConfigError, RunFailedError
-from crew.llm import ChatModel, as_chat_model, default_llm
+from crew.llm import ChatModel, as_chat_model, default_llm, prepare
 from crew.plan import Plan, build_plan
 from crew.scheduler import FailurePolicy, Scheduler, TaskAttempt, check_settings
 from crew.task import Task, TaskOutput, TaskResult
@@ -141,6 +141,8 @@ class Crew:
         plan = self.plan(inputs)  # first: it also rejects inputs that are not a mapping
         inputs = dict(inputs or {})
         default = self._default_llm()
+        models = {id(m): m for t in self.tasks if t.agent for m in (t.agent.llm or default,)}
+        await asyncio.to_thread(prepare, models.values())
         bus = events.EventBus()
         if on_event is not None:
             bus.subscribe(on_event)

@@ -12,7 +12,7 @@ import functools
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass, field, replace
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
@@ -177,6 +177,13 @@ class LLM:
                 "json_schema": {"name": request.output_name, "schema": request.output_schema},
             }
         return kwargs
+
+
+def prepare(models: Iterable[object]) -> None:
+    """Import litellm now if any of ``models`` needs it, so that its ~2.5 s import is not
+    charged to the first task (and its ``timeout_s``)."""
+    if any(isinstance(model, LLM) for model in models):
+        _litellm()
 
 
 def default_llm() -> LLM | None:
