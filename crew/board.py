@@ -79,8 +79,8 @@ class Board:
         self, key: str, text: str, *, author: str, data: Any = None, kind: EntryKind = "output"
     ) -> BoardEntry:
         """Add a new version of ``key`` and return it."""
-        now = self._clock()
-        with self._lock:
+        with self._lock:  # the clock is read inside: a later version never has an earlier time
+            now = self._clock()
             versions = self._versions.setdefault(key, [])
             created_at = versions[0].created_at if versions else now
             entry = BoardEntry(key, text, data, author, kind, len(versions) + 1, created_at, now)

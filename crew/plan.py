@@ -72,6 +72,8 @@ def build_plan(
 
     inputs = {} if inputs is None else inputs
     problems = _check_inputs(inputs)
+    if not isinstance(inputs, Mapping):
+        inputs = {}  # reported above; check the rest as if none were given
     by_id: dict[str, Task] = {}
     for task in tasks:
         if task.id in by_id and by_id[task.id] is not task:

@@ -88,7 +88,8 @@ class Tool:
         Raises whatever the function raises; the agent loop turns that into the tool's answer.
         """
         values = self.args_model.model_validate(arguments)
-        kwargs = {name: getattr(values, name) for name in type(values).model_fields}
+        fields = type(values).model_fields
+        kwargs = {info.alias or name: getattr(values, name) for name, info in fields.items()}
         if inspect.iscoroutinefunction(self.fn):
             result = await self.fn(**kwargs)
         else:
@@ -157,7 +158,7 @@ def board_tools(board: Board, *, author: str, reserved: frozenset[str]) -> list[
 
 
 def _build_args_model(fn: Callable[..., Any], name: str, docs: dict[str, str]) -> type[BaseModel]:
-    from pydantic import Field, create_model
+    from pydantic import BaseModel, Field, create_model
 
     fields: dict[str, Any] = {}
     hints = _type_hints(fn)
@@ -166,7 +167,11 @@ def _build_args_model(fn: Callable[..., Any], name: str, docs: dict[str, str]) -
             continue
         annotation = hints.get(param.name, Any)
         default = ... if param.default is param.empty else param.default
-        fields[param.name] = (annotation, Field(default, description=docs.get(param.name)))
+        info = Field(default, description=docs.get(param.name), alias=param.name)
+        # A parameter named like a BaseModel attribute (schema, json, model_config) is stored
+        # under another field name; the alias keeps its name in the schema and in validation.
+        field_name = f"arg_{param.name}" if hasattr(BaseModel, param.name) else param.name
+        fields[field_name] = (annotation, info)
     return create_model(f"{name}_arguments", **fields)
 
 
@@ -192,12 +197,17 @@ def _arg_docs(doc: str) -> dict[str, str]:
     if len(parts) < 3:
         return {}
     docs: dict[str, str] = {}
+    indent, current = None, None
     for line in parts[2].splitlines():
         if line.strip() and not line.startswith((" ", "\t")):
             break  # the next section (Returns:, Raises:) starts flush left
+        width = len(line) - len(line.lstrip())
         match = _ARG_LINE.match(line)
-        if match:
-            docs[match.group(1)] = match.group(2).strip()
+        if match and (indent is None or width <= indent):
+            indent, current = width, match.group(1)
+            docs[current] = match.group(2).strip()
+        elif current is not None and line.strip() and indent is not None and width > indent:
+            docs[current] += " " + line.strip()  # a description wrapped onto the next line
     return docs
 
 
