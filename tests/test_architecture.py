@@ -81,3 +81,21 @@ def test_runtime_imports_sees_function_level_imports():
     # The checks above would be empty promises if lazy imports went unseen.
     assert "litellm" in modules()["llm"]
     assert "networkx" in modules()["plan"]
+
+
+def test_the_network_guard_is_on_and_refuses_non_loopback_addresses():
+    import socket
+
+    from tests import conftest
+
+    assert socket.socket.connect is conftest._guarded_connect
+    assert socket.getaddrinfo is conftest._guarded_getaddrinfo
+    with socket.socket() as sock:
+        # The decision alone, so that a broken guard would still send nothing anywhere.
+        conftest._check(sock, ("127.0.0.1", 80))
+        try:
+            conftest._check(sock, ("192.0.2.1", 80))
+        except conftest.NetworkBlocked as blocked:
+            assert "only loopback is allowed" in str(blocked)
+        else:
+            raise AssertionError("a non-loopback address passed the guard")
