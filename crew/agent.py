@@ -7,6 +7,9 @@ local variables, so one agent can run many tasks at once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
+import itertools
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
     from crew.task import Task
 
 _FENCE = re.compile(r"^```[a-zA-Z0-9_-]*\s*\n(.*?)\n?```\s*$", re.DOTALL)
+MAX_DELEGATION_DEPTH = 2
+"""A coworker may delegate once more; below that, no delegation tools (no endless ping-pong)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +50,10 @@ class Agent:
     """Model calls one task may make (tool rounds plus the final answer)."""
     board_tools: bool = True
     """Give the agent ``read_board`` and ``post_note``."""
+    allow_delegation: bool = False
+    """Give the agent ``delegate_work`` and ``ask_question`` to hand work to its coworkers."""
+    delegates: Sequence[str] = ()
+    """Roles it may delegate to; empty means every other agent of the crew."""
     tool_map: Mapping[str, Tool] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -56,9 +65,10 @@ class Agent:
             object.__setattr__(self, "llm", as_chat_model(self.llm))
         tools = tuple(as_tool(t) for t in self.tools)
         object.__setattr__(self, "tools", tools)
+        object.__setattr__(self, "delegates", tuple(self.delegates))
         object.__setattr__(self, "tool_map", {t.name: t for t in tools})
 
-    async def execute(self, task: Task, run: TaskRun) -> AgentAnswer:
+    async def execute(self, task: Task | Assignment, run: TaskRun) -> AgentAnswer:
         """Do ``task``: the tool loop, then the answer (validated when the task asks for data)."""
         output_model = task.output_model
         schema = output_model.model_json_schema() if output_model is not None else None
@@ -67,6 +77,8 @@ class Agent:
             tools.update(
                 {t.name: t for t in board_tools(run.board, author=self.role, reserved=run.reserved)}
             )
+        if self.allow_delegation and len(run.chain) < MAX_DELEGATION_DEPTH:
+            tools.update({t.name: t for t in self._delegation_tools(task, run)})
         schemas = [t.schema() for t in tools.values()] or None
         context = [
             entry for dep in task.dependency_ids if (entry := run.board.get(dep)) is not None
@@ -116,7 +128,7 @@ class Agent:
 
     async def _ask(
         self,
-        task: Task,
+        task: Task | Assignment,
         run: TaskRun,
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None,
@@ -165,7 +177,7 @@ class Agent:
         return response
 
     async def _call_tool(
-        self, task: Task, run: TaskRun, tools: Mapping[str, Tool], call: ToolCall
+        self, task: Task | Assignment, run: TaskRun, tools: Mapping[str, Tool], call: ToolCall
     ) -> str:
         """Run one tool call; any failure becomes the text the model reads, never a task failure."""
         run.emit(events.ToolCalled, task_id=task.id, tool=call.name, arguments=call.arguments)
@@ -187,6 +199,80 @@ class Agent:
         run.emit(events.ToolFinished, task_id=task.id, tool=call.name, ok=ok, result=result)
         return result
 
+    def _delegation_tools(self, task: Task | Assignment, run: TaskRun) -> list[Tool]:
+        """``delegate_work`` and ``ask_question``, bound to this execution."""
+        counter = itertools.count(1)
+        delegate_spec, ask_spec = _delegation_tool_specs()
+
+        async def delegate_work(coworker: str, task_description: str, context: str = "") -> str:
+            return await self._delegate(
+                task,
+                run,
+                coworker,
+                task_description,
+                context,
+                key=f"{task.id}/delegated-{next(counter)}",
+                expected="A complete answer to the task.",
+            )
+
+        async def ask_question(coworker: str, question: str, context: str = "") -> str:
+            return await self._delegate(
+                task,
+                run,
+                coworker,
+                question,
+                context,
+                key=f"{task.id}/question-{next(counter)}",
+                expected="A clear, direct answer to the question.",
+            )
+
+        return [delegate_spec.with_fn(delegate_work), ask_spec.with_fn(ask_question)]
+
+    async def _delegate(
+        self,
+        task: Task | Assignment,
+        run: TaskRun,
+        name: str,
+        work: str,
+        context: str,
+        *,
+        key: str,
+        expected: str,
+    ) -> str:
+        allowed = [
+            role
+            for role in run.coworkers
+            if role != self.role
+            and role not in run.chain
+            and (not self.delegates or _normal(role) in {_normal(d) for d in self.delegates})
+        ]
+        wanted = _normal(name)
+        role = next((r for r in allowed if _normal(r) == wanted), None)
+        if role is None:
+            listed = ", ".join(repr(r) for r in allowed) or "none"
+            return f"Error: there is no coworker '{name}' you can ask. Coworkers: {listed}."
+        coworker = run.coworkers[role]
+        assert run.model_for is not None  # set whenever coworkers are
+        description = f"{work}\n\nContext from {self.role}:\n{context}" if context else work
+        assignment = Assignment(id=key, description=description, expected_output=expected)
+        sub_run = dataclasses.replace(
+            run, llm=run.model_for(coworker), chain=(*run.chain, self.role)
+        )
+        answer = await coworker.execute(assignment, sub_run)
+        run.board.post(key, answer.text, author=coworker.role, kind="delegation")
+        return answer.text
+
+
+@dataclass(frozen=True, kw_only=True)
+class Assignment:
+    """Work handed to a coworker by delegation: a task of its own that is not in the graph."""
+
+    id: str
+    description: str
+    expected_output: str = ""
+    dependency_ids: tuple[str, ...] = ()
+    output_model: type[BaseModel] | None = None
+
 
 @dataclass(frozen=True, kw_only=True)
 class AgentAnswer:
@@ -206,10 +292,42 @@ class TaskRun:
     on_usage: Callable[[Usage], None]
     reserved: frozenset[str] = frozenset()
     """Board keys notes may not use: the task ids of the crew."""
+    coworkers: Mapping[str, Agent] = field(default_factory=dict)
+    """Every agent of the crew by role, for delegation."""
+    model_for: Callable[[Agent], ChatModel] | None = None
+    """The model an agent runs on (its own, else the crew default), for delegation."""
+    chain: tuple[str, ...] = ()
+    """Roles that delegated down to this execution, outermost first."""
 
 
-def resolve_llm(agent: Agent, default: ChatModel | None) -> ChatModel | None:
-    return agent.llm if isinstance(agent.llm, ChatModel) else default
+def _normal(role: str) -> str:
+    """Roles match whatever the case, spacing, underscores or quotes a model writes them with."""
+    return " ".join(role.strip().strip("'\"`").replace("_", " ").lower().split())
+
+
+@functools.cache
+def _delegation_tool_specs() -> tuple[Tool, Tool]:
+    def delegate_work(coworker: str, task_description: str, context: str = "") -> str:
+        """Hand a piece of work to a coworker, who does it and returns the result.
+
+        Args:
+            coworker: the role of the coworker to delegate to.
+            task_description: what the coworker should do, in full.
+            context: everything the coworker needs to know; they know nothing of your task.
+        """
+        raise NotImplementedError  # a signature for the schema; the bound tool does the work
+
+    def ask_question(coworker: str, question: str, context: str = "") -> str:
+        """Ask a coworker a question and get their answer.
+
+        Args:
+            coworker: the role of the coworker to ask.
+            question: the question, in full.
+            context: everything the coworker needs to know to answer.
+        """
+        raise NotImplementedError  # a signature for the schema; the bound tool does the work
+
+    return Tool(delegate_work), Tool(ask_question)
 
 
 def parse_output(text: str, output_model: type[BaseModel], *, task_id: str = "") -> BaseModel:
@@ -237,7 +355,7 @@ def parse_output(text: str, output_model: type[BaseModel], *, task_id: str = "")
         ) from exc
 
 
-def _schema_name(task: Task) -> str:
+def _schema_name(task: Task | Assignment) -> str:
     model = task.output_model
     return re.sub(r"[^A-Za-z0-9_-]", "_", model.__name__ if model is not None else task.id)[:64]
 

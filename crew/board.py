@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-EntryKind = Literal["output", "note"]
+EntryKind = Literal["output", "note", "delegation"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,7 @@ class BoardEntry:
     author: str
     """The agent role that posted it."""
     kind: EntryKind
+    """output (a task's result), note (posted by an agent) or delegation (a coworker's answer)."""
     version: int
     """1 for the first post of the key, then 2, 3, ..."""
     created_at: float

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -92,6 +93,7 @@ class Crew:
         self,
         tasks: Iterable[Task],
         *,
+        agents: Iterable[Agent] = (),
         name: str = "crew",
         llm: str | ChatModel | None = None,
         max_concurrency: int = 8,
@@ -105,6 +107,7 @@ class Crew:
             raise ConfigError(f"Crew(tasks=...) takes Task objects, got {', '.join(wrong)}.")
         check_settings(max_concurrency, on_failure)
         self.name = name
+        self._extra_agents = tuple(agents)
         self.llm = as_chat_model(llm) if llm is not None else None
         self.max_concurrency = max_concurrency
         self.on_failure: FailurePolicy = on_failure
@@ -113,13 +116,36 @@ class Crew:
 
     @property
     def agents(self) -> list[Agent]:
-        """The agents of the tasks, each once, in order of first use."""
+        """The agents of the tasks, each once, in order of first use, then the other ``agents``
+        given (coworkers that only answer delegations)."""
         found = {id(t.agent): t.agent for t in self.tasks if t.agent is not None}
+        found.update((id(a), a) for a in self._extra_agents)
         return list(found.values())
+
+    def with_llm(self, llm: str | ChatModel) -> Crew:
+        """The same crew with every agent on ``llm`` (what ``crew run --llm`` does)."""
+        model = as_chat_model(llm)
+        agents = {id(a): dataclasses.replace(a, llm=model) for a in self.agents}
+        tasks = [
+            dataclasses.replace(t, agent=agents[id(t.agent)]) if t.agent is not None else t
+            for t in self.tasks
+        ]
+        return Crew(
+            tasks,
+            agents=[agents[id(a)] for a in self._extra_agents],
+            name=self.name,
+            llm=model,
+            max_concurrency=self.max_concurrency,
+            on_failure=self.on_failure,
+            clock=self._clock,
+            id_factory=self._id_factory,
+        )
 
     def plan(self, inputs: Mapping[str, Any] | None = None) -> Plan:
         """Validate the crew with ``inputs`` and return its plan, without calling any model."""
-        return build_plan(self.tasks, inputs, default_llm=self._default_llm())
+        return build_plan(
+            self.tasks, inputs, default_llm=self._default_llm(), agents=self._extra_agents
+        )
 
     def run(self, inputs: Mapping[str, Any] | None = None, **kwargs: Any) -> CrewResult:
         """Run the crew and wait for the result (the sync form of ``arun``)."""
@@ -159,14 +185,22 @@ class Crew:
 
         board = Board(clock=self._clock, on_post=posted)
         reserved = frozenset(plan.tasks)
+        coworkers = {agent.role: agent for agent in self.agents}
+
+        def model_for(agent: Agent) -> ChatModel:
+            model = cast(ChatModel | None, agent.llm) or default  # Agent made it a ChatModel
+            if model is None:
+                raise ConfigError(f"Agent '{agent.role}' has no model; pass Agent(llm=...).")
+            return model
 
         async def attempt(task_id: str, state: TaskAttempt) -> TaskOutput:
             task = plan.tasks[task_id]
             agent = task.agent
             assert agent is not None  # the planner checked
-            llm = cast(ChatModel | None, agent.llm) or default  # Agent made it a ChatModel
-            assert llm is not None  # the planner checked
+            llm = model_for(agent)  # the planner checked that there is one
             run = TaskRun(
+                coworkers=coworkers,
+                model_for=model_for,
                 llm=llm,
                 board=board,
                 inputs=inputs,

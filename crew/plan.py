@@ -18,6 +18,7 @@ from crew.prompts import placeholders
 if TYPE_CHECKING:
     import networkx as nx
 
+    from crew.agent import Agent
     from crew.llm import ChatModel
     from crew.task import Task
 
@@ -65,6 +66,7 @@ def build_plan(
     inputs: Mapping[str, Any] | None = None,
     *,
     default_llm: ChatModel | None = None,
+    agents: Sequence[Agent] = (),
 ) -> Plan:
     """Check ``tasks`` and ``inputs`` together and return the plan; raise ``PlanError`` listing
     every problem found (never just the first)."""
@@ -92,6 +94,7 @@ def build_plan(
         )
     problems += _check_cycles(graph)
     problems += _check_agents(by_id.values(), default_llm)
+    problems += _check_coworkers(by_id.values(), agents, default_llm)
     problems += _check_placeholders(by_id.values(), inputs)
     if problems:
         raise PlanError(problems)
@@ -195,6 +198,29 @@ def _check_agents(tasks: Any, default_llm: ChatModel | None) -> list[str]:
             f"Agent '{role}' (task {', '.join(map(repr, task_ids))}) has no model and no default"
             " is configured: pass Agent(llm='provider/model'), Crew(llm=...), or set CREW_MODEL."
         )
+    return problems
+
+
+def _check_coworkers(
+    tasks: Any, extra: Sequence[Agent], default_llm: ChatModel | None
+) -> list[str]:
+    """Delegation: coworkers named in ``delegates`` exist, and agents without tasks have models."""
+    agents = {id(a): a for a in [*(t.agent for t in tasks if t.agent is not None), *extra]}
+    roles = [a.role for a in agents.values()]
+    problems = []
+    for agent in extra:
+        if agent.llm is None and default_llm is None:
+            problems.append(
+                f"Agent '{agent.role}' has no model; pass Agent(llm=...) or Crew(llm=...)."
+            )
+    for agent in agents.values():
+        for role in agent.delegates:
+            if role not in roles:
+                close = difflib.get_close_matches(role, roles, n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else f" Agents: {', '.join(roles)}."
+                problems.append(
+                    f"Agent '{agent.role}' delegates to '{role}', who is not in the crew.{hint}"
+                )
     return problems
 
 

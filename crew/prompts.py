@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from crew.agent import Agent
+    from crew.agent import Agent, Assignment
     from crew.board import BoardEntry
     from crew.task import Task
 
@@ -49,7 +49,7 @@ def system_prompt(agent: Agent, inputs: Mapping[str, Any]) -> str:
 
 
 def task_prompt(
-    task: Task,
+    task: Task | Assignment,
     inputs: Mapping[str, Any],
     context: Iterable[BoardEntry],
     output_schema: dict[str, Any] | None,
