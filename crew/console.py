@@ -1,0 +1,430 @@
+"""The terminal: a live view of a run (one more event subscriber), results, plans and JSON.
+
+With ``crew/cli.py``, the only module that imports rich; ``import crew`` never loads this one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.json import JSON
+from rich.live import Live
+from rich.markdown import Markdown
+from rich.rule import Rule
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from crew import events
+from crew.crew import CrewResult
+from crew.plan import Plan
+from crew.usage import Usage
+
+_STATES = {
+    "waiting": ("·", "waiting", "dim"),
+    "running": ("", "running", "cyan"),
+    "retrying": ("↻", "retrying", "yellow"),
+    "succeeded": ("✓", "done", "green"),
+    "failed": ("✗", "failed", "bold red"),
+    "skipped": ("-", "skipped", "dim"),
+    "cancelled": ("⊘", "cancelled", "magenta"),
+}
+_DONE = frozenset({"succeeded", "failed", "skipped", "cancelled"})
+_TAIL_CHARS = 400
+
+
+@dataclass
+class _Row:
+    task_id: str
+    agent: str = ""
+    state: str = "waiting"
+    detail: str = ""
+    """What the row says after its columns: retry, error, reason, tool or streamed text."""
+    started_at: float | None = None
+    finished_at: float | None = None
+    usage: Usage = field(default_factory=Usage)
+    streamed: str = ""
+    """The end of the text streamed so far by the running attempt."""
+    spinner: Spinner | None = None
+
+    def elapsed_s(self, now: float) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.finished_at if self.finished_at is not None else now) - self.started_at
+
+
+class ConsoleView:
+    """An ``EventSink`` that shows a run in the terminal: a row per task, live.
+
+    Args:
+        console: where to draw.
+        task_ids: the rows, in order (else taken from ``RunStarted``).
+        agents: the agent role of each task, by task id, known before the tasks start.
+        live: animate with ``rich.live.Live``; None animates only when the console is a
+            terminal. Otherwise (piped, CI) each notable event is printed as one plain line.
+        clock: wall-clock seconds, for the elapsed time of running tasks.
+    """
+
+    def __init__(
+        self,
+        console: Console,
+        *,
+        task_ids: Sequence[str] | None = None,
+        agents: Mapping[str, str] | None = None,
+        live: bool | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.console = console
+        self.live = console.is_terminal if live is None else live
+        self.crew = ""
+        self.run_id = ""
+        self.status = ""
+        self._clock = clock
+        self._rows: dict[str, _Row] = {}
+        for task_id in task_ids or ():
+            self._row(task_id)
+        for task_id, role in (agents or {}).items():
+            self._row(task_id).agent = role
+        self._lock = threading.Lock()  # events come on the loop thread, refreshes on Live's
+        self._display: Live | None = None
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            events.RunStarted: self._run_started,
+            events.RunFinished: self._run_finished,
+            events.TaskStarted: self._task_started,
+            events.TaskRetrying: self._retrying,
+            events.LLMRetrying: self._retrying,
+            events.LLMFallback: self._llm_fallback,
+            events.LLMCalled: self._llm_called,
+            events.ToolCalled: self._tool_called,
+            events.TaskFinished: self._task_finished,
+            events.TaskFailed: self._task_failed,
+            events.TaskSkipped: self._task_ended,
+            events.TaskCancelled: self._task_ended,
+        }
+        token_delta = getattr(events, "TokenDelta", None)  # streaming may not exist yet
+        if token_delta is not None:
+            self._handlers[token_delta] = self._token_delta
+
+    def __call__(self, event: events.Event) -> None:
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            with self._lock:
+                handler(event)
+
+    def start(self) -> None:
+        """Start the live display (nothing to do in plain mode)."""
+        if self.live and self._display is None:
+            self._display = Live(
+                console=self.console,
+                refresh_per_second=8,
+                get_renderable=self.render,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self._display.start()
+
+    def stop(self) -> None:
+        """Draw the last frame and give the terminal back; safe to call more than once."""
+        display, self._display = self._display, None
+        if display is not None:
+            display.stop()
+
+    def __enter__(self) -> ConsoleView:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """(tasks ended, tasks in all)."""
+        return sum(r.state in _DONE for r in self._rows.values()), len(self._rows)
+
+    def render(self) -> RenderableType:
+        """The current frame: a header line and the table of tasks."""
+        with self._lock:
+            now = self._clock()
+            done, total = self.progress
+            header = Text.assemble(
+                ("crew ", "dim"), (self.crew or "…", "bold"), ("  run ", "dim"),
+                (self.run_id or "…", "bold"), ("  ", ""), (f"{done}/{total} done", "cyan"),
+            )  # fmt: skip
+            if self.status:
+                style = "bold green" if self.status == "succeeded" else "bold red"
+                header.append(f"  {self.status}", style)
+            table = Table(box=None, pad_edge=False, show_edge=False, header_style="dim")
+            for name in ("state", "task", "agent", "elapsed", "tokens", "cost", ""):
+                right = name in ("elapsed", "tokens", "cost")
+                table.add_column(name, justify="right" if right else "left", no_wrap=bool(name))
+            for row in self._rows.values():
+                table.add_row(*self._cells(row, now))
+            return Group(header, table)
+
+    def __rich__(self) -> RenderableType:
+        return self.render()
+
+    def _cells(self, row: _Row, now: float) -> list[RenderableType]:
+        mark, label, style = _STATES[row.state]
+        state: RenderableType = Text(f"{mark} {label}", style=style)
+        if row.state == "running":
+            row.spinner = row.spinner or Spinner("dots", text=Text(label, style=style))
+            state = row.spinner
+        seconds = row.elapsed_s(now)
+        elapsed = f"{seconds:.1f}s" if seconds is not None else ""
+        tokens = f"{row.usage.total_tokens:,}" if row.usage.calls else ""
+        cost = f"${row.usage.cost_usd:.4f}" if row.usage.cost_usd else ""
+        text = row.detail
+        if not text and row.streamed:  # the end of the text matters: cut its start to fit
+            text = "…" + " ".join(row.streamed.split())[-max(12, self.console.width - 60) :]
+        style = "red" if row.state == "failed" else "dim"
+        detail = Text(text, style=style, no_wrap=True, overflow="ellipsis")
+        return [state, row.task_id, row.agent, elapsed, tokens, cost, detail]
+
+    def _row(self, task_id: str) -> _Row:
+        return self._rows.setdefault(task_id, _Row(task_id))
+
+    def _say(self, row: _Row, text: str, style: str = "") -> None:
+        """One plain line per notable event, when not animating."""
+        if not self.live:
+            done, total = self.progress
+            line = Text.assemble((f"[{done}/{total}] ", "dim"), (text, style))
+            self.console.print(line, soft_wrap=True, highlight=False)
+
+    def _run_started(self, event: events.RunStarted) -> None:
+        self.crew, self.run_id = event.crew, event.run_id
+        for task_id in event.task_ids:
+            self._row(task_id)
+        if not self.live:
+            line = f"crew {event.crew}: run {event.run_id}, {_count(len(self._rows), 'task')}"
+            self.console.print(Text(line, style="bold"), soft_wrap=True, highlight=False)
+
+    def _run_finished(self, event: events.RunFinished) -> None:
+        self.status = event.status
+        for task_id, usage in event.result.usage.by_task.items():
+            if task_id in self._rows:  # the run's count is whole (delegated calls included)
+                self._rows[task_id].usage = usage
+
+    def _task_started(self, event: events.TaskStarted) -> None:
+        row = self._row(event.task_id)
+        row.state, row.agent, row.detail = "running", event.agent or row.agent, ""
+        row.streamed = ""
+        if row.started_at is None:
+            row.started_at = event.at
+        again = f" (attempt {event.attempt})" if event.attempt > 1 else ""
+        self._say(row, f"started {row.task_id} ({row.agent}){again}")
+
+    def _retrying(self, event: events.TaskRetrying | events.LLMRetrying) -> None:
+        row = self._rows.get(event.task_id)
+        if row is not None:
+            row.state = "retrying"
+            row.detail = f"retrying ({_reason(event.error)}, attempt {event.attempt + 1})"
+            self._say(row, f"{row.task_id} {row.detail}", "yellow")
+
+    def _llm_fallback(self, event: events.LLMFallback) -> None:
+        row = self._rows.get(event.task_id)
+        if row is not None:
+            row.detail = f"falling back to {event.next_model} ({_reason(event.error)})"
+            self._say(row, f"{row.task_id} {row.detail}", "yellow")
+
+    def _llm_called(self, event: events.LLMCalled) -> None:
+        row = self._rows.get(event.task_id)
+        if row is not None:
+            row.usage = row.usage + event.usage
+            if row.state == "retrying":
+                row.state, row.detail = "running", ""
+
+    def _tool_called(self, event: events.ToolCalled) -> None:
+        row = self._rows.get(event.task_id)
+        if row is not None and row.state == "running":
+            row.detail = f"tool {event.tool}"
+
+    def _token_delta(self, event: Any) -> None:
+        row = self._rows.get(event.task_id)
+        if row is not None and row.state in ("running", "retrying"):
+            row.streamed, row.detail = (row.streamed + event.text)[-_TAIL_CHARS:], ""
+
+    def _task_finished(self, event: events.TaskFinished) -> None:
+        row = self._end(event, "succeeded", "")
+        spent = f", {row.usage.total_tokens:,} tokens" if row.usage.calls else ""
+        cost = f", ${row.usage.cost_usd:.4f}" if row.usage.cost_usd else ""
+        elapsed = row.elapsed_s(event.at)
+        took = f" in {elapsed:.1f}s" if elapsed is not None else ""
+        self._say(row, f"✓ {row.task_id} ({row.agent}) done{took}{spent}{cost}", "green")
+
+    def _task_failed(self, event: events.TaskFailed) -> None:
+        row = self._end(event, "failed", _first_line(event.error))
+        self._say(row, f"✗ {row.task_id} failed: {event.error_type}: {row.detail}", "red")
+
+    def _task_ended(self, event: events.TaskSkipped | events.TaskCancelled) -> None:
+        state = "skipped" if isinstance(event, events.TaskSkipped) else "cancelled"
+        row = self._end(event, state, _first_line(event.reason))
+        self._say(row, f"- {row.task_id} {state}: {row.detail}", "dim")
+
+    def _end(self, event: Any, state: str, detail: str) -> _Row:
+        row = self._row(event.task_id)
+        row.state, row.detail, row.spinner, row.streamed = state, detail, None, ""
+        if row.started_at is not None:
+            row.finished_at = event.at
+        return row
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def _reason(error: str) -> str:
+    """What went wrong, briefly: the HTTP status crew's errors put in brackets, else the first
+    sentence without the model's name ("Model 'x': no answer within 60 s. Provider said...")."""
+    status = re.search(r"\(([1-5]\d\d)\)", error)
+    if status:
+        return status.group(1)
+    line = re.sub(r"^Model '[^']*': ", "", _first_line(error)).split(". ")[0].rstrip(".")
+    return line if len(line) <= 40 else line[:39] + "…"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def render_result(result: CrewResult, console: Console, *, show_board: bool = False) -> None:
+    """Print how a run ended: the final output, what failed, the board if asked, the usage."""
+    unfinished = [r for r in result.tasks.values() if r.status != "succeeded"]
+    if result.status != "succeeded":
+        failed = ", ".join(repr(r.task_id) for r in unfinished if r.status == "failed")
+        what = f": {failed} failed" if failed else ""
+        console.print(
+            Text(f"Run {result.run_id} {result.status}{what}.", style="bold red"), soft_wrap=True
+        )
+    output = result.output
+    if output is not None:
+        console.print(Rule(Text(output.task_id, style="bold"), align="left"))
+        if output.data is not None:
+            console.print(JSON(json.dumps(_plain(output.data), indent=2, default=str)))
+        else:
+            console.print(Markdown(output.text))
+    if unfinished:
+        console.print(Rule(Text("Unfinished tasks", style="bold"), align="left"))
+        for task in unfinished:
+            why = task.error if task.status == "failed" else task.reason
+            style = "red" if task.status == "failed" else "dim"
+            console.print(
+                Text.assemble((f"{task.task_id} ({task.status})", style), f": {why or ''}"),
+                soft_wrap=True,
+            )
+    if show_board:
+        console.print(_board_table(result))
+    console.print(_usage_table(result))
+
+
+def _board_table(result: CrewResult) -> Table:
+    table = Table(title="Board", title_justify="left")
+    for name in ("key", "version", "author", "kind", "text"):
+        table.add_column(name, overflow="ellipsis", no_wrap=name == "text")
+    for key, versions in result.board.snapshot().items():
+        for entry in versions:
+            text = _first_line(entry["text"])
+            table.add_row(key, str(entry["version"]), entry["author"], entry["kind"], text)
+    return table
+
+
+def _usage_table(result: CrewResult) -> Table:
+    busy: dict[str, float] = {}
+    for task in result.tasks.values():
+        if task.output is not None and task.duration_s is not None:
+            busy[task.output.agent] = busy.get(task.output.agent, 0.0) + task.duration_s
+    table = Table(
+        title="Usage", title_justify="left",
+        caption="duration: an agent's succeeded tasks added up; total: the run, start to end",
+        caption_justify="left",
+    )  # fmt: skip
+    table.add_column("agent")
+    for name in ("calls", "prompt tokens", "completion tokens", "cost", "duration"):
+        table.add_column(name, justify="right")
+    rows = [(role, usage, busy.get(role)) for role, usage in result.usage.by_agent.items()]
+    for index, (name, usage, seconds) in enumerate(
+        [*rows, ("total", result.usage.total, result.duration_s)]
+    ):
+        table.add_row(
+            name, f"{usage.calls:,}", f"{usage.prompt_tokens:,}",
+            f"{usage.completion_tokens:,}", f"${usage.cost_usd:.4f}",
+            f"{seconds:.1f}s" if seconds is not None else "",
+            style="bold" if index == len(rows) else None, end_section=index == len(rows) - 1,
+        )  # fmt: skip
+    return table
+
+
+def render_plan(plan: Plan, console: Console) -> None:
+    """Print the task graph by levels, then its critical path and how parallel it can run."""
+    critical = set(plan.critical_path)
+    tree = Tree(Text(f"Plan: {_count(len(plan.tasks), 'task')}", style="bold"))
+    for number, level in enumerate(plan.levels):
+        branch = tree.add(Text(f"level {number} ({_count(len(level), 'task')})", style="cyan"))
+        for task_id in level:
+            task = plan.tasks[task_id]
+            label = Text(task_id, style="bold red" if task_id in critical else "bold")
+            label.append(f"  {task.agent.role if task.agent else '?'}", style="green")
+            deps = plan.dependencies(task_id)
+            if deps:
+                label.append(f"  after {', '.join(deps)}", style="dim")
+            branch.add(label)
+    console.print(tree)
+    path = " -> ".join(plan.critical_path)
+    console.print(f"Critical path: {path} ({plan.critical_path_s:g} s estimated)", markup=False)
+    console.print(
+        f"Max parallelism: {plan.max_parallelism}, levels: {len(plan.levels)}", markup=False
+    )
+
+
+_MERMAID_WORDS = {"end", "graph", "flowchart", "subgraph", "class", "classdef", "click", "style"}
+_MERMAID_ESCAPES = str.maketrans({"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;"})
+
+
+def plan_mermaid(plan: Plan) -> str:
+    """The task graph as a Mermaid flowchart, critical path highlighted."""
+    ids: dict[str, str] = {}
+    for task_id in plan.tasks:
+        node = re.sub(r"\W", "_", task_id, flags=re.ASCII)
+        if node.lower() in _MERMAID_WORDS:
+            node += "_"
+        while node in ids.values():
+            node += "_"
+        ids[task_id] = node
+    lines = ["flowchart TD"]
+    for task_id, task in plan.tasks.items():
+        role = task.agent.role if task.agent is not None else ""
+        label = task_id.translate(_MERMAID_ESCAPES)
+        label += f"<br/>{role.translate(_MERMAID_ESCAPES)}" if role else ""
+        lines.append(f'    {ids[task_id]}["{label}"]')
+    for task_id in plan.order:
+        lines += [f"    {ids[dep]} --> {ids[task_id]}" for dep in plan.dependencies(task_id)]
+    lines.append("    classDef critical stroke:#e5484d,stroke-width:3px")
+    lines.append(f"    class {','.join(ids[t] for t in plan.critical_path)} critical")
+    return "\n".join(lines)
+
+
+def result_json(result: CrewResult) -> str:
+    """The result as indented JSON (what ``crew run --json`` prints); always serialisable."""
+    return json.dumps(_plain(result.to_dict()), indent=2, default=str, allow_nan=False)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: string keys, lists for tuples and sets, null for NaN and infinity."""
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
