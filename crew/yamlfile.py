@@ -13,6 +13,10 @@ from typing import Any
 
 from crew.errors import ConfigError
 
+_PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}"
+    for name in ("map", "seq", "str", "int", "float", "bool", "null", "timestamp")
+)
 Location = tuple[str | int, ...]
 """A path into the document: ("tasks", "itinerary", "depends_on", 0)."""
 
@@ -52,9 +56,11 @@ def load_yaml(path: str | Path) -> YamlFile:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(
-            f"{path}{line}: invalid YAML: {problem}. Check the indentation and quotes."
-        ) from exc
+        hint = "Check the indentation and quotes."
+        rows = text.splitlines()
+        if mark is not None and rows and "{" in rows[min(mark.line, len(rows) - 1)]:
+            hint += ' A {placeholder} inside {...} or [...] must be quoted: "Work on {topic}".'
+        raise ConfigError(f"{path}{line}: invalid YAML: {problem}. {hint}") from exc
     lines: dict[Location, int] = {}
     data = _build(node, (), lines, path) if node is not None else None
     return YamlFile(path=path, data=data, lines=lines)
@@ -64,6 +70,12 @@ def _build(node: Any, location: Location, lines: dict[Location, int], path: Path
     import yaml
 
     lines.setdefault(location, node.start_mark.line + 1)
+    if node.tag not in _PLAIN_TAGS:
+        dotted = ".".join(map(str, location)) or "(document)"
+        raise ConfigError(
+            f"{path}:{node.start_mark.line + 1} {dotted}: the tag {node.tag} is not allowed;"
+            " crew files hold plain data only (remove the tag)."
+        )
     if isinstance(node, yaml.MappingNode):
         yaml.SafeLoader("").flatten_mapping(node)  # resolve `<<: *anchor` merge keys
         result: dict[Any, Any] = {}
