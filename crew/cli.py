@@ -1,0 +1,352 @@
+"""The ``crew`` command: run, plan, init, templates, config.
+
+Exit codes: 0 done, 1 the run finished with failed tasks, 2 the crew or the command is wrong
+(one message, no traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crew.errors import ConfigError, CrewError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from crew.config import Settings
+    from crew.crew import Crew, CrewResult
+    from crew.spec import CrewFile
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.command(args))
+    except CrewError as exc:
+        _stderr().print(f"[bold red]error:[/] {_escape(str(exc))}", highlight=False)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _stderr().print("[yellow]interrupted[/]")
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    from crew import __version__
+
+    parser = argparse.ArgumentParser(prog="crew", description="Run role-based multi-agent crews.")
+    parser.add_argument("--version", action="version", version=f"crew {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a crew (crew.yaml, a CrewAI project, or a .py)")
+    _add_target(run)
+    run.add_argument("--llm", help="a profile or litellm model for every agent")
+    run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    run.add_argument("--quiet", action="store_true", help="no live view; only the final output")
+    run.add_argument("--max-concurrency", type=int, help="tasks in flight at most")
+    run.add_argument("--on-failure", choices=["fail_fast", "continue"])
+    run.set_defaults(command=_run)
+
+    plan = commands.add_parser(
+        "plan", help="validate a crew and show its task graph, no model call"
+    )
+    _add_target(plan)
+    plan.add_argument("--mermaid", action="store_true", help="print a Mermaid flowchart instead")
+    plan.set_defaults(command=_plan)
+
+    init = commands.add_parser("init", help="scaffold a new crew project")
+    init.add_argument("name", help="folder to create")
+    init.set_defaults(command=_init)
+
+    templates = commands.add_parser("templates", help="list role and task templates")
+    templates.set_defaults(command=_templates)
+
+    config = commands.add_parser("config", help="show the effective settings and their sources")
+    config.add_argument("--llm", help="as for run, to see its effect")
+    config.set_defaults(command=_config)
+    return parser
+
+
+def _add_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", type=Path, help="crew.yaml, a folder, or a Python file")
+    parser.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an input of the crew (repeatable)",
+    )
+    parser.add_argument(
+        "--inputs-file", type=Path, metavar="FILE.json", help="inputs as a JSON object"
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from crew.console import ConsoleView, render_result, result_json
+
+    settings = _settings(args)
+    given = _given_inputs(args)
+    loaded, output_files = _load(args.target, settings, given)
+    inputs = loaded.resolve_inputs(given)
+    crew = _configure(loaded.crew, settings, args)
+    crew.plan(inputs)  # every setup problem surfaces here, before the view starts
+    out = Console(stderr=args.json, highlight=False)
+    for warning in loaded.warnings:
+        _stderr().print(f"[yellow]warning:[/] {_escape(warning)}", highlight=False)
+    _notice_local_model(crew)
+    view = (
+        None
+        if args.quiet
+        else ConsoleView(
+            out,
+            task_ids=[t.id for t in crew.tasks],
+            agents={t.id: t.agent.role for t in crew.tasks if t.agent is not None},
+        )
+    )
+    if view is not None:
+        view.start()
+    try:
+        result = asyncio.run(crew.arun(inputs, on_event=view))
+    finally:
+        if view is not None:
+            view.stop()
+    _write_outputs(result, output_files, loaded.source if loaded.source.is_dir() else Path())
+    if args.json:
+        sys.stdout.write(result_json(result) + "\n")
+    else:
+        render_result(result, out)
+    return 0 if result.status == "succeeded" else EXIT_FAILED
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from crew.console import plan_mermaid, render_plan
+
+    settings = _settings(args)
+    given = _given_inputs(args)
+    loaded, _ = _load(args.target, settings, given)
+    # Planning needs no real values: each missing input gets a stand-in of its declared type.
+    stand_ins = {"integer": 1, "number": 1.0, "boolean": True, "list": [], "object": {}}
+    placeholders = {
+        name: spec.default if spec.default is not None else stand_ins.get(spec.type, f"<{name}>")
+        for name, spec in loaded.inputs.items()
+    }
+    inputs = loaded.resolve_inputs({**placeholders, **given})
+    plan = _configure(loaded.crew, settings, args).plan(inputs)
+    if args.mermaid:
+        sys.stdout.write(plan_mermaid(plan) + "\n")
+    else:
+        render_plan(plan, Console(highlight=False))
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    folder = Path(args.name)
+    if folder.exists() and any(folder.iterdir()):
+        raise ConfigError(f"{folder} already exists and is not empty; choose another name.")
+    folder.mkdir(parents=True, exist_ok=True)
+    name = folder.resolve().name
+    for file_name, text in _scaffold(name).items():
+        (folder / file_name).write_text(text, encoding="utf-8")
+    Console(highlight=False).print(
+        f"Created {folder}/ with crew.yaml, crew.toml and README.md.\n"
+        f"Try it:  crew plan {folder}   then   crew run {folder} --input topic=Lisbon"
+    )
+    return 0
+
+
+def _templates(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from crew.templates import list_templates
+
+    table = Table("kind", "name", "about", title="Templates (use: NAME in crew.yaml)")
+    for template in list_templates():
+        table.add_row(template.kind, template.name, template.about)
+    Console(highlight=False).print(table)
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("setting", "value", "from", title="Effective settings")
+    for key, value, source in _settings(args).rows():
+        table.add_row(key, value, source)
+    Console(highlight=False).print(table)
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from crew.config import Settings
+
+    overrides = {
+        key: value
+        for key in ("llm", "max_concurrency", "on_failure")
+        if (value := getattr(args, key, None)) is not None
+    }
+    return Settings.load(overrides=overrides)
+
+
+def _given_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    given: dict[str, Any] = {}
+    if args.inputs_file is not None:
+        try:
+            data = json.loads(args.inputs_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{args.inputs_file}: cannot read inputs: {exc}.") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{args.inputs_file}: inputs must be a JSON object of name: value.")
+        given.update(data)
+    for item in args.input:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(
+                f"--input {item!r}: write it as NAME=VALUE, e.g. --input topic=Lisbon."
+            )
+        given[name.strip()] = value
+    return given
+
+
+def _load(
+    target: Path, settings: Settings, given: Mapping[str, Any]
+) -> tuple[CrewFile, dict[str, Path]]:
+    """The crew at ``target`` and, for CrewAI projects, the files to write outputs to."""
+    from crew import crewai, spec
+
+    resolve = settings.resolve_llm
+    if not target.exists():
+        raise ConfigError(f"{target}: no such file or folder.")
+    if target.is_dir():
+        if (target / "crew.yaml").is_file():
+            return spec.load_crew_yaml(target / "crew.yaml", resolve_llm=resolve), {}
+        if crewai.is_crewai_project(target):
+            project = crewai.load_crewai_project(target, resolve_llm=resolve)
+            return project.crew_file, project.output_files
+        raise ConfigError(
+            f"{target}: no crew.yaml here, and it is not a CrewAI project"
+            " (config/agents.yaml and config/tasks.yaml). Create one with: crew init NAME"
+        )
+    if target.suffix == ".py":
+        return spec.load_python_crew(target, dict(given)), {}
+    if target.suffix in (".yaml", ".yml"):
+        return spec.load_crew_yaml(target, resolve_llm=resolve), {}
+    raise ConfigError(f"{target}: expected a crew.yaml, a folder or a .py file.")
+
+
+def _configure(crew: Crew, settings: Settings, args: argparse.Namespace) -> Crew:
+    """Apply --llm (every agent) and the configured default model (agents that name none)."""
+    if settings.llm_override:
+        return crew.with_llm(settings.resolve_llm(settings.llm_override))
+    changes: dict[str, Any] = {}
+    if crew.llm is None and (default := settings.default_llm()) is not None:
+        changes["llm"] = default
+    if getattr(args, "max_concurrency", None) is not None:
+        changes["max_concurrency"] = args.max_concurrency
+    if getattr(args, "on_failure", None) is not None:
+        changes["on_failure"] = args.on_failure
+    return crew.replace(**changes) if changes else crew
+
+
+def _notice_local_model(crew: Crew) -> None:
+    from crew.local import NOTICE
+
+    default = str(getattr(crew.llm, "model", ""))
+    if default.startswith("local/") and any(agent.llm is None for agent in crew.agents):
+        _stderr().print(f"[dim]{NOTICE}[/]", highlight=False)
+
+
+def _write_outputs(result: CrewResult, files: Mapping[str, Path], folder: Path) -> None:
+    """CrewAI's ``output_file``: each task's output written where the project says."""
+    from crew.prompts import interpolate
+
+    for task_id, relative in files.items():
+        output = result.outputs.get(task_id)
+        if output is not None:
+            path = folder / interpolate(str(relative), result.inputs)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(output.text, encoding="utf-8")
+
+
+def _stderr() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _scaffold(name: str) -> dict[str, str]:
+    crew_yaml = f"""\
+name: {name}
+description: Research a topic in parallel, then write a short article about it.
+inputs:
+  topic: {{description: What to write about, type: string}}
+agents:
+  researcher:
+    use: researcher
+  writer:
+    use: writer
+tasks:
+  facts:
+    description: List the most important facts about {{topic}}.
+    expected_output: 5 to 10 bullet points, each one sentence.
+    agent: researcher
+  questions:
+    description: List the questions a curious reader would ask about {{topic}}.
+    expected_output: 5 questions.
+    agent: researcher
+  article:
+    description: Write a short article about {{topic}} that answers the readers' questions.
+    expected_output: A title line, then three paragraphs.
+    agent: writer
+    depends_on: [facts, questions]
+"""
+    crew_toml = """\
+# Settings for this folder (crew config shows where each setting comes from).
+# Pick a provider: one line each.
+[llm]
+# model = "openai/gpt-4o-mini"                 # OPENAI_API_KEY in the environment or .env
+# model = "anthropic/claude-3-5-haiku-latest"  # ANTHROPIC_API_KEY
+# model = "ollama/llama3.1"                    # plus: api_base = "http://127.0.0.1:11434"
+# model = "openai/my-model"                    # any OpenAI-compatible server (vLLM, llama.cpp):
+# api_base = "http://127.0.0.1:8000/v1"
+
+[run]
+max_concurrency = 8
+"""
+    readme = f"""\
+# {name}
+
+A crew made with `crew init`. `facts` and `questions` run in parallel; `article` uses both.
+
+    crew plan .                      # check it and see the task graph (no model call)
+    crew run . --input topic=Lisbon  # run it
+
+Choose the model in `crew.toml`, or for one run with `--llm openai/gpt-4o-mini`.
+"""
+    return {"crew.yaml": crew_yaml, "crew.toml": crew_toml, "README.md": readme}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The `crew` command, run as the real entry point in a subprocess against the fake server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from crew.testserver import FakeOpenAIServer, Reply
+
+CREW = Path(sys.executable).with_name("crew")
+ANSI = "\x1b["
+
+CYCLE = """\
+name: loop
+agents:
+  a: {role: Worker, goal: Work}
+tasks:
+  first: {description: one, agent: a, depends_on: [second]}
+  second: {description: two, agent: a, depends_on: [first]}
+"""
+
+SIMPLE = """\
+name: simple
+inputs:
+  topic: {description: The topic, type: string}
+agents:
+  worker:
+    role: Worker
+    goal: Work on {topic}
+tasks:
+  notes:
+    description: Take notes on {topic}
+    agent: worker
+  summary:
+    description: Summarise the notes
+    agent: worker
+    depends_on: [notes]
+"""
+
+
+def crew(
+    *args: str, cwd: Path, server: FakeOpenAIServer | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CREW_", "OPENAI_"))}
+    if server is not None:
+        base |= {
+            "CREW_MODEL": "openai/fake",
+            "CREW_API_BASE": server.url,
+            "OPENAI_API_KEY": "sk-test",
+        }
+    return subprocess.run(
+        [str(CREW), *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=base | env
+    )
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def assert_usage_error(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert done.stderr.startswith("error:")
+    for fragment in fragments:
+        assert fragment in done.stderr
+
+
+def test_version(tmp_path):
+    done = crew("--version", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("crew ")
+
+
+def test_run_prints_the_final_output_and_usage_without_ansi_when_piped(tmp_path, server):
+    server.script("notes", Reply(text="- note one"))
+    server.script("summary", Reply(text="**The summary.**"))
+    write(tmp_path, "crew.yaml", SIMPLE)
+    done = crew("run", ".", "--input", "topic=Lisbon", cwd=tmp_path, server=server)
+    assert done.returncode == 0, done.stderr
+    assert "The summary." in done.stdout
+    assert ANSI not in done.stdout + done.stderr
+    assert "notes" in done.stdout and "summary" in done.stdout
+    prompt = server.calls[0].body["messages"][0]["content"]
+    assert "Work on Lisbon" in prompt
+
+
+def test_run_json_is_machine_readable(tmp_path, server):
+    write(tmp_path, "crew.yaml", SIMPLE)
+    done = crew("run", "crew.yaml", "-i", "topic=x", "--json", cwd=tmp_path, server=server)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "succeeded"
+    assert list(result["tasks"]) == ["notes", "summary"]
+    assert result["usage"]["total"]["calls"] == 2
+
+
+def test_a_failed_task_exits_1_and_says_which(tmp_path, server):
+    server.script("notes", Reply(status=400, error="bad request from the test"))
+    write(tmp_path, "crew.yaml", SIMPLE)
+    done = crew("run", ".", "-i", "topic=x", cwd=tmp_path, server=server)
+    assert done.returncode == 1
+    assert "notes" in done.stdout + done.stderr
+    assert "bad request from the test" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_inputs_file_and_the_missing_input_error(tmp_path, server):
+    write(tmp_path, "crew.yaml", SIMPLE)
+    missing = crew("run", ".", cwd=tmp_path, server=server)
+    assert_usage_error(missing, "topic")
+    write(tmp_path, "inputs.json", '{"topic": "Porto"}')
+    done = crew("run", ".", "--inputs-file", "inputs.json", "--quiet", cwd=tmp_path, server=server)
+    assert done.returncode == 0, done.stderr
+    assert "Porto" in server.calls[0].body["messages"][0]["content"]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        (CYCLE, ["crew.yaml", "first -> second -> first"]),
+        ("name: x\nagents: [\n", ["crew.yaml:", "invalid YAML"]),
+        (
+            "name: x\nagents:\n  a: {role: W}\ntasks:\n  t: {description: d, agent: b}\n",
+            ["crew.yaml:5", "tasks.t.agent"],
+        ),
+    ],
+)
+def test_bad_crew_files_exit_2_with_one_clear_message(tmp_path, text, fragments):
+    write(tmp_path, "crew.yaml", text)
+    for command in ("run", "plan"):
+        assert_usage_error(crew(command, ".", cwd=tmp_path, CREW_MODEL="openai/x"), *fragments)
+
+
+def test_command_line_mistakes_exit_2(tmp_path):
+    assert_usage_error(crew("run", "nowhere", cwd=tmp_path), "nowhere: no such file or folder")
+    write(tmp_path, "crew.yaml", SIMPLE)
+    assert_usage_error(crew("run", ".", "--input", "topic", cwd=tmp_path), "NAME=VALUE")
+    done = crew("run", cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr  # argparse's own usage error
+
+
+def test_unknown_llm_profile_is_a_usage_error(tmp_path, server):
+    write(tmp_path, "crew.toml", '[llm.profiles.fast]\nmodel = "openai/fake"\n')
+    write(tmp_path, "crew.yaml", SIMPLE)
+    done = crew("run", ".", "-i", "topic=x", "--llm", "fsat", cwd=tmp_path, server=server)
+    assert_usage_error(done, "fsat", "fast")
+    assert not server.calls
+
+
+def test_llm_profile_swaps_every_agent(tmp_path, server):
+    write(
+        tmp_path,
+        "crew.toml",
+        f'[llm.profiles.fake]\nmodel = "openai/swapped"\napi_base = "{server.url}"\n',
+    )
+    write(tmp_path, "crew.yaml", SIMPLE)
+    done = crew(
+        "run",
+        ".",
+        "-i",
+        "topic=x",
+        "--llm",
+        "fake",
+        "--quiet",
+        cwd=tmp_path,
+        OPENAI_API_KEY="sk-test",
+    )
+    assert done.returncode == 0, done.stderr
+    assert {call.model for call in server.calls} == {"swapped"}
+
+
+def test_plan_shows_the_graph_and_mermaid(tmp_path, server):
+    write(tmp_path, "crew.yaml", SIMPLE)
+    done = crew("plan", ".", cwd=tmp_path, server=server)
+    assert done.returncode == 0, done.stderr
+    assert "notes" in done.stdout and "summary" in done.stdout
+    mermaid = crew("plan", ".", "--mermaid", cwd=tmp_path, server=server)
+    assert mermaid.stdout.startswith("flowchart TD")
+    assert "notes --> summary" in mermaid.stdout
+    assert not server.calls
+
+
+def test_init_scaffolds_a_project_that_plans_and_runs(tmp_path, server):
+    done = crew("init", "mycrew", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert {p.name for p in (tmp_path / "mycrew").iterdir()} == {
+        "crew.yaml",
+        "crew.toml",
+        "README.md",
+    }
+    assert crew("plan", "mycrew", cwd=tmp_path, server=server).returncode == 0
+    ran = crew("run", "mycrew", "-i", "topic=Lisbon", "--quiet", cwd=tmp_path, server=server)
+    assert ran.returncode == 0, ran.stderr
+    assert_usage_error(crew("init", "mycrew", cwd=tmp_path), "already exists")
+
+
+def test_templates_lists_roles_and_tasks(tmp_path):
+    done = crew("templates", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for name in (
+        "researcher",
+        "analyst",
+        "writer",
+        "editor",
+        "reviewer",
+        "planner",
+        "critic",
+        "summarizer",
+    ):
+        assert name in done.stdout
+
+
+def test_config_shows_values_sources_and_masks_keys(tmp_path):
+    write(tmp_path, "crew.toml", '[llm]\nmodel = "anthropic/claude-3-5-haiku-latest"\n')
+    done = crew("config", cwd=tmp_path, CREW_API_KEY="sk-verysecretvalue1234")
+    assert done.returncode == 0, done.stderr
+    assert "anthropic/claude-3-5-haiku-latest" in done.stdout
+    assert "crew.toml" in done.stdout
+    assert "sk-verysecretvalue1234" not in done.stdout
+
+
+def test_python_crew_file_runs(tmp_path, server):
+    write(
+        tmp_path,
+        "my_crew.py",
+        """\
+        from crew import Agent, Crew, Task
+
+        writer = Agent(role="Writer", goal="Write")
+        crew = Crew([Task(id="poem", description="A poem about {subject}", agent=writer)])
+        """,
+    )
+    server.script("poem", Reply(text="Roses are red"))
+    done = crew("run", "my_crew.py", "-i", "subject=roses", cwd=tmp_path, server=server)
+    assert done.returncode == 0, done.stderr
+    assert "Roses are red" in done.stdout
