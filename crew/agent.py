@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from crew import events, prompts
 from crew.errors import ConfigError, MaxIterationsError, OutputValidationError
-from crew.llm import ChatModel, ChatRequest, ChatResponse, ToolCall, as_chat_model
+from crew.llm import (
+    LLM,
+    ChatModel,
+    ChatRequest,
+    ChatResponse,
+    ToolCall,
+    as_chat_model,
+    supports_response_schema,
+)
 from crew.tools import Tool, as_tool, board_tools
 from crew.usage import Usage
 
@@ -85,7 +93,12 @@ class Agent:
         ]
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": prompts.system_prompt(self, run.inputs)},
-            {"role": "user", "content": prompts.task_prompt(task, run.inputs, context, schema)},
+            {
+                "role": "user",
+                "content": prompts.task_prompt(
+                    task, run.inputs, context, schema, schema_enforced=_enforces_schema(run.llm)
+                ),
+            },
         ]
         repaired = False
         for iteration in range(1, self.max_iterations + 1):
@@ -298,6 +311,11 @@ class TaskRun:
     """The model an agent runs on (its own, else the crew default), for delegation."""
     chain: tuple[str, ...] = ()
     """Roles that delegated down to this execution, outermost first."""
+
+
+def _enforces_schema(llm: ChatModel) -> bool:
+    """Whether the provider itself holds answers to a JSON schema (response_format)."""
+    return isinstance(llm, LLM) and supports_response_schema(llm.model)
 
 
 def _normal(role: str) -> str:

@@ -53,6 +53,8 @@ def task_prompt(
     inputs: Mapping[str, Any],
     context: Iterable[BoardEntry],
     output_schema: dict[str, Any] | None,
+    *,
+    schema_enforced: bool = False,
 ) -> str:
     """The user message of a task. Its first line names the task (``# Task: id``)."""
     lines = [f"# Task: {task.id}", interpolate(task.description, inputs)]
@@ -63,7 +65,15 @@ def task_prompt(
         lines += ["", "## Context from earlier tasks"]
         for entry in entries:
             lines += ["", f"### {entry.key} (by {entry.author})", entry.render()]
-    if output_schema is not None:
+    if output_schema is not None and schema_enforced:
+        # The provider holds the model to the schema; naming the fields is enough, and small
+        # models copy a schema's descriptions into their answer when they see it whole.
+        lines += [
+            "",
+            "## Answer format",
+            f"Answer with one JSON object with {_fields(output_schema)}.",
+        ]
+    elif output_schema is not None:
         schema = json.dumps(output_schema, ensure_ascii=False)
         lines += [
             "",
@@ -71,6 +81,15 @@ def task_prompt(
             f"Answer with one JSON object, and nothing else, following this JSON schema: {schema}",
         ]
     return "\n".join(lines)
+
+
+def _fields(schema: dict[str, Any]) -> str:
+    """``the fields: title (the headline), days (a list)`` from a JSON schema's properties."""
+    described = []
+    for name, prop in schema.get("properties", {}).items():
+        about = prop.get("description") or ("a list" if prop.get("type") == "array" else "")
+        described.append(f"{name} ({about[:1].lower() + about[1:]})" if about else name)
+    return "the fields: " + ", ".join(described) if described else "the required fields"
 
 
 def repair_prompt(error: str) -> str:

@@ -348,7 +348,14 @@ def _short(value: Any, limit: int = 60) -> str:
 # --- inline JSON schemas -------------------------------------------------------------------------
 
 _SCALARS: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
-_KEYWORDS = "type properties required items enum description default title additionalProperties"
+_KEYWORDS = (
+    "type properties required items enum description default title additionalProperties"
+    " minItems maxItems minLength maxLength minimum maximum"
+)
+# JSON-schema bounds and the pydantic Field arguments that keep them in the model's own schema
+# (so a grammar-constrained model, like the local one, cannot run past them).
+_BOUNDS = {"minItems": "min_length", "maxItems": "max_length", "minLength": "min_length",
+           "maxLength": "max_length", "minimum": "ge", "maximum": "le"}  # fmt: skip
 SchemaProblem = tuple[Location, str]
 """Where in the schema (``("properties", "days", "items")``) and what is wrong there."""
 
@@ -410,6 +417,20 @@ def _object_model(
 
 
 def _annotation(name: str, schema: Any, loc: Location, problems: list[SchemaProblem]) -> Any:
+    annotation = _unbounded(name, schema, loc, problems)
+    bounds = (
+        {_BOUNDS[k]: v for k, v in schema.items() if k in _BOUNDS}
+        if isinstance(schema, Mapping)
+        else {}
+    )
+    for key, value in bounds.items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            problems.append(((*loc, key), f"must be a number, got {_short(value)}."))
+            return annotation
+    return Annotated[annotation, Field(**bounds)] if bounds else annotation
+
+
+def _unbounded(name: str, schema: Any, loc: Location, problems: list[SchemaProblem]) -> Any:
     if not isinstance(schema, Mapping):
         problems.append((loc, f"must be a schema such as {{type: string}}, got {_short(schema)}."))
         return Any
