@@ -99,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
     given = _given_inputs(args)
     loaded, output_files = _load(args.target, settings, given)
     inputs = loaded.resolve_inputs(given)
-    crew = _configure(loaded.crew, settings, args)
+    crew = _configure(loaded.crew, settings)
     crew.plan(inputs)  # every setup problem surfaces here, before the view starts
     out = Console(stderr=args.json, highlight=False)
     for warning in loaded.warnings:
@@ -144,7 +144,7 @@ def _plan(args: argparse.Namespace) -> int:
         for name, spec in loaded.inputs.items()
     }
     inputs = loaded.resolve_inputs({**placeholders, **given})
-    plan = _configure(loaded.crew, settings, args).plan(inputs)
+    plan = _configure(loaded.crew, settings).plan(inputs)
     if args.mermaid:
         sys.stdout.write(plan_mermaid(plan) + "\n")
     else:
@@ -250,17 +250,19 @@ def _load(
     raise ConfigError(f"{target}: expected a crew.yaml, a folder or a .py file.")
 
 
-def _configure(crew: Crew, settings: Settings, args: argparse.Namespace) -> Crew:
+def _configure(crew: Crew, settings: Settings) -> Crew:
     """Apply --llm (every agent) and the configured default model (agents that name none)."""
     if settings.llm_override:
         return crew.with_llm(settings.resolve_llm(settings.llm_override))
     changes: dict[str, Any] = {}
     if crew.llm is None and (default := settings.default_llm()) is not None:
         changes["llm"] = default
-    if getattr(args, "max_concurrency", None) is not None:
-        changes["max_concurrency"] = args.max_concurrency
-    if getattr(args, "on_failure", None) is not None:
-        changes["on_failure"] = args.on_failure
+    # [run] in a config file, CREW_MAX_CONCURRENCY / CREW_ON_FAILURE and the flags all
+    # override what the crew file says; untouched defaults leave it alone.
+    if "run.max_concurrency" in settings.sources:
+        changes["max_concurrency"] = settings.max_concurrency
+    if "run.on_failure" in settings.sources:
+        changes["on_failure"] = settings.on_failure
     return crew.replace(**changes) if changes else crew
 
 

@@ -285,7 +285,6 @@ _IGNORED = {
         "callbacks are not run here",
     ),
     "human_input": "runs take no human input here",
-    "allow_delegation": "delegation is not supported yet; the agent works alone",
     "allow_code_execution": "code execution is not supported",
     "knowledge_sources": "knowledge sources are not supported",
     "memory": "memory is not supported; tasks share their outputs through the board",
@@ -460,6 +459,8 @@ class _Loader:
         llm, max_iter = self._llm(entry), entry.values.get("max_iter")
         self._ignored(entry, f"agent {entry.name}")
         settings: dict[str, Any] = {}
+        if entry.values.get("allow_delegation") is True:  # CrewAI: may ask any other agent
+            settings["allow_delegation"] = True
         if isinstance(max_iter, int) and not isinstance(max_iter, bool):
             settings["max_iterations"] = max_iter
         elif max_iter is not None:

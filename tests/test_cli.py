@@ -241,3 +241,39 @@ def test_python_crew_file_runs(tmp_path, server):
     done = crew("run", "my_crew.py", "-i", "subject=roses", cwd=tmp_path, server=server)
     assert done.returncode == 0, done.stderr
     assert "Roses are red" in done.stdout
+
+
+def test_max_concurrency_flag_and_env_override_the_crew_file(tmp_path, server):
+    write(
+        tmp_path,
+        "crew.yaml",
+        """\
+        name: pair
+        max_concurrency: 8
+        agents:
+          w: {role: Worker}
+        tasks:
+          a: {description: one, agent: w}
+          b: {description: two, agent: w}
+        """,
+    )
+    server.script("*", Reply(text="ok", latency_ms=150))
+
+    def overlapped() -> bool:
+        first, second = sorted(server.calls, key=lambda c: c.started)[-2:]
+        return second.started < first.finished
+
+    assert crew("run", ".", "--quiet", cwd=tmp_path, server=server).returncode == 0
+    assert overlapped()
+    server.reset()
+    assert (
+        crew(
+            "run", ".", "--quiet", "--max-concurrency", "1", cwd=tmp_path, server=server
+        ).returncode
+        == 0
+    )
+    assert not overlapped()
+    server.reset()
+    done = crew("run", ".", "--quiet", cwd=tmp_path, server=server, CREW_MAX_CONCURRENCY="1")
+    assert done.returncode == 0, done.stderr
+    assert not overlapped()

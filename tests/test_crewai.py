@@ -451,8 +451,6 @@ def test_what_cannot_run_here_is_one_warning_each():
         "step_callback (agent researcher) is ignored: callbacks are not run here",
         "llm LLM(model='gpt-4o', temperature=0.2) (agent analyst) is a custom LLM object; the"
         " agent uses the crew's default model",
-        "allow_delegation (agent analyst) is ignored: delegation is not supported yet; the agent"
-        " works alone",
         "output_pydantic NewsDigest (task scan_news) cannot be rebuilt here: field 'raw' has type"
         " dict[str, Any]; the task returns plain text",
         "callback (task scan_news) is ignored: callbacks are not run here",
@@ -596,3 +594,9 @@ def test_an_unknown_crew_py_reference_in_the_crew_method_is_reported(tmp_path):
     assert problems(root) == [
         f"{root}/crew.py:9 crew.tasks: unknown task 'b' (known tasks: a)",
     ]
+
+
+def test_allow_delegation_is_carried_over():
+    crew = load(MARKET).crew_file.crew
+    delegating = {agent.role.split()[0]: agent.allow_delegation for agent in crew.agents}
+    assert True in delegating.values() and False in delegating.values()
