@@ -168,7 +168,11 @@ class Agent:
                 error=str(error),
             )
 
+        def on_token(text: str) -> None:
+            emit(events.TokenDelta, task_id=task.id, text=text)
+
         request = ChatRequest(
+            on_token=on_token if run.stream else None,
             messages=list(messages),
             tools=tools,
             output_schema=schema,
@@ -311,6 +315,8 @@ class TaskRun:
     """The model an agent runs on (its own, else the crew default), for delegation."""
     chain: tuple[str, ...] = ()
     """Roles that delegated down to this execution, outermost first."""
+    stream: bool = False
+    """Stream answers and emit TokenDelta events."""
 
 
 def _enforces_schema(llm: ChatModel) -> bool:

@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--llm", help="a profile or litellm model for every agent")
     run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     run.add_argument("--quiet", action="store_true", help="no live view; only the final output")
+    run.add_argument("--stream", action="store_true", help="stream answers into the live view")
     run.add_argument("--max-concurrency", type=int, help="tasks in flight at most")
     run.add_argument("--on-failure", choices=["fail_fast", "continue"])
     run.set_defaults(command=_run)
@@ -100,6 +101,8 @@ def _run(args: argparse.Namespace) -> int:
     loaded, output_files = _load(args.target, settings, given)
     inputs = loaded.resolve_inputs(given)
     crew = _configure(loaded.crew, settings)
+    if args.stream:
+        crew = crew.replace(stream=True)
     crew.plan(inputs)  # every setup problem surfaces here, before the view starts
     out = Console(stderr=args.json, highlight=False)
     for warning in loaded.warnings:

@@ -86,6 +86,7 @@ class Crew:
         max_concurrency: tasks (and so model calls) in flight at most.
         on_failure: ``fail_fast`` cancels the run at the first failed task; ``continue`` runs
             every branch that does not depend on it.
+        stream: stream model answers and emit ``TokenDelta`` events as text arrives.
         clock: wall-clock seconds; id_factory: new run ids. Parameters so tests can fix them.
     """
 
@@ -98,6 +99,7 @@ class Crew:
         llm: str | ChatModel | None = None,
         max_concurrency: int = 8,
         on_failure: FailurePolicy = "fail_fast",
+        stream: bool = False,
         clock: Callable[[], float] = time.time,
         id_factory: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
     ) -> None:
@@ -110,6 +112,7 @@ class Crew:
         self._extra_agents = tuple(agents)
         self.llm = as_chat_model(llm) if llm is not None else None
         self.max_concurrency = max_concurrency
+        self.stream = stream
         self.on_failure: FailurePolicy = on_failure
         self._clock = clock
         self._id_factory = id_factory
@@ -127,7 +130,8 @@ class Crew:
         arguments: dict[str, Any] = {
             "tasks": self.tasks, "agents": self._extra_agents, "name": self.name,
             "llm": self.llm, "max_concurrency": self.max_concurrency,
-            "on_failure": self.on_failure, "clock": self._clock, "id_factory": self._id_factory,
+            "on_failure": self.on_failure, "stream": self.stream, "clock": self._clock,
+            "id_factory": self._id_factory,
         }  # fmt: skip
         arguments.update(changes)
         return Crew(arguments.pop("tasks"), **arguments)
@@ -210,6 +214,7 @@ class Crew:
                 emit=emit,
                 on_usage=state.add_usage,
                 reserved=reserved,
+                stream=self.stream,
             )
             answer = await agent.execute(task, run)
             return TaskOutput(

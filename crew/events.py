@@ -104,6 +104,14 @@ class LLMFallback(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class TokenDelta(Event):
+    """A piece of a model's answer as it streams in (only when the crew streams)."""
+
+    task_id: str
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class ToolCalled(Event):
     task_id: str
     tool: str

@@ -49,6 +49,8 @@ class ChatRequest:
     """(model, failed attempt, error, wait seconds) before each retry of a call."""
     on_fallback: Callable[[str, str, BaseException], None] | None = None
     """(failed model, next model, error) before moving to a fallback model."""
+    on_token: Callable[[str], None] | None = None
+    """When set, the answer is streamed and each piece of text is passed here as it arrives."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,7 +155,10 @@ class LLM:
             await rate_limiter(self.model, self.api_base).acquire(self.max_rpm)
         started = time.perf_counter()
         try:
-            response = await litellm.acompletion(**kwargs)
+            if request.on_token is None:
+                response = await litellm.acompletion(**kwargs)
+            else:
+                response = await _streamed(litellm, kwargs, request.on_token)
         except Exception as exc:
             raise translate_error(exc, self) from exc
         latency_ms = (time.perf_counter() - started) * 1000
@@ -306,6 +311,23 @@ def rate_limiter(model: str, api_base: str | None) -> RateLimiter:
 
 def _provider(model: str) -> str:
     return model.split("/", 1)[0] if "/" in model else ""
+
+
+async def _streamed(
+    litellm: ModuleType, kwargs: dict[str, Any], on_token: Callable[[str], None]
+) -> Any:
+    """Stream the answer, passing text on as it comes; return it whole, as a non-streamed call
+    would (litellm rebuilds tool calls, usage and cost from the chunks)."""
+    stream = await litellm.acompletion(
+        **kwargs, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = []
+    async for chunk in stream:
+        chunks.append(chunk)
+        delta = chunk.choices[0].delta if chunk.choices else None
+        if delta is not None and delta.content:
+            on_token(delta.content)
+    return litellm.stream_chunk_builder(chunks, messages=kwargs["messages"])
 
 
 def _to_chat_response(response: Any, model: str, latency_ms: float) -> ChatResponse:

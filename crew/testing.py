@@ -114,7 +114,11 @@ class ScriptedLLM:
         finally:
             self.in_flight -= 1
         self.finished.append((call, time.perf_counter()))
-        return _response(reply, call, self.name)
+        response = _response(reply, call, self.name)
+        if request.on_token is not None and response.content:
+            for start in range(0, len(response.content), 8):  # streamed in small pieces
+                request.on_token(response.content[start : start + 8])
+        return response
 
     async def _pick(self, call: Call) -> ReplyLike:
         if callable(self.replies):

@@ -307,3 +307,31 @@ def test_import_crew_loads_no_heavy_library_and_litellm_stays_offline(tmp_path, 
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("OK")
     assert done.stderr == ""  # the core never prints, and litellm's own warnings stay off
+
+
+def test_streaming_emits_token_deltas_and_returns_the_whole_answer(server, fake_llm):
+    server.script("story", Reply(text="Once upon a time in Lisbon, a tram climbed a hill."))
+    agent = Agent(role="Teller", llm=fake_llm, board_tools=False)
+    seen: list[events.Event] = []
+    crew = Crew([Task(id="story", description="Tell it", agent=agent)], stream=True)
+    result = asyncio.run(crew.arun(on_event=seen.append))
+
+    deltas = [e.text for e in seen if isinstance(e, events.TokenDelta)]
+    assert len(deltas) > 1
+    assert "".join(deltas) == result.outputs["story"].text
+    assert result.outputs["story"].text == "Once upon a time in Lisbon, a tram climbed a hill."
+    assert server.calls[0].body["stream"] is True
+    assert result.usage.total.calls == 1 and result.usage.total.completion_tokens > 0
+
+
+def test_streaming_keeps_tool_calls_working(server, fake_llm):
+    @tool
+    def shout(text: str) -> str:
+        """Shout a text."""
+        return text.upper()
+
+    server.script("loud", Reply(tool_calls=[("shout", {"text": "hi"})]), Reply(text="HI done"))
+    agent = Agent(role="Shouter", llm=fake_llm, tools=[shout], board_tools=False)
+    result = Crew([Task(id="loud", description="Shout", agent=agent)], stream=True).run()
+    assert result.outputs["loud"].text == "HI done"
+    assert [m["content"] for m in server.calls[1].body["messages"] if m["role"] == "tool"] == ["HI"]

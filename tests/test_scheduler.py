@@ -300,3 +300,14 @@ def test_two_runs_in_a_row_reuse_nothing_stale_over_http(server, fake_llm):
     assert first.status == second.status == "succeeded"
     assert first.run_id != second.run_id
     assert len(server.calls) == 4
+
+
+def test_a_streaming_crew_emits_token_deltas_with_the_scripted_model():
+    crew = Crew(
+        tasks_of({"a": []}), llm=ScriptedLLM({"a": "a streamed answer, in pieces"}), stream=True
+    )
+    seen: list[events.Event] = []
+    result = asyncio.run(crew.arun(on_event=seen.append))
+    deltas = [e for e in seen if isinstance(e, events.TokenDelta)]
+    assert len(deltas) > 1 and {e.task_id for e in deltas} == {"a"}
+    assert "".join(e.text for e in deltas) == result.outputs["a"].text

@@ -150,7 +150,7 @@ def test_a_broken_template_file_reports_every_problem_with_its_line(tmp_path):
           bad name: {description: x}
           size: {default: [1, 2]}
         description: About {subject}
-        output_model: {type: object, properties: {n: {type: integer, minimum: 1}}}
+        output_model: {type: object, properties: {n: {type: string, pattern: "^a"}}}
         """,
     )
     with pytest.raises(ConfigError) as caught:
@@ -163,9 +163,9 @@ def test_a_broken_template_file_reports_every_problem_with_its_line(tmp_path):
         f"{path}:6 params.bad name: a parameter name must be a letter or _ then letters, digits,"
         " _ or -, got 'bad name'.",
         f"{path}:7 params.size.default: must be text or a number, got [1, 2].",
-        f"{path}:9 output_model.properties.n.minimum: unsupported JSON schema keyword 'minimum';"
+        f"{path}:9 output_model.properties.n.pattern: unsupported JSON schema keyword 'pattern';"
         " supported: type, properties, required, items, enum, description, default, title,"
-        " additionalProperties.",
+        " additionalProperties, minItems, maxItems, minLength, maxLength, minimum, maximum.",
     ]
 
 
@@ -336,3 +336,27 @@ def test_camel_case(text, name):
 def test_models_from_schemas_are_real_pydantic_models():
     model, _ = schema_model("Out", {"type": "object", "properties": {"a": {"type": "string"}}})
     assert model is not None and issubclass(model, BaseModel)
+
+
+def test_schema_bounds_reach_the_model_and_its_json_schema():
+    from pydantic import ValidationError
+
+    from crew.templates import schema_model
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string", "maxLength": 10},
+            "score": {"type": "integer", "minimum": 1, "maximum": 5},
+            "points": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 3},
+        },
+        "required": ["title", "score", "points"],
+    }
+    model, problems = schema_model("Review", schema)
+    assert problems == [] and model is not None
+    produced = model.model_json_schema()["properties"]
+    assert produced["points"]["minItems"] == 2 and produced["points"]["maxItems"] == 3
+    assert produced["score"]["minimum"] == 1 and produced["title"]["maxLength"] == 10
+    model.model_validate({"title": "ok", "score": 3, "points": ["a", "b"]})
+    with pytest.raises(ValidationError):
+        model.model_validate({"title": "ok", "score": 9, "points": ["a"]})
