@@ -78,8 +78,9 @@ from crew.crew import Crew
 from crew.errors import ConfigError
 from crew.llm import LLM
 from crew.prompts import PLACEHOLDER, interpolate, placeholders
+from crew.schema import camel_case, schema_model
 from crew.task import Task
-from crew.templates import camel_case, did_you_mean, find_role, find_task, schema_model, validate
+from crew.templates import did_you_mean, find_role, find_task, validate
 from crew.yamlfile import Location, YamlFile, load_yaml
 
 _M = TypeVar("_M", bound=BaseModel)

@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "crew"
 LAYERS = {
     "errors": 0, "usage": 0,
     "board": 1, "retry": 1, "tools": 1, "prompts": 1, "events": 1, "yamlfile": 1, "local": 1,
+    "schema": 1,
     "llm": 2, "templates": 2,
     "agent": 3, "config": 3,
     "task": 4,

@@ -12,16 +12,15 @@ from pydantic import BaseModel, ValidationError
 
 from crew import templates
 from crew.errors import ConfigError
+from crew.schema import camel_case, schema_model
 from crew.templates import (
     RoleTemplate,
     TaskTemplate,
     builtin_dir,
-    camel_case,
     find_role,
     find_task,
     library_dirs,
     list_templates,
-    schema_model,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -341,7 +340,7 @@ def test_models_from_schemas_are_real_pydantic_models():
 def test_schema_bounds_reach_the_model_and_its_json_schema():
     from pydantic import ValidationError
 
-    from crew.templates import schema_model
+    from crew.schema import schema_model
 
     schema = {
         "type": "object",
