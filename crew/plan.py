@@ -173,16 +173,29 @@ def _check_dependencies(task: Task, by_id: Mapping[str, Task]) -> list[str]:
     return problems
 
 
-def _check_cycles(graph: nx.DiGraph) -> list[str]:
+def find_cycles(dependencies: Mapping[str, Sequence[str]], limit: int = 5) -> list[list[str]]:
+    """Up to ``limit`` cycles of a {task: [its dependencies]} mapping. In each, every task
+    depends on the next; each starts at its first-declared task, so messages are stable."""
     import networkx as nx
 
-    problems = []
-    for cycle in itertools.islice(nx.simple_cycles(graph), 5):
-        path = " -> ".join([*cycle, cycle[0]])
-        problems.append(
-            f"Tasks depend on each other in a cycle: {path}. Remove one of these dependencies."
-        )
-    return problems
+    position = {task: i for i, task in enumerate(dependencies)}
+    graph = nx.DiGraph(
+        (task, dep) for task, deps in dependencies.items() for dep in deps if dep in position
+    )
+    cycles = []
+    for cycle in itertools.islice(nx.simple_cycles(graph), limit):
+        start = cycle.index(min(cycle, key=position.__getitem__))
+        cycles.append(cycle[start:] + cycle[:start])
+    return cycles
+
+
+def _check_cycles(graph: nx.DiGraph) -> list[str]:
+    dependencies = {task: list(graph.predecessors(task)) for task in graph}
+    return [
+        f"Tasks depend on each other in a cycle: {' -> '.join([*cycle, cycle[0]])} (each"
+        " depends on the next). Remove one of these dependencies."
+        for cycle in find_cycles(dependencies)
+    ]
 
 
 def _check_agents(tasks: Any, default_llm: ChatModel | None) -> list[str]:

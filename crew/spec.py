@@ -77,6 +77,7 @@ from crew.agent import Agent
 from crew.crew import Crew
 from crew.errors import ConfigError
 from crew.llm import LLM
+from crew.plan import find_cycles
 from crew.prompts import PLACEHOLDER, interpolate, placeholders
 from crew.schema import camel_case, schema_model
 from crew.task import Task
@@ -463,7 +464,7 @@ class _Loader:
                 elif dep not in task_keys:
                     hint = did_you_mean(dep, task_keys) or f" (tasks: {', '.join(task_keys)})"
                     self._problem((*draft.loc, "depends_on"), f"unknown task '{dep}'{hint}.")
-        for cycle in _cycles(graph):
+        for cycle in find_cycles(graph):
             self._problem(
                 ("tasks", cycle[0], "depends_on"),
                 f"tasks depend on each other in a cycle: {' -> '.join([*cycle, cycle[0]])}"
@@ -660,28 +661,6 @@ def _placeholder_inputs(crew: Crew) -> dict[str, InputSpec]:
     texts += [text for a in crew.agents for text in (a.role, a.goal, a.backstory)]
     names = dict.fromkeys(name for text in texts for name in placeholders(text))
     return {name: InputSpec(name=name) for name in names}
-
-
-def _cycles(graph: Mapping[str, Sequence[str]]) -> list[list[str]]:
-    """One cycle per back edge of a depth-first walk, in declaration order."""
-    found: list[list[str]] = []
-    done: set[str] = set()
-    stack: list[str] = []
-
-    def visit(node: str) -> None:
-        stack.append(node)
-        for dep in graph.get(node, ()):
-            if dep in stack:
-                found.append(stack[stack.index(dep) :])
-            elif dep not in done:
-                visit(dep)
-        stack.pop()
-        done.add(node)
-
-    for node in graph:
-        if node not in done:
-            visit(node)
-    return found
 
 
 @contextlib.contextmanager

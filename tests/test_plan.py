@@ -45,8 +45,7 @@ def test_cycle_is_reported_with_its_path():
     error = plan_error(tasks_of({"a": ["c"], "b": ["a"], "c": ["b"]}))
 
     message = str(error)
-    rotations = ["a -> b -> c -> a", "b -> c -> a -> b", "c -> a -> b -> c"]
-    assert any(path in message for path in rotations), message
+    assert "a -> c -> b -> a (each depends on the next)" in message
     assert "cycle" in message
     assert "Remove one of these dependencies" in message
     assert len(error.problems) == 1
