@@ -1,5 +1,6 @@
-"""The model layer. Every call goes through ``litellm.acompletion``; this is the only module that
-imports litellm, and it does so on the first call, not on ``import crew`` (it takes ~2.5 s).
+"""The model layer. Every call goes through ``litellm.acompletion``. litellm is imported here on
+the first call, not on ``import crew`` (it takes ~2.5 s); the only other module that touches it is
+``crew.local``, the bundled model's litellm provider.
 
 ``ChatModel`` is the protocol the agent loop talks to; ``LLM`` is its litellm implementation (a
 model string plus settings) and ``crew.testing.ScriptedLLM`` an in-process one for tests.
