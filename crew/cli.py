@@ -292,7 +292,7 @@ def _write_outputs(result: CrewResult, files: Mapping[str, Path], folder: Path) 
 def _stderr() -> Console:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)  # messages stay one line
 
 
 def _escape(text: str) -> str:
