@@ -60,6 +60,7 @@ class Scheduler:
     max_concurrency: int = 8
     on_failure: FailurePolicy = "fail_fast"
     results: dict[str, TaskResult] = field(default_factory=dict)
+    """Starts with the tasks a resumed run already finished: they count as done, never run."""
 
     def __post_init__(self) -> None:
         check_settings(self.max_concurrency, self.on_failure)
@@ -71,7 +72,7 @@ class Scheduler:
         the results hold every finished output and nothing half-done; then it re-raises.
         """
         plan = self.plan
-        waiting = {t: plan.graph.in_degree(t) for t in plan.order}
+        waiting = self._waiting()
         position = {t: i for i, t in enumerate(plan.order)}
         ready: list[tuple[float, int, str]] = []
         running: dict[str, asyncio.Task[TaskResult]] = {}
@@ -81,7 +82,7 @@ class Scheduler:
             heapq.heappush(ready, (-plan.remaining_s[task_id], position[task_id], task_id))
 
         for task_id, count in waiting.items():
-            if count == 0:
+            if count == 0 and task_id not in self.results:
                 release(task_id)
         try:
             while ready or running:
@@ -110,6 +111,15 @@ class Scheduler:
             self._skip_rest("the run was cancelled before it started", status="pending")
             raise
         return {t: self.results[t] for t in plan.tasks}
+
+    def _waiting(self) -> dict[str, int]:
+        """Unfinished dependencies per task; tasks restored from a resumed run count as done."""
+        graph = self.plan.graph
+        waiting = {task_id: graph.in_degree(task_id) for task_id in self.plan.order}
+        for task_id in self.results:
+            for dependant in graph.successors(task_id):
+                waiting[dependant] -= 1
+        return waiting
 
     async def _run_task(self, task_id: str) -> TaskResult:
         """All attempts of one task. Returns its result; raises only CancelledError."""

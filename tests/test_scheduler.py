@@ -9,6 +9,7 @@ import pytest
 
 from crew import Agent, Crew, Task, events
 from crew.errors import BadRequestError, ConfigError, TaskTimeoutError
+from crew.scheduler import Scheduler
 from crew.testing import Call, Reply, ScriptedLLM
 from crew.testserver import Reply as ServerReply
 
@@ -311,3 +312,38 @@ def test_a_streaming_crew_emits_token_deltas_with_the_scripted_model():
     deltas = [e for e in seen if isinstance(e, events.TokenDelta)]
     assert len(deltas) > 1 and {e.task_id for e in deltas} == {"a"}
     assert "".join(e.text for e in deltas) == result.outputs["a"].text
+
+
+def test_tasks_already_finished_are_never_run_again_and_release_their_dependants():
+    from crew.task import TaskOutput, TaskResult
+
+    llm = ScriptedLLM()
+    crew = Crew(tasks_of({"a": [], "b": ["a"], "c": ["b"], "d": []}), llm=llm)
+    plan = crew.plan()
+    done = TaskResult(
+        task_id="a",
+        status="succeeded",
+        output=TaskOutput(task_id="a", agent="Worker", text="from before"),
+    )
+    outputs: list[str] = []
+
+    async def attempt(task_id, state):
+        await llm.complete(
+            __import__("crew.llm", fromlist=["ChatRequest"]).ChatRequest(
+                messages=[], task_id=task_id
+            )
+        )
+        return TaskOutput(task_id=task_id, agent="Worker", text=task_id)
+
+    scheduler = Scheduler(
+        plan,
+        attempt,
+        lambda o: outputs.append(o.task_id),
+        events.Emitter(events.EventBus(), "r", lambda: 0.0),
+        lambda: 0.0,
+        results={"a": done},
+    )
+    results = asyncio.run(scheduler.run())
+    assert sorted(c.task_id for c in llm.calls) == ["b", "c", "d"]
+    assert results["a"].output.text == "from before"
+    assert all(r.status == "succeeded" for r in results.values())
