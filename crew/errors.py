@@ -18,9 +18,12 @@ The tree::
     │   ├── TaskTimeoutError     the task ran past its ``timeout_s``            retryable
     │   ├── OutputValidationError the output did not match ``output_model``     retryable
     │   └── MaxIterationsError   the tool loop did not converge                 retryable
+    ├── StoreError               the run store could not be opened, read or written
+    │   └── LeaseHeldError       another live process holds the run's lease
     └── RunFailedError           ``CrewResult.raise_for_status()`` on a run that did not succeed
 
-Foreign exceptions are translated at one boundary each: litellm's in ``crew/llm.py``.
+Foreign exceptions are translated at one boundary each: litellm's in ``crew/llm.py``, the database
+drivers' in the store backends (``crew/store/sqlite.py``, ``crew/store/postgres.py``).
 """
 
 from __future__ import annotations
@@ -139,6 +142,26 @@ class OutputValidationError(TaskError):
 
 class MaxIterationsError(TaskError):
     retryable = True
+
+
+class StoreError(CrewError):
+    """The run store could not be opened, read or written; the message names it and the fix."""
+
+
+class LeaseHeldError(StoreError):
+    """Another live process holds the lease of a run, so this one may not run it.
+
+    Attributes:
+        run_id: the run whose lease is held.
+        holder: who holds it, as ``"host:pid"``.
+        expires_at: wall-clock time the lease lapses unless its holder renews it.
+    """
+
+    def __init__(self, message: str, *, run_id: str, holder: str, expires_at: float) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.holder = holder
+        self.expires_at = expires_at
 
 
 class RunFailedError(CrewError):

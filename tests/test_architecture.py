@@ -8,12 +8,13 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "crew"
 
-# A module may import (at run time) only modules of a lower layer.
+# A module may import (at run time) only modules of a lower layer. Modules of a subpackage are
+# named "package.module", its __init__ "package"; a package may load its own backends (open_store).
 LAYERS = {
     "errors": 0, "usage": 0,
     "board": 1, "retry": 1, "tools": 1, "prompts": 1, "events": 1, "yamlfile": 1, "local": 1,
-    "schema": 1,
-    "llm": 2, "templates": 2,
+    "schema": 1, "store": 1,
+    "llm": 2, "templates": 2, "store.memory": 2, "store.sqlite": 2, "store.postgres": 2,
     "agent": 3, "config": 3,
     "task": 4,
     "plan": 5,
@@ -34,7 +35,8 @@ GATEWAYS: dict[str, set[str]] = {
     "networkx": {"plan"},
     "yaml": {"yamlfile"},
     "rich": {"console", "cli"},
-    "psycopg": set(),
+    "psycopg": {"store.postgres"},
+    "sqlite3": {"store.sqlite"},
 }
 
 
@@ -53,13 +55,33 @@ def runtime_imports(path: Path) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-            if node.module == "crew":
-                names.update(f"crew.{alias.name}" for alias in node.names)
+            if node.module == "crew" or node.module.startswith("crew."):
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
 
 
+def module_name(path: Path) -> str:
+    """crew/board.py -> "board"; crew/store/__init__.py -> "store"; crew/store/sqlite.py ->
+    "store.sqlite"."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    if len(parts) > 1 and parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
 def modules() -> dict[str, set[str]]:
-    return {path.stem: runtime_imports(path) for path in sorted(PACKAGE.glob("*.py"))}
+    paths = sorted([*PACKAGE.glob("*.py"), *PACKAGE.glob("store/*.py")])
+    return {module_name(path): runtime_imports(path) for path in paths}
+
+
+def layer_of(name: str) -> str | None:
+    """The module of LAYERS an import names: crew.store.sqlite -> "store.sqlite", crew.store.X
+    (a name imported from the package) -> "store"."""
+    parts = name.split(".")[1:] if name.startswith("crew.") else []
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in LAYERS:
+            return ".".join(parts[:end])
+    return None
 
 
 def test_every_module_has_a_layer():
@@ -70,11 +92,11 @@ def test_layers_import_downwards_only():
     wrong = []
     for module, imports in modules().items():
         for name in imports:
-            parts = name.split(".")
-            if parts[0] != "crew" or len(parts) < 2 or parts[1] not in LAYERS:
+            target = layer_of(name)
+            if target is None or target == module or target.startswith(f"{module}."):
                 continue
-            if LAYERS[parts[1]] >= LAYERS[module] and module != "__init__":
-                wrong.append(f"crew/{module}.py imports crew.{parts[1]}")
+            if LAYERS[target] >= LAYERS[module] and module != "__init__":
+                wrong.append(f"crew.{module} imports crew.{target}")
     assert wrong == []
 
 
@@ -84,7 +106,7 @@ def test_each_third_party_library_enters_through_one_module():
         for name in imports:
             root = name.split(".")[0]
             if root in GATEWAYS and module not in GATEWAYS[root]:
-                wrong.append(f"crew/{module}.py imports {root}")
+                wrong.append(f"crew.{module} imports {root}")
     assert wrong == []
 
 
@@ -92,6 +114,14 @@ def test_runtime_imports_sees_function_level_imports():
     # The checks above would be empty promises if lazy imports went unseen.
     assert "litellm" in modules()["llm"]
     assert "networkx" in modules()["plan"]
+    assert "psycopg" in modules()["store.postgres"]
+
+
+def test_the_store_backends_are_checked_too():
+    assert {"store", "store.memory", "store.sqlite", "store.postgres"} <= set(modules())
+    assert layer_of("crew.store.sqlite") == "store.sqlite"
+    assert layer_of("crew.store.RunRecord") == "store"
+    assert layer_of("crew.board") == "board"
 
 
 def test_the_network_guard_is_on_and_refuses_non_loopback_addresses():
