@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -89,6 +89,12 @@ class Board:
         if self._on_post is not None:
             self._on_post(entry)
         return entry
+
+    def restore(self, entries: Iterable[BoardEntry]) -> None:
+        """Put back entries an earlier run posted (a resume), in order, without announcing them."""
+        with self._lock:
+            for entry in entries:
+                self._versions.setdefault(entry.key, []).append(entry)
 
     def get(self, key: str) -> BoardEntry | None:
         """The latest version of ``key``, or None."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -14,10 +15,12 @@ from typing import Any, Literal, cast
 from crew import events
 from crew.agent import Agent, TaskRun
 from crew.board import Board, BoardEntry
+from crew.checkpoint import Checkpoint, open_run
 from crew.errors import ConfigError, RunFailedError
 from crew.llm import ChatModel, as_chat_model, default_llm, prepare
 from crew.plan import Plan, build_plan
 from crew.scheduler import FailurePolicy, Scheduler, TaskAttempt, check_settings
+from crew.store import Store, open_store
 from crew.task import Task, TaskOutput, TaskResult
 from crew.usage import RunUsage, Usage
 
@@ -87,6 +90,10 @@ class Crew:
         on_failure: ``fail_fast`` cancels the run at the first failed task; ``continue`` runs
             every branch that does not depend on it.
         stream: stream model answers and emit ``TokenDelta`` events as text arrives.
+        store: where runs are checkpointed: a ``Store``, a store URL, or None for ``CREW_STORE``,
+            else SQLite at ``.crew/crew.db`` (see ``crew.store.open_store``).
+        source: where the crew was loaded from, kept with each run so ``crew resume`` can
+            load it again.
         clock: wall-clock seconds; id_factory: new run ids. Parameters so tests can fix them.
     """
 
@@ -100,6 +107,8 @@ class Crew:
         max_concurrency: int = 8,
         on_failure: FailurePolicy = "fail_fast",
         stream: bool = False,
+        store: Store | str | None = None,
+        source: str = "",
         clock: Callable[[], float] = time.time,
         id_factory: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
     ) -> None:
@@ -113,6 +122,8 @@ class Crew:
         self.llm = as_chat_model(llm) if llm is not None else None
         self.max_concurrency = max_concurrency
         self.stream = stream
+        self.source = source
+        self._store = store
         self.on_failure: FailurePolicy = on_failure
         self._clock = clock
         self._id_factory = id_factory
@@ -131,7 +142,7 @@ class Crew:
             "tasks": self.tasks, "agents": self._extra_agents, "name": self.name,
             "llm": self.llm, "max_concurrency": self.max_concurrency,
             "on_failure": self.on_failure, "stream": self.stream, "clock": self._clock,
-            "id_factory": self._id_factory,
+            "id_factory": self._id_factory, "store": self._store, "source": self.source,
         }  # fmt: skip
         arguments.update(changes)
         return Crew(arguments.pop("tasks"), **arguments)
@@ -167,10 +178,19 @@ class Crew:
         inputs: Mapping[str, Any] | None = None,
         *,
         run_id: str | None = None,
+        resume: str | None = None,
         on_event: events.EventSink | None = None,
     ) -> CrewResult:
         """Run the crew. Raises ``ConfigError`` before any model call if the crew is invalid;
-        a task failure does not raise: it is in the result (see ``raise_for_status``)."""
+        a task failure does not raise: it is in the result (see ``raise_for_status``).
+
+        ``resume=RUN_ID`` continues a crashed, interrupted or failed run from the store: its
+        finished tasks are not called again (their outputs and the board come back), the
+        others run. Its stored inputs are used unless ``inputs`` are given.
+        """
+        store = self.store
+        if resume is not None and inputs is None:
+            inputs = open_run(store, resume)
         plan = self.plan(inputs)  # first: it also rejects inputs that are not a mapping
         inputs = dict(inputs or {})
         default = self._default_llm()
@@ -179,9 +199,11 @@ class Crew:
         bus = events.EventBus()
         if on_event is not None:
             bus.subscribe(on_event)
-        emit = events.Emitter(bus, run_id or self._id_factory(), self._clock)
+        emit = events.Emitter(bus, resume or run_id or self._id_factory(), self._clock)
+        checkpoint = Checkpoint(store, emit.run_id)
 
         def posted(entry: BoardEntry) -> None:
+            checkpoint.on_board_post(entry)
             emit(
                 events.BoardPosted,
                 key=entry.key,
@@ -225,9 +247,17 @@ class Crew:
                 model=answer.model,
             )
 
-        def on_output(output: TaskOutput) -> None:
+        def on_output(output: TaskOutput, attempt: int) -> None:
             board.post(output.task_id, output.text, author=output.agent, data=output.data)
+            checkpoint.on_output(output, attempt)
 
+        if resume is not None:
+            open_run(store, resume)
+            restored = checkpoint.resume(plan, board)
+        else:
+            checkpoint.begin(crew=self.name, inputs=inputs, plan=plan, source=self.source)
+            restored = {}
+        bus.subscribe(checkpoint.on_event)
         scheduler = Scheduler(
             plan,
             attempt,
@@ -236,8 +266,11 @@ class Crew:
             self._clock,
             max_concurrency=self.max_concurrency,
             on_failure=self.on_failure,
+            results=restored,
         )
         started = self._clock()
+        lease = asyncio.create_task(checkpoint.keep_lease())
+        lease.add_done_callback(functools.partial(_stop_if_lease_lost, asyncio.current_task()))
         emit(events.RunStarted, crew=self.name, task_ids=tuple(plan.tasks), inputs=inputs)
         status: RunStatus = "cancelled"
         try:
@@ -257,6 +290,8 @@ class Crew:
                 started_at=started,
                 finished_at=self._clock(),
             )
+            lease.cancel()
+            checkpoint.finish(status, results, result.usage)
             emit(events.RunFinished, status=status, result=result)
         return result
 
@@ -276,8 +311,21 @@ class Crew:
                 job.cancel()
                 await asyncio.gather(job, return_exceptions=True)
 
+    @property
+    def store(self) -> Store:
+        """The store runs are checkpointed in (opened on first use)."""
+        if self._store is None or isinstance(self._store, str):
+            self._store = open_store(self._store)
+        return self._store
+
     def _default_llm(self) -> ChatModel | None:
         return self.llm if self.llm is not None else default_llm()
+
+
+def _stop_if_lease_lost(run: asyncio.Task[Any] | None, lease: asyncio.Task[None]) -> None:
+    """Another process took the run's lease over (it thought this one dead): stop here."""
+    if run is not None and not lease.cancelled() and lease.exception() is not None:
+        run.cancel()
 
 
 def _loop_running() -> bool:

@@ -47,14 +47,15 @@ class Scheduler:
     Args:
         plan: the validated task graph.
         attempt: runs one attempt of one task.
-        on_output: called with each output, before the task counts as done (post it on the board).
+        on_output: called with each output and its attempt number, before the task counts as
+            done (post it on the board, commit it to the store).
         emit: the run's event emitter.
         clock: wall-clock seconds, for result timestamps.
     """
 
     plan: Plan
     attempt: Attempt
-    on_output: Callable[[TaskOutput], None]
+    on_output: Callable[[TaskOutput, int], None]
     emit: events.Emitter
     clock: Callable[[], float]
     max_concurrency: int = 8
@@ -171,7 +172,7 @@ class Scheduler:
                 usage=state.usage,
             )
         output = replace(output, usage=state.usage)
-        self.on_output(output)  # durable (on the board) before the task counts as done
+        self.on_output(output, state.number)  # durable before the task counts as done
         self.emit(events.TaskFinished, task_id=task_id, output=output)
         return TaskResult(
             task_id=task_id,

@@ -66,6 +66,8 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if _PROVIDER_VARIABLE.search(name):
             monkeypatch.delenv(name)
+    # Runs are checkpointed; in-process tests keep theirs in memory, not in ./.crew/crew.db.
+    monkeypatch.setenv("CREW_STORE", "memory")
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
     monkeypatch.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)

@@ -18,7 +18,7 @@ LAYERS = {
     "agent": 3, "config": 3,
     "task": 4,
     "plan": 5,
-    "scheduler": 6,
+    "scheduler": 6, "checkpoint": 6,
     "crew": 7,
     "testing": 8, "testserver": 8, "spec": 8,
     "crewai": 9, "console": 9,

@@ -712,6 +712,7 @@ def test_open_store_understands_every_url_form(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock
 ):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CREW_STORE")  # conftest points in-process runs at memory
     assert isinstance(open_store("memory"), MemoryStore)
     assert isinstance(open_store("memory://"), MemoryStore)
     cases = {

@@ -1,0 +1,175 @@
+"""Checkpoints: a run written to its store step by step, so that it can resume after a crash.
+
+A task's output is committed (``put_task``) before the task counts as done, and every board
+version and event is written as it happens. A resumed run gets back the finished tasks (never
+called again) and the board; tasks that were in flight run again. While a run executes, its
+process holds the run's lease and renews it, so two processes never execute one run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from crew import events
+from crew.board import Board, BoardEntry
+from crew.errors import ConfigError, LeaseHeldError
+from crew.plan import Plan
+from crew.store import BoardRecord, Store, TaskRecord, default_holder
+from crew.task import TaskOutput, TaskResult
+from crew.usage import RunUsage, Usage
+
+LEASE_TTL_S = 30.0
+"""A crashed holder's run can be resumed by another process this long after its last renewal."""
+
+
+class Checkpoint:
+    """The link between one run and its store.
+
+    Args:
+        store: where the run is kept.
+        run_id: the run.
+        holder: who executes it (``host:pid`` by default), shown to anyone who tries too.
+    """
+
+    def __init__(
+        self, store: Store, run_id: str, *, holder: str | None = None, ttl_s: float = LEASE_TTL_S
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.holder = holder or default_holder()
+        self.ttl_s = ttl_s
+
+    def begin(self, *, crew: str, inputs: Mapping[str, Any], plan: Plan, source: str) -> None:
+        """Record a new run and take its lease."""
+        self.store.create_run(
+            self.run_id, crew=crew, inputs=dict(inputs), task_ids=list(plan.order), source=source
+        )
+        self._take_lease()
+
+    def resume(self, plan: Plan, board: Board) -> dict[str, TaskResult]:
+        """Take the lease of an existing run (raises ``LeaseHeldError`` naming a live holder),
+        put its board back, and return the results of its finished tasks."""
+        self._take_lease()
+        self.store.update_run(self.run_id, status="running")
+        board.restore(
+            BoardEntry(**{f.name: getattr(r, f.name) for f in dataclasses.fields(BoardEntry)})
+            for r in self.store.board_entries(self.run_id)
+        )
+        results = {}
+        for (task_id, index), record in self.store.finished_outputs(self.run_id).items():
+            if index == 0 and task_id in plan.tasks:
+                results[task_id] = _restored(record, plan.tasks[task_id].output_model)
+        return results
+
+    def on_board_post(self, entry: BoardEntry) -> None:
+        self.store.put_board_entry(BoardRecord(run_id=self.run_id, **_json(entry.to_dict())))
+
+    def on_output(self, output: TaskOutput, attempt: int) -> None:
+        """Commit a finished task. Called before the task counts as done (write-ahead)."""
+        data = output.data.model_dump(mode="json") if hasattr(output.data, "model_dump") else None
+        self.store.put_task(
+            TaskRecord(
+                run_id=self.run_id, task_id=output.task_id, attempt=attempt, status="succeeded",
+                text=output.text, data=data if data is not None else _json(output.data),
+                agent=output.agent, usage=output.usage.to_dict(),
+            )
+        )  # fmt: skip
+
+    def on_event(self, event: events.Event) -> None:
+        if not isinstance(event, events.TokenDelta):  # too many, and the output has the text
+            self.store.append_event(self.run_id, type(event).__name__, _payload(event))
+
+    def finish(self, status: str, results: Mapping[str, TaskResult], usage: RunUsage) -> None:
+        """Record how the run ended (the tasks that did not succeed too) and free its lease."""
+        for result in results.values():
+            if result.status in ("failed", "cancelled"):
+                self.store.put_task(
+                    TaskRecord(
+                        run_id=self.run_id, task_id=result.task_id, attempt=max(1, result.attempts),
+                        status=result.status, error=result.error or result.reason,
+                        error_type=result.error_type, usage=result.usage.to_dict(),
+                        started_at=result.started_at, finished_at=result.finished_at,
+                    )
+                )  # fmt: skip
+        self.store.update_run(self.run_id, status=status, usage=usage.to_dict())
+        self.store.release_lease(self.run_id, self.holder)
+
+    def _take_lease(self) -> None:
+        """Take the run's lease. A holder on this machine whose process is gone (killed, crashed)
+        is not waited for until its lease expires: its lease is released and taken at once."""
+        try:
+            self.store.acquire_lease(self.run_id, self.holder, ttl_s=self.ttl_s)
+        except LeaseHeldError as held:
+            if not _dead_here(held.holder):
+                raise
+            self.store.release_lease(self.run_id, held.holder)
+            self.store.acquire_lease(self.run_id, self.holder, ttl_s=self.ttl_s)
+
+    async def keep_lease(self) -> None:
+        """Renew the lease until cancelled; if another process took it over, stop the run."""
+        while True:
+            await asyncio.sleep(self.ttl_s / 3)
+            self.store.renew_lease(self.run_id, self.holder, ttl_s=self.ttl_s)
+
+
+def open_run(store: Store, run_id: str) -> dict[str, Any]:
+    """The stored inputs of ``run_id``, or a ConfigError saying how to find run ids."""
+    record = store.get_run(run_id)
+    if record is None:
+        raise ConfigError(f"There is no run '{run_id}' in the store; `crew runs` lists the runs.")
+    return dict(record.inputs)
+
+
+def _dead_here(holder: str) -> bool:
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
+def _restored(record: TaskRecord, output_model: Any) -> TaskResult:
+    data = record.data
+    if data is not None and output_model is not None:
+        data = output_model.model_validate(data)
+    usage = Usage(**{k: record.usage[k] for k in _USAGE_FIELDS if k in record.usage})
+    output = TaskOutput(
+        task_id=record.task_id, agent=record.agent, text=record.text or "", data=data, usage=usage
+    )
+    return TaskResult(
+        task_id=record.task_id, status="succeeded", output=output, attempts=record.attempt,
+        started_at=record.started_at, finished_at=record.finished_at, usage=usage,
+    )  # fmt: skip
+
+
+_USAGE_FIELDS = ("calls", "prompt_tokens", "completion_tokens", "cost_usd")
+
+
+def _payload(event: events.Event) -> dict[str, Any]:
+    """An event's fields as plain JSON data, without the heavy objects (outputs, results)."""
+    payload: dict[str, Any] = {}
+    for field in dataclasses.fields(event):
+        value = getattr(event, field.name)
+        if field.name in ("run_id", "at", "result"):
+            continue
+        if isinstance(value, TaskOutput):
+            value = {"text": value.text, "agent": value.agent, "model": value.model}
+        elif isinstance(value, Usage):
+            value = value.to_dict()
+        payload[field.name] = value
+    return _json(payload)
+
+
+def _json(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,190 @@
+"""Durable runs: every step checkpointed, resume after failure or a real crash (SIGKILL)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from crew import LLM, Agent, Crew, Task, events
+from crew.errors import BadRequestError, ConfigError, LeaseHeldError
+from crew.store.memory import MemoryStore
+from crew.store.sqlite import SQLiteStore
+from crew.testing import ScriptedLLM
+from crew.testserver import Reply
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = Agent(role="Worker", goal="Work")
+GRAPH = {"a": [], "b": [], "c": ["a"], "d": ["a", "b"], "e": ["c"], "f": ["d"], "g": ["e", "f"],
+         "h": ["g"]}  # fmt: skip
+
+
+class Summary(BaseModel):
+    points: list[str]
+
+
+def tasks_of(graph: dict[str, list[str]]) -> list[Task]:
+    return [Task(id=t, description=f"Do {t}", agent=WORKER, depends_on=d) for t, d in graph.items()]
+
+
+def test_a_run_is_recorded_step_by_step():
+    store = MemoryStore()
+    crew = Crew(
+        tasks_of({"a": [], "b": ["a"]}),
+        llm=ScriptedLLM({"a": "A", "b": "B"}),
+        store=store,
+        source="tests/crew.yaml",
+    )
+    result = crew.run({"topic": "x"})
+
+    run = store.get_run(result.run_id)
+    assert run is not None
+    assert (run.status, run.crew, run.inputs, run.task_ids, run.source) == (
+        "succeeded",
+        "crew",
+        {"topic": "x"},
+        ["a", "b"],
+        "tests/crew.yaml",
+    )
+    assert run.usage["total"]["calls"] == 2
+    finished = store.finished_outputs(result.run_id)
+    assert {k: r.text for k, r in finished.items()} == {("a", 0): "A", ("b", 0): "B"}
+    assert [(r.key, r.version) for r in store.board_entries(result.run_id)] == [("a", 1), ("b", 1)]
+    kinds = [e.type for e in store.events(result.run_id)]
+    assert kinds[0] == "RunStarted" and kinds[-1] == "RunFinished"
+    assert kinds.count("TaskFinished") == 2
+
+
+def test_a_failed_run_resumes_at_the_failed_task_without_calling_finished_ones_again():
+    store = MemoryStore()
+    graph = {"a": [], "b": ["a"], "c": ["b"], "side": []}
+    broken = ScriptedLLM({"b": BadRequestError("bad key", model="m")})
+    first = Crew(tasks_of(graph), llm=broken, store=store, on_failure="continue").run()
+    assert first.status == "failed"
+    assert {t: r.status for t, r in first.tasks.items()} == {
+        "a": "succeeded",
+        "b": "failed",
+        "c": "skipped",
+        "side": "succeeded",
+    }
+
+    fixed = ScriptedLLM({"b": "B fixed"})
+    seen: list[events.Event] = []
+    crew = Crew(tasks_of(graph), llm=fixed, store=store)
+    second = asyncio.run(crew.arun(resume=first.run_id, on_event=seen.append))
+
+    assert second.run_id == first.run_id and second.status == "succeeded"
+    assert [c.task_id for c in fixed.calls] == ["b", "c"]  # a and side are never called again
+    assert second.outputs["a"].text == "ok" and second.outputs["b"].text == "B fixed"
+    assert "### a (by Worker)\nok" in fixed.calls_for("b")[0].prompt  # the board came back
+    assert store.get_run(first.run_id).status == "succeeded"
+    assert not any(isinstance(e, events.TaskStarted) and e.task_id == "a" for e in seen)
+
+
+def test_structured_outputs_come_back_typed_on_resume():
+    store = MemoryStore()
+    graph = [
+        Task(id="sum", description="Sum up", agent=WORKER, output_model=Summary),
+        Task(id="next", description="Go on", agent=WORKER, depends_on=["sum"]),
+    ]
+    llm = ScriptedLLM({"sum": {"points": ["x", "y"]}, "next": BadRequestError("no", model="m")})
+    first = Crew(graph, llm=llm, store=store).run()
+    second = Crew(graph, llm=ScriptedLLM(), store=store).run(resume=first.run_id)
+    assert second.outputs["sum"].data == Summary(points=["x", "y"])
+
+
+def test_resuming_an_unknown_run_is_a_clear_error():
+    with pytest.raises(ConfigError, match="There is no run 'nope' in the store"):
+        Crew(tasks_of({"a": []}), llm=ScriptedLLM(), store=MemoryStore()).run(resume="nope")
+
+
+def test_a_live_run_cannot_be_resumed_by_a_second_process():
+    store = MemoryStore()
+    first = Crew(
+        tasks_of({"a": []}), llm=ScriptedLLM({"a": BadRequestError("x", model="m")}), store=store
+    ).run()
+    store.acquire_lease(first.run_id, "otherhost:4242", ttl_s=60)
+    llm = ScriptedLLM()
+    with pytest.raises(LeaseHeldError, match="otherhost:4242"):
+        Crew(tasks_of({"a": []}), llm=llm, store=store).run(resume=first.run_id)
+    assert llm.calls == []
+
+
+def test_the_lease_of_a_dead_process_on_this_machine_is_taken_over_at_once():
+    import socket
+
+    store = MemoryStore()
+    first = Crew(
+        tasks_of({"a": []}), llm=ScriptedLLM({"a": BadRequestError("x", model="m")}), store=store
+    ).run()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store.acquire_lease(first.run_id, f"{socket.gethostname()}:{dead.pid}", ttl_s=60)
+    result = Crew(tasks_of({"a": []}), llm=ScriptedLLM(), store=store).run(resume=first.run_id)
+    assert result.status == "succeeded"
+
+
+# --- a real crash: SIGKILL at random moments, then resume -------------------------------------
+
+CRASH_SCRIPT = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, {root!r})
+    from crew import Crew, LLM, events
+    from crew.store.sqlite import SQLiteStore
+    from tests.test_checkpoint import GRAPH, tasks_of
+
+    llm = LLM("openai/fake", api_base=os.environ["SERVER"], api_key="sk-test")
+    crew = Crew(tasks_of(GRAPH), llm=llm, store=SQLiteStore(os.environ["DB"]),
+                id_factory=lambda: os.environ["RUN_ID"])
+
+    def started(event):
+        if isinstance(event, events.RunStarted):
+            print("started", flush=True)
+
+    crew.run(on_event=started)
+    print("finished", flush=True)
+""")
+
+
+def test_runs_killed_at_random_moments_resume_without_redoing_finished_tasks(server, tmp_path):
+    rng = random.Random(20261124)
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH_SCRIPT.format(root=str(ROOT)))
+    mid_run_kills = 0
+    for round_ in range(10):
+        server.reset()
+        server.default = lambda body: Reply(text="done", latency_ms=rng.uniform(150, 300))
+        db, run_id = tmp_path / f"crew{round_}.db", f"crash{round_}"
+        env = {**os.environ, "SERVER": server.url, "DB": str(db), "RUN_ID": run_id}
+        child = subprocess.Popen(
+            [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env
+        )
+        assert child.stdout is not None and child.stdout.readline().strip() == "started"
+        time.sleep(rng.uniform(0.4, 1.6))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+
+        store = SQLiteStore(db)
+        finished = {task for task, _ in store.finished_outputs(run_id)}
+        mid_run_kills += 0 < len(finished) < len(GRAPH)
+        calls_before = len(server.calls)
+        llm = LLM("openai/fake", api_base=server.url, api_key="sk-test")
+        result = Crew(tasks_of(GRAPH), llm=llm, store=store).run(resume=run_id)
+
+        assert result.status == "succeeded", (round_, result.tasks)
+        called_again = {c.key for c in server.calls[calls_before:]}
+        assert called_again.isdisjoint(finished), (round_, finished, called_again)
+        assert called_again | finished == set(GRAPH), round_
+        assert set(result.outputs) == set(GRAPH)
+        assert {key for key, _ in store.finished_outputs(run_id)} == set(GRAPH)
+        store.close()
+    assert mid_run_kills >= 3  # kills landed while tasks were running, not only before or after
