@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--on-failure", choices=["fail_fast", "continue"])
     run.set_defaults(command=_run)
 
+    resume = commands.add_parser("resume", help="continue a crashed, interrupted or failed run")
+    resume.add_argument("run_id", help="the run to continue (crew runs lists them)")
+    resume.add_argument("--llm", help="a profile or litellm model for every agent")
+    resume.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    resume.add_argument("--quiet", action="store_true", help="no live view; only the final output")
+    resume.set_defaults(command=_resume)
+
+    runs = commands.add_parser("runs", help="list the runs in the store, newest first")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.set_defaults(command=_runs)
+
     plan = commands.add_parser(
         "plan", help="validate a crew and show its task graph, no model call"
     )
@@ -92,18 +104,66 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from crew.console import ConsoleView, render_result, result_json
-
     settings = _settings(args)
     given = _given_inputs(args)
     loaded, output_files = _load(args.target, settings, given)
     inputs = loaded.resolve_inputs(given)
-    crew = _configure(loaded.crew, settings)
-    if args.stream:
-        crew = crew.replace(stream=True)
+    crew = _configure(loaded.crew, settings).replace(
+        stream=args.stream, source=str(args.target.resolve())
+    )
     crew.plan(inputs)  # every setup problem surfaces here, before the view starts
+    return _execute(args, crew, loaded, output_files, inputs)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from crew.store import open_store
+
+    settings = _settings(args)
+    store = open_store(None)
+    record = store.get_run(args.run_id)
+    if record is None:
+        raise ConfigError(f"There is no run '{args.run_id}' in the store; `crew runs` lists them.")
+    if not record.source:
+        raise ConfigError(
+            f"Run '{args.run_id}' was started from Python; resume it there with"
+            f" crew.run(resume={args.run_id!r})."
+        )
+    loaded, output_files = _load(Path(record.source), settings, record.inputs)
+    crew = _configure(loaded.crew, settings).replace(store=store, source=record.source)
+    return _execute(args, crew, loaded, output_files, None, resume=args.run_id)
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from crew.store import open_store
+
+    table = Table("run", "crew", "status", "started", "duration", "tokens", "cost")
+    for run in open_store(None).list_runs(args.limit):
+        total = run.usage.get("total", {})
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created_at))
+        table.add_row(
+            run.run_id, run.crew, run.status, started, f"{run.updated_at - run.created_at:.1f}s",
+            f"{total.get('total_tokens', 0):,}", f"${total.get('cost_usd', 0.0):.4f}",
+        )  # fmt: skip
+    Console(highlight=False).print(table)
+    return 0
+
+
+def _execute(
+    args: argparse.Namespace,
+    crew: Crew,
+    loaded: CrewFile,
+    output_files: Mapping[str, Path],
+    inputs: Mapping[str, Any] | None,
+    *,
+    resume: str | None = None,
+) -> int:
+    from rich.console import Console
+
+    from crew.console import ConsoleView, render_result, result_json
+
     out = Console(stderr=args.json, highlight=False)
     for warning in loaded.warnings:
         _stderr().print(f"[yellow]warning:[/] {_escape(warning)}", highlight=False)
@@ -120,7 +180,7 @@ def _run(args: argparse.Namespace) -> int:
     if view is not None:
         view.start()
     try:
-        result = asyncio.run(crew.arun(inputs, on_event=view))
+        result = asyncio.run(crew.arun(inputs, resume=resume, on_event=view))
     finally:
         if view is not None:
             view.stop()
@@ -129,6 +189,8 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write(result_json(result) + "\n")
     else:
         render_result(result, out)
+    if result.status != "succeeded":
+        _stderr().print(f"Fix the cause, then continue with: crew resume {result.run_id}")
     return 0 if result.status == "succeeded" else EXIT_FAILED
 
 

@@ -277,3 +277,25 @@ def test_max_concurrency_flag_and_env_override_the_crew_file(tmp_path, server):
     done = crew("run", ".", "--quiet", cwd=tmp_path, server=server, CREW_MAX_CONCURRENCY="1")
     assert done.returncode == 0, done.stderr
     assert not overlapped()
+
+
+def test_a_failed_run_resumes_from_the_command_line(tmp_path, server):
+    server.script("notes", Reply(text="- note"))
+    server.script("summary", Reply(status=401, error="Incorrect API key provided"))
+    write(tmp_path, "crew.yaml", SIMPLE)
+    failed = crew("run", ".", "-i", "topic=x", "--json", cwd=tmp_path, server=server)
+    assert failed.returncode == 1
+    run_id = json.loads(failed.stdout)["run_id"]
+    assert f"crew resume {run_id}" in failed.stderr
+
+    listed = crew("runs", cwd=tmp_path)
+    assert run_id in listed.stdout and "failed" in listed.stdout
+
+    server.reset()
+    server.script("summary", Reply(text="the summary"))
+    resumed = crew("resume", run_id, "--json", cwd=tmp_path, server=server)
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads(resumed.stdout)
+    assert result["run_id"] == run_id and result["status"] == "succeeded"
+    assert [call.key for call in server.calls] == ["summary"]  # notes was not called again
+    assert_usage_error(crew("resume", "nope", cwd=tmp_path), "no run 'nope'")
