@@ -87,7 +87,7 @@ def unbalanced(seed: int = 7) -> Spec:
     return spec
 
 
-def build(spec: Spec, llm: LLM, max_concurrency: int) -> Crew:
+def build(spec: Spec, llm: LLM, max_concurrency: int, store: object = "memory") -> Crew:
     agent = Agent(role="Worker", goal="Do the task", llm=llm, board_tools=False)
     tasks = [
         Task(
@@ -99,7 +99,7 @@ def build(spec: Spec, llm: LLM, max_concurrency: int) -> Crew:
         )
         for t, (ms, deps) in spec.items()
     ]
-    return Crew(tasks, max_concurrency=max_concurrency)
+    return Crew(tasks, max_concurrency=max_concurrency, store=store)  # type: ignore[arg-type]
 
 
 def measure(spec: Spec, llm: LLM, max_concurrency: int = 64) -> dict[str, float]:
@@ -189,6 +189,36 @@ async def raw_http(url: str, calls: int) -> float:
         return (time.perf_counter() - started) / calls
 
 
+def checkpoint_overhead(llm: LLM, rounds: int) -> None:
+    """Per-task cost of checkpointing (0 ms tasks): each store against the in-memory one."""
+    import tempfile
+
+    from crew.store import open_store
+
+    stores = {"memory": "memory"}
+    with tempfile.TemporaryDirectory() as folder:
+        stores["SQLite"] = f"{folder}/bench.db"
+        postgres = os.environ.get("CREW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1/test")
+        try:
+            open_store(postgres).close()
+            stores["PostgreSQL"] = postgres
+        except Exception as exc:  # no server here: say so and measure the others
+            print(f"  (PostgreSQL not measured: {exc})")
+        per_task: dict[str, list[float]] = {name: [] for name in stores}
+        opened = {name: open_store(url) for name, url in stores.items()}
+        for _ in range(rounds):
+            for name, store in opened.items():
+                crew = build(chain(50, 0), llm, 8, store=store)
+                started = time.perf_counter()
+                asyncio.run(crew.arun())
+                per_task[name].append((time.perf_counter() - started) / 50 * 1000)
+        base = statistics.median(per_task["memory"])
+        print(f"\ncheckpointing, 0 ms chain of 50 (median of {rounds}):")
+        for name, values in per_task.items():
+            median = statistics.median(values)
+            print(f"  {name:<12}{median:>6.2f} ms per task, {median - base:+.2f} ms over memory")
+
+
 def import_time_s(runs: int = 5) -> float:
     code = "import time; t = time.perf_counter(); import crew; print(time.perf_counter() - t)"
     times = [
@@ -267,6 +297,7 @@ def report(url: str, rounds: int = 7) -> None:
         f"  crew overhead above bare litellm: {overhead:+.2f} ms (best),"
         f" {median_overhead:+.2f} ms (median)"
     )
+    checkpoint_overhead(llm, rounds)
     print(f"import crew: {import_time_s() * 1000:.0f} ms (median of 5 fresh interpreters)")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process: {peak_mb:.0f} MB")
