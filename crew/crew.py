@@ -188,11 +188,11 @@ class Crew:
         finished tasks are not called again (their outputs and the board come back), the
         others run. Its stored inputs are used unless ``inputs`` are given.
         """
-        store = self.store
         if resume is not None and inputs is None:
-            inputs = open_run(store, resume)
+            inputs = open_run(self.store, resume)
         plan = self.plan(inputs)  # first: it also rejects inputs that are not a mapping
         inputs = dict(inputs or {})
+        store = self.store  # opened only for a valid crew: a bad one leaves no file behind
         default = self._default_llm()
         models = {id(m): m for t in self.tasks if t.agent for m in (t.agent.llm or default,)}
         await asyncio.to_thread(prepare, models.values())
