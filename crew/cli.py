@@ -68,6 +68,24 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--limit", type=int, default=20)
     runs.set_defaults(command=_runs)
 
+    show = commands.add_parser("show", help="a run's tasks, outputs, board and errors")
+    show.add_argument("run_id")
+    show.set_defaults(command=_show)
+
+    logs = commands.add_parser("logs", help="a run's event timeline")
+    logs.add_argument("run_id")
+    logs.set_defaults(command=_logs)
+
+    prune = commands.add_parser("prune", help="delete old runs from the store")
+    prune.add_argument("--keep", type=int, metavar="N", help="keep the N newest runs")
+    prune.add_argument(
+        "--older-than",
+        type=_age_s,
+        metavar="AGE",
+        help="delete runs older than AGE, e.g. 30d, 12h, 45m",
+    )
+    prune.set_defaults(command=_prune)
+
     plan = commands.add_parser(
         "plan", help="validate a crew and show its task graph, no model call"
     )
@@ -135,11 +153,12 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _runs(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from crew.store import open_store
 
-    table = Table("run", "crew", "status", "started", "duration", "tokens", "cost")
+    run_column = Column("run", no_wrap=True)  # ids are copied into commands: never wrap them
+    table = Table(run_column, "crew", "status", "started", "duration", "tokens", "cost")
     for run in open_store(None).list_runs(args.limit):
         total = run.usage.get("total", {})
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created_at))
@@ -149,6 +168,74 @@ def _runs(args: argparse.Namespace) -> int:
         )  # fmt: skip
     Console(highlight=False).print(table)
     return 0
+
+
+def _stored_run(run_id: str) -> tuple[Any, Any]:
+    from crew.store import open_store
+
+    store = open_store(None)
+    record = store.get_run(run_id)
+    if record is None:
+        raise ConfigError(f"There is no run '{run_id}' in the store; `crew runs` lists them.")
+    return store, record
+
+
+def _show(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    store, run = _stored_run(args.run_id)
+    console = Console(highlight=False)
+    console.print(
+        f"run {run.run_id}  crew {run.crew}  {run.status}  inputs {json.dumps(run.inputs)}"
+    )
+    table = Table("task", "attempt", "status", "agent", "output or error")
+    for record in store.task_records(run.run_id):
+        detail = record.error or (record.text or "").strip().replace("\n", " ")
+        table.add_row(
+            record.task_id, str(record.attempt), record.status, record.agent, _escape(detail[:200])
+        )
+    console.print(table)
+    board = Table("board key", "version", "kind", "author", "text")
+    for entry in store.board_entries(run.run_id):
+        board.add_row(
+            entry.key,
+            str(entry.version),
+            entry.kind,
+            entry.author,
+            _escape(entry.text.strip().replace("\n", " ")[:120]),
+        )
+    console.print(board)
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    store, run = _stored_run(args.run_id)
+    for event in store.events(run.run_id):
+        moment = (
+            time.strftime("%H:%M:%S", time.localtime(event.at)) + f".{int(event.at % 1 * 1000):03d}"
+        )
+        details = " ".join(f"{k}={json.dumps(v)[:80]}" for k, v in event.payload.items())
+        sys.stdout.write(f"{moment} {event.seq:>4} {event.type:<14} {details}\n")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from crew.store import open_store
+
+    if args.keep is None and args.older_than is None:
+        raise ConfigError("crew prune: say what to delete: --keep N and/or --older-than 30d.")
+    deleted = open_store(None).delete_runs(older_than_s=args.older_than, keep=args.keep)
+    sys.stdout.write(f"deleted {deleted} run{'s' if deleted != 1 else ''}\n")
+    return 0
+
+
+def _age_s(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.replace(".", "", 1).isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: write an age like 30d, 12h, 45m or 90s")
+    return float(number) * units[unit]
 
 
 def _execute(

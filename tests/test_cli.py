@@ -299,3 +299,29 @@ def test_a_failed_run_resumes_from_the_command_line(tmp_path, server):
     assert result["run_id"] == run_id and result["status"] == "succeeded"
     assert [call.key for call in server.calls] == ["summary"]  # notes was not called again
     assert_usage_error(crew("resume", "nope", cwd=tmp_path), "no run 'nope'")
+
+
+def test_show_logs_and_prune_read_the_store(tmp_path, server):
+    server.script("notes", Reply(text="- a note about Lisbon"))
+    write(tmp_path, "crew.yaml", SIMPLE)
+    first = json.loads(
+        crew("run", ".", "-i", "topic=x", "--json", cwd=tmp_path, server=server).stdout
+    )["run_id"]
+    second = json.loads(
+        crew("run", ".", "-i", "topic=y", "--json", cwd=tmp_path, server=server).stdout
+    )["run_id"]
+
+    shown = crew("show", first, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "a note about Lisbon" in shown.stdout and "succeeded" in shown.stdout
+    logged = crew("logs", first, cwd=tmp_path)
+    lines = logged.stdout.splitlines()
+    assert "RunStarted" in lines[0] and "RunFinished" in lines[-1]
+    assert any("TaskFinished" in line and "notes" in line for line in lines)
+
+    assert_usage_error(crew("prune", cwd=tmp_path), "--keep N")
+    pruned = crew("prune", "--keep", "1", cwd=tmp_path)
+    assert pruned.stdout.strip() == "deleted 1 run"
+    listed = crew("runs", cwd=tmp_path).stdout
+    assert second in listed and first not in listed
+    assert_usage_error(crew("show", first, cwd=tmp_path), f"no run '{first}'")
