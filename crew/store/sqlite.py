@@ -11,34 +11,17 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from crew.errors import StoreError
-from crew.store import (
-    _JSON_FIELDS,
-    BoardRecord,
-    EventRecord,
-    ReviewRecord,
-    ReviewStatus,
-    RunRecord,
-    RunStatus,
-    TaskRecord,
-    _check_ttl,
-    _columns,
-    _dump_json,
-    _lease_gone,
-    _lease_held,
-    _new_run,
-    _no_run,
-    _row_values,
-    _run_changes,
-    _run_exists,
-)
+from crew.store import _JSON_FIELDS, EventRecord, _columns, _no_run, _run_exists
+from crew.store.sql import SQLStore
+
+if TYPE_CHECKING:
+    from crew.store.sql import _Connection
 
 _RUN = "run_id TEXT NOT NULL REFERENCES runs ON DELETE CASCADE"
 
@@ -75,64 +58,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def _quoted(names: Sequence[str]) -> str:
-    return ", ".join(f'"{name}"' for name in names)  # "index" is an SQL keyword
-
-
-def _select(table: str, record_type: type) -> str:
-    return f"SELECT {_quoted(_columns(record_type))} FROM {table}"
-
-
-def _insert(table: str, record_type: type) -> str:
-    names = _columns(record_type)
-    placeholders = ", ".join(f":{name}" for name in names)
-    return f"INSERT INTO {table} ({_quoted(names)}) VALUES ({placeholders})"
-
-
-def _upsert(table: str, record_type: type, key: tuple[str, ...]) -> str:
-    updates = ", ".join(
-        f'"{name}" = excluded."{name}"' for name in _columns(record_type) if name not in key
-    )
-    return f"{_insert(table, record_type)} ON CONFLICT ({_quoted(key)}) DO UPDATE SET {updates}"
-
-
-_CREATE_RUN = _insert("runs", RunRecord)
-_PUT_TASK = _upsert("tasks", TaskRecord, ("run_id", "task_id", "index", "attempt"))
-_PUT_BOARD = _upsert("board", BoardRecord, ("run_id", "key", "version"))
-_PUT_REVIEW = _upsert("reviews", ReviewRecord, ("run_id", "task_id"))
-_TASKS = _select("tasks", TaskRecord) + ' WHERE run_id = ? ORDER BY task_id, "index", attempt'
-
-
-def _decoded(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        name: json.loads(value) if name in _JSON_FIELDS and value is not None else value
-        for name, value in row.items()
-    }
-
-
 def _row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> dict[str, Any]:
-    return _decoded(
-        {column[0]: value for column, value in zip(cursor.description, values, strict=True)}
-    )
-
-
-def _where(**equals: object) -> tuple[str, list[object]]:
-    used = {name: value for name, value in equals.items() if value is not None}
-    clause = " AND ".join(f"{name} = ?" for name in used)
-    return (f" WHERE {clause}" if clause else ""), list(used.values())
-
-
-def _hint(exc: BaseException) -> str:
-    message = str(exc).lower()
-    if "locked" in message or "busy" in message:
-        return "another process is writing to it: try again, or raise busy_timeout_s"
-    if "not a database" in message or "malformed" in message:
-        return "the file is not a crew store, or is damaged: move it aside or pick another path"
-    if "full" in message:
-        return "the disk is full: free some space"
-    if "closed" in message:
-        return "the store was closed: open it again"
-    return "check the folder exists and is writable"
+    """A row as a dict, its JSON columns decoded."""
+    return {
+        column[0]: json.loads(value) if column[0] in _JSON_FIELDS and value is not None else value
+        for column, value in zip(cursor.description, values, strict=True)
+    }
 
 
 def _create_private(path: Path) -> None:
@@ -143,7 +74,7 @@ def _create_private(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
-class SQLiteStore:
+class SQLiteStore(SQLStore):
     """A store in one SQLite file: one connection, guarded by a lock, usable from any thread.
 
     Args:
@@ -155,6 +86,14 @@ class SQLiteStore:
         StoreError: the file cannot be created or opened, or is not a crew store.
     """
 
+    _NAME = "SQLite"
+    _MIGRATIONS = MIGRATIONS
+    _NEWER_SCHEMA_FIX = "upgrade crew, or pick another path"
+    _PARAM = _JSON_PARAM = ":{}"  # JSON is stored as text
+    _TIME = "REAL"
+    _NO_LIMIT = -1
+    # _LOCK_ROW stays empty: BEGIN IMMEDIATE has locked the whole database for the transaction.
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -163,8 +102,7 @@ class SQLiteStore:
         busy_timeout_s: float = 5.0,
     ) -> None:
         self.path = Path(path).expanduser()
-        self._clock = clock
-        self._lock = threading.Lock()
+        super().__init__(str(self.path), clock=clock)
         try:
             _create_private(self.path)
             self._conn = sqlite3.connect(
@@ -174,10 +112,10 @@ class SQLiteStore:
             raise self._error("open", exc) from exc
         self._conn.row_factory = _row
         try:
-            with self._translate("open"):
-                self._conn.execute("PRAGMA journal_mode = WAL")
-                self._conn.execute("PRAGMA synchronous = NORMAL")
-                self._conn.execute("PRAGMA foreign_keys = ON")  # ON DELETE CASCADE prunes runs
+            with self._use("open") as conn:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA foreign_keys = ON")  # ON DELETE CASCADE prunes runs
             self._migrate()
         except BaseException:
             self._conn.close()
@@ -186,60 +124,41 @@ class SQLiteStore:
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
 
-    def __enter__(self) -> SQLiteStore:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
-    def _migrate(self) -> None:
-        """Bring the schema to SCHEMA_VERSION, in one transaction, so two processes opening a
-        new file at once cannot both apply a step."""
-        with self._tx("open") as conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version"
-                " (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
-            )
-            version = conn.execute("SELECT MAX(version) AS v FROM schema_version").fetchone()["v"]
-            version = version or 0
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"the SQLite store at {self.path} has schema version {version}, newer than "
-                    f"this crew knows ({SCHEMA_VERSION}): upgrade crew, or pick another path"
-                )
-            for number, steps in enumerate(MIGRATIONS[version:], start=version + 1):
-                for step in steps:
-                    conn.execute(step)
-                conn.execute("INSERT INTO schema_version VALUES (?, ?)", (number, self._clock()))
-
-    def _error(self, action: str, exc: BaseException) -> StoreError:
-        if action == "open":
-            return StoreError(f"cannot open the SQLite store at {self.path}: {exc} ({_hint(exc)})")
-        return StoreError(f"the SQLite store at {self.path} cannot {action}: {exc} ({_hint(exc)})")
+    def _hint(self, exc: BaseException) -> str:
+        message = str(exc).lower()
+        if "locked" in message or "busy" in message:
+            return "another process is writing to it: try again, or raise busy_timeout_s"
+        if "not a database" in message or "malformed" in message:
+            return "the file is not a crew store, or is damaged: move it aside or pick another path"
+        if "full" in message:
+            return "the disk is full: free some space"
+        if "closed" in message:
+            return "the store was closed: open it again"
+        return "check the folder exists and is writable"
 
     @contextmanager
-    def _translate(self, action: str, run_id: str = "") -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.IntegrityError as exc:
-            if "FOREIGN KEY" in str(exc):
-                raise _no_run(run_id) from exc
-            if "runs.run_id" in str(exc):
-                raise _run_exists(run_id) from exc
-            raise self._error(action, exc) from exc
-        except sqlite3.Error as exc:
-            raise self._error(action, exc) from exc
+    def _use(self, action: str, run_id: str = "") -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.IntegrityError as exc:
+                if "FOREIGN KEY" in str(exc):
+                    raise _no_run(run_id) from exc
+                if "runs.run_id" in str(exc):
+                    raise _run_exists(run_id) from exc
+                raise self._error(action, exc) from exc
+            except sqlite3.Error as exc:
+                raise self._error(action, exc) from exc
 
     @contextmanager
     def _tx(self, action: str, run_id: str = "") -> Iterator[sqlite3.Connection]:
-        """One write transaction, committed before it returns. BEGIN IMMEDIATE takes the write
-        lock first, so what the transaction reads cannot change before it writes."""
-        with self._lock, self._translate(action, run_id):
-            conn = self._conn
+        """BEGIN IMMEDIATE takes the write lock first, so what the transaction reads cannot
+        change before it writes."""
+        with self._use(action, run_id) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -249,209 +168,17 @@ class SQLiteStore:
                     conn.execute("ROLLBACK")
                 raise
 
-    def _write(self, action: str, sql: str, params: Any, run_id: str = "") -> int:
-        """One statement, its own transaction (autocommit): committed when this returns."""
-        with self._lock, self._translate(action, run_id):
-            return self._conn.execute(sql, params).rowcount
+    def _lock_schema(self, conn: _Connection) -> None:
+        """Nothing more to do: BEGIN IMMEDIATE has taken the write lock for the transaction."""
 
-    def _read(self, action: str, sql: str, params: Sequence[object] = ()) -> list[dict[str, Any]]:
-        with self._lock, self._translate(action):
-            return self._conn.execute(sql, params).fetchall()
-
-    # runs
-
-    def create_run(
-        self,
-        run_id: str,
-        *,
-        crew: str,
-        inputs: dict[str, Any],
-        task_ids: Sequence[str],
-        source: str = "",
-        status: RunStatus = "running",
-        parent_run_id: str | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> RunRecord:
-        record = _new_run(
-            run_id,
-            self._clock(),
-            task_ids,
-            crew=crew,
-            inputs=inputs,
-            source=source,
-            status=status,
-            parent_run_id=parent_run_id,
-            metadata=metadata,
-        )
-        params = _row_values(record)
-        self._write("create a run", _CREATE_RUN, params, run_id)
-        return RunRecord(**_decoded(params))  # as read back: JSON data passed through JSON
-
-    def update_run(self, run_id: str, **fields: Any) -> RunRecord:
-        changes = {
-            name: _dump_json(value, f"{name} of run {run_id!r}") if name in _JSON_FIELDS else value
-            for name, value in _run_changes(run_id, fields).items()
-        }
-        with self._tx("update a run", run_id) as conn:
-            changes["updated_at"] = self._clock()
-            sets = ", ".join(f"{name} = :{name}" for name in changes)
-            updated = conn.execute(
-                f"UPDATE runs SET {sets} WHERE run_id = :run_id", {**changes, "run_id": run_id}
-            )
-            if updated.rowcount == 0:
-                raise _no_run(run_id)
-            row = conn.execute(_select("runs", RunRecord) + " WHERE run_id = ?", (run_id,))
-            return RunRecord(**row.fetchone())
-
-    def get_run(self, run_id: str) -> RunRecord | None:
-        rows = self._read("read a run", _select("runs", RunRecord) + " WHERE run_id = ?", (run_id,))
-        return RunRecord(**rows[0]) if rows else None
-
-    def list_runs(
-        self, limit: int | None = 50, *, status: RunStatus | None = None, crew: str | None = None
-    ) -> list[RunRecord]:
-        where, params = _where(status=status, crew=crew)
-        sql = f"{_select('runs', RunRecord)}{where} ORDER BY created_at DESC, run_id DESC LIMIT ?"
-        rows = self._read("list runs", sql, [*params, -1 if limit is None else limit])
-        return [RunRecord(**row) for row in rows]
-
-    def delete_runs(self, *, older_than_s: float | None = None, keep: int | None = None) -> int:
-        if older_than_s is None and keep is None:
-            raise ValueError("delete_runs() needs older_than_s, keep, or both")
-        with self._tx("delete runs") as conn:
-            now = self._clock()
-            return conn.execute(
-                "DELETE FROM runs WHERE (:cutoff IS NULL OR updated_at < :cutoff)"
-                " AND run_id NOT IN (SELECT run_id FROM runs"
-                "  ORDER BY created_at DESC, run_id DESC LIMIT :keep)"
-                " AND run_id NOT IN (SELECT run_id FROM leases WHERE expires_at > :now)",
-                {
-                    "cutoff": None if older_than_s is None else now - older_than_s,
-                    "keep": keep or 0,
-                    "now": now,
-                },
-            ).rowcount
-
-    # tasks
-
-    def put_task(self, record: TaskRecord) -> None:
-        self._write("record a task", _PUT_TASK, _row_values(record), record.run_id)
-
-    def task_records(self, run_id: str) -> list[TaskRecord]:
-        return [TaskRecord(**row) for row in self._read("read tasks", _TASKS, (run_id,))]
-
-    def finished_outputs(self, run_id: str) -> dict[tuple[str, int], TaskRecord]:
-        return {
-            (r.task_id, r.index): r for r in self.task_records(run_id) if r.status == "succeeded"
-        }
-
-    # board
-
-    def put_board_entry(self, record: BoardRecord) -> None:
-        self._write("record a board entry", _PUT_BOARD, _row_values(record), record.run_id)
-
-    def board_entries(self, run_id: str) -> list[BoardRecord]:
-        sql = _select("board", BoardRecord) + " WHERE run_id = ? ORDER BY updated_at, key, version"
-        return [BoardRecord(**row) for row in self._read("read the board", sql, (run_id,))]
-
-    # events
-
-    def append_event(
-        self, run_id: str, type: str, payload: dict[str, Any] | None = None
-    ) -> EventRecord:
-        text = _dump_json(payload or {}, f"the payload of a {type} event")
+    def _insert_event(self, run_id: str, type: str, payload: str) -> tuple[int, float]:
+        """The next seq is MAX(seq) + 1, which no one can change under BEGIN IMMEDIATE."""
         with self._tx("record an event", run_id) as conn:
-            last = conn.execute("SELECT MAX(seq) AS seq FROM events WHERE run_id = ?", (run_id,))
+            last = conn.execute(
+                "SELECT MAX(seq) AS seq FROM events WHERE run_id = :run_id", {"run_id": run_id}
+            )
             seq = (last.fetchone()["seq"] or 0) + 1
             at = self._clock()
-            conn.execute(
-                "INSERT INTO events (run_id, seq, type, payload, at) VALUES (?, ?, ?, ?, ?)",
-                (run_id, seq, type, text, at),
-            )
-        return EventRecord(run_id=run_id, seq=seq, type=type, payload=json.loads(text), at=at)
-
-    def events(self, run_id: str, after_seq: int = 0) -> list[EventRecord]:
-        sql = _select("events", EventRecord) + " WHERE run_id = ? AND seq > ? ORDER BY seq"
-        return [EventRecord(**row) for row in self._read("read events", sql, (run_id, after_seq))]
-
-    # reviews
-
-    def put_review(self, record: ReviewRecord) -> None:
-        self._write("record a review", _PUT_REVIEW, _row_values(record), record.run_id)
-
-    def get_review(self, run_id: str, task_id: str) -> ReviewRecord | None:
-        sql = _select("reviews", ReviewRecord) + " WHERE run_id = ? AND task_id = ?"
-        rows = self._read("read a review", sql, (run_id, task_id))
-        return ReviewRecord(**rows[0]) if rows else None
-
-    def reviews(
-        self, run_id: str | None = None, *, status: ReviewStatus | None = None
-    ) -> list[ReviewRecord]:
-        where, params = _where(run_id=run_id, status=status)
-        sql = f"{_select('reviews', ReviewRecord)}{where} ORDER BY created_at, run_id, task_id"
-        return [ReviewRecord(**row) for row in self._read("read reviews", sql, params)]
-
-    # exchanges
-
-    def put_exchange(
-        self, request_hash: str, run_id: str, *, model: str, response: dict[str, Any]
-    ) -> None:
-        self._write(
-            "record a model exchange",
-            "INSERT INTO exchanges (request_hash, run_id, model, response, at)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_hash, run_id) DO UPDATE"
-            " SET model = excluded.model, response = excluded.response, at = excluded.at",
-            (
-                request_hash,
-                run_id,
-                model,
-                _dump_json(response, f"the response to {request_hash}"),
-                self._clock(),
-            ),
-            run_id,
-        )
-
-    def get_exchange(self, request_hash: str, run_id: str | None = None) -> dict[str, Any] | None:
-        where, params = _where(request_hash=request_hash, run_id=run_id)
-        sql = f"SELECT response FROM exchanges{where} ORDER BY at DESC, run_id DESC LIMIT 1"
-        rows = self._read("read a model exchange", sql, params)
-        return rows[0]["response"] if rows else None
-
-    # leases
-
-    def acquire_lease(self, run_id: str, holder: str, *, ttl_s: float) -> None:
-        _check_ttl(ttl_s)
-        with self._tx("take a lease", run_id) as conn:
-            row = conn.execute(
-                "SELECT holder, expires_at FROM leases WHERE run_id = ?", (run_id,)
-            ).fetchone()
-            now = self._clock()  # read under the write lock: no one else can decide meanwhile
-            if row is not None and row["holder"] != holder and row["expires_at"] > now:
-                raise _lease_held(run_id, row["holder"], row["expires_at"], now)
-            conn.execute(
-                "INSERT INTO leases (run_id, holder, acquired_at, expires_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (run_id) DO UPDATE SET holder = excluded.holder,"
-                " acquired_at = excluded.acquired_at, expires_at = excluded.expires_at",
-                (run_id, holder, now, now + ttl_s),
-            )
-
-    def renew_lease(self, run_id: str, holder: str, *, ttl_s: float) -> None:
-        _check_ttl(ttl_s)
-        with self._tx("renew a lease", run_id) as conn:
-            row = conn.execute(
-                "SELECT holder, expires_at FROM leases WHERE run_id = ?", (run_id,)
-            ).fetchone()
-            now = self._clock()
-            if row is None:
-                raise _lease_gone(run_id, holder)
-            if row["holder"] != holder:
-                raise _lease_held(run_id, row["holder"], row["expires_at"], now)
-            conn.execute("UPDATE leases SET expires_at = ? WHERE run_id = ?", (now + ttl_s, run_id))
-
-    def release_lease(self, run_id: str, holder: str) -> None:
-        self._write(
-            "release a lease",
-            "DELETE FROM leases WHERE run_id = ? AND holder = ?",
-            (run_id, holder),
-            run_id,
-        )
+            row = {"run_id": run_id, "seq": seq, "type": type, "payload": payload, "at": at}
+            conn.execute(self._insert("events", _columns(EventRecord)), row)
+        return seq, at

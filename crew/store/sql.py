@@ -1,0 +1,414 @@
+"""A store on a SQL database: every ``Store`` method, written once for SQLite and PostgreSQL.
+
+The two backends once repeated each other almost line for line; now each says only how it
+differs, to :class:`SQLStore`:
+
+- its dialect, in class attributes: how a named parameter is written (``:name``, or
+  ``%(name)s`` with a ``::jsonb`` cast for JSON columns), the tables' prefix, the type of a time
+  column, the clause that locks a row read in a transaction (``FOR UPDATE``), LIMIT's "no limit";
+- its connection, in two context managers: ``_use`` (the connection under the store's lock, the
+  driver's errors made ``StoreError``) and ``_tx`` (the same, in one transaction);
+- what is not the same SQL on both: numbering events (``_insert_event``), keeping concurrent
+  migrations apart (``_lock_schema``), and the hint that goes with a driver error;
+- its schema, ``MIGRATIONS`` (the column types differ).
+
+Leases are taken alike: ``INSERT ... ON CONFLICT DO NOTHING`` first, then, if someone holds the
+lease, its row is read and locked. PostgreSQL needs the insert first and ``FOR UPDATE`` since two
+transactions could each see no row; SQLite's ``BEGIN IMMEDIATE`` already holds the write lock.
+
+No driver is imported here: each enters through its own module. Connections return rows as
+dicts, JSON columns decoded; every statement takes named parameters, in a dict.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar, Protocol, Self
+
+from crew.errors import StoreError
+from crew.store import (
+    _JSON_FIELDS,
+    BoardRecord,
+    EventRecord,
+    ReviewRecord,
+    ReviewStatus,
+    RunRecord,
+    RunStatus,
+    TaskRecord,
+    _check_ttl,
+    _columns,
+    _dump_json,
+    _lease_gone,
+    _lease_held,
+    _new_run,
+    _no_run,
+    _row_values,
+    _run_changes,
+)
+
+_EXCHANGE = ("request_hash", "run_id", "model", "response", "at")
+_LEASE = ("run_id", "holder", "acquired_at", "expires_at")
+
+
+class _Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class _Connection(Protocol):
+    """What the store needs of a driver's connection: sqlite3's and psycopg's both fit."""
+
+    def execute(self, sql: str, params: Any = ..., /) -> _Cursor: ...
+
+
+def _quoted(names: Sequence[str]) -> str:
+    return ", ".join(f'"{name}"' for name in names)  # "index" is an SQL keyword
+
+
+class SQLStore(ABC):
+    """The ``Store`` methods as SQL. A backend subclasses it and supplies its connection, its
+    dialect and its schema.
+
+    Args:
+        location: where the database is, for messages (a path, or a URL without its password).
+        clock: returns wall-clock seconds; a parameter so tests can move time.
+    """
+
+    _NAME: ClassVar[str]  # for messages: "SQLite"
+    _MIGRATIONS: ClassVar[tuple[tuple[str, ...], ...]]
+    _NEWER_SCHEMA_FIX: ClassVar[str]  # what to do about a schema newer than this crew knows
+    _PARAM: ClassVar[str]  # a named parameter, as a format string: ":{}"
+    _JSON_PARAM: ClassVar[str]  # the same, into a JSON column
+    _PREFIX: ClassVar[str] = ""  # of the table names
+    _TIME: ClassVar[str]  # the type of a time column (seconds, a float)
+    _LOCK_ROW: ClassVar[str] = ""  # after a SELECT in a transaction: lock the rows till it ends
+    _NO_LIMIT: ClassVar[int | None]  # LIMIT's value for "every row"
+
+    def __init__(self, location: str, *, clock: Callable[[], float]) -> None:
+        self._location = location
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # what a backend supplies
+
+    @abstractmethod
+    def _use(self, action: str, run_id: str = "") -> AbstractContextManager[_Connection]:
+        """The connection, under the lock, with the driver's errors translated: a lone statement
+        on it is its own transaction, committed when ``execute`` returns."""
+
+    @abstractmethod
+    def _tx(self, action: str, run_id: str = "") -> AbstractContextManager[_Connection]:
+        """Like :meth:`_use`, in one transaction, committed on leaving, rolled back on an error."""
+
+    @abstractmethod
+    def _insert_event(self, run_id: str, type: str, payload: str) -> tuple[int, float]:
+        """Number and insert an event (``payload`` is JSON text); its ``seq`` and ``at``."""
+
+    @abstractmethod
+    def _hint(self, exc: BaseException) -> str:
+        """How to fix what the driver's error says."""
+
+    @abstractmethod
+    def _lock_schema(self, conn: _Connection) -> None:
+        """Keep other processes from migrating until ``_migrate``'s transaction ends."""
+
+    # the SQL
+
+    def _table(self, name: str) -> str:
+        return f"{self._PREFIX}{name}"
+
+    def _param(self, name: str) -> str:
+        return (self._JSON_PARAM if name in _JSON_FIELDS else self._PARAM).format(name)
+
+    def _by(self, **equals: object) -> tuple[str, dict[str, object]]:
+        """A WHERE clause that matches these values, and its parameters."""
+        clause = " AND ".join(f"{name} = {self._param(name)}" for name in equals)
+        return f" WHERE {clause}", equals
+
+    def _where(self, **equals: object) -> tuple[str, dict[str, object]]:
+        """Like :meth:`_by`, except that None matches any value (no value: every row)."""
+        used = {name: value for name, value in equals.items() if value is not None}
+        return self._by(**used) if used else ("", {})
+
+    def _select(self, table: str, record_type: type, where: str = "") -> str:
+        return f"SELECT {_quoted(_columns(record_type))} FROM {self._table(table)}{where}"
+
+    def _insert(self, table: str, names: Sequence[str]) -> str:
+        values = ", ".join(self._param(name) for name in names)
+        return f"INSERT INTO {self._table(table)} ({_quoted(names)}) VALUES ({values})"
+
+    def _upsert(self, table: str, names: Sequence[str], key: tuple[str, ...]) -> str:
+        updates = ", ".join(f'"{name}" = EXCLUDED."{name}"' for name in names if name not in key)
+        return f"{self._insert(table, names)} ON CONFLICT ({_quoted(key)}) DO UPDATE SET {updates}"
+
+    def _error(self, action: str, exc: BaseException) -> StoreError:
+        where, hint = f"the {self._NAME} store at {self._location}", self._hint(exc)
+        if action == "open":
+            return StoreError(f"cannot open {where}: {exc} ({hint})")
+        return StoreError(f"{where} cannot {action}: {exc} ({hint})")
+
+    def _write(self, action: str, sql: str, params: dict[str, Any], run_id: str = "") -> int:
+        with self._use(action, run_id) as conn:
+            return conn.execute(sql, params).rowcount
+
+    def _read(self, action: str, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        with self._use(action) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def _update(
+        self, conn: _Connection, table: str, key: dict[str, object], values: dict[str, Any]
+    ) -> int:
+        """Set ``values`` in the rows that match ``key``; how many rows matched."""
+        sets = ", ".join(f"{name} = {self._param(name)}" for name in values)
+        where, params = self._by(**key)
+        sql = f"UPDATE {self._table(table)} SET {sets}{where}"
+        return conn.execute(sql, {**values, **params}).rowcount
+
+    def _put(self, action: str, table: str, record: Any, key: tuple[str, ...]) -> None:
+        sql = self._upsert(table, _columns(type(record)), key)
+        self._write(action, sql, _row_values(record), record.run_id)
+
+    def _migrate(self) -> None:
+        """Bring the schema to the latest version, in one transaction, so that two processes
+        opening a new database at once cannot both apply a step."""
+        versions, latest = self._table("schema_version"), len(self._MIGRATIONS)
+        with self._tx("open") as conn:
+            self._lock_schema(conn)
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {versions}"
+                f" (version INTEGER PRIMARY KEY, applied_at {self._TIME} NOT NULL)"
+            )
+            version = conn.execute(f"SELECT MAX(version) AS v FROM {versions}").fetchone()["v"]
+            version = version or 0
+            if version > latest:
+                raise StoreError(
+                    f"the {self._NAME} store at {self._location} has schema version {version}, "
+                    f"newer than this crew knows ({latest}): {self._NEWER_SCHEMA_FIX}"
+                )
+            insert = self._insert("schema_version", ("version", "applied_at"))
+            for number, steps in enumerate(self._MIGRATIONS[version:], start=version + 1):
+                for step in steps:
+                    conn.execute(step)
+                conn.execute(insert, {"version": number, "applied_at": self._clock()})
+
+    # runs
+
+    def create_run(
+        self,
+        run_id: str,
+        *,
+        crew: str,
+        inputs: dict[str, Any],
+        task_ids: Sequence[str],
+        source: str = "",
+        status: RunStatus = "running",
+        parent_run_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> RunRecord:
+        record = _new_run(
+            run_id,
+            self._clock(),
+            task_ids,
+            crew=crew,
+            inputs=inputs,
+            source=source,
+            status=status,
+            parent_run_id=parent_run_id,
+            metadata=metadata,
+        )
+        params = _row_values(record)
+        with self._tx("create a run", run_id) as conn:
+            conn.execute(self._insert("runs", _columns(RunRecord)), params)
+            return self._run_as_stored(conn, run_id)  # so JSON data comes back through JSON
+
+    def update_run(self, run_id: str, **fields: Any) -> RunRecord:
+        changes = {
+            name: _dump_json(value, f"{name} of run {run_id!r}") if name in _JSON_FIELDS else value
+            for name, value in _run_changes(run_id, fields).items()
+        }
+        with self._tx("update a run", run_id) as conn:
+            changes["updated_at"] = self._clock()
+            if self._update(conn, "runs", {"run_id": run_id}, changes) == 0:
+                raise _no_run(run_id)
+            return self._run_as_stored(conn, run_id)
+
+    def _run_as_stored(self, conn: _Connection, run_id: str) -> RunRecord:
+        where, params = self._by(run_id=run_id)
+        return RunRecord(**conn.execute(self._select("runs", RunRecord, where), params).fetchone())
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        where, params = self._by(run_id=run_id)
+        rows = self._read("read a run", self._select("runs", RunRecord, where), params)
+        return RunRecord(**rows[0]) if rows else None
+
+    def list_runs(
+        self, limit: int | None = 50, *, status: RunStatus | None = None, crew: str | None = None
+    ) -> list[RunRecord]:
+        where, params = self._where(status=status, crew=crew)
+        sql = (
+            f"{self._select('runs', RunRecord, where)}"
+            f" ORDER BY created_at DESC, run_id DESC LIMIT {self._param('limit')}"
+        )
+        params["limit"] = self._NO_LIMIT if limit is None else limit
+        return [RunRecord(**row) for row in self._read("list runs", sql, params)]
+
+    def delete_runs(self, *, older_than_s: float | None = None, keep: int | None = None) -> int:
+        if older_than_s is None and keep is None:
+            raise ValueError("delete_runs() needs older_than_s, keep, or both")
+        runs, param = self._table("runs"), self._param
+        old = "" if older_than_s is None else f"updated_at < {param('cutoff')} AND "
+        sql = (
+            f"DELETE FROM {runs} WHERE {old}run_id NOT IN (SELECT run_id FROM {runs}"
+            f"  ORDER BY created_at DESC, run_id DESC LIMIT {param('keep')})"
+            f" AND run_id NOT IN (SELECT run_id FROM {self._table('leases')}"
+            f" WHERE expires_at > {param('now')})"
+        )
+        with self._tx("delete runs") as conn:
+            now = self._clock()
+            params: dict[str, Any] = {"keep": keep or 0, "now": now}
+            if older_than_s is not None:
+                params["cutoff"] = now - older_than_s
+            return conn.execute(sql, params).rowcount
+
+    # tasks
+
+    def put_task(self, record: TaskRecord) -> None:
+        self._put("record a task", "tasks", record, ("run_id", "task_id", "index", "attempt"))
+
+    def task_records(self, run_id: str) -> list[TaskRecord]:
+        where, params = self._by(run_id=run_id)
+        sql = self._select("tasks", TaskRecord, where) + ' ORDER BY task_id, "index", attempt'
+        return [TaskRecord(**row) for row in self._read("read tasks", sql, params)]
+
+    def finished_outputs(self, run_id: str) -> dict[tuple[str, int], TaskRecord]:
+        return {
+            (r.task_id, r.index): r for r in self.task_records(run_id) if r.status == "succeeded"
+        }
+
+    # board
+
+    def put_board_entry(self, record: BoardRecord) -> None:
+        self._put("record a board entry", "board", record, ("run_id", "key", "version"))
+
+    def board_entries(self, run_id: str) -> list[BoardRecord]:
+        where, params = self._by(run_id=run_id)
+        sql = self._select("board", BoardRecord, where) + " ORDER BY updated_at, key, version"
+        return [BoardRecord(**row) for row in self._read("read the board", sql, params)]
+
+    # events
+
+    def append_event(
+        self, run_id: str, type: str, payload: dict[str, Any] | None = None
+    ) -> EventRecord:
+        text = _dump_json(payload or {}, f"the payload of a {type} event")
+        seq, at = self._insert_event(run_id, type, text)
+        return EventRecord(run_id=run_id, seq=seq, type=type, payload=json.loads(text), at=at)
+
+    def events(self, run_id: str, after_seq: int = 0) -> list[EventRecord]:
+        where, params = self._by(run_id=run_id)
+        sql = self._select("events", EventRecord, where)
+        sql += f" AND seq > {self._param('after_seq')} ORDER BY seq"
+        rows = self._read("read events", sql, {**params, "after_seq": after_seq})
+        return [EventRecord(**row) for row in rows]
+
+    # reviews
+
+    def put_review(self, record: ReviewRecord) -> None:
+        self._put("record a review", "reviews", record, ("run_id", "task_id"))
+
+    def get_review(self, run_id: str, task_id: str) -> ReviewRecord | None:
+        where, params = self._by(run_id=run_id, task_id=task_id)
+        rows = self._read("read a review", self._select("reviews", ReviewRecord, where), params)
+        return ReviewRecord(**rows[0]) if rows else None
+
+    def reviews(
+        self, run_id: str | None = None, *, status: ReviewStatus | None = None
+    ) -> list[ReviewRecord]:
+        where, params = self._where(run_id=run_id, status=status)
+        sql = self._select("reviews", ReviewRecord, where) + " ORDER BY created_at, run_id, task_id"
+        return [ReviewRecord(**row) for row in self._read("read reviews", sql, params)]
+
+    # exchanges
+
+    def put_exchange(
+        self, request_hash: str, run_id: str, *, model: str, response: dict[str, Any]
+    ) -> None:
+        params = {
+            "request_hash": request_hash,
+            "run_id": run_id,
+            "model": model,
+            "response": _dump_json(response, f"the response to {request_hash}"),
+            "at": self._clock(),
+        }
+        sql = self._upsert("exchanges", _EXCHANGE, ("request_hash", "run_id"))
+        self._write("record a model exchange", sql, params, run_id)
+
+    def get_exchange(self, request_hash: str, run_id: str | None = None) -> dict[str, Any] | None:
+        where, params = self._where(request_hash=request_hash, run_id=run_id)
+        sql = (
+            f"SELECT response FROM {self._table('exchanges')}{where}"
+            " ORDER BY at DESC, run_id DESC LIMIT 1"
+        )
+        rows = self._read("read a model exchange", sql, params)
+        return rows[0]["response"] if rows else None
+
+    # leases
+
+    def _locked_lease(self, conn: _Connection, run_id: str) -> Any:
+        """The run's lease row (holder, expires_at) or None, locked until the transaction ends."""
+        where, params = self._by(run_id=run_id)
+        sql = f"SELECT holder, expires_at FROM {self._table('leases')}{where}{self._LOCK_ROW}"
+        return conn.execute(sql, params).fetchone()
+
+    def acquire_lease(self, run_id: str, holder: str, *, ttl_s: float) -> None:
+        _check_ttl(ttl_s)
+        take = self._insert("leases", _LEASE) + " ON CONFLICT (run_id) DO NOTHING"
+        while True:  # at most twice: once more if the lease was released meanwhile
+            with self._tx("take a lease", run_id) as conn:
+                now = self._clock()
+                lease = {"run_id": run_id, "holder": holder, "acquired_at": now}
+                if conn.execute(take, {**lease, "expires_at": now + ttl_s}).rowcount == 1:
+                    return
+                row = self._locked_lease(conn, run_id)
+                if row is None:
+                    continue
+                now = self._clock()  # read under the row lock: no one else decides meanwhile
+                if row["holder"] != holder and row["expires_at"] > now:
+                    raise _lease_held(run_id, row["holder"], row["expires_at"], now)
+                taken = {"holder": holder, "acquired_at": now, "expires_at": now + ttl_s}
+                self._update(conn, "leases", {"run_id": run_id}, taken)
+                return
+
+    def renew_lease(self, run_id: str, holder: str, *, ttl_s: float) -> None:
+        _check_ttl(ttl_s)
+        with self._tx("renew a lease", run_id) as conn:
+            row = self._locked_lease(conn, run_id)
+            now = self._clock()
+            if row is None:
+                raise _lease_gone(run_id, holder)
+            if row["holder"] != holder:
+                raise _lease_held(run_id, row["holder"], row["expires_at"], now)
+            self._update(conn, "leases", {"run_id": run_id}, {"expires_at": now + ttl_s})
+
+    def release_lease(self, run_id: str, holder: str) -> None:
+        where, params = self._by(run_id=run_id, holder=holder)
+        self._write(
+            "release a lease", f"DELETE FROM {self._table('leases')}{where}", params, run_id
+        )
