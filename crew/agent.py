@@ -96,7 +96,12 @@ class Agent:
             {
                 "role": "user",
                 "content": prompts.task_prompt(
-                    task, run.inputs, context, schema, schema_enforced=_enforces_schema(run.llm)
+                    task,
+                    run.inputs,
+                    context,
+                    schema,
+                    schema_enforced=_enforces_schema(run.llm),
+                    feedback=_feedback(task, run),
                 ),
             },
         ]
@@ -317,6 +322,16 @@ class TaskRun:
     """Roles that delegated down to this execution, outermost first."""
     stream: bool = False
     """Stream answers and emit TokenDelta events."""
+    feedback: str | None = None
+    """A reviewer's reason for rejecting this task's previous answer (it runs again)."""
+
+
+def _feedback(task: Task | Assignment, run: TaskRun) -> tuple[str, str] | None:
+    """(previous answer, reviewer's feedback) for a task whose answer a person rejected."""
+    if run.feedback is None:
+        return None
+    previous = run.board.get(task.id)
+    return (previous.text if previous is not None else "", run.feedback)
 
 
 def _enforces_schema(llm: ChatModel) -> bool:

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import socket
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +21,14 @@ from crew import events
 from crew.board import Board, BoardEntry
 from crew.errors import ConfigError, LeaseHeldError
 from crew.plan import Plan
-from crew.store import BoardRecord, Store, TaskRecord, default_holder
+from crew.store import (
+    BoardRecord,
+    ReviewRecord,
+    ReviewStatus,
+    Store,
+    TaskRecord,
+    default_holder,
+)
 from crew.task import TaskOutput, TaskResult
 from crew.usage import RunUsage, Usage
 
@@ -52,20 +60,56 @@ class Checkpoint:
         )
         self._take_lease()
 
-    def resume(self, plan: Plan, board: Board) -> dict[str, TaskResult]:
+    def resume(self, plan: Plan, board: Board) -> tuple[dict[str, TaskResult], dict[str, str]]:
         """Take the lease of an existing run (raises ``LeaseHeldError`` naming a live holder),
-        put its board back, and return the results of its finished tasks."""
+        put its board back, and return the results of its finished tasks, with the reviewers'
+        feedback on the outputs they rejected (those tasks run again)."""
         self._take_lease()
         self.store.update_run(self.run_id, status="running")
         board.restore(
             BoardEntry(**{f.name: getattr(r, f.name) for f in dataclasses.fields(BoardEntry)})
             for r in self.store.board_entries(self.run_id)
         )
-        results = {}
+        results, rejected = {}, {}
         for (task_id, index), record in self.store.finished_outputs(self.run_id).items():
-            if index == 0 and task_id in plan.tasks:
-                results[task_id] = _restored(record, plan.tasks[task_id].output_model)
-        return results
+            if index != 0 or task_id not in plan.tasks:
+                continue
+            result = _restored(record, plan.tasks[task_id].output_model)
+            review = self.store.get_review(self.run_id, task_id)
+            if not plan.tasks[task_id].human_review or review is None:
+                results[task_id] = result
+            elif review.status == "pending":
+                results[task_id] = dataclasses.replace(
+                    result, status="waiting", reason="waits for a review"
+                )
+            elif review.status == "approved":
+                results[task_id] = result
+            elif review.status == "edited":
+                results[task_id] = self._edited(result, review, plan, board)
+            else:  # rejected: the task runs again, told why
+                rejected[task_id] = review.feedback or "The reviewer rejected the answer."
+        return results, rejected
+
+    def _edited(self, result: TaskResult, review: Any, plan: Plan, board: Board) -> TaskResult:
+        """The reviewer's text replaces the output, on the board too, before dependants read it."""
+        assert result.output is not None
+        model = plan.tasks[result.task_id].output_model
+        data = model.model_validate(review.data) if model and review.data is not None else None
+        output = dataclasses.replace(result.output, text=review.text or "", data=data)
+        entry = board.get(result.task_id)
+        if entry is None or entry.text != output.text:
+            board.post(result.task_id, output.text, author=output.agent, data=data)
+        return dataclasses.replace(result, output=output)
+
+    def request_review(self, output: TaskOutput) -> None:
+        """Hold ``output`` for a person: a pending review answered with ``crew approve`` & co."""
+        data = output.data.model_dump(mode="json") if hasattr(output.data, "model_dump") else None
+        self.store.put_review(
+            ReviewRecord(
+                run_id=self.run_id, task_id=output.task_id, status="pending", text=output.text,
+                data=data, created_at=time.time(),
+            )
+        )  # fmt: skip
 
     def on_board_post(self, entry: BoardEntry) -> None:
         self.store.put_board_entry(BoardRecord(run_id=self.run_id, **_json(entry.to_dict())))
@@ -116,6 +160,33 @@ class Checkpoint:
         while True:
             await asyncio.sleep(self.ttl_s / 3)
             self.store.renew_lease(self.run_id, self.holder, ttl_s=self.ttl_s)
+
+
+def decide_review(
+    store: Store,
+    run_id: str,
+    task_id: str,
+    decision: ReviewStatus,
+    *,
+    text: str | None = None,
+    feedback: str | None = None,
+) -> None:
+    """Answer a pending review: ``approved``, ``rejected`` (with feedback: the task runs again)
+    or ``edited`` (with the text that replaces the output). ``crew resume`` then goes on."""
+    review = store.get_review(run_id, task_id)
+    if review is None or review.status != "pending":
+        pending = [f"{r.run_id} {r.task_id}" for r in store.reviews(status="pending")]
+        listed = "; ".join(pending) or "none"
+        raise ConfigError(
+            f"Task '{task_id}' of run '{run_id}' has no pending review. Pending: {listed}."
+        )
+    store.put_review(
+        dataclasses.replace(
+            review, status=decision, text=text if text is not None else review.text,
+            data=None if text is not None else review.data, feedback=feedback,
+            decided_at=time.time(),
+        )
+    )  # fmt: skip
 
 
 def open_run(store: Store, run_id: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from crew.config import Settings
     from crew.crew import Crew, CrewResult
     from crew.spec import CrewFile
+    from crew.store import ReviewStatus
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -67,6 +68,24 @@ def _parser() -> argparse.ArgumentParser:
     runs = commands.add_parser("runs", help="list the runs in the store, newest first")
     runs.add_argument("--limit", type=int, default=20)
     runs.set_defaults(command=_runs)
+
+    review = commands.add_parser("review", help="list the outputs waiting for a review")
+    review.set_defaults(command=_review)
+    for name, help_text in (
+        ("approve", "approve a task's output as it is"),
+        ("reject", "reject a task's output: it runs again with feedback"),
+        ("edit", "replace a task's output with your own text"),
+    ):
+        decide = commands.add_parser(name, help=help_text)
+        decide.add_argument("run_id")
+        decide.add_argument("task_id")
+        if name == "reject":
+            decide.add_argument("--feedback", required=True, help="what to change")
+        if name == "edit":
+            given = decide.add_mutually_exclusive_group(required=True)
+            given.add_argument("--text", help="the new output")
+            given.add_argument("--file", type=Path, help="a file holding the new output")
+        decide.set_defaults(command=_decide, decision=name)
 
     show = commands.add_parser("show", help="a run's tasks, outputs, board and errors")
     show.add_argument("run_id")
@@ -180,6 +199,48 @@ def _stored_run(run_id: str) -> tuple[Any, Any]:
     return store, record
 
 
+def _review(args: argparse.Namespace) -> int:
+    from crew.store import open_store
+
+    pending = open_store(None).reviews(status="pending")
+    for review in pending:
+        first = (review.text or "").strip().splitlines()[:1]
+        sys.stdout.write(f"{review.run_id} {review.task_id}: {first[0] if first else ''}\n")
+    if not pending:
+        sys.stdout.write("no outputs wait for a review\n")
+    return 0
+
+
+def _decide(args: argparse.Namespace) -> int:
+    from crew.checkpoint import decide_review
+
+    store, _ = _stored_run(args.run_id)
+    text = None
+    if args.decision == "edit":
+        text = args.text if args.text is not None else _read(args.file)
+    status: ReviewStatus = _DECISIONS[args.decision]
+    decide_review(
+        store, args.run_id, args.task_id, status, text=text,
+        feedback=getattr(args, "feedback", None),
+    )  # fmt: skip
+    sys.stdout.write(
+        f"{args.task_id}: {status}. Continue the run with: crew resume {args.run_id}\n"
+    )
+    return 0
+
+
+_DECISIONS: dict[str, ReviewStatus] = {
+    "approve": "approved", "reject": "rejected", "edit": "edited"
+}  # fmt: skip
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the file: {exc.strerror or exc}.") from exc
+
+
 def _show(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -276,6 +337,13 @@ def _execute(
         sys.stdout.write(result_json(result) + "\n")
     else:
         render_result(result, out)
+    if result.status == "waiting":
+        waiting = [t for t, r in result.tasks.items() if r.status == "waiting"]
+        _stderr().print(
+            f"Run {result.run_id} waits for a review of: {', '.join(waiting)}. Answer with"
+            f" crew approve|reject|edit {result.run_id} TASK, then: crew resume {result.run_id}"
+        )
+        return 0
     if result.status != "succeeded":
         _stderr().print(f"Fix the cause, then continue with: crew resume {result.run_id}")
     return 0 if result.status == "succeeded" else EXIT_FAILED

@@ -24,7 +24,8 @@ from crew.store import Store, open_store
 from crew.task import Task, TaskOutput, TaskResult
 from crew.usage import RunUsage, Usage
 
-RunStatus = Literal["succeeded", "failed", "cancelled"]
+RunStatus = Literal["succeeded", "failed", "cancelled", "waiting"]
+"""waiting: every task that could run has; the rest wait for a person's review."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -237,6 +238,7 @@ class Crew:
                 on_usage=state.add_usage,
                 reserved=reserved,
                 stream=self.stream,
+                feedback=rejected.get(task_id),
             )
             answer = await agent.execute(task, run)
             return TaskOutput(
@@ -253,10 +255,17 @@ class Crew:
 
         if resume is not None:
             open_run(store, resume)
-            restored = checkpoint.resume(plan, board)
+            restored, rejected = checkpoint.resume(plan, board)
         else:
             checkpoint.begin(crew=self.name, inputs=inputs, plan=plan, source=self.source)
-            restored = {}
+            restored, rejected = {}, {}
+
+        def hold(output: TaskOutput) -> bool:
+            if not plan.tasks[output.task_id].human_review:
+                return False
+            checkpoint.request_review(output)
+            return True
+
         bus.subscribe(checkpoint.on_event)
         scheduler = Scheduler(
             plan,
@@ -267,6 +276,7 @@ class Crew:
             max_concurrency=self.max_concurrency,
             on_failure=self.on_failure,
             results=restored,
+            hold=hold,
         )
         started = self._clock()
         lease = asyncio.create_task(checkpoint.keep_lease())
@@ -275,8 +285,9 @@ class Crew:
         status: RunStatus = "cancelled"
         try:
             results = await scheduler.run()
-            ok = all(r.status == "succeeded" for r in results.values())
-            status = "succeeded" if ok else "failed"
+            statuses = {r.status for r in results.values()}
+            ok = statuses <= {"succeeded", "waiting", "pending"}
+            status = ("waiting" if "waiting" in statuses else "succeeded") if ok else "failed"
         finally:
             results = {t: scheduler.results[t] for t in plan.tasks if t in scheduler.results}
             result = CrewResult(

@@ -55,6 +55,7 @@ def task_prompt(
     output_schema: dict[str, Any] | None,
     *,
     schema_enforced: bool = False,
+    feedback: tuple[str, str] | None = None,
 ) -> str:
     """The user message of a task. Its first line names the task (``# Task: id``)."""
     lines = [f"# Task: {task.id}", interpolate(task.description, inputs)]
@@ -65,6 +66,12 @@ def task_prompt(
         lines += ["", "## Context from earlier tasks"]
         for entry in entries:
             lines += ["", f"### {entry.key} (by {entry.author})", entry.render()]
+    if feedback is not None:
+        previous, said = feedback
+        lines += ["", "## A reviewer rejected your previous answer", f"Their feedback: {said}"]
+        if previous:
+            lines += ["Your previous answer:", previous]
+        lines += ["Answer again, taking the feedback into account."]
     if output_schema is not None and schema_enforced:
         # The provider holds the model to the schema; naming the fields is enough, and small
         # models copy a schema's descriptions into their answer when they see it whole.

@@ -62,6 +62,8 @@ class Scheduler:
     on_failure: FailurePolicy = "fail_fast"
     results: dict[str, TaskResult] = field(default_factory=dict)
     """Starts with the tasks a resumed run already finished: they count as done, never run."""
+    hold: Callable[[TaskOutput], bool] = lambda output: False
+    """True when an output must wait for a person's review: its dependants do not start."""
 
     def __post_init__(self) -> None:
         check_settings(self.max_concurrency, self.on_failure)
@@ -95,6 +97,8 @@ class Scheduler:
                 task_id = await finished.get()
                 result = running.pop(task_id).result()
                 self.results[task_id] = result
+                if result.status == "waiting":
+                    continue  # its dependants wait for the review; other branches go on
                 if result.status == "succeeded":
                     for dependant in plan.graph.successors(task_id):
                         waiting[dependant] -= 1
@@ -111,13 +115,16 @@ class Scheduler:
             await self._stop(running, "the run was cancelled")
             self._skip_rest("the run was cancelled before it started", status="pending")
             raise
+        self._skip_rest("it waits for a review of an earlier task", status="pending")
         return {t: self.results[t] for t in plan.tasks}
 
     def _waiting(self) -> dict[str, int]:
         """Unfinished dependencies per task; tasks restored from a resumed run count as done."""
         graph = self.plan.graph
         waiting = {task_id: graph.in_degree(task_id) for task_id in self.plan.order}
-        for task_id in self.results:
+        for task_id, result in self.results.items():
+            if result.status != "succeeded":  # a restored output still under review holds them
+                continue
             for dependant in graph.successors(task_id):
                 waiting[dependant] -= 1
         return waiting
@@ -174,9 +181,11 @@ class Scheduler:
         output = replace(output, usage=state.usage)
         self.on_output(output, state.number)  # durable before the task counts as done
         self.emit(events.TaskFinished, task_id=task_id, output=output)
+        waiting = self.hold(output)
         return TaskResult(
             task_id=task_id,
-            status="succeeded",
+            status="waiting" if waiting else "succeeded",
+            reason="waits for a review" if waiting else None,
             output=output,
             attempts=state.number,
             started_at=started,

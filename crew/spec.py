@@ -40,6 +40,7 @@ A YAML crew file::
         retries: 1
         timeout_s: 120
         estimate_s: 30                  # for the critical path only
+        human_review: true              # a person approves, edits or rejects it first
 
 Input types: string, integer, number, boolean, list, object. An input with a default is
 optional; ``{description: ...}`` can be written as just the description. A file without
@@ -217,6 +218,7 @@ class _TaskModel(BaseModel):
     retries: int = Field(0, ge=0)
     timeout_s: float | None = Field(None, gt=0)
     estimate_s: float = Field(1.0, ge=0)
+    human_review: bool = False
 
 
 class _CrewModel(BaseModel):

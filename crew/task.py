@@ -13,7 +13,8 @@ from crew.usage import Usage
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-TaskStatus = Literal["succeeded", "failed", "skipped", "cancelled", "pending"]
+TaskStatus = Literal["succeeded", "failed", "skipped", "cancelled", "pending", "waiting"]
+"""waiting: the output is ready and waits for a person's review (``human_review=True``)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,6 +39,8 @@ class Task:
     """Further attempts after a failed one (timeouts, invalid output, exhausted model retries)."""
     estimate_s: float = 1.0
     """Expected duration, used only to find the critical path and order ready tasks."""
+    human_review: bool = False
+    """Hold the output for a person to approve, edit or reject before dependants use it."""
 
     def __post_init__(self) -> None:
         problems = _check(self)

@@ -325,3 +325,36 @@ def test_show_logs_and_prune_read_the_store(tmp_path, server):
     listed = crew("runs", cwd=tmp_path).stdout
     assert second in listed and first not in listed
     assert_usage_error(crew("show", first, cwd=tmp_path), f"no run '{first}'")
+
+
+REVIEWED = """\
+name: reviewed
+agents:
+  w: {role: Writer}
+tasks:
+  draft: {description: Draft it, agent: w, human_review: true}
+  publish: {description: Publish it, agent: w, depends_on: [draft]}
+"""
+
+
+def test_human_review_from_the_command_line(tmp_path, server):
+    server.script("draft", Reply(text="the draft"))
+    server.script("publish", Reply(text="published"))
+    write(tmp_path, "crew.yaml", REVIEWED)
+    waiting = crew("run", ".", "--json", cwd=tmp_path, server=server)
+    assert waiting.returncode == 0, waiting.stderr
+    run_id = json.loads(waiting.stdout)["run_id"]
+    assert json.loads(waiting.stdout)["status"] == "waiting"
+    assert "waits for a review of: draft" in waiting.stderr
+    assert crew("review", cwd=tmp_path).stdout.strip() == f"{run_id} draft: the draft"
+
+    write(tmp_path, "better.txt", "a better draft")
+    edited = crew("edit", run_id, "draft", "--file", "better.txt", cwd=tmp_path)
+    assert edited.returncode == 0 and f"crew resume {run_id}" in edited.stdout
+    assert_usage_error(crew("approve", run_id, "draft", cwd=tmp_path), "no pending review")
+
+    done = crew("resume", run_id, "--json", cwd=tmp_path, server=server)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["tasks"]["publish"]["text"] == "published"
+    publish_prompt = server.calls[-1].body["messages"][1]["content"]
+    assert "a better draft" in publish_prompt
