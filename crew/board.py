@@ -37,7 +37,9 @@ class BoardEntry:
 
     def to_dict(self) -> dict[str, Any]:
         data = self.data
-        if hasattr(data, "model_dump"):
+        if isinstance(data, list):  # a map's outputs
+            data = [d.model_dump(mode="json") if hasattr(d, "model_dump") else d for d in data]
+        elif hasattr(data, "model_dump"):
             data = data.model_dump(mode="json")
         return {
             "key": self.key,

@@ -15,7 +15,7 @@ import os
 import socket
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from crew import events
 from crew.board import Board, BoardEntry
@@ -53,28 +53,41 @@ class Checkpoint:
         self.holder = holder or default_holder()
         self.ttl_s = ttl_s
 
-    def begin(self, *, crew: str, inputs: Mapping[str, Any], plan: Plan, source: str) -> None:
-        """Record a new run and take its lease."""
+    def begin(
+        self,
+        *,
+        crew: str,
+        inputs: Mapping[str, Any],
+        plan: Plan,
+        source: str,
+        parent: str | None = None,
+    ) -> None:
+        """Record a new run (``parent``: the run a subcrew's run belongs to) and take its lease."""
         self.store.create_run(
-            self.run_id, crew=crew, inputs=dict(inputs), task_ids=list(plan.order), source=source
-        )
+            self.run_id, crew=crew, inputs=dict(inputs), task_ids=list(plan.all_tasks),
+            source=source, parent_run_id=parent,
+        )  # fmt: skip
         self._take_lease()
 
-    def resume(self, plan: Plan, board: Board) -> tuple[dict[str, TaskResult], dict[str, str]]:
+    def resume(self, plan: Plan, board: Board) -> Resumed:
         """Take the lease of an existing run (raises ``LeaseHeldError`` naming a live holder),
         put its board back, and return the results of its finished tasks, with the reviewers'
         feedback on the outputs they rejected (those tasks run again)."""
         self._take_lease()
         self.store.update_run(self.run_id, status="running")
+        tasks = plan.all_tasks
         board.restore(
-            BoardEntry(**{f.name: getattr(r, f.name) for f in dataclasses.fields(BoardEntry)})
+            BoardEntry(**{**_fields(r), "data": _data(r.data, _model(tasks, r))})
             for r in self.store.board_entries(self.run_id)
         )
-        results, rejected = {}, {}
+        results, rejected, stored = {}, {}, {}
         for (task_id, index), record in self.store.finished_outputs(self.run_id).items():
-            if index != 0 or task_id not in plan.tasks:
+            if task_id not in tasks:
                 continue
-            result = _restored(record, plan.tasks[task_id].output_model)
+            result = _restored(record, tasks[task_id].output_model)
+            if index != 0:
+                stored[(task_id, index)] = result
+                continue
             review = self.store.get_review(self.run_id, task_id)
             if not plan.tasks[task_id].human_review or review is None:
                 results[task_id] = result
@@ -88,7 +101,7 @@ class Checkpoint:
                 results[task_id] = self._edited(result, review, plan, board)
             else:  # rejected: the task runs again, told why
                 rejected[task_id] = review.feedback or "The reviewer rejected the answer."
-        return results, rejected
+        return Resumed(results, rejected, stored)
 
     def _edited(self, result: TaskResult, review: Any, plan: Plan, board: Board) -> TaskResult:
         """The reviewer's text replaces the output, on the board too, before dependants read it."""
@@ -114,13 +127,13 @@ class Checkpoint:
     def on_board_post(self, entry: BoardEntry) -> None:
         self.store.put_board_entry(BoardRecord(run_id=self.run_id, **_json(entry.to_dict())))
 
-    def on_output(self, output: TaskOutput, attempt: int) -> None:
-        """Commit a finished task. Called before the task counts as done (write-ahead)."""
-        data = output.data.model_dump(mode="json") if hasattr(output.data, "model_dump") else None
+    def on_output(self, output: TaskOutput, attempt: int, index: int = 0) -> None:
+        """Commit a finished task (or loop round, or map item: ``index``). Called before the
+        task counts as done (write-ahead)."""
         self.store.put_task(
             TaskRecord(
-                run_id=self.run_id, task_id=output.task_id, attempt=attempt, status="succeeded",
-                text=output.text, data=data if data is not None else _json(output.data),
+                run_id=self.run_id, task_id=output.task_id, index=index, attempt=attempt,
+                status="succeeded", text=output.text, data=_plain(output.data),
                 agent=output.agent, usage=output.usage.to_dict(),
             )
         )  # fmt: skip
@@ -210,10 +223,45 @@ def _dead_here(holder: str) -> bool:
     return False
 
 
+class Resumed(NamedTuple):
+    """What a resumed run gets back from its store."""
+
+    results: dict[str, TaskResult]
+    """The finished tasks' results (their own outputs, index 0)."""
+    rejected: dict[str, str]
+    """Task id -> a reviewer's feedback: those tasks run again."""
+    stored: dict[tuple[str, int], TaskResult]
+    """Loop rounds' and map items' outputs by (task id, index)."""
+
+
+def _plain(data: Any) -> Any:
+    """Structured data (a model, or a map's list of them) as JSON data."""
+    if isinstance(data, list):
+        return [_plain(item) for item in data]
+    return data.model_dump(mode="json") if hasattr(data, "model_dump") else _json(data)
+
+
+def _data(data: Any, output_model: Any) -> Any:
+    """Stored JSON data back as ``output_model`` instances (a list of them for a map)."""
+    if data is None or output_model is None:
+        return data
+    if isinstance(data, list):
+        return [_data(item, output_model) for item in data]
+    return output_model.model_validate(data)
+
+
+def _model(tasks: Mapping[str, Any], record: BoardRecord) -> Any:
+    """The output model of the task whose output ``record`` is (None for notes)."""
+    task = tasks.get(record.key) if record.kind == "output" else None
+    return task.output_model if task is not None else None
+
+
+def _fields(record: BoardRecord) -> dict[str, Any]:
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(BoardEntry)}
+
+
 def _restored(record: TaskRecord, output_model: Any) -> TaskResult:
-    data = record.data
-    if data is not None and output_model is not None:
-        data = output_model.model_validate(data)
+    data = _data(record.data, output_model)
     usage = Usage(**{k: record.usage[k] for k in _USAGE_FIELDS if k in record.usage})
     output = TaskOutput(
         task_id=record.task_id, agent=record.agent, text=record.text or "", data=data, usage=usage

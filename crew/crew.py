@@ -16,10 +16,10 @@ from crew import events
 from crew.agent import Agent, TaskRun
 from crew.board import Board, BoardEntry
 from crew.checkpoint import Checkpoint, open_run
-from crew.errors import ConfigError, RunFailedError
+from crew.errors import ConfigError, RunFailedError, TaskError
 from crew.llm import ChatModel, as_chat_model, default_llm, prepare
 from crew.plan import Plan, build_plan
-from crew.scheduler import FailurePolicy, Scheduler, TaskAttempt, check_settings
+from crew.scheduler import FailurePolicy, Scheduler, Slots, TaskAttempt, check_settings
 from crew.store import Store, open_store
 from crew.task import Task, TaskOutput, TaskResult
 from crew.usage import RunUsage, Usage
@@ -181,6 +181,8 @@ class Crew:
         run_id: str | None = None,
         resume: str | None = None,
         on_event: events.EventSink | None = None,
+        slots: Slots | None = None,
+        parent_run_id: str | None = None,
     ) -> CrewResult:
         """Run the crew. Raises ``ConfigError`` before any model call if the crew is invalid;
         a task failure does not raise: it is in the result (see ``raise_for_status``).
@@ -188,6 +190,9 @@ class Crew:
         ``resume=RUN_ID`` continues a crashed, interrupted or failed run from the store: its
         finished tasks are not called again (their outputs and the board come back), the
         others run. Its stored inputs are used unless ``inputs`` are given.
+
+        ``slots`` and ``parent_run_id`` are for a subcrew's run: it shares its parent's limit on
+        agents at work and is stored as the parent's child.
         """
         if resume is not None and inputs is None:
             inputs = open_run(self.store, resume)
@@ -224,16 +229,19 @@ class Crew:
             return model
 
         async def attempt(task_id: str, state: TaskAttempt) -> TaskOutput:
-            task = plan.tasks[task_id]
+            task = tasks[task_id]
+            if task.crew is not None:
+                return await self._run_subcrew(task, state, emit, scheduler)
             agent = task.agent
             assert agent is not None  # the planner checked
             llm = model_for(agent)  # the planner checked that there is one
+            task, task_inputs = _instance(task, state, inputs)
             run = TaskRun(
                 coworkers=coworkers,
                 model_for=model_for,
                 llm=llm,
                 board=board,
-                inputs=inputs,
+                inputs=task_inputs,
                 emit=emit,
                 on_usage=state.add_usage,
                 reserved=reserved,
@@ -249,19 +257,31 @@ class Crew:
                 model=answer.model,
             )
 
-        def on_output(output: TaskOutput, attempt: int) -> None:
-            board.post(output.task_id, output.text, author=output.agent, data=output.data)
-            checkpoint.on_output(output, attempt)
+        def on_output(output: TaskOutput, attempt: int, index: int) -> None:
+            if output.item is None:  # a map's items reach the board together, as its output
+                board.post(output.task_id, output.text, author=output.agent, data=output.data)
+            checkpoint.on_output(output, attempt, index)
 
+        def plan_body(task: Task) -> Plan:
+            body = task.group(board) if callable(task.group) else task.group
+            made = build_plan(
+                body, inputs, default_llm=default, agents=self._extra_agents, outer=tasks
+            )
+            tasks.update(made.all_tasks)
+            return made
+
+        tasks = dict(plan.all_tasks)
         if resume is not None:
             open_run(store, resume)
-            restored, rejected = checkpoint.resume(plan, board)
+            restored, rejected, stored = checkpoint.resume(plan, board)
         else:
-            checkpoint.begin(crew=self.name, inputs=inputs, plan=plan, source=self.source)
-            restored, rejected = {}, {}
+            checkpoint.begin(
+                crew=self.name, inputs=inputs, plan=plan, source=self.source, parent=parent_run_id
+            )
+            restored, rejected, stored = {}, {}, {}
 
         def hold(output: TaskOutput) -> bool:
-            if not plan.tasks[output.task_id].human_review:
+            if not tasks[output.task_id].human_review:
                 return False
             checkpoint.request_review(output)
             return True
@@ -277,6 +297,11 @@ class Crew:
             on_failure=self.on_failure,
             results=restored,
             hold=hold,
+            board=board,
+            inputs=inputs,
+            stored=stored,
+            plan_body=plan_body,
+            slots=slots or Slots(self.max_concurrency),
         )
         started = self._clock()
         lease = asyncio.create_task(checkpoint.keep_lease())
@@ -285,18 +310,16 @@ class Crew:
         status: RunStatus = "cancelled"
         try:
             results = await scheduler.run()
-            statuses = {r.status for r in results.values()}
-            ok = statuses <= {"succeeded", "waiting", "pending"}
-            status = ("waiting" if "waiting" in statuses else "succeeded") if ok else "failed"
+            status = _status(scheduler)
         finally:
-            results = {t: scheduler.results[t] for t in plan.tasks if t in scheduler.results}
+            results = {t: scheduler.results[t] for t in tasks if t in scheduler.results}
             result = CrewResult(
                 run_id=emit.run_id,
                 crew=self.name,
                 status=status,
                 tasks=results,
                 board=board,
-                usage=_run_usage(plan, results),
+                usage=_run_usage(tasks, results),
                 inputs=inputs,
                 started_at=started,
                 finished_at=self._clock(),
@@ -322,6 +345,56 @@ class Crew:
                 job.cancel()
                 await asyncio.gather(job, return_exceptions=True)
 
+    async def _run_subcrew(
+        self,
+        task: Task,
+        state: TaskAttempt,
+        emit: events.Emitter,
+        scheduler: Scheduler,
+    ) -> TaskOutput:
+        """Run ``task.crew`` as a child run of this one: its inputs mapped from the board, its
+        events forwarded (task ids prefixed ``task/``), resumed where a crash left it."""
+        from crew.expr import parse
+
+        assert task.crew is not None
+        scope = scheduler.scope()
+        inputs = {
+            name: value(scheduler.board) if callable(value) else parse(value).evaluate(scope)
+            for name, value in task.inputs.items()
+        }
+        inputs = {k: v.text if isinstance(v, BoardEntry) else _plain(v) for k, v in inputs.items()}
+        suffix = f".r{state.round}" if state.round else ""
+        run_id = f"{emit.run_id}.{task.id}{suffix}"
+
+        def forward(event: events.Event) -> None:
+            if isinstance(event, events.RunStarted | events.RunFinished):
+                return
+            if hasattr(event, "task_id"):
+                event = dataclasses.replace(event, task_id=f"{task.id}/{event.task_id}")  # type: ignore[call-arg]
+            emit.bus.emit(event)
+
+        model = task.crew.llm or self._default_llm()  # a subcrew without a model uses ours
+        child = task.crew.replace(store=self.store, clock=self._clock, llm=model)
+        exists = self.store.get_run(run_id) is not None
+        result = await child.arun(
+            None if exists else inputs,
+            run_id=None if exists else run_id,
+            resume=run_id if exists else None,
+            on_event=forward,
+            slots=scheduler.slots,
+            parent_run_id=emit.run_id,
+        )
+        state.add_usage(result.usage.total)
+        output = result.output
+        if result.status != "succeeded" or output is None:
+            failed = [f"'{r.task_id}': {r.error}" for r in result.tasks.values() if r.error]
+            raise TaskError(
+                f"Task '{task.id}': subcrew '{child.name}' (run {run_id}) {result.status}: "
+                + ("; ".join(failed) or "it has no final output"),
+                task_id=task.id,
+            )
+        return dataclasses.replace(output, task_id=task.id, usage=Usage())
+
     @property
     def store(self) -> Store:
         """The store runs are checkpointed in (opened on first use)."""
@@ -331,6 +404,47 @@ class Crew:
 
     def _default_llm(self) -> ChatModel | None:
         return self.llm if self.llm is not None else default_llm()
+
+
+def _plain(value: Any) -> Any:
+    """A value read from the board as an input: models and lists of them as JSON data."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+
+
+def _status(scheduler: Scheduler) -> RunStatus:
+    """failed if a task failed and its dependants could not go on without it."""
+    results = scheduler.results.values()
+    if any(r.status == "failed" and r.task_id not in scheduler.tolerated for r in results):
+        return "failed"
+    if any(r.status == "cancelled" for r in results):
+        return "failed"
+    return "waiting" if any(r.status == "waiting" for r in results) else "succeeded"
+
+
+def _instance(
+    task: Task, state: TaskAttempt, inputs: dict[str, Any]
+) -> tuple[Task, dict[str, Any]]:
+    """The task as this attempt does it: one map item, a later loop round, or with some
+    dependencies missing (``join``); and the inputs its placeholders are filled from."""
+    description, depends_on = task.description, task.dependency_ids
+    if state.item_index is not None:
+        inputs = {**inputs, "item": state.item, "item_index": state.item_index}
+        if "{item}" not in description:
+            description += "\n\n## Item\n{item}"
+    if state.missing:
+        listed = ", ".join(f"'{t}'" for t in state.missing)
+        description += (
+            f"\n\nNote: the earlier tasks {listed} did not succeed; their outputs are missing."
+            " Do the best you can with what there is."
+        )
+    extra = tuple(t for t in state.context if t not in depends_on)
+    if description == task.description and not extra:
+        return task, inputs
+    return dataclasses.replace(
+        task, description=description, depends_on=(*depends_on, *extra)
+    ), inputs
 
 
 def _stop_if_lease_lost(run: asyncio.Task[Any] | None, lease: asyncio.Task[None]) -> None:
@@ -347,11 +461,16 @@ def _loop_running() -> bool:
     return True
 
 
-def _run_usage(plan: Plan, results: Mapping[str, TaskResult]) -> RunUsage:
+def _run_usage(tasks: Mapping[str, Task], results: Mapping[str, TaskResult]) -> RunUsage:
+    """Usage by task and agent; a loop's or map's own usage sums its tasks', so the total
+    counts only the tasks that called models themselves."""
     by_task = {t: r.usage for t, r in results.items()}
     by_agent: dict[str, Usage] = {}
     for task_id, usage in by_task.items():
-        agent = plan.tasks[task_id].agent
+        if tasks[task_id].kind == "loop":
+            continue
+        agent = tasks[task_id].agent
         role = agent.role if agent is not None else ""
         by_agent[role] = by_agent.get(role, Usage()) + usage
-    return RunUsage(total=Usage.sum(by_task.values()), by_task=by_task, by_agent=by_agent)
+    own = [u for t, u in by_task.items() if tasks[t].kind != "loop"]
+    return RunUsage(total=Usage.sum(own), by_task=by_task, by_agent=by_agent)

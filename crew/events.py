@@ -79,6 +79,50 @@ class TaskCancelled(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RouteChosen(Event):
+    """A router's agent chose a route; the tasks of the other routes are skipped."""
+
+    task_id: str
+    route: str
+    reason: str
+    skipped: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundStarted(Event):
+    """A loop began a round (1, 2, ...)."""
+
+    task_id: str
+    round: int
+    max_rounds: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoopFinished(Event):
+    task_id: str
+    rounds: int
+    stopped: str
+    """until (its condition held) or max_rounds."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class MapStarted(Event):
+    """A map task found its items; one instance runs per item."""
+
+    task_id: str
+    items: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ItemFinished(Event):
+    """One instance of a map finished (``item`` counts from 0)."""
+
+    task_id: str
+    item: int
+    items: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class LLMCalled(Event):
     task_id: str
     model: str
@@ -133,6 +177,16 @@ class BoardPosted(Event):
     author: str
     kind: str
     """output (a task's result) or note (posted by an agent's tool)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewHookFailed(Event):
+    """The review hook failed for a task's pending review; the run goes on, the review waits."""
+
+    task_id: str
+    hook: str
+    """What the hook is, without secrets: ``webhook https://hooks.example.com/...``."""
+    error: str
 
 
 EventSink = Callable[[Event], None]

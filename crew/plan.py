@@ -8,20 +8,23 @@ from __future__ import annotations
 import difflib
 import functools
 import itertools
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
-from crew.errors import PlanError
+from crew.errors import ConfigError, PlanError
 from crew.prompts import placeholders
 
 if TYPE_CHECKING:
     import networkx as nx
 
     from crew.agent import Agent
+    from crew.expr import Expression
     from crew.llm import ChatModel
     from crew.task import Task
 
+MAP_NAMES = ("item", "item_index")
+"""Placeholders each instance of a map fills with its item and its position."""
 _INPUT_TYPES = (str, int, float, bool, list, tuple, dict, type(None))
 
 
@@ -42,6 +45,20 @@ class Plan:
     critical_path: tuple[str, ...]
     critical_path_s: float
     """Sum of the estimates along the critical path."""
+    groups: Mapping[str, Plan] = field(default_factory=dict)
+    """The plan of each loop's body, by loop id (a body made at run time is planned then)."""
+    expressions: Mapping[tuple[str, str], Expression] = field(default_factory=dict)
+    """Parsed expressions by (task id, field): ``when``, ``until``, ``for_each``, ``inputs.x``."""
+
+    @property
+    def all_tasks(self) -> dict[str, Task]:
+        """Every task, those inside loops too, each loop followed by its body."""
+        found: dict[str, Task] = {}
+        for task_id, task in self.tasks.items():
+            found[task_id] = task
+            if task_id in self.groups:
+                found.update(self.groups[task_id].all_tasks)
+        return found
 
     @functools.cached_property
     def max_parallelism(self) -> int:
@@ -67,13 +84,17 @@ def build_plan(
     *,
     default_llm: ChatModel | None = None,
     agents: Sequence[Agent] = (),
+    outer: Mapping[str, Task] | None = None,
 ) -> Plan:
     """Check ``tasks`` and ``inputs`` together and return the plan; raise ``PlanError`` listing
-    every problem found (never just the first)."""
+    every problem found (never just the first).
+
+    ``outer``: for a loop's body, the tasks of the crew outside it (done before it starts).
+    """
     import networkx as nx
 
     inputs = {} if inputs is None else inputs
-    problems = _check_inputs(inputs)
+    problems = _check_inputs(inputs) if outer is None else []
     if not isinstance(inputs, Mapping):
         inputs = {}  # reported above; check the rest as if none were given
     by_id: dict[str, Task] = {}
@@ -85,23 +106,118 @@ def build_plan(
         by_id.setdefault(task.id, task)
     if not by_id:
         problems.append("The crew has no tasks; pass Crew(tasks=[...]).")
+    owner = _owners(by_id.values())
+    problems += [
+        f"Task id '{i}' is used by more than one task; ids must be unique."
+        for i in owner
+        if i in by_id or (outer is not None and i in outer)
+    ]
+    known = {**(outer or {}), **by_id, **{i: t for t, i in _inner(by_id.values())}}
+    expressions, expression_problems = _parse_expressions(known, tasks=by_id.values())
+    problems += expression_problems
     graph = nx.DiGraph()
     graph.add_nodes_from(by_id)
     for task in by_id.values():
-        problems += _check_dependencies(task, by_id)
+        needs = _needs(task, expressions)
+        problems += _check_dependencies(task, known)
+        edges = [e for e in dict.fromkeys(owner.get(dep, dep) for dep in needs) if e != task.id]
+        graph.add_edges_from((dep, task.id) for dep in edges if dep in by_id)
         graph.add_edges_from(
-            (dep, task.id) for dep in task.dependency_ids if dep in by_id and dep != task.id
+            (task.id, t) for ts in task.route_targets.values() for t in ts if t in by_id
         )
     problems += _check_cycles(graph)
     problems += _check_agents(by_id.values(), default_llm)
     problems += _check_coworkers(by_id.values(), agents, default_llm)
     problems += _check_placeholders(by_id.values(), inputs)
+    problems += _check_routes(by_id, owner)
+    groups: dict[str, Plan] = {}
+    for task in by_id.values():
+        problems += _check_kind(task, default_llm)
+        if task.group and not callable(task.group):
+            body = cast("Sequence[Task]", task.group)
+            around = {k: t for k, t in known.items() if k not in {b.id for b in body}}
+            try:
+                groups[task.id] = build_plan(
+                    body, inputs, default_llm=default_llm, agents=agents, outer=around
+                )
+            except PlanError as exc:
+                problems += exc.problems
+    if not problems:
+        problems += _check_reachable(graph, by_id)
     if problems:
-        raise PlanError(problems)
-    return _analyse(by_id, graph)
+        raise PlanError(list(dict.fromkeys(problems)))
+    return _analyse(by_id, graph, groups, expressions)
 
 
-def _analyse(by_id: dict[str, Task], graph: nx.DiGraph) -> Plan:
+def _inner(tasks: Iterable[Task]) -> Iterator[tuple[Task, str]]:
+    """(task, id) of every task inside the static loops among ``tasks``, at any depth."""
+    for task in tasks:
+        if task.group and not callable(task.group):
+            body = cast("Sequence[Task]", task.group)
+            for inner in body:
+                yield inner, inner.id
+            yield from _inner(body)
+
+
+def _owners(tasks: Iterable[Task]) -> dict[str, str]:
+    """Inner task id -> the id of the loop among ``tasks`` that holds it."""
+    owner: dict[str, str] = {}
+    for task in tasks:
+        owner.update((i, task.id) for _, i in _inner([task]))
+    return owner
+
+
+def _needs(task: Task, expressions: Mapping[tuple[str, str], Expression]) -> list[str]:
+    """Every task ``task`` must wait for: its dependencies, the tasks its expressions read,
+    and for a loop, whatever its body needs from outside it."""
+    needs = list(task.dependency_ids)
+    for (task_id, _), expression in expressions.items():
+        if task_id == task.id:
+            needs += sorted(expression.names - {"inputs"})
+    for inner, _ in _inner([task]):
+        needs += _needs(inner, expressions)
+    inside = {i for _, i in _inner([task])}
+    return [dep for dep in dict.fromkeys(needs) if dep not in inside]
+
+
+def _parse_expressions(
+    known: Mapping[str, Task], *, tasks: Iterable[Task]
+) -> tuple[dict[tuple[str, str], Expression], list[str]]:
+    """Parse the expression strings of ``tasks`` (and of their loops' bodies): ``when``,
+    ``until``, ``for_each`` and subcrew ``inputs``; check the names and fields they read."""
+    from crew.expr import check_paths, parse
+
+    parsed: dict[tuple[str, str], Expression] = {}
+    problems: list[str] = []
+    models = {task_id: task.output_model for task_id, task in known.items()}
+    every = [*tasks, *(t for t, _ in _inner(tasks))]
+    for task in every:
+        fields = [(f, getattr(task, f)) for f in ("when", "until", "for_each")]
+        fields += [(f"inputs.{name}", value) for name, value in task.inputs.items()]
+        for name, value in fields:
+            if not isinstance(value, str):
+                continue
+            where = f"Task '{task.id}' {name}"
+            try:
+                expression = parse(value, where=where)
+            except ConfigError as exc:
+                problems += exc.problems
+                continue
+            for unknown in sorted(expression.names - {"inputs"} - set(known)):
+                close = difflib.get_close_matches(unknown, list(known), n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else " Name a task or `inputs`."
+                problems.append(f"{where}: `{value}` reads '{unknown}', no task of the crew.{hint}")
+            problems += check_paths(expression, models, where=where)
+            parsed[(task.id, name)] = expression
+    return parsed, problems
+
+
+def _analyse(
+    by_id: dict[str, Task],
+    graph: nx.DiGraph,
+    groups: Mapping[str, Plan],
+    expressions: Mapping[tuple[str, str], Expression],
+) -> Plan:
     import networkx as nx
 
     position = {task_id: i for i, task_id in enumerate(by_id)}
@@ -127,6 +243,8 @@ def _analyse(by_id: dict[str, Task], graph: nx.DiGraph) -> Plan:
         remaining_s=remaining,
         critical_path=tuple(path),
         critical_path_s=remaining[path[0]],
+        groups=groups,
+        expressions=expressions,
     )
 
 
@@ -202,6 +320,8 @@ def _check_agents(tasks: Any, default_llm: ChatModel | None) -> list[str]:
     problems = []
     no_model: dict[str, list[str]] = {}
     for task in tasks:
+        if task.kind in ("loop", "crew"):
+            continue
         if task.agent is None:
             problems.append(f"Task '{task.id}' has no agent; pass Task(agent=...).")
         elif task.agent.llm is None and default_llm is None:
@@ -239,10 +359,109 @@ def _check_coworkers(
     return problems
 
 
+def _check_kind(task: Task, default_llm: ChatModel | None) -> list[str]:
+    """What a loop or subcrew allows inside it."""
+    where = f"Task '{task.id}'"
+    problems = []
+    if task.group and not callable(task.group):
+        body = cast("Sequence[Task]", task.group)
+        problems += [
+            f"{where}: task '{t.id}' asks for human_review, which a loop does not support yet;"
+            " review the loop's output instead (human_review on a task after it)."
+            for t in body
+            if t.human_review
+        ]
+    if task.crew is not None:
+        child = task.crew.tasks
+        problems += [
+            f"{where}: the subcrew's task '{t.id}' asks for human_review, which a subcrew does"
+            " not support yet; set human_review on the parent task instead."
+            for t in child
+            if t.human_review
+        ]
+        needed = {n for t in child for n in placeholders(t.description + t.expected_output)}
+        missing = sorted(needed - set(task.inputs))
+        if missing:
+            example = ", ".join(f"'{n}': 'inputs.{n}'" for n in missing)
+            problems.append(
+                f"{where}: the subcrew needs inputs {', '.join(missing)}; map them from the"
+                f" board or the run's inputs: Task(inputs={{{example}}})."
+            )
+        try:
+            build_plan(
+                child,
+                {name: "" for name in needed | set(task.inputs)},
+                default_llm=task.crew.llm or default_llm,
+                agents=task.crew.agents,
+            )
+        except PlanError as exc:
+            problems += [f"{where} (subcrew '{task.crew.name}'): {p}" for p in exc.problems]
+    if task.human_review and task.kind != "agent":
+        problems.append(f"{where}: human_review is for tasks an agent does, not a {task.kind}.")
+    return problems
+
+
+def _check_routes(by_id: Mapping[str, Task], owner: Mapping[str, str]) -> list[str]:
+    """Route targets exist at the router's level; no task is the target of two routers."""
+    problems = []
+    routed_by: dict[str, str] = {}
+    for task in by_id.values():
+        for name, targets in task.route_targets.items():
+            for target in targets:
+                if target not in by_id:
+                    where = "inside a loop; route to the loop" if target in owner else ""
+                    close = difflib.get_close_matches(target, list(by_id), n=1)
+                    hint = f" Did you mean '{close[0]}'?" if close and not where else ""
+                    problems.append(
+                        f"Task '{task.id}' route '{name}' goes to '{target}', which is"
+                        f" {where or 'not defined'}.{hint}"
+                    )
+                elif routed_by.setdefault(target, task.id) != task.id:
+                    problems.append(
+                        f"Task '{target}' is routed to by both '{routed_by[target]}' and"
+                        f" '{task.id}'; a task can follow one router."
+                    )
+    return problems
+
+
+def _check_reachable(graph: nx.DiGraph, by_id: Mapping[str, Task]) -> list[str]:
+    """Tasks that can never run: with join='all' they need routes no router can all choose."""
+    import networkx as nx
+
+    choices = {  # router id -> route names that run each target
+        target: (task.id, {n for n, ts in task.route_targets.items() if target in ts})
+        for task in by_id.values()
+        for target in {t for ts in task.route_targets.values() for t in ts}
+    }
+    needs: dict[str, dict[str, set[str]]] = {}
+    problems = []
+    for task_id in nx.topological_sort(graph):
+        task = by_id[task_id]
+        own: dict[str, set[str]] = {}
+        if task_id in choices:
+            router, names = choices[task_id]
+            own[router] = set(names)
+        if task.join == "all":
+            for dep in graph.predecessors(task_id):
+                for router, names in needs[dep].items():
+                    own[router] = own.get(router, names) & names
+        needs[task_id] = own
+        for router, names in own.items():
+            if not names:
+                problems.append(
+                    f"Task '{task_id}' can never run: with join='all' it needs router"
+                    f" '{router}' to choose two routes at once. Give it join='any' or"
+                    " 'best_effort', or make it depend on one route only."
+                )
+    return problems
+
+
 def _check_placeholders(tasks: Any, inputs: Mapping[str, Any]) -> list[str]:
     missing: dict[str, list[str]] = {}
     seen_agents: set[int] = set()
     for task in tasks:
+        if task.kind in ("loop", "crew"):
+            continue  # a loop's body is checked on its own; a subcrew's inputs are mapped
         fields = [
             (f"task '{task.id}' description", task.description),
             (f"task '{task.id}' expected_output", task.expected_output),
@@ -256,7 +475,7 @@ def _check_placeholders(tasks: Any, inputs: Mapping[str, Any]) -> list[str]:
             ]
         for where, text in fields:
             for name in placeholders(text):
-                if name not in inputs:
+                if name not in inputs and not (task.kind == "map" and name in MAP_NAMES):
                     missing.setdefault(name, []).append(where)
     if not missing:
         return []

@@ -1,24 +1,30 @@
-"""The scheduler: runs each task the moment its last dependency has finished.
+"""The scheduler: runs each task the moment its dependencies allow.
 
-There are no levels or supersteps: a completion immediately releases the tasks it unblocks.
-At most ``max_concurrency`` tasks run at once; when more are ready, the one with the longest
-estimated path to the end of the graph starts first (critical-path priority).
+There are no levels or supersteps: a completion immediately releases the tasks it unblocks. A
+task's ``join`` says what its dependencies must have done (all succeeded, any, a quorum, or all
+ended), its ``when`` whether it runs at all, and a router's choice which of its routes run.
+At most ``max_concurrency`` agents work at once (one slot each, shared with the loops, maps and
+subcrews inside the run); when more are ready, the one with the longest estimated path to the
+end of the graph goes first (critical-path priority).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import heapq
-from collections.abc import Awaitable, Callable
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from crew import events
-from crew.errors import ConfigError, TaskTimeoutError
+from crew.board import Board
+from crew.errors import ConfigError, TaskError, TaskTimeoutError
 from crew.plan import Plan
 from crew.retry import RetryPolicy, retrying
-from crew.task import TaskOutput, TaskResult
+from crew.task import Task, TaskOutput, TaskResult
 from crew.usage import Usage
 
 FailurePolicy = Literal["fail_fast", "continue"]
@@ -27,6 +33,14 @@ Attempt = Callable[[str, "TaskAttempt"], Awaitable[TaskOutput]]
 
 # A failed task attempt is tried again quickly: the model layer already waited on provider errors.
 TASK_RETRY = RetryPolicy(initial_s=0.05, max_s=2.0, jitter_s=0.05)
+ROUND = 10_000
+"""Stored outputs are keyed by (task id, index): index = round * ROUND + item + 1, where round
+is 0 outside loops and item + 1 is 0 for a task's own output (so a map has < ROUND items)."""
+
+
+def instance_index(round_: int = 0, item: int | None = None) -> int:
+    """The store index of a task's output in loop round ``round_``, or of one map item."""
+    return round_ * ROUND + (item + 1 if item is not None else 0)
 
 
 @dataclass
@@ -35,27 +49,74 @@ class TaskAttempt:
 
     number: int = 0
     usage: Usage = Usage()
+    item: Any = None
+    """The item of a map instance."""
+    item_index: int | None = None
+    """Its position among the map's items (None: not a map instance)."""
+    round: int = 0
+    """The loop round (0: not in a loop)."""
+    context: tuple[str, ...] = ()
+    """More board keys the prompt shows: a loop's outputs from the round before."""
+    missing: tuple[str, ...] = ()
+    """Dependencies that did not succeed (``join`` other than all): the prompt says so."""
+    index: int = 0
+    """Where the output is stored (see ``instance_index``)."""
 
     def add_usage(self, usage: Usage) -> None:
         self.usage = self.usage + usage
 
 
+class Slots:
+    """A semaphore that wakes its highest-priority waiter first (lowest sort key)."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiters: list[tuple[Any, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, priority: Any) -> AsyncIterator[None]:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+        else:
+            waiter = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiters, (priority, next(self._order), waiter))
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._release()  # handed a slot just as it was cancelled: pass it on
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = heapq.heappop(self._waiters)[2]
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
 @dataclass
 class Scheduler:
-    """Runs the tasks of a plan; one instance per run.
+    """Runs the tasks of a plan; one instance per run (and per loop round inside it).
 
     Args:
         plan: the validated task graph.
         attempt: runs one attempt of one task.
-        on_output: called with each output and its attempt number, before the task counts as
-            done (post it on the board, commit it to the store).
+        on_output: called with each output, its attempt number and its store index, before the
+            task counts as done (post it on the board, commit it to the store).
         emit: the run's event emitter.
         clock: wall-clock seconds, for result timestamps.
     """
 
     plan: Plan
     attempt: Attempt
-    on_output: Callable[[TaskOutput, int], None]
+    on_output: Callable[[TaskOutput, int, int], None]
     emit: events.Emitter
     clock: Callable[[], float]
     max_concurrency: int = 8
@@ -64,9 +125,23 @@ class Scheduler:
     """Starts with the tasks a resumed run already finished: they count as done, never run."""
     hold: Callable[[TaskOutput], bool] = lambda output: False
     """True when an output must wait for a person's review: its dependants do not start."""
+    board: Board = field(default_factory=Board)
+    """What conditions and maps read."""
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    stored: Mapping[tuple[str, int], TaskResult] = field(default_factory=dict)
+    """Outputs a resumed run stored for loop rounds and map items, by (task id, index)."""
+    plan_body: Callable[[Task], Plan] | None = None
+    """Plans a loop body made at run time (``loop(tasks=callable)``)."""
+    slots: Slots | None = None
+    round: int = 0
+    tolerated: set[str] = field(default_factory=set)
+    """Failed tasks whose dependants went on anyway (their ``join`` allows it)."""
 
     def __post_init__(self) -> None:
         check_settings(self.max_concurrency, self.on_failure)
+        if self.slots is None:
+            self.slots = Slots(self.max_concurrency)
+        self._position = {t: i for i, t in enumerate(self.plan.order)}
 
     async def run(self) -> dict[str, TaskResult]:
         """Run every task; return each task's result, in declaration order.
@@ -75,79 +150,179 @@ class Scheduler:
         the results hold every finished output and nothing half-done; then it re-raises.
         """
         plan = self.plan
-        waiting = self._waiting()
-        position = {t: i for i, t in enumerate(plan.order)}
-        ready: list[tuple[float, int, str]] = []
-        running: dict[str, asyncio.Task[TaskResult]] = {}
-        finished: asyncio.Queue[str] = asyncio.Queue()
-
-        def release(task_id: str) -> None:
-            heapq.heappush(ready, (-plan.remaining_s[task_id], position[task_id], task_id))
-
-        for task_id, count in waiting.items():
-            if count == 0 and task_id not in self.results:
-                release(task_id)
+        self._open = {t: set(plan.graph.predecessors(t)) for t in plan.order}
+        self._ok: dict[str, set[str]] = {t: set() for t in plan.order}
+        self._excluded: dict[str, str] = {}
+        self._why: dict[str, str] = {}
+        self._began: set[str] = set()
+        self._running: dict[str, asyncio.Task[TaskResult]] = {}
+        self._finished: asyncio.Queue[str] = asyncio.Queue()
+        self._stopping: str | None = None
+        for task_id, result in list(self.results.items()):
+            if task_id in self._open:
+                self._resolve(task_id, result)
+        for task_id in sorted(plan.order, key=self._priority):
+            if not self._open[task_id] and not plan.graph.in_degree(task_id):
+                self._decide(task_id)
         try:
-            while ready or running:
-                while ready and len(running) < self.max_concurrency:
-                    task_id = heapq.heappop(ready)[2]
-                    job = asyncio.create_task(self._run_task(task_id), name=f"crew-task-{task_id}")
-                    job.add_done_callback(functools.partial(_notify, finished, task_id))
-                    running[task_id] = job
-                task_id = await finished.get()
-                result = running.pop(task_id).result()
-                self.results[task_id] = result
-                if result.status == "waiting":
-                    continue  # its dependants wait for the review; other branches go on
-                if result.status == "succeeded":
-                    for dependant in plan.graph.successors(task_id):
-                        waiting[dependant] -= 1
-                        if waiting[dependant] == 0 and dependant not in self.results:
-                            release(dependant)
-                elif self.on_failure == "continue":
-                    self._skip_dependants(task_id)
-                else:
-                    await self._stop(running, f"the run stopped after task '{task_id}' failed")
-                    ready.clear()
-                    self._skip_dependants(task_id)
-                    self._skip_rest(f"the run stopped after task '{task_id}' failed")
+            while self._stopping is None and self._running:
+                task_id = await self._finished.get()
+                self._resolve(task_id, self._running.pop(task_id).result())
+            if self._stopping is not None:
+                await self._stop(self._stopping)
+                self._skip_rest(self._stopping)
         except BaseException:  # cancelled (Ctrl-C) or a bug: never leave tasks running behind
-            await self._stop(running, "the run was cancelled")
+            await self._stop("the run was cancelled")
             self._skip_rest("the run was cancelled before it started", status="pending")
             raise
         self._skip_rest("it waits for a review of an earlier task", status="pending")
         return {t: self.results[t] for t in plan.tasks}
 
-    def _waiting(self) -> dict[str, int]:
-        """Unfinished dependencies per task; tasks restored from a resumed run count as done."""
-        graph = self.plan.graph
-        waiting = {task_id: graph.in_degree(task_id) for task_id in self.plan.order}
-        for task_id, result in self.results.items():
-            if result.status != "succeeded":  # a restored output still under review holds them
-                continue
-            for dependant in graph.successors(task_id):
-                waiting[dependant] -= 1
-        return waiting
+    def _priority(self, task_id: str) -> tuple[float, int]:
+        return (-self.plan.remaining_s[task_id], self._position[task_id])
 
-    async def _run_task(self, task_id: str) -> TaskResult:
-        """All attempts of one task. Returns its result; raises only CancelledError."""
+    def _resolve(self, task_id: str, result: TaskResult) -> None:
+        """Record how a task ended and let its dependants decide whether to start."""
+        self.results[task_id] = result
+        if result.status in ("waiting", "pending"):
+            return  # its dependants wait (for a review, or for the next run)
+        graph = self.plan.graph
+        if result.status == "succeeded" and self.plan.tasks[task_id].routes:
+            self._route(task_id, result)
+        if result.status == "failed":
+            dependants = list(graph.successors(task_id))
+            if dependants and all(self.plan.tasks[d].join != "all" for d in dependants):
+                self.tolerated.add(task_id)
+            elif self.on_failure == "fail_fast" and self._stopping is None:
+                self._stopping = f"the run stopped after task '{task_id}' failed"
+        for dependant in graph.successors(task_id):
+            self._open[dependant].discard(task_id)
+            if result.status == "succeeded":
+                self._ok[dependant].add(task_id)
+            self._decide(dependant)
+
+    def _route(self, task_id: str, result: TaskResult) -> None:
         task = self.plan.tasks[task_id]
-        state = TaskAttempt()
+        data = result.output.data if result.output is not None else None
+        chosen = getattr(data, "route", None)
+        keep = set(task.route_targets.get(str(chosen), ()))
+        skipped = tuple(
+            t for ts in task.route_targets.values() for t in ts if t not in keep and t in self._open
+        )
+        for target in skipped:
+            self._excluded[target] = f"router '{task_id}' chose '{chosen}'"
+        self.emit(
+            events.RouteChosen,
+            task_id=task_id,
+            route=str(chosen),
+            reason=str(getattr(data, "reason", "")),
+            skipped=tuple(dict.fromkeys(skipped)),
+        )
+
+    def _decide(self, task_id: str) -> None:
+        """Start, skip, or leave waiting a task whose dependencies changed."""
+        if task_id in self.results or task_id in self._running:
+            return
+        if task_id in self._excluded:
+            self._why[task_id] = self._excluded[task_id]
+            self._skip(task_id, self._excluded[task_id])
+            return
+        task = self.plan.tasks[task_id]
+        deps = list(self.plan.graph.predecessors(task_id))
+        ok, still_open = self._ok[task_id], self._open[task_id]
+        ended_badly = [d for d in deps if d not in ok and d not in still_open]
+        need = task.quorum
+        if task.join == "all" and ended_badly:
+            dep = ended_badly[0]
+            self._why[task_id] = self._why.get(dep, f"'{dep}' failed")
+            self._skip(task_id, self._skipped_because(dep))
+        elif task.join == "all" or task.join == "best_effort":
+            if still_open:
+                return
+            if deps and not ok:
+                self._skip(task_id, "none of its dependencies succeeded")
+            else:
+                self._start(task_id, missing=tuple(ended_badly))
+        elif need is not None and len(ok) >= need:
+            self._start(task_id, missing=tuple(d for d in deps if d not in ok))
+        elif need is not None and len(ok) + len(still_open) < need:
+            self._skip(task_id, f"fewer than {need} of its dependencies succeeded")
+
+    def _skipped_because(self, dep: str) -> str:
+        status = self.results[dep].status
+        if status == "failed":
+            return f"depends on '{dep}', which failed"
+        root = self._why.get(dep)
+        return f"depends on '{dep}', which was {status}" + (f" because {root}" if root else "")
+
+    def _start(self, task_id: str, *, missing: tuple[str, ...] = ()) -> None:
+        if self._stopping is not None:
+            return  # the run is stopping: nothing new starts (the rest is skipped)
+        task = self.plan.tasks[task_id]
+        try:
+            runs = self._holds(task_id, "when")
+        except Exception as exc:  # a condition that cannot be evaluated fails its task
+            self._fail_now(task_id, exc)
+            return
+        if not runs:
+            self._why[task_id] = f"the condition of '{task_id}' is false"
+            self._skip(task_id, f"its condition is false: {_describe(task.when)}")
+            return
+        if task.kind == "loop":
+            job = self._run_loop(task_id)
+        elif task.kind == "map":
+            job = self._run_map(task_id, missing)
+        else:
+            earlier = tuple(self.plan.tasks) if self.round > 1 else ()  # the last round's
+            state = TaskAttempt(missing=missing, round=self.round, context=earlier)
+            job = self._run_task(task_id, state)
+        running = asyncio.create_task(job, name=f"crew-task-{task_id}")
+        running.add_done_callback(functools.partial(_notify, self._finished, task_id))
+        self._running[task_id] = running
+
+    def _holds(self, task_id: str, name: str) -> bool:
+        condition = getattr(self.plan.tasks[task_id], name)
+        if condition is None:
+            return True
+        if callable(condition):
+            return bool(condition(self.board))
+        return self.plan.expressions[(task_id, name)].holds(self.scope())
+
+    def scope(self) -> Mapping[str, Any]:
+        """What expressions read: ``inputs`` and the board's latest entries by task id."""
+        return _Scope(self.board, self.inputs)
+
+    def _fail_now(self, task_id: str, exc: Exception) -> None:
+        self.emit(events.TaskFailed, task_id=task_id, error=str(exc), error_type=type(exc).__name__)
+        self._resolve(task_id, _failed(task_id, exc, 0, None, self.clock(), Usage()))
+
+    async def _run_task(
+        self, task_id: str, state: TaskAttempt, *, announce: bool = True
+    ) -> TaskResult:
+        """All attempts of one task (or of one map item). Returns its result; raises only
+        CancelledError."""
+        task = self.plan.tasks[task_id]
         started = self.clock()
         agent = task.agent.role if task.agent is not None else ""
+        state.index = instance_index(state.round, state.item_index)
 
         async def one_attempt() -> TaskOutput:
-            state.number += 1
-            self.emit(events.TaskStarted, task_id=task_id, agent=agent, attempt=state.number)
-            try:
-                async with asyncio.timeout(task.timeout_s):
-                    return await self.attempt(task_id, state)
-            except TimeoutError as exc:
-                raise TaskTimeoutError(
-                    f"Task '{task_id}' ran past its timeout_s={task.timeout_s:g} s."
-                    " Raise Task(timeout_s=...) or give the task less to do.",
-                    task_id=task_id,
-                ) from exc
+            async with self._slot(task, task_id):
+                state.number += 1
+                if announce:
+                    self.emit(
+                        events.TaskStarted, task_id=task_id, agent=agent, attempt=state.number
+                    )
+                self._began.add(task_id)
+                try:
+                    async with asyncio.timeout(task.timeout_s):
+                        return await self.attempt(task_id, state)
+                except TimeoutError as exc:
+                    raise TaskTimeoutError(
+                        f"Task '{task_id}' ran past its timeout_s={task.timeout_s:g} s."
+                        " Raise Task(timeout_s=...) or give the task less to do.",
+                        task_id=task_id,
+                    ) from exc
 
         def on_retry(attempt: int, error: BaseException, delay: float) -> None:
             self.emit(
@@ -164,24 +339,20 @@ class Scheduler:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.emit(
-                events.TaskFailed, task_id=task_id, error=str(exc), error_type=type(exc).__name__
-            )
-            return TaskResult(
-                task_id=task_id,
-                status="failed",
-                error=str(exc),
-                error_type=type(exc).__name__,
-                exception=exc,
-                attempts=state.number,
-                started_at=started,
-                finished_at=self.clock(),
-                usage=state.usage,
-            )
-        output = replace(output, usage=state.usage)
-        self.on_output(output, state.number)  # durable before the task counts as done
-        self.emit(events.TaskFinished, task_id=task_id, output=output)
-        waiting = self.hold(output)
+            if announce:
+                self.emit(
+                    events.TaskFailed,
+                    task_id=task_id,
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                )
+            return _failed(task_id, exc, state.number, started, self.clock(), state.usage)
+        output = replace(output, usage=state.usage, item=state.item_index)
+        self.on_output(output, state.number, state.index)  # durable before the task is done
+        waiting = False
+        if announce:
+            self.emit(events.TaskFinished, task_id=task_id, output=output)
+            waiting = self.hold(output)
         return TaskResult(
             task_id=task_id,
             status="waiting" if waiting else "succeeded",
@@ -193,43 +364,245 @@ class Scheduler:
             usage=state.usage,
         )
 
-    async def _stop(self, running: dict[str, asyncio.Task[TaskResult]], reason: str) -> None:
+    def _slot(self, task: Task, task_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """An agent's task holds a slot while it works; a subcrew's tasks take their own."""
+        if task.kind == "crew":
+            return contextlib.nullcontext()
+        assert self.slots is not None
+        return self.slots.hold(self._priority(task_id))
+
+    async def _run_map(self, task_id: str, missing: tuple[str, ...]) -> TaskResult:
+        """One instance per item, in parallel under the slots; the output lists theirs."""
+        task, started = self.plan.tasks[task_id], self.clock()
+        agent = task.agent.role if task.agent is not None else ""
+        self.emit(events.TaskStarted, task_id=task_id, agent=agent, attempt=1)
+        self._began.add(task_id)
+        try:
+            items = self._items(task_id)
+        except Exception as exc:
+            self.emit(events.TaskFailed, task_id=task_id, error=str(exc), error_type="ConfigError")
+            return _failed(task_id, exc, 1, started, self.clock(), Usage())
+        self.emit(events.MapStarted, task_id=task_id, items=len(items))
+        done: dict[int, TaskResult] = {}
+
+        async def instance(i: int, item: Any) -> None:
+            index = instance_index(self.round, i)
+            result = self.stored.get((task_id, index))
+            if result is None:
+                state = TaskAttempt(item=item, item_index=i, round=self.round, missing=missing)
+                result = await self._run_task(task_id, state, announce=False)
+            done[i] = result
+            if result.status == "succeeded":
+                self.emit(events.ItemFinished, task_id=task_id, item=i, items=len(items))
+            elif self.on_failure == "fail_fast":
+                raise _ItemFailed(i, result)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for i, item in enumerate(items):
+                    group.create_task(instance(i, item))
+        except* _ItemFailed:
+            pass  # reported below, from ``done``
+        usage = Usage.sum(r.usage for r in done.values())
+        failed = sorted(i for i, r in done.items() if r.status != "succeeded")
+        if failed or len(done) < len(items):
+            first = done[failed[0]] if failed else None
+            error = TaskError(
+                f"Task '{task_id}': item {failed[0] + 1 if failed else '?'} of {len(items)}"
+                f" failed: {first.error if first else 'cancelled'}",
+                task_id=task_id,
+            )
+            self.emit(events.TaskFailed, task_id=task_id, error=str(error), error_type="TaskError")
+            return _failed(task_id, error, 1, started, self.clock(), usage)
+        outputs = [done[i].output for i in range(len(items))]
+        output = _mapped(task_id, agent, [o for o in outputs if o is not None], usage)
+        return self._finish(task_id, output, started)
+
+    def _items(self, task_id: str) -> list[Any]:
+        task = self.plan.tasks[task_id]
+        source = task.for_each
+        if callable(source):
+            items = source(self.board)
+        else:
+            items = self.plan.expressions[(task_id, "for_each")].evaluate(self.scope())
+        if isinstance(items, str | bytes | Mapping) or not hasattr(items, "__iter__"):
+            raise ConfigError(
+                f"Task '{task_id}': for_each {_describe(source)} gave a {type(items).__name__},"
+                " not a list; point it at a list field of a structured output."
+            )
+        items = list(items)
+        if len(items) >= ROUND:
+            raise ConfigError(
+                f"Task '{task_id}': for_each gave {len(items)} items; the most is {ROUND - 1}."
+            )
+        return items
+
+    def _finish(self, task_id: str, output: TaskOutput, started: float) -> TaskResult:
+        self.on_output(output, 1, instance_index(self.round))
+        self.emit(events.TaskFinished, task_id=task_id, output=output)
+        return TaskResult(
+            task_id=task_id, status="succeeded", output=output, attempts=1,
+            started_at=started, finished_at=self.clock(), usage=output.usage,
+        )  # fmt: skip
+
+    async def _run_loop(self, task_id: str) -> TaskResult:
+        """The loop's body, round after round, until its condition holds or the bound."""
+        task, started = self.plan.tasks[task_id], self.clock()
+        self.emit(events.TaskStarted, task_id=task_id, agent="", attempt=1)
+        self._began.add(task_id)
+        rounds = task.max_rounds or 1
+        try:
+            body = self.plan.groups.get(task_id) or self._plan_body(task)
+        except Exception as exc:
+            self.emit(
+                events.TaskFailed, task_id=task_id, error=str(exc), error_type=type(exc).__name__
+            )
+            return _failed(task_id, exc, 1, started, self.clock(), Usage())
+        usage, stopped, number, last = Usage(), "max_rounds", 0, None
+        for number in range(1, rounds + 1):
+            stored = {
+                t: r
+                for (t, i), r in self.stored.items()
+                if i == instance_index(number) and t in body.tasks
+            }
+            resumed_past = any(
+                i == instance_index(number + 1) and t in body.tasks for (t, i) in self.stored
+            )
+            if len(stored) < len(body.tasks) or not resumed_past:
+                self.emit(events.RoundStarted, task_id=task_id, round=number, max_rounds=rounds)
+            inner = replace(self, plan=body, results=dict(stored), round=number, tolerated=set())
+            results = await inner.run()
+            self.results.update(results)
+            usage = usage + Usage.sum(r.usage for r in results.values() if r.task_id not in stored)
+            broken = [
+                r
+                for r in results.values()
+                if r.status == "failed" and r.task_id not in inner.tolerated
+            ]
+            if broken:
+                error = TaskError(
+                    f"Loop '{task_id}', round {number}: task '{broken[0].task_id}' failed:"
+                    f" {broken[0].error}",
+                    task_id=task_id,
+                )
+                self.emit(
+                    events.TaskFailed, task_id=task_id, error=str(error), error_type="TaskError"
+                )
+                return _failed(task_id, error, number, started, self.clock(), usage)
+            last = next((r.output for r in reversed(results.values()) if r.output), last)
+            if resumed_past:
+                continue  # the stored next round shows this one's condition did not hold
+            try:
+                done = task.until is not None and self._holds(task_id, "until")
+            except Exception as exc:  # a condition that cannot be evaluated fails the loop
+                self.emit(
+                    events.TaskFailed,
+                    task_id=task_id,
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                )
+                return _failed(task_id, exc, number, started, self.clock(), usage)
+            if done:
+                stopped = "until"
+                break
+        self.emit(events.LoopFinished, task_id=task_id, rounds=number, stopped=stopped)
+        output = TaskOutput(
+            task_id=task_id, agent=last.agent if last else "", text=last.text if last else "",
+            data=last.data if last else None, usage=usage,
+        )  # fmt: skip
+        return self._finish(task_id, output, started)
+
+    def _plan_body(self, task: Task) -> Plan:
+        if self.plan_body is None:
+            raise ConfigError(
+                f"Loop '{task.id}': its body is made at run time; nothing can plan it."
+            )
+        return self.plan_body(task)
+
+    async def _stop(self, reason: str) -> None:
         """Cancel every running task and wait until each has really stopped."""
+        running = dict(self._running)
         for job in running.values():
             job.cancel()
         await asyncio.gather(*running.values(), return_exceptions=True)
+        self._running.clear()
         for task_id, job in running.items():
             if not job.cancelled() and job.exception() is None:
                 self.results[task_id] = job.result()  # it finished before the cancel landed
-                continue
-            self.results[task_id] = TaskResult(task_id=task_id, status="cancelled", reason=reason)
-            self.emit(events.TaskCancelled, task_id=task_id, reason=reason)
-        running.clear()
-
-    def _skip_dependants(self, failed_id: str) -> None:
-        graph = self.plan.graph
-        descendants = self.plan.descendants(failed_id)
-        for task_id in self.plan.order:
-            if task_id not in descendants or task_id in self.results:
-                continue
-            if graph.has_edge(failed_id, task_id):
-                reason = f"depends on '{failed_id}', which failed"
+            elif task_id not in self._began:
+                self._skip(task_id, reason)
             else:
-                via = next(d for d in graph.predecessors(task_id) if d in descendants)
-                reason = f"depends on '{via}', which was skipped because '{failed_id}' failed"
-            self._skip(task_id, reason)
+                self.results[task_id] = TaskResult(
+                    task_id=task_id, status="cancelled", reason=reason
+                )
+                self.emit(events.TaskCancelled, task_id=task_id, reason=reason)
 
     def _skip_rest(self, reason: str, status: Literal["skipped", "pending"] = "skipped") -> None:
         for task_id in self.plan.order:
             if task_id not in self.results:
-                self._skip(task_id, reason, status)
+                self._skip(task_id, reason, status, resolve=False)
 
     def _skip(
-        self, task_id: str, reason: str, status: Literal["skipped", "pending"] = "skipped"
+        self,
+        task_id: str,
+        reason: str,
+        status: Literal["skipped", "pending"] = "skipped",
+        *,
+        resolve: bool = True,
     ) -> None:
-        self.results[task_id] = TaskResult(task_id=task_id, status=status, reason=reason)
+        result = TaskResult(task_id=task_id, status=status, reason=reason)
         if status == "skipped":
             self.emit(events.TaskSkipped, task_id=task_id, reason=reason)
+        if resolve:
+            self._resolve(task_id, result)
+        else:
+            self.results[task_id] = result
+
+
+class _ItemFailed(Exception):
+    def __init__(self, item: int, result: TaskResult) -> None:
+        super().__init__(item)
+        self.result = result
+
+
+class _Scope(Mapping[str, Any]):
+    """What expressions read: ``inputs``, and every other name as a task's board entry."""
+
+    def __init__(self, board: Board, inputs: Mapping[str, Any]) -> None:
+        self._board = board
+        self._inputs = inputs
+
+    def __getitem__(self, name: str) -> Any:
+        return self._inputs if name == "inputs" else self._board.get(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(["inputs", *self._board.keys()])
+
+    def __len__(self) -> int:
+        return 1 + len(self._board)
+
+
+def _mapped(task_id: str, agent: str, outputs: list[TaskOutput], usage: Usage) -> TaskOutput:
+    """The output of a map: every item's, in item order."""
+    text = "\n\n".join(f"## Item {i + 1}\n{o.text}" for i, o in enumerate(outputs))
+    structured = any(o.data is not None for o in outputs)
+    data = [o.data if structured else o.text for o in outputs]
+    return TaskOutput(task_id=task_id, agent=agent, text=text, data=data, usage=usage)
+
+
+def _failed(
+    task_id: str, exc: Exception, attempts: int, started: float | None, now: float, usage: Usage
+) -> TaskResult:
+    return TaskResult(
+        task_id=task_id, status="failed", error=str(exc), error_type=type(exc).__name__,
+        exception=exc, attempts=attempts, started_at=started, finished_at=now, usage=usage,
+    )  # fmt: skip
+
+
+def _describe(condition: Any) -> str:
+    if isinstance(condition, str):
+        return f"`{condition}`"
+    return getattr(condition, "__name__", repr(condition))
 
 
 def _notify(queue: asyncio.Queue[str], task_id: str, _job: object) -> None:

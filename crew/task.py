@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from crew.agent import Agent
@@ -12,6 +13,18 @@ from crew.usage import Usage
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+
+    from crew.board import Board
+    from crew.crew import Crew
+
+Condition = str | Callable[["Board"], bool]
+"""An expression over the board (see ``crew.expr``) or a callable given the ``Board``."""
+Items = str | Callable[["Board"], Sequence[Any]]
+"""Where a map's items come from: an expression (``ideas.data.items``) or a callable."""
+Body = Sequence["Task"] | Callable[["Board"], Sequence["Task"]]
+"""A group's tasks, or a callable that makes them from the board when the group starts."""
+JOINS = ("all", "any", "best_effort", "quorum(n)")
+_QUORUM = re.compile(r"^quorum\((\d+)\)$")
 
 TaskStatus = Literal["succeeded", "failed", "skipped", "cancelled", "pending", "waiting"]
 """waiting: the output is ready and waits for a person's review (``human_review=True``)."""
@@ -41,6 +54,30 @@ class Task:
     """Expected duration, used only to find the critical path and order ready tasks."""
     human_review: bool = False
     """Hold the output for a person to approve, edit or reject before dependants use it."""
+    when: Condition | None = None
+    """Run the task only if this holds once its dependencies are done; else it is skipped.
+    Tasks an expression names become dependencies."""
+    join: str = "all"
+    """How dependencies gate the task: ``all`` (every one succeeded), ``any`` (the first
+    success starts it), ``quorum(n)`` (n successes start it), ``best_effort`` (once all have
+    ended, with those that succeeded; the prompt says what is missing)."""
+    routes: Mapping[str, Sequence[Task | str] | Task | str] | None = None
+    """Make the task a router: its agent chooses one route by name and the tasks of the other
+    routes are skipped. The routed tasks depend on the router."""
+    for_each: Items | None = None
+    """Map: run one instance of the task per item, in parallel; ``{item}`` and ``{item_index}``
+    in the description are each instance's. Dependants get the outputs in item order."""
+    crew: Crew | None = None
+    """Subcrew: a whole crew does the task; its final output is the task's output."""
+    inputs: Mapping[str, str | Callable[[Board], Any]] = field(default_factory=dict)
+    """A subcrew's inputs: name -> expression over the board (``triage.text``,
+    ``inputs.topic``) or a callable given the board."""
+    group: Body = ()
+    """Loop body (see ``loop``): tasks run as one unit, round after round."""
+    until: Condition | None = None
+    """A loop ends after the first round in which this holds."""
+    max_rounds: int | None = None
+    """A loop's bound: it ends after this many rounds whatever ``until`` says."""
 
     def __post_init__(self) -> None:
         problems = _check(self)
@@ -48,6 +85,35 @@ class Task:
             raise ConfigError(problems)
         deps = tuple(dep.id if isinstance(dep, Task) else dep for dep in self.depends_on)
         object.__setattr__(self, "depends_on", deps)
+        if self.routes is not None:
+            routes = {name: _ids(targets) for name, targets in self.routes.items()}
+            object.__setattr__(self, "routes", routes)
+            if self.output_model is None:
+                object.__setattr__(self, "output_model", route_model(tuple(routes)))
+        if not callable(self.group):
+            object.__setattr__(self, "group", tuple(self.group))
+
+    @property
+    def kind(self) -> Literal["agent", "map", "loop", "crew"]:
+        """What runs the task: its agent (once, or per item of a map), a loop, or a subcrew."""
+        if self.crew is not None:
+            return "crew"
+        if self.max_rounds is not None or self.group:
+            return "loop"
+        return "map" if self.for_each is not None else "agent"
+
+    @property
+    def quorum(self) -> int | None:
+        """Successful dependencies that start the task (None: all of them, ``best_effort``)."""
+        if self.join == "any":
+            return 1
+        match = _QUORUM.match(self.join)
+        return int(match.group(1)) if match else None
+
+    @property
+    def route_targets(self) -> Mapping[str, tuple[str, ...]]:
+        """Route name -> the ids of the tasks it runs (empty unless a router)."""
+        return cast(Mapping[str, tuple[str, ...]], self.routes or {})
 
     @property
     def dependency_ids(self) -> tuple[str, ...]:
@@ -83,7 +149,122 @@ def _check(task: Task) -> list[str]:
         problems.append(f"{where}: timeout_s must be > 0 (or None for no limit).")
     if not task.estimate_s >= 0:
         problems.append(f"{where}: estimate_s must be >= 0.")
+    return problems + _check_flow(task, where)
+
+
+def _check_flow(task: Task, where: str) -> list[str]:
+    """The control-flow fields, each on its own; the planner checks them against the crew."""
+    problems = []
+    if task.join not in ("all", "any", "best_effort") and not _QUORUM.match(str(task.join)):
+        problems.append(
+            f"{where}: join must be one of all, any, best_effort or quorum(n) (e.g. 'quorum(2)'),"
+            f" got {task.join!r}."
+        )
+    for name in ("when", "until", "for_each"):
+        value = getattr(task, name)
+        if value is not None and not (isinstance(value, str) or callable(value)):
+            problems.append(f"{where}: {name} must be an expression string or a callable.")
+    if task.routes is not None:
+        problems += _check_routes(task, where)
+    if task.crew is not None and not hasattr(task.crew, "arun"):
+        problems.append(f"{where}: crew must be a Crew, got {type(task.crew).__name__}.")
+    if task.inputs and task.crew is None:
+        problems.append(f"{where}: inputs= maps a subcrew's inputs; it needs crew=...")
+    looping = task.max_rounds is not None or task.until is not None
+    if looping and not task.group:
+        problems.append(f"{where}: until and max_rounds belong to a loop; use crew.loop(...).")
+    if task.group and (task.max_rounds is None or isinstance(task.max_rounds, bool)):
+        problems.append(
+            f"{where}: a loop needs a bound: pass max_rounds (e.g. max_rounds=3); it ends sooner"
+            " when `until` holds."
+        )
+    elif task.max_rounds is not None and not (
+        isinstance(task.max_rounds, int) and task.max_rounds >= 1
+    ):
+        problems.append(f"{where}: max_rounds must be a whole number >= 1.")
+    kinds = [n for n in ("routes", "for_each", "crew", "group") if getattr(task, n)]
+    if len(kinds) > 1:
+        problems.append(f"{where}: {' and '.join(kinds)} cannot be combined in one task.")
+    if (task.crew is not None or task.group) and task.agent is not None:
+        problems.append(f"{where}: a subcrew or loop task has no agent of its own; remove agent=.")
     return problems
+
+
+def _check_routes(task: Task, where: str) -> list[str]:
+    routes = task.routes
+    if not isinstance(routes, Mapping) or not routes:
+        return [f"{where}: routes must map route names to tasks, e.g. {{'bug': ['fix']}}."]
+    problems = []
+    for name, targets in routes.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", name):
+            problems.append(f"{where}: route name {name!r} must be a word (letters, _, -).")
+        if not isinstance(targets, str | Task | Sequence) or not all(
+            isinstance(t, str | Task) for t in _flat(targets)
+        ):
+            problems.append(f"{where}: route '{name}' must list tasks or task ids.")
+        elif task.id in _ids(targets):
+            problems.append(f"{where}: route '{name}' routes to the router itself.")
+    if task.output_model is not None and not hasattr(task.output_model, "__crew_routes__"):
+        problems.append(f"{where}: a router answers with its route; remove output_model.")
+    return problems
+
+
+def _flat(targets: Any) -> list[Any]:
+    return [targets] if isinstance(targets, str | Task) else list(targets)
+
+
+def _ids(targets: Any) -> tuple[str, ...]:
+    return tuple(t.id if isinstance(t, Task) else t for t in _flat(targets))
+
+
+def route_model(names: tuple[str, ...]) -> type[BaseModel]:
+    """The answer of a router: one of ``names``, and why."""
+    from pydantic import Field, create_model
+
+    listed = ", ".join(names)
+    model = create_model(
+        "Route",
+        route=(Literal[names], Field(description=f"The route to take: one of {listed}.")),  # type: ignore[arg-type]
+        reason=(str, Field(default="", description="Why this route, in one sentence.")),
+    )
+    model.__crew_routes__ = names  # type: ignore[attr-defined]  # a Task may be replace()d
+    return model
+
+
+def loop(
+    id: str,
+    tasks: Body,
+    *,
+    max_rounds: int,
+    until: Condition | None = None,
+    depends_on: Sequence[Task | str] = (),
+    description: str = "",
+    estimate_s: float | None = None,
+) -> Task:
+    """A group of tasks that runs round after round, until ``until`` holds after a round or
+    ``max_rounds`` rounds have run. Each round's outputs are new versions of the tasks' board
+    entries; from the second round on, each task also sees the group's previous outputs. The
+    loop's output is that of its last task in the last round; dependants may name the loop or
+    any task in it.
+
+    ``tasks`` may be a callable given the board, to make the group when it starts.
+    """
+    steps = " -> ".join(t.id for t in tasks) if not callable(tasks) else "tasks made at run time"
+    return Task(
+        id=id,
+        description=description or f"Repeat {steps}, at most {max_rounds} rounds.",
+        group=tasks,
+        until=until,
+        max_rounds=max_rounds,
+        depends_on=depends_on,
+        estimate_s=estimate_s if estimate_s is not None else _estimate(tasks, max_rounds),
+    )
+
+
+def _estimate(tasks: Body, rounds: Any) -> float:
+    if callable(tasks) or not isinstance(rounds, int):
+        return 1.0
+    return sum(t.estimate_s for t in tasks) * rounds
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +278,8 @@ class TaskOutput:
     """The validated ``output_model`` instance, or None."""
     model: str = ""
     usage: Usage = Usage()
+    item: int | None = None
+    """Which item of a map this instance did (None: the task's own output)."""
 
     def __str__(self) -> str:
         return self.text
@@ -134,9 +317,7 @@ class TaskResult:
             "task_id": self.task_id,
             "status": self.status,
             "text": output.text if output is not None else None,
-            "data": data.model_dump(mode="json")
-            if data is not None and hasattr(data, "model_dump")
-            else data,
+            "data": _plain(data),
             "agent": output.agent if output is not None else None,
             "error": self.error,
             "error_type": self.error_type,
@@ -146,3 +327,10 @@ class TaskResult:
             "finished_at": self.finished_at,
             "usage": self.usage.to_dict(),
         }
+
+
+def _plain(data: Any) -> Any:
+    """Structured data as JSON data: a model dumped, a map's list item by item."""
+    if isinstance(data, list):
+        return [_plain(item) for item in data]
+    return data.model_dump(mode="json") if hasattr(data, "model_dump") else data

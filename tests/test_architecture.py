@@ -14,7 +14,7 @@ LAYERS = {
     "errors": 0, "usage": 0,
     "board": 1, "retry": 1, "tools": 1, "prompts": 1, "events": 1, "yamlfile": 1, "local": 1,
     "schema": 1, "store": 1,
-    "llm": 2, "templates": 2, "store.memory": 2, "store.sql": 2,
+    "llm": 2, "templates": 2, "expr": 2, "store.memory": 2, "store.sql": 2,
     "agent": 3, "config": 3, "store.sqlite": 3, "store.postgres": 3,
     "task": 4,
     "plan": 5,

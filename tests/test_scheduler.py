@@ -338,7 +338,7 @@ def test_tasks_already_finished_are_never_run_again_and_release_their_dependants
     scheduler = Scheduler(
         plan,
         attempt,
-        lambda o, attempt: outputs.append(o.task_id),
+        lambda o, attempt, index: outputs.append(o.task_id),
         events.Emitter(events.EventBus(), "r", lambda: 0.0),
         lambda: 0.0,
         results={"a": done},

@@ -1,0 +1,434 @@
+"""Control flow beyond a static graph: conditions, join policies, routers, loops, maps and
+subcrews; each checked by the planner, visible in events, and resumable mid-way."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+from pydantic import BaseModel
+
+from crew import Agent, Crew, Task, events
+from crew.errors import BadRequestError, PlanError
+from crew.store.memory import MemoryStore
+from crew.task import loop
+from crew.testing import Call, Reply, ScriptedLLM
+
+WORKER = Agent(role="Worker", goal="Do the task")
+
+
+class Triage(BaseModel):
+    severity: str
+    summary: str = ""
+
+
+class Ideas(BaseModel):
+    items: list[str]
+
+
+class Verdict(BaseModel):
+    approved: bool
+    notes: str = ""
+
+
+def task(task_id: str, *deps: str, **kwargs: object) -> Task:
+    return Task(id=task_id, description=f"Do {task_id}", agent=WORKER, depends_on=deps, **kwargs)  # type: ignore[arg-type]
+
+
+def run(crew: Crew, **kwargs: object) -> tuple[object, list[events.Event]]:
+    seen: list[events.Event] = []
+    result = asyncio.run(crew.arun(on_event=seen.append, **kwargs))  # type: ignore[arg-type]
+    return result, seen
+
+
+# Conditions
+
+
+def test_a_condition_on_the_board_runs_or_skips_a_task_with_the_reason():
+    llm = ScriptedLLM({"triage": {"severity": "low", "summary": "typo"}})
+    tasks = [
+        task("triage", output_model=Triage),
+        task("page_oncall", when="triage.data.severity == 'high'"),
+        task("log_it", "triage", when=lambda board: board["triage"].data.severity == "low"),
+        task("after_page", "page_oncall"),
+    ]
+    result, seen = run(Crew(tasks, llm=llm))
+
+    assert result.status == "succeeded"  # a skipped branch is not a failure
+    statuses = {t: r.status for t, r in result.tasks.items()}
+    assert statuses == {
+        "triage": "succeeded",
+        "page_oncall": "skipped",
+        "log_it": "succeeded",
+        "after_page": "skipped",
+    }
+    assert "triage.data.severity == 'high'" in result.tasks["page_oncall"].reason
+    assert "page_oncall" in result.tasks["after_page"].reason
+    assert sorted(c.task_id for c in llm.calls) == ["log_it", "triage"]
+    skipped = [e.task_id for e in seen if isinstance(e, events.TaskSkipped)]
+    assert skipped == ["page_oncall", "after_page"]
+
+
+def test_a_task_a_condition_reads_becomes_a_dependency():
+    llm = ScriptedLLM({"triage": Reply(data={"severity": "high"}, delay_s=0.05)})
+    tasks = [task("page", when="triage.data.severity == 'high'"), task("triage", output_model=Triage)]
+    crew = Crew(tasks, llm=llm)
+
+    assert crew.plan().dependencies("page") == ["triage"]
+    result = crew.run()
+    assert result.tasks["page"].status == "succeeded"
+    assert [c.task_id for c in llm.calls] == ["triage", "page"]
+
+
+# Join policies
+
+
+def test_join_any_starts_on_the_first_success_while_others_still_run():
+    order: list[str] = []
+
+    async def script(call: Call) -> str:
+        await asyncio.sleep({"slow": 0.3, "fast": 0.01}.get(call.task_id, 0))
+        order.append(call.task_id)
+        return call.task_id
+
+    tasks = [task("slow"), task("fast"), task("first", "slow", "fast", join="any")]
+    result = Crew(tasks, llm=ScriptedLLM(script)).run()
+
+    assert result.status == "succeeded"
+    assert order == ["fast", "first", "slow"]
+
+
+def test_quorum_starts_after_n_successes_and_skips_when_it_cannot_be_met():
+    llm = ScriptedLLM({"b": BadRequestError("no", model="m"), "c": BadRequestError("no", model="m")})
+    tasks = [task("a"), task("b"), task("c"), task("two", "a", "b", "c", join="quorum(2)")]
+    result = Crew(tasks, llm=llm, on_failure="continue").run()
+
+    assert result.tasks["two"].status == "skipped"
+    assert "fewer than 2" in result.tasks["two"].reason
+
+    ok = ScriptedLLM({"c": BadRequestError("no", model="m")})
+    result = Crew(tasks, llm=ok, on_failure="continue").run()
+    assert result.tasks["two"].status == "succeeded"
+
+
+def test_best_effort_goes_on_without_a_failed_dependency_and_says_what_is_missing():
+    llm = ScriptedLLM({"flaky": BadRequestError("provider refused", model="m")})
+    tasks = [task("solid"), task("flaky"), task("report", "solid", "flaky", join="best_effort")]
+    result = Crew(tasks, llm=llm).run()  # fail_fast, but the failure is tolerated
+
+    assert result.tasks["flaky"].status == "failed"
+    assert result.tasks["report"].status == "succeeded"
+    assert result.status == "succeeded"
+    prompt = llm.calls_for("report")[0].prompt
+    assert "'flaky' did not succeed" in prompt and "### solid" in prompt
+
+
+def test_join_all_still_stops_a_fail_fast_run():
+    llm = ScriptedLLM({"b": BadRequestError("no", model="m")})
+    result = Crew([task("a"), task("b"), task("c", "a", "b")], llm=llm).run()
+    assert result.status == "failed"
+    assert result.tasks["c"].status == "skipped"
+
+
+# Routers
+
+
+def router_crew(llm: ScriptedLLM) -> Crew:
+    return Crew(
+        [
+            task("triage", routes={"bug": ["fix"], "feature": ["spec", "design"]}, retries=1),
+            task("fix", "triage"),
+            task("spec", "triage"),
+            task("design", "spec"),
+            task("reply", "fix", "design", join="any"),
+        ],
+        llm=llm,
+    )
+
+
+def test_a_router_runs_the_chosen_route_and_skips_the_others():
+    llm = ScriptedLLM({"triage": {"route": "bug", "reason": "a crash"}})
+    result, seen = run(router_crew(llm))
+
+    assert result.status == "succeeded"
+    assert {t: r.status for t, r in result.tasks.items()} == {
+        "triage": "succeeded",
+        "fix": "succeeded",
+        "spec": "skipped",
+        "design": "skipped",
+        "reply": "succeeded",
+    }
+    assert result.tasks["spec"].reason == "router 'triage' chose 'bug'"
+    chosen = next(e for e in seen if isinstance(e, events.RouteChosen))
+    assert (chosen.route, chosen.reason, set(chosen.skipped)) == ("bug", "a crash", {"spec", "design"})
+    schema = llm.calls_for("triage")[0].output_schema
+    assert schema["properties"]["route"]["enum"] == ["bug", "feature"]
+
+
+def test_an_invalid_route_is_asked_again_then_fails_clearly():
+    llm = ScriptedLLM({"triage": [{"route": "nonsense"}, {"route": "feature"}]})
+    result = router_crew(llm).run()
+    assert result.tasks["triage"].output.data.route == "feature"
+    assert result.tasks["fix"].status == "skipped"
+
+    stubborn = ScriptedLLM({"triage": {"route": "nonsense"}})
+    result = router_crew(stubborn).run()
+    assert result.status == "failed"
+    assert "route" in result.tasks["triage"].error and "'bug'" in result.tasks["triage"].error
+
+
+# Loops
+
+
+def refine_crew(llm: ScriptedLLM, store: MemoryStore | None = None, max_rounds: int = 4) -> Crew:
+    body = [
+        task("draft"),
+        task("critique", "draft", output_model=Verdict),
+    ]
+    return Crew(
+        [
+            task("brief"),
+            loop("refine", body, until="critique.data.approved", max_rounds=max_rounds, depends_on=["brief"]),
+            task("publish", "draft"),
+        ],
+        llm=llm,
+        store=store,
+    )
+
+
+def test_a_loop_repeats_until_its_condition_holds_keeping_every_round_on_the_board():
+    llm = ScriptedLLM(
+        {
+            "draft": ["draft one", "draft two"],
+            "critique": [{"approved": False, "notes": "too long"}, {"approved": True}],
+        }
+    )
+    result, seen = run(refine_crew(llm))
+
+    assert result.status == "succeeded"
+    assert [c.task_id for c in llm.calls] == ["brief", "draft", "critique", "draft", "critique", "publish"]
+    assert [e.text for e in result.board.history("draft")] == ["draft one", "draft two"]
+    second_draft = llm.calls_for("draft")[1].prompt
+    assert "too long" in second_draft and "draft one" in second_draft  # it sees the last round
+    assert "draft two" in llm.calls_for("publish")[0].prompt
+    rounds = [e.round for e in seen if isinstance(e, events.RoundStarted)]
+    finished = next(e for e in seen if isinstance(e, events.LoopFinished))
+    assert rounds == [1, 2] and (finished.rounds, finished.stopped) == (2, "until")
+    assert result.outputs["refine"].text == '{"approved": true}'
+
+
+def test_a_loop_stops_at_max_rounds():
+    llm = ScriptedLLM({"critique": {"approved": False}})
+    result, seen = run(refine_crew(llm, max_rounds=3))
+
+    assert result.status == "succeeded"
+    assert len(llm.calls_for("draft")) == 3
+    finished = next(e for e in seen if isinstance(e, events.LoopFinished))
+    assert (finished.rounds, finished.stopped) == (3, "max_rounds")
+
+
+def test_a_loop_resumes_in_the_round_where_it_stopped():
+    store = MemoryStore()
+    broken = ScriptedLLM(
+        {"critique": [{"approved": False}, BadRequestError("down", model="m")]}
+    )
+    first = refine_crew(broken, store).run()
+    assert first.status == "failed"
+    assert [c.task_id for c in broken.calls] == ["brief", "draft", "critique", "draft", "critique"]
+
+    fixed = ScriptedLLM({"critique": {"approved": True}})
+    second = refine_crew(fixed, store).run(resume=first.run_id)
+    assert second.status == "succeeded"
+    assert [c.task_id for c in fixed.calls] == ["critique", "publish"]  # round 2's draft kept
+    assert [e.text for e in second.board.history("draft")] == ["ok", "ok"]
+
+
+# Maps
+
+
+def map_crew(llm: ScriptedLLM, store: MemoryStore | None = None, **kwargs: object) -> Crew:
+    return Crew(
+        [
+            task("ideas", output_model=Ideas),
+            Task(
+                id="expand",
+                description="Expand the idea: {item} (number {item_index})",
+                agent=WORKER,
+                for_each="ideas.data.items",
+                retries=0,
+            ),
+            task("pick", "expand"),
+        ],
+        llm=llm,
+        store=store,
+        **kwargs,
+    )
+
+
+def expand_each(call: Call) -> object:
+    if call.task_id == "ideas":
+        return {"items": ["tea", "coffee", "cocoa"]}
+    if call.task_id == "expand":
+        idea = re.search(r"Expand the idea: (\w+)", call.prompt).group(1)  # type: ignore[union-attr]
+        return Reply(text=f"about {idea}", delay_s=0.05)
+    return "picked"
+
+
+def test_a_map_runs_one_instance_per_item_in_parallel_and_keeps_item_order():
+    llm = ScriptedLLM(expand_each)
+    result, seen = run(map_crew(llm))
+
+    assert result.status == "succeeded"
+    assert len(llm.calls_for("expand")) == 3
+    assert llm.max_in_flight == 3
+    output = result.outputs["expand"]
+    assert output.data == ["about tea", "about coffee", "about cocoa"]
+    assert "## Item 1\nabout tea" in output.text
+    assert "about cocoa" in llm.calls_for("pick")[0].prompt
+    assert "number 1" in next(c.prompt for c in llm.calls if "coffee" in c.prompt)
+    assert [e.items for e in seen if isinstance(e, events.MapStarted)] == [3]
+    assert len([e for e in seen if isinstance(e, events.ItemFinished)]) == 3
+
+
+def test_a_map_respects_the_concurrency_limit():
+    llm = ScriptedLLM(expand_each)
+    map_crew(llm, max_concurrency=2).run().raise_for_status()
+    assert llm.max_in_flight == 2
+
+
+def test_a_map_over_something_that_is_not_a_list_fails_clearly():
+    llm = ScriptedLLM({"ideas": {"items": []}})
+    crew = Crew(
+        [
+            task("ideas", output_model=Ideas),
+            Task(id="each", description="Do {item}", agent=WORKER, for_each="ideas.text"),
+        ],
+        llm=llm,
+    )
+    result = crew.run()
+    assert result.status == "failed"
+    assert "gave a str, not a list" in result.tasks["each"].error
+
+
+def test_a_map_resumes_only_its_unfinished_items():
+    store = MemoryStore()
+
+    def cocoa_fails(call: Call) -> object:
+        if call.task_id == "expand" and "cocoa" in call.prompt:  # after the others finished
+            return Reply(error=BadRequestError("down", model="m"), delay_s=0.3)
+        return expand_each(call)
+
+    broken = ScriptedLLM(cocoa_fails)
+    first = map_crew(broken, store).run()
+    assert first.status == "failed" and "item 3 of 3" in first.tasks["expand"].error
+
+    fixed = ScriptedLLM(expand_each)
+    second = map_crew(fixed, store).run(resume=first.run_id)
+    assert second.status == "succeeded"
+    assert [c.task_id for c in fixed.calls] == ["expand", "pick"]
+    assert "cocoa" in fixed.calls_for("expand")[0].prompt
+    assert second.outputs["expand"].data == ["about tea", "about coffee", "about cocoa"]
+
+
+# Subcrews
+
+
+def research_crew() -> Crew:
+    return Crew(
+        [
+            Task(id="search", description="Search {topic}", agent=WORKER),
+            Task(id="summary", description="Summarise", agent=WORKER, depends_on=["search"]),
+        ],
+        name="research",
+    )
+
+
+def parent_crew(llm: ScriptedLLM, store: MemoryStore) -> Crew:
+    return Crew(
+        [
+            task("pick_topic"),
+            Task(
+                id="research",
+                description="Research the topic",
+                crew=research_crew(),
+                inputs={"topic": "pick_topic.text"},
+            ),
+            task("write", "research"),
+        ],
+        llm=llm,
+        store=store,
+    )
+
+
+def test_a_subcrew_does_a_task_with_inputs_from_the_board_and_nests_its_run():
+    store = MemoryStore()
+    llm = ScriptedLLM({"pick_topic": "octopuses", "summary": "they have three hearts"})
+    result, seen = run(parent_crew(llm, store))
+
+    assert result.status == "succeeded"
+    assert "Search octopuses" in llm.calls_for("search")[0].prompt
+    assert result.outputs["research"].text == "they have three hearts"
+    assert "three hearts" in llm.calls_for("write")[0].prompt
+    child = store.get_run(f"{result.run_id}.research")
+    assert child is not None and child.parent_run_id == result.run_id
+    assert child.status == "succeeded"
+    nested = [e.task_id for e in seen if isinstance(e, events.TaskFinished)]
+    assert nested == ["pick_topic", "research/search", "research/summary", "research", "write"]
+    assert result.usage.total.calls == 4
+
+
+def test_a_subcrew_resumes_inside_itself():
+    store = MemoryStore()
+    broken = ScriptedLLM({"pick_topic": "octopuses", "summary": BadRequestError("down", model="m")})
+    first = parent_crew(broken, store).run()
+    assert first.status == "failed" and "subcrew 'research'" in first.tasks["research"].error
+
+    fixed = ScriptedLLM({"summary": "three hearts"})
+    second = parent_crew(fixed, store).run(resume=first.run_id)
+    assert second.status == "succeeded"
+    assert [c.task_id for c in fixed.calls] == ["summary", "write"]  # search is not redone
+
+
+# The planner
+
+
+def test_the_planner_rejects_bad_control_flow_before_any_model_call():
+    llm = ScriptedLLM()
+    with pytest.raises(PlanError) as caught:
+        Crew(
+            [
+                task("triage", output_model=Triage),
+                task("a", when="triag.data.severity == 'high'"),
+                task("b", when="triage.data.sevrity == 'high'"),
+                task("router", routes={"x": ["fixx"]}),
+                Task(id="sub", description="d", crew=research_crew()),
+            ],
+            llm=llm,
+        ).plan()
+    message = str(caught.value)
+    assert "reads 'triag'" in message and "Did you mean 'triage'?" in message
+    assert "Did you mean 'severity'?" in message
+    assert "goes to 'fixx', which is not defined" in message
+    assert "needs inputs topic" in message
+    assert llm.calls == []
+
+
+def test_the_planner_finds_a_task_that_can_never_run():
+    with pytest.raises(PlanError, match="'both' can never run"):
+        Crew(
+            [
+                task("r", routes={"left": ["x"], "right": ["y"]}),
+                task("x", "r"),
+                task("y", "r"),
+                task("both", "x", "y"),
+            ],
+            llm=ScriptedLLM(),
+        ).plan()
+
+
+def test_a_loop_needs_a_bound_and_human_review_stays_out_of_loops():
+    with pytest.raises(Exception, match="max_rounds"):
+        Task(id="l", description="d", group=[task("a")])
+    with pytest.raises(PlanError, match="human_review"):
+        Crew([loop("l", [task("a", human_review=True)], max_rounds=2)], llm=ScriptedLLM()).plan()
