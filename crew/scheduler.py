@@ -67,38 +67,47 @@ class TaskAttempt:
 
 
 class Slots:
-    """A semaphore that wakes its highest-priority waiter first (lowest sort key)."""
+    """A semaphore that grants its highest-priority waiter first (lowest sort key).
+
+    ``reserve`` queues a ticket at once, without awaiting, so tasks released by one completion
+    all queue before the slot of the finished task is handed on (``release``).
+    """
 
     def __init__(self, size: int) -> None:
         self._free = size
         self._waiters: list[tuple[Any, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
 
-    @contextlib.asynccontextmanager
-    async def hold(self, priority: Any) -> AsyncIterator[None]:
+    def reserve(self, priority: Any) -> asyncio.Future[None]:
+        """A ticket: a future done once the slot is the holder's."""
+        ticket = asyncio.get_running_loop().create_future()
         if self._free > 0 and not self._waiters:
             self._free -= 1
+            ticket.set_result(None)
         else:
-            waiter = asyncio.get_running_loop().create_future()
-            heapq.heappush(self._waiters, (priority, next(self._order), waiter))
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._release()  # handed a slot just as it was cancelled: pass it on
-                raise
-        try:
-            yield
-        finally:
-            self._release()
+            heapq.heappush(self._waiters, (priority, next(self._order), ticket))
+        return ticket
 
-    def _release(self) -> None:
+    def release(self, ticket: asyncio.Future[None]) -> None:
+        """Give the slot back, or withdraw a ticket never granted."""
+        if not ticket.done() or ticket.cancelled():
+            ticket.cancel()
+            return
         while self._waiters:
             waiter = heapq.heappop(self._waiters)[2]
             if not waiter.done():
                 waiter.set_result(None)
                 return
         self._free += 1
+
+    @contextlib.asynccontextmanager
+    async def hold(self, priority: Any) -> AsyncIterator[None]:
+        ticket = self.reserve(priority)
+        try:
+            await ticket
+            yield
+        finally:
+            self.release(ticket)
 
 
 @dataclass
@@ -156,6 +165,7 @@ class Scheduler:
         self._why: dict[str, str] = {}
         self._began: set[str] = set()
         self._running: dict[str, asyncio.Task[TaskResult]] = {}
+        self._tickets: dict[str, asyncio.Future[None]] = {}
         self._finished: asyncio.Queue[str] = asyncio.Queue()
         self._stopping: str | None = None
         for task_id, result in list(self.results.items()):
@@ -168,6 +178,7 @@ class Scheduler:
             while self._stopping is None and self._running:
                 task_id = await self._finished.get()
                 self._resolve(task_id, self._running.pop(task_id).result())
+                self._free(task_id)  # after the tasks it released have queued for a slot
             if self._stopping is not None:
                 await self._stop(self._stopping)
                 self._skip_rest(self._stopping)
@@ -275,7 +286,10 @@ class Scheduler:
         else:
             earlier = tuple(self.plan.tasks) if self.round > 1 else ()  # the last round's
             state = TaskAttempt(missing=missing, round=self.round, context=earlier)
-            job = self._run_task(task_id, state)
+            if task.kind == "agent":
+                assert self.slots is not None
+                self._tickets[task_id] = self.slots.reserve(self._priority(task_id))
+            job = self._run_task(task_id, state, ticket=self._tickets.get(task_id))
         running = asyncio.create_task(job, name=f"crew-task-{task_id}")
         running.add_done_callback(functools.partial(_notify, self._finished, task_id))
         self._running[task_id] = running
@@ -296,18 +310,32 @@ class Scheduler:
         self.emit(events.TaskFailed, task_id=task_id, error=str(exc), error_type=type(exc).__name__)
         self._resolve(task_id, _failed(task_id, exc, 0, None, self.clock(), Usage()))
 
+    def _free(self, task_id: str) -> None:
+        ticket = self._tickets.pop(task_id, None)
+        if ticket is not None:
+            assert self.slots is not None
+            self.slots.release(ticket)
+
     async def _run_task(
-        self, task_id: str, state: TaskAttempt, *, announce: bool = True
+        self,
+        task_id: str,
+        state: TaskAttempt,
+        *,
+        announce: bool = True,
+        ticket: asyncio.Future[None] | None = None,
     ) -> TaskResult:
         """All attempts of one task (or of one map item). Returns its result; raises only
-        CancelledError."""
+        CancelledError. With a ``ticket``, it waits for its slot first (the scheduler frees
+        it); a map item holds a slot per attempt; a subcrew's own tasks take slots."""
         task = self.plan.tasks[task_id]
-        started = self.clock()
         agent = task.agent.role if task.agent is not None else ""
         state.index = instance_index(state.round, state.item_index)
+        if ticket is not None:
+            await ticket
+        started = self.clock()
 
         async def one_attempt() -> TaskOutput:
-            async with self._slot(task, task_id):
+            async with self._slot(task, task_id, ticket):
                 state.number += 1
                 if announce:
                     self.emit(
@@ -364,9 +392,10 @@ class Scheduler:
             usage=state.usage,
         )
 
-    def _slot(self, task: Task, task_id: str) -> contextlib.AbstractAsyncContextManager[None]:
-        """An agent's task holds a slot while it works; a subcrew's tasks take their own."""
-        if task.kind == "crew":
+    def _slot(
+        self, task: Task, task_id: str, ticket: asyncio.Future[None] | None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        if task.kind == "crew" or ticket is not None:
             return contextlib.nullcontext()
         assert self.slots is not None
         return self.slots.hold(self._priority(task_id))
@@ -526,6 +555,8 @@ class Scheduler:
             job.cancel()
         await asyncio.gather(*running.values(), return_exceptions=True)
         self._running.clear()
+        for task_id in list(self._tickets):
+            self._free(task_id)
         for task_id, job in running.items():
             if not job.cancelled() and job.exception() is None:
                 self.results[task_id] = job.result()  # it finished before the cancel landed
