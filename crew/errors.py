@@ -13,13 +13,15 @@ The tree::
     │   ├── AuthenticationError  401/403                                        not retryable
     │   ├── BadRequestError      400 and other 4xx                              not retryable
     │   ├── ModelNotFoundError   404                                            not retryable
-    │   └── ContextWindowError   the prompt is longer than the model accepts    not retryable
+    │   ├── ContextWindowError   the prompt is longer than the model accepts    not retryable
+    │   └── ReplayMissError      strict replay: the request was not recorded    not retryable
     ├── TaskError                a task attempt failed for a reason of its own
     │   ├── TaskTimeoutError     the task ran past its ``timeout_s``            retryable
     │   ├── OutputValidationError the output did not match ``output_model``     retryable
     │   └── MaxIterationsError   the tool loop did not converge                 retryable
     ├── StoreError               the run store could not be opened, read or written
     │   └── LeaseHeldError       another live process holds the run's lease
+    ├── HookError                a review hook failed (the run goes on; it emits ReviewHookFailed)
     └── RunFailedError           ``CrewResult.raise_for_status()`` on a run that did not succeed
 
 Foreign exceptions are translated at one boundary each: litellm's in ``crew/llm.py``, the database
@@ -117,6 +119,11 @@ class ContextWindowError(LLMError):
     pass
 
 
+class ReplayMissError(LLMError):
+    """Strict replay (``replay_strict=True``, ``--replay-strict``) met a request that the replayed
+    run did not record, so it sends nothing to the provider."""
+
+
 class TaskError(CrewError):
     """A task attempt failed for a reason of its own (not the model call)."""
 
@@ -162,6 +169,11 @@ class LeaseHeldError(StoreError):
         self.run_id = run_id
         self.holder = holder
         self.expires_at = expires_at
+
+
+class HookError(CrewError):
+    """A review hook (webhook or command) failed. The run does not fail: it emits
+    ``ReviewHookFailed`` with this message, and the review is pending all the same."""
 
 
 class RunFailedError(CrewError):
