@@ -371,6 +371,12 @@ def _check_kind(task: Task, default_llm: ChatModel | None) -> list[str]:
             for t in body
             if t.human_review
         ]
+        problems += [
+            f"{where}: task '{t.id}' is a loop inside a loop, which is not supported yet; run"
+            " the inner loop as a subcrew (Task(crew=...)) instead."
+            for t in body
+            if t.kind == "loop"
+        ]
     if task.crew is not None:
         child = task.crew.tasks
         problems += [

@@ -432,3 +432,9 @@ def test_a_loop_needs_a_bound_and_human_review_stays_out_of_loops():
         Task(id="l", description="d", group=[task("a")])
     with pytest.raises(PlanError, match="human_review"):
         Crew([loop("l", [task("a", human_review=True)], max_rounds=2)], llm=ScriptedLLM()).plan()
+
+
+def test_a_loop_inside_a_loop_is_refused_with_the_way_around():
+    inner = loop("inner", [task("a")], max_rounds=2)
+    with pytest.raises(PlanError, match="loop inside a loop"):
+        Crew([loop("outer", [inner], max_rounds=2)], llm=ScriptedLLM()).plan()
