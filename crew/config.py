@@ -16,6 +16,7 @@ fills in those not set), and command-line flags::
     [run]
     max_concurrency = 8
     on_failure = "fail_fast"
+    review_hook = "https://hooks.example.com/..."  # or a shell command: see crew.hooks
 
 A layer that sets ``model`` also drops the ``api_base`` and ``api_key`` of lower layers: they
 belong to the model they were set with (``CREW_MODEL=openai/...`` must not reach a local Ollama
@@ -48,6 +49,7 @@ _ENV = {
     "CREW_TEMPERATURE": "llm.temperature",
     "CREW_MAX_CONCURRENCY": "run.max_concurrency",
     "CREW_ON_FAILURE": "run.on_failure",
+    "CREW_REVIEW_HOOK": "run.review_hook",
     "CREW_LLM": "llm_override",
 }
 _FLAGS = {
@@ -104,6 +106,8 @@ class RunSection(BaseModel):
     max_concurrency: int = Field(default=8, ge=1)
     """Tasks (and so model calls) in flight at most."""
     on_failure: Literal["fail_fast", "continue"] = "fail_fast"
+    review_hook: str | None = Field(default=None, min_length=1)
+    """Told when an output waits for a review: a webhook URL (a JSON POST) or a shell command."""
 
 
 class _File(BaseModel):
@@ -201,6 +205,10 @@ class Settings:
     def on_failure(self) -> Literal["fail_fast", "continue"]:
         return self.run.on_failure
 
+    @property
+    def review_hook(self) -> str | None:
+        return self.run.review_hook
+
     def default_llm(self) -> LLM | None:
         """The model of agents that name none: ``--llm``/``CREW_LLM``, else ``[llm] model``,
         else the bundled local model when installed, else None."""
@@ -245,7 +253,8 @@ class Settings:
             for key, value in profile.model_dump(exclude_defaults=True).items():
                 rows.append((f"llm.profiles.{name}.{key}", _shown(value, key), source))
         for key in RunSection.model_fields:
-            rows.append((f"run.{key}", _shown(getattr(self.run, key)), self._source(f"run.{key}")))
+            value = _shown(getattr(self.run, key), key)
+            rows.append((f"run.{key}", value, self._source(f"run.{key}")))
         for name, (value, source) in self.provider_keys.items():
             rows.append((name, _shown(value, name), source))
         return rows
@@ -466,6 +475,8 @@ def _shown(value: Any, key: str = "") -> str:
         return _mask(text)
     if key.endswith(("api_base", "_BASE_URL", "_API_BASE")):
         return _without_password(text)
+    if key == "review_hook" and urllib.parse.urlsplit(text).scheme in ("http", "https"):
+        return _without_path(text)  # a webhook's path often holds its token
     return text
 
 
@@ -475,6 +486,12 @@ def _without_password(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _without_path(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}/..." if parts.path.strip("/") or parts.query else url
 
 
 def _read_dotenv(path: Path, problems: list[str]) -> dict[str, str]:
