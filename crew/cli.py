@@ -1,4 +1,4 @@
-"""The ``crew`` command: run, plan, init, templates, config.
+"""The ``crew`` command: run, resume, fork, review, history, plan, init, templates, config.
 
 Exit codes: 0 done, 1 the run finished with failed tasks, 2 the crew or the command is wrong
 (one message, no traceback), 130 interrupted.
@@ -11,7 +11,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +22,11 @@ if TYPE_CHECKING:
 
     from crew.config import Settings
     from crew.crew import Crew, CrewResult
+    from crew.events import EventSink
     from crew.spec import CrewFile
-    from crew.store import ReviewStatus
+    from crew.store import ReviewStatus, RunRecord
+
+    Start = Callable[[EventSink], Coroutine[Any, Any, CrewResult]]
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -56,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--stream", action="store_true", help="stream answers into the live view")
     run.add_argument("--max-concurrency", type=int, help="tasks in flight at most")
     run.add_argument("--on-failure", choices=["fail_fast", "continue"])
+    run.add_argument(
+        "--replay", metavar="RUN", help="answer the model requests RUN recorded from the store"
+    )
+    run.add_argument(
+        "--replay-strict", action="store_true", help="with --replay: fail what RUN did not record"
+    )
     run.set_defaults(command=_run)
 
     resume = commands.add_parser("resume", help="continue a crashed, interrupted or failed run")
@@ -64,6 +73,29 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     resume.add_argument("--quiet", action="store_true", help="no live view; only the final output")
     resume.set_defaults(command=_resume)
+
+    fork = commands.add_parser(
+        "fork", help="run again from a task: a new run that keeps the outputs before it"
+    )
+    fork.add_argument("run_id", help="the run to fork (it is not changed)")
+    fork.add_argument(
+        "--from", dest="from_task", required=True, metavar="TASK", help="the first task to redo"
+    )
+    fork.add_argument(
+        "--set", action="append", default=[], metavar="TASK=TEXT",
+        help="use TEXT as TASK's output; its dependants run again (repeatable)",
+    )  # fmt: skip
+    replaying = fork.add_mutually_exclusive_group()
+    replaying.add_argument(
+        "--no-replay", action="store_true", help="call the models even for unchanged requests"
+    )
+    replaying.add_argument(
+        "--replay-strict", action="store_true", help="fail requests the run did not record"
+    )
+    fork.add_argument("--llm", help="a profile or litellm model for every agent")
+    fork.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    fork.add_argument("--quiet", action="store_true", help="no live view; only the final output")
+    fork.set_defaults(command=_fork)
 
     runs = commands.add_parser("runs", help="list the runs in the store, newest first")
     runs.add_argument("--limit", type=int, default=20)
@@ -85,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
             given = decide.add_mutually_exclusive_group(required=True)
             given.add_argument("--text", help="the new output")
             given.add_argument("--file", type=Path, help="a file holding the new output")
+        decide.add_argument(
+            "--resume-now", action="store_true", help="then resume the run in this process"
+        )
+        decide.add_argument("--json", action="store_true", help="with --resume-now: as for run")
+        decide.add_argument("--quiet", action="store_true", help="with --resume-now: as for run")
         decide.set_defaults(command=_decide, decision=name)
 
     show = commands.add_parser("show", help="a run's tasks, outputs, board and errors")
@@ -149,25 +186,69 @@ def _run(args: argparse.Namespace) -> int:
         stream=args.stream, source=str(args.target.resolve())
     )
     crew.plan(inputs)  # every setup problem surfaces here, before the view starts
-    return _execute(args, crew, loaded, output_files, inputs)
+    replay = {"replay": args.replay, "replay_strict": args.replay_strict}
+    return _execute(
+        args, crew, loaded, output_files, lambda sink: crew.arun(inputs, on_event=sink, **replay)
+    )
 
 
 def _resume(args: argparse.Namespace) -> int:
+    return _continue(args, args.run_id)
+
+
+def _continue(args: argparse.Namespace, run_id: str) -> int:
+    """Resume ``run_id`` in this process, with the crew it was started from."""
+    crew, loaded, output_files = _stored_crew(
+        args, run_id, f"resume it there with crew.run(resume={run_id!r})"
+    )
+    return _execute(
+        args, crew, loaded, output_files, lambda sink: crew.arun(resume=run_id, on_event=sink)
+    )
+
+
+def _fork(args: argparse.Namespace) -> int:
+    given = _given_outputs(args.set)
+    crew, loaded, output_files = _stored_crew(
+        args, args.run_id, f"fork it there with crew.fork({args.run_id!r}, {args.from_task!r})"
+    )
+    replay: dict[str, Any] = {"replay": None} if args.no_replay else {}
+    return _execute(
+        args, crew, loaded, output_files,
+        lambda sink: crew.afork(
+            args.run_id, args.from_task, outputs=given, on_event=sink,
+            replay_strict=args.replay_strict, **replay,
+        ),
+    )  # fmt: skip
+
+
+def _stored_crew(
+    args: argparse.Namespace, run_id: str, from_python: str
+) -> tuple[Crew, CrewFile, dict[str, Path]]:
+    """The crew run ``run_id`` was started from, configured by the settings, on the store."""
     from crew.store import open_store
 
     settings = _settings(args)
     store = open_store(None)
-    record = store.get_run(args.run_id)
+    record = store.get_run(run_id)
     if record is None:
-        raise ConfigError(f"There is no run '{args.run_id}' in the store; `crew runs` lists them.")
+        raise ConfigError(f"There is no run '{run_id}' in the store; `crew runs` lists them.")
     if not record.source:
-        raise ConfigError(
-            f"Run '{args.run_id}' was started from Python; resume it there with"
-            f" crew.run(resume={args.run_id!r})."
-        )
+        raise ConfigError(f"Run '{run_id}' was started from Python; {from_python}.")
     loaded, output_files = _load(Path(record.source), settings, record.inputs)
     crew = _configure(loaded.crew, settings).replace(store=store, source=record.source)
-    return _execute(args, crew, loaded, output_files, None, resume=args.run_id)
+    return crew, loaded, output_files
+
+
+def _given_outputs(items: Sequence[str]) -> dict[str, str]:
+    given: dict[str, str] = {}
+    for item in items:
+        task_id, sep, text = item.partition("=")
+        if not sep or not task_id.strip():
+            raise ConfigError(
+                f"--set {item!r}: write it as TASK=TEXT, e.g. --set draft='The new draft'."
+            )
+        given[task_id.strip()] = text
+    return given
 
 
 def _runs(args: argparse.Namespace) -> int:
@@ -176,17 +257,31 @@ def _runs(args: argparse.Namespace) -> int:
 
     from crew.store import open_store
 
+    runs = open_store(None).list_runs(args.limit)
+    parents = any(run.parent_run_id for run in runs)
     run_column = Column("run", no_wrap=True)  # ids are copied into commands: never wrap them
     table = Table(run_column, "crew", "status", "started", "duration", "tokens", "cost")
-    for run in open_store(None).list_runs(args.limit):
+    if parents:
+        table.add_column("from", no_wrap=True)
+    for run in runs:
         total = run.usage.get("total", {})
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created_at))
         table.add_row(
             run.run_id, run.crew, run.status, started, f"{run.updated_at - run.created_at:.1f}s",
             f"{total.get('total_tokens', 0):,}", f"${total.get('cost_usd', 0.0):.4f}",
+            *([_escape(_parent(run))] if parents else []),
         )  # fmt: skip
     Console(highlight=False).print(table)
     return 0
+
+
+def _parent(run: RunRecord) -> str:
+    """Where a run came from: ``fork of RUN at TASK``, or its parent run; "" for neither."""
+    fork = run.metadata.get("fork")
+    if isinstance(fork, dict):
+        edited = f" (set: {', '.join(fork.get('set') or [])})" if fork.get("set") else ""
+        return f"fork of {fork.get('run_id')} at {fork.get('from_task')}{edited}"
+    return f"child of {run.parent_run_id}" if run.parent_run_id else ""
 
 
 def _stored_run(run_id: str) -> tuple[Any, Any]:
@@ -223,8 +318,13 @@ def _decide(args: argparse.Namespace) -> int:
         store, args.run_id, args.task_id, status, text=text,
         feedback=getattr(args, "feedback", None),
     )  # fmt: skip
+    if args.resume_now:
+        sys.stdout.write(f"{args.task_id}: {status}. Resuming run {args.run_id}.\n")
+        sys.stdout.flush()  # before the run's own output
+        return _continue(args, args.run_id)
     sys.stdout.write(
-        f"{args.task_id}: {status}. Continue the run with: crew resume {args.run_id}\n"
+        f"{args.task_id}: {status}. Continue the run with: crew resume {args.run_id}"
+        " (or answer with --resume-now)\n"
     )
     return 0
 
@@ -250,6 +350,8 @@ def _show(args: argparse.Namespace) -> int:
     console.print(
         f"run {run.run_id}  crew {run.crew}  {run.status}  inputs {json.dumps(run.inputs)}"
     )
+    if run.parent_run_id:
+        console.print(_escape(_parent(run)))
     table = Table("task", "attempt", "status", "agent", "output or error")
     for record in store.task_records(run.run_id):
         detail = record.error or (record.text or "").strip().replace("\n", " ")
@@ -304,13 +406,13 @@ def _execute(
     crew: Crew,
     loaded: CrewFile,
     output_files: Mapping[str, Path],
-    inputs: Mapping[str, Any] | None,
-    *,
-    resume: str | None = None,
+    start: Start,
 ) -> int:
+    """Run ``start(on_event)`` (a run, resume or fork of ``crew``) with the live view; report."""
     from rich.console import Console
 
-    from crew.console import ConsoleView, render_result, result_json
+    from crew import events
+    from crew.console import ConsoleView
 
     out = Console(stderr=args.json, highlight=False)
     for warning in loaded.warnings:
@@ -325,14 +427,33 @@ def _execute(
             agents={t.id: t.agent.role for t in crew.tasks if t.agent is not None},
         )
     )
-    if view is not None:
-        view.start()
+    failed_hooks: list[events.ReviewHookFailed] = []
+
+    def on_event(event: events.Event) -> None:
+        if isinstance(event, events.ReviewHookFailed):
+            failed_hooks.append(event)
+        if view is not None:
+            view.start()  # at the first event (a no-op after): setup errors leave no view behind
+            view(event)
+
     try:
-        result = asyncio.run(crew.arun(inputs, resume=resume, on_event=view))
+        result = asyncio.run(start(on_event))
     finally:
         if view is not None:
             view.stop()
+    for failed in failed_hooks:
+        _stderr().print(
+            f"[yellow]warning:[/] the review hook failed for task '{failed.task_id}':"
+            f" {_escape(failed.error)}"
+        )
     _write_outputs(result, output_files, loaded.source if loaded.source.is_dir() else Path())
+    return _report(args, result, out)
+
+
+def _report(args: argparse.Namespace, result: CrewResult, out: Console) -> int:
+    """Print the result and what to do next; the exit code."""
+    from crew.console import render_result, result_json
+
     if args.json:
         sys.stdout.write(result_json(result) + "\n")
     else:
@@ -341,7 +462,8 @@ def _execute(
         waiting = [t for t, r in result.tasks.items() if r.status == "waiting"]
         _stderr().print(
             f"Run {result.run_id} waits for a review of: {', '.join(waiting)}. Answer with"
-            f" crew approve|reject|edit {result.run_id} TASK, then: crew resume {result.run_id}"
+            f" crew approve|reject|edit {result.run_id} TASK --resume-now (or answer, then:"
+            f" crew resume {result.run_id})"
         )
         return 0
     if result.status != "succeeded":
@@ -471,9 +593,10 @@ def _load(
 
 
 def _configure(crew: Crew, settings: Settings) -> Crew:
-    """Apply --llm (every agent) and the configured default model (agents that name none)."""
+    """Apply --llm (every agent) or the configured default model (agents that name none), the
+    [run] settings and the review hook."""
     if settings.llm_override:
-        return crew.with_llm(settings.resolve_llm(settings.llm_override))
+        crew = crew.with_llm(settings.resolve_llm(settings.llm_override))
     changes: dict[str, Any] = {}
     if crew.llm is None and (default := settings.default_llm()) is not None:
         changes["llm"] = default
@@ -483,6 +606,8 @@ def _configure(crew: Crew, settings: Settings) -> Crew:
         changes["max_concurrency"] = settings.max_concurrency
     if "run.on_failure" in settings.sources:
         changes["on_failure"] = settings.on_failure
+    if settings.review_hook is not None:
+        changes["review_hook"] = settings.review_hook
     return crew.replace(**changes) if changes else crew
 
 

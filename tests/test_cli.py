@@ -358,3 +358,99 @@ def test_human_review_from_the_command_line(tmp_path, server):
     assert json.loads(done.stdout)["tasks"]["publish"]["text"] == "published"
     publish_prompt = server.calls[-1].body["messages"][1]["content"]
     assert "a better draft" in publish_prompt
+
+
+def run_simple(tmp_path: Path, server: FakeOpenAIServer) -> str:
+    server.script("notes", Reply(text="- the notes"))
+    server.script("summary", Reply(text="the summary"))
+    write(tmp_path, "crew.yaml", SIMPLE)
+    done = crew("run", ".", "-i", "topic=x", "--json", cwd=tmp_path, server=server)
+    assert done.returncode == 0, done.stderr
+    return str(json.loads(done.stdout)["run_id"])
+
+
+def test_replay_answers_from_the_store_without_the_provider(tmp_path, server):
+    run_id = run_simple(tmp_path, server)
+    server.reset()
+    server.default = Reply(status=500, error="must not be called")
+
+    replayed = crew(
+        "run", ".", "-i", "topic=x", "--replay", run_id, "--replay-strict", "--json",
+        cwd=tmp_path, server=server,
+    )  # fmt: skip
+    assert replayed.returncode == 0, replayed.stderr
+    assert server.calls == []
+    result = json.loads(replayed.stdout)
+    assert result["run_id"] != run_id and result["tasks"]["summary"]["text"] == "the summary"
+    assert result["usage"]["total"]["cost_usd"] == 0.0
+
+    other = crew(
+        "run", ".", "-i", "topic=y", "--replay", run_id, "--replay-strict", "--json",
+        cwd=tmp_path, server=server,
+    )  # fmt: skip
+    assert other.returncode == 1 and server.calls == []
+    error = json.loads(other.stdout)["tasks"]["notes"]["error"]
+    assert f"was not recorded in run '{run_id}'" in error
+    unknown = crew("run", ".", "-i", "topic=x", "--replay", "nope", cwd=tmp_path, server=server)
+    assert_usage_error(unknown, "Cannot replay run 'nope': it is not in the store")
+
+
+def test_fork_from_the_command_line(tmp_path, server):
+    run_id = run_simple(tmp_path, server)
+    server.reset()
+    server.script("summary", Reply(text="a new summary"))
+
+    forked = crew(
+        "fork", run_id, "--from", "summary", "--set", "notes=- notes, edited", "--json",
+        cwd=tmp_path, server=server,
+    )  # fmt: skip
+    assert forked.returncode == 0, forked.stderr
+    result = json.loads(forked.stdout)
+    fork_id = result["run_id"]
+    assert [call.key for call in server.calls] == ["summary"]
+    assert "- notes, edited" in server.calls[0].body["messages"][1]["content"]
+    assert result["tasks"]["summary"]["text"] == "a new summary"
+
+    assert f"fork of {run_id} at summary (set: notes)" in crew("runs", cwd=tmp_path).stdout
+    shown = crew("show", fork_id, cwd=tmp_path).stdout
+    assert f"fork of {run_id} at summary" in shown and "- notes, edited" in shown
+    original = crew("show", run_id, cwd=tmp_path).stdout
+    assert "the summary" in original and "a new summary" not in original
+
+    typo = crew("fork", run_id, "--from", "sumary", cwd=tmp_path, server=server)
+    assert_usage_error(typo, "Cannot fork at task 'sumary'", "Did you mean 'summary'?")
+    no_text = crew("fork", run_id, "--from", "summary", "--set", "notes", cwd=tmp_path)
+    assert_usage_error(no_text, "--set 'notes': write it as TASK=TEXT")
+
+
+def test_an_answer_with_resume_now_goes_on_in_the_same_process(tmp_path, server):
+    server.script("draft", Reply(text="the draft"))
+    server.script("publish", Reply(text="published"))
+    write(tmp_path, "crew.yaml", REVIEWED)
+    waiting = crew("run", ".", "--json", cwd=tmp_path, server=server)
+    run_id = json.loads(waiting.stdout)["run_id"]
+    assert f"crew approve|reject|edit {run_id} TASK --resume-now" in waiting.stderr
+
+    done = crew("approve", run_id, "draft", "--resume-now", "--quiet", cwd=tmp_path, server=server)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"draft: approved. Resuming run {run_id}.")
+    assert "published" in done.stdout
+    assert [call.key for call in server.calls] == ["draft", "publish"]
+    assert f"{run_id}" in crew("runs", cwd=tmp_path).stdout
+    assert "succeeded" in crew("show", run_id, cwd=tmp_path).stdout.splitlines()[0]
+
+
+def test_the_review_hook_runs_from_the_command_line_and_a_failure_is_a_warning(tmp_path, server):
+    server.script("draft", Reply(text="the draft"))
+    write(tmp_path, "crew.yaml", REVIEWED)
+    hook = f'{sys.executable} -c \'import sys; open("notice.json", "w").write(sys.stdin.read())\''
+    told = crew("run", ".", "--json", cwd=tmp_path, server=server, CREW_REVIEW_HOOK=hook)
+    assert told.returncode == 0, told.stderr
+    notice = json.loads((tmp_path / "notice.json").read_text())
+    assert notice["task_id"] == "draft" and notice["run_id"] == json.loads(told.stdout)["run_id"]
+
+    failing = f"{sys.executable} -c 'import sys; sys.exit(\"hook down\")'"
+    warned = crew("run", ".", "--json", cwd=tmp_path, server=server, CREW_REVIEW_HOOK=failing)
+    assert warned.returncode == 0, warned.stderr
+    assert "warning: the review hook failed for task 'draft'" in warned.stderr
+    assert "hook down" in warned.stderr

@@ -7,6 +7,7 @@ import pytest
 from crew import Agent, Crew, Task
 from crew.checkpoint import decide_review
 from crew.errors import ConfigError
+from crew.hooks import ReviewNotice
 from crew.store.memory import MemoryStore
 from crew.testing import ScriptedLLM
 
@@ -79,3 +80,19 @@ def test_answering_a_review_that_is_not_pending_is_a_clear_error():
     run_id = waiting_run(store)
     with pytest.raises(ConfigError, match=f"no pending review. Pending: {run_id} draft"):
         decide_review(store, run_id, "publish", "approved")
+
+
+def test_the_review_hook_hears_once_of_each_output_that_comes_to_wait():
+    notices: list[ReviewNotice] = []
+    store = MemoryStore()
+    crew = crew_with(ScriptedLLM({"draft": "first draft"}), store).replace(
+        review_hook=notices.append
+    )
+    run_id = crew.run().run_id
+    crew.run(resume=run_id)  # still pending: nobody is told twice
+    decide_review(store, run_id, "draft", "rejected", feedback="Shorter.")
+    crew.replace(llm=ScriptedLLM({"draft": "short draft"})).run(resume=run_id)
+    assert [(n.run_id, n.task_id, n.preview) for n in notices] == [
+        (run_id, "draft", "first draft"),
+        (run_id, "draft", "short draft"),
+    ]
