@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.json import JSON
@@ -28,6 +28,9 @@ from crew import events
 from crew.crew import CrewResult
 from crew.plan import Plan
 from crew.usage import Usage
+
+if TYPE_CHECKING:
+    from crew.task import Task
 
 _STATES = {
     "waiting": ("·", "waiting", "dim"),
@@ -55,6 +58,11 @@ class _Row:
     streamed: str = ""
     """The end of the text streamed so far by the running attempt."""
     spinner: Spinner | None = None
+    parent: str | None = None
+    """The row this one is nested under: a subcrew's (``research/search``) or a loop's."""
+    flow: str = ""
+    """Control flow so far, shown when there is no detail: route, round, items done."""
+    items_done: int = 0
 
     def elapsed_s(self, now: float) -> float | None:
         if self.started_at is None:
@@ -72,6 +80,9 @@ class ConsoleView:
         live: animate with ``rich.live.Live``; None animates only when the console is a
             terminal. Otherwise (piped, CI) each notable event is printed as one plain line.
         clock: wall-clock seconds, for the elapsed time of running tasks.
+
+    A subcrew's tasks (``research/search``) and a loop's (ids not among the run's tasks, started
+    while the loop runs) get rows as they start, nested under the row of their subcrew or loop.
     """
 
     def __init__(
@@ -90,6 +101,9 @@ class ConsoleView:
         self.status = ""
         self._clock = clock
         self._rows: dict[str, _Row] = {}
+        self._declared = set(task_ids or ())
+        self._loops: list[str] = []
+        """Loops running, innermost last: a task id they did not declare is in one's body."""
         for task_id in task_ids or ():
             self._row(task_id)
         for task_id, role in (agents or {}).items():
@@ -109,6 +123,11 @@ class ConsoleView:
             events.TaskFailed: self._task_failed,
             events.TaskSkipped: self._task_ended,
             events.TaskCancelled: self._task_ended,
+            events.RouteChosen: self._route_chosen,
+            events.RoundStarted: self._round_started,
+            events.LoopFinished: self._loop_finished,
+            events.MapStarted: self._map_started,
+            events.ItemFinished: self._item_finished,
         }
         token_delta = getattr(events, "TokenDelta", None)  # streaming may not exist yet
         if token_delta is not None:
@@ -147,8 +166,10 @@ class ConsoleView:
 
     @property
     def progress(self) -> tuple[int, int]:
-        """(tasks ended, tasks in all)."""
-        return sum(r.state in _DONE for r in self._rows.values()), len(self._rows)
+        """(tasks ended, tasks in all), of the run's own tasks: a loop, map or subcrew counts
+        once; the rows nested under it do not count."""
+        rows = [r for r in self._rows.values() if r.parent is None]
+        return sum(r.state in _DONE for r in rows), len(rows)
 
     def render(self) -> RenderableType:
         """The current frame: a header line and the table of tasks."""
@@ -166,14 +187,29 @@ class ConsoleView:
             for name in ("state", "task", "agent", "elapsed", "tokens", "cost", ""):
                 right = name in ("elapsed", "tokens", "cost")
                 table.add_column(name, justify="right" if right else "left", no_wrap=bool(name))
-            for row in self._rows.values():
-                table.add_row(*self._cells(row, now))
+            for row, depth in self._nested():
+                table.add_row(*self._cells(row, now, depth))
             return Group(header, table)
 
     def __rich__(self) -> RenderableType:
         return self.render()
 
-    def _cells(self, row: _Row, now: float) -> list[RenderableType]:
+    def _nested(self) -> list[tuple[_Row, int]]:
+        """The rows in order, each nested one after its parent's, with its depth."""
+        children: dict[str | None, list[_Row]] = {}
+        for row in self._rows.values():
+            children.setdefault(row.parent, []).append(row)
+        ordered: list[tuple[_Row, int]] = []
+
+        def add(parent: str | None, depth: int) -> None:
+            for row in children.get(parent, ()):
+                ordered.append((row, depth))
+                add(row.task_id, depth + 1)
+
+        add(None, 0)
+        return ordered
+
+    def _cells(self, row: _Row, now: float, depth: int = 0) -> list[RenderableType]:
         mark, label, style = _STATES[row.state]
         state: RenderableType = Text(f"{mark} {label}", style=style)
         if row.state == "running":
@@ -183,15 +219,27 @@ class ConsoleView:
         elapsed = f"{seconds:.1f}s" if seconds is not None else ""
         tokens = f"{row.usage.total_tokens:,}" if row.usage.calls else ""
         cost = f"${row.usage.cost_usd:.4f}" if row.usage.cost_usd else ""
-        text = row.detail
+        text = row.detail or row.flow
         if not text and row.streamed:  # the end of the text matters: cut its start to fit
             text = "…" + " ".join(row.streamed.split())[-max(12, self.console.width - 60) :]
         style = "red" if row.state == "failed" else "dim"
         detail = Text(text, style=style, no_wrap=True, overflow="ellipsis")
-        return [state, row.task_id, row.agent, elapsed, tokens, cost, detail]
+        name = row.task_id
+        if depth:  # its own id, under its parent's: "research/search" -> "  └ search"
+            name = "  " * (depth - 1) + "└ " + name.removeprefix(f"{row.parent}/")
+        return [state, name, row.agent, elapsed, tokens, cost, detail]
 
     def _row(self, task_id: str) -> _Row:
-        return self._rows.setdefault(task_id, _Row(task_id))
+        row = self._rows.get(task_id)
+        if row is None:
+            parent = task_id.rpartition("/")[0] or None
+            if parent is None and task_id not in self._declared and self._loops:
+                parent = self._loops[-1]
+            # A parent made before its child: the nesting can have no cycle.
+            row = self._rows[task_id] = _Row(
+                task_id, parent=parent if parent in self._rows else None
+            )
+        return row
 
     def _say(self, row: _Row, text: str, style: str = "") -> None:
         """One plain line per notable event, when not animating."""
@@ -202,6 +250,7 @@ class ConsoleView:
 
     def _run_started(self, event: events.RunStarted) -> None:
         self.crew, self.run_id = event.crew, event.run_id
+        self._declared.update(event.task_ids)
         for task_id in event.task_ids:
             self._row(task_id)
         if not self.live:
@@ -218,10 +267,10 @@ class ConsoleView:
         row = self._row(event.task_id)
         row.state, row.agent, row.detail = "running", event.agent or row.agent, ""
         row.streamed = ""
-        if row.started_at is None:
-            row.started_at = event.at
+        if row.started_at is None or row.finished_at is not None:  # first, or a new round
+            row.started_at, row.finished_at = event.at, None
         again = f" (attempt {event.attempt})" if event.attempt > 1 else ""
-        self._say(row, f"started {row.task_id} ({row.agent}){again}")
+        self._say(row, f"started {_who(row)}{again}")
 
     def _retrying(self, event: events.TaskRetrying | events.LLMRetrying) -> None:
         row = self._rows.get(event.task_id)
@@ -259,7 +308,7 @@ class ConsoleView:
         cost = f", ${row.usage.cost_usd:.4f}" if row.usage.cost_usd else ""
         elapsed = row.elapsed_s(event.at)
         took = f" in {elapsed:.1f}s" if elapsed is not None else ""
-        self._say(row, f"✓ {row.task_id} ({row.agent}) done{took}{spent}{cost}", "green")
+        self._say(row, f"✓ {_who(row)} done{took}{spent}{cost}", "green")
 
     def _task_failed(self, event: events.TaskFailed) -> None:
         row = self._end(event, "failed", _first_line(event.error))
@@ -270,12 +319,50 @@ class ConsoleView:
         row = self._end(event, state, _first_line(event.reason))
         self._say(row, f"- {row.task_id} {state}: {row.detail}", "dim")
 
+    def _route_chosen(self, event: events.RouteChosen) -> None:
+        row = self._row(event.task_id)
+        row.flow = f"chose {event.route}"
+        why = f": {_first_line(event.reason)}" if event.reason.strip() else ""
+        self._say(row, f"{row.task_id} chose {event.route}{why}", "cyan")
+
+    def _round_started(self, event: events.RoundStarted) -> None:
+        row = self._row(event.task_id)
+        if event.task_id not in self._loops:
+            self._loops.append(event.task_id)
+        row.flow = f"round {event.round}/{event.max_rounds}"
+        self._say(row, f"{row.task_id} {row.flow}", "cyan")
+
+    def _loop_finished(self, event: events.LoopFinished) -> None:
+        row = self._row(event.task_id)
+        if event.task_id in self._loops:
+            self._loops.remove(event.task_id)
+        row.flow = f"{_count(event.rounds, 'round')}, {event.stopped}"
+        why = "until held" if event.stopped == "until" else "max rounds reached"
+        self._say(row, f"{row.task_id} looped {_count(event.rounds, 'round')}: {why}", "cyan")
+
+    def _map_started(self, event: events.MapStarted) -> None:
+        row = self._row(event.task_id)
+        row.items_done, row.flow = 0, f"0/{event.items} items"
+        self._say(row, f"{row.task_id} maps {_count(event.items, 'item')}", "cyan")
+
+    def _item_finished(self, event: events.ItemFinished) -> None:
+        row = self._row(event.task_id)
+        row.items_done += 1
+        row.flow = f"{row.items_done}/{event.items} items"
+        self._say(row, f"{row.task_id} {row.flow}", "dim")
+
     def _end(self, event: Any, state: str, detail: str) -> _Row:
         row = self._row(event.task_id)
         row.state, row.detail, row.spinner, row.streamed = state, detail, None, ""
+        if event.task_id in self._loops:
+            self._loops.remove(event.task_id)
         if row.started_at is not None:
             row.finished_at = event.at
         return row
+
+
+def _who(row: _Row) -> str:
+    return f"{row.task_id} ({row.agent})" if row.agent else row.task_id
 
 
 def _first_line(text: str) -> str:
@@ -364,19 +451,14 @@ def _usage_table(result: CrewResult) -> Table:
 
 
 def render_plan(plan: Plan, console: Console) -> None:
-    """Print the task graph by levels, then its critical path and how parallel it can run."""
+    """Print the task graph by levels, each task with its control flow and a loop with its
+    body; then the critical path and how parallel the graph can run."""
     critical = set(plan.critical_path)
     tree = Tree(Text(f"Plan: {_count(len(plan.tasks), 'task')}", style="bold"))
     for number, level in enumerate(plan.levels):
         branch = tree.add(Text(f"level {number} ({_count(len(level), 'task')})", style="cyan"))
         for task_id in level:
-            task = plan.tasks[task_id]
-            label = Text(task_id, style="bold red" if task_id in critical else "bold")
-            label.append(f"  {task.agent.role if task.agent else '?'}", style="green")
-            deps = plan.dependencies(task_id)
-            if deps:
-                label.append(f"  after {', '.join(deps)}", style="dim")
-            branch.add(label)
+            _plan_node(branch, plan, task_id, critical=critical)
     console.print(tree)
     path = " -> ".join(plan.critical_path)
     console.print(f"Critical path: {path} ({plan.critical_path_s:g} s estimated)", markup=False)
@@ -385,31 +467,97 @@ def render_plan(plan: Plan, console: Console) -> None:
     )
 
 
+def _plan_node(branch: Tree, plan: Plan, task_id: str, *, critical: set[str]) -> None:
+    """``id  who  after deps  flow``, and under a loop its body's tasks in order."""
+    task = plan.tasks[task_id]
+    label = Text(task_id, style="bold red" if task_id in critical else "bold")
+    label.append(f"  {_doer(task)}", style="green")
+    deps = plan.dependencies(task_id)
+    if deps:
+        label.append(f"  after {', '.join(deps)}", style="dim")
+    routes = "; ".join(f"{name} -> {', '.join(ids)}" for name, ids in task.route_targets.items())
+    for part in [*_flow(task), *([f"routes {routes}"] if routes else [])]:
+        label.append(f"  {part}", style="magenta")
+    node = branch.add(label)
+    body = plan.groups.get(task_id)
+    if body is not None:
+        for inner in body.order:
+            _plan_node(node, body, inner, critical=set())
+    elif task.kind == "loop":
+        node.add(Text("tasks made at run time", style="dim"))
+
+
+def _doer(task: Task, missing: str = "?") -> str:
+    """What does the task: its agent (else ``missing``), a subcrew (and the inputs mapped to
+    it) or a loop."""
+    if task.crew is not None:
+        names = f" ({', '.join(task.inputs)})" if task.inputs else ""
+        return f"subcrew {task.crew.name}{names}"
+    if task.kind == "loop":
+        until = f"until {_expression(task.until)}, " if task.until is not None else ""
+        return f"loop: {until}max {_count(task.max_rounds or 1, 'round')}"
+    return task.agent.role if task.agent is not None else missing
+
+
+def _flow(task: Task) -> list[str]:
+    """The task's condition, join policy (unless all) and items, compactly."""
+    parts = [f"when {_expression(task.when)}"] if task.when is not None else []
+    parts += [f"join {task.join}"] if task.join != "all" else []
+    return parts + ([f"for each {_expression(task.for_each)}"] if task.for_each is not None else [])
+
+
+def _expression(value: object) -> str:
+    """An expression as written, or a callable's name."""
+    return value if isinstance(value, str) else getattr(value, "__name__", type(value).__name__)
+
+
 _MERMAID_WORDS = {"end", "graph", "flowchart", "subgraph", "class", "classdef", "click", "style"}
 _MERMAID_ESCAPES = str.maketrans({"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;"})
 
 
 def plan_mermaid(plan: Plan) -> str:
-    """The task graph as a Mermaid flowchart, critical path highlighted."""
+    """The task graph as a Mermaid flowchart, critical path highlighted. A loop is a subgraph
+    of its body, a router's edges are labelled with their routes; a conditional task is a
+    hexagon, a router a rhombus, a map a subroutine box, a subcrew a stadium."""
     ids: dict[str, str] = {}
-    for task_id in plan.tasks:
+    for task_id in plan.all_tasks:
         node = re.sub(r"\W", "_", task_id, flags=re.ASCII)
         if node.lower() in _MERMAID_WORDS:
             node += "_"
         while node in ids.values():
             node += "_"
         ids[task_id] = node
-    lines = ["flowchart TD"]
-    for task_id, task in plan.tasks.items():
-        role = task.agent.role if task.agent is not None else ""
-        label = task_id.translate(_MERMAID_ESCAPES)
-        label += f"<br/>{role.translate(_MERMAID_ESCAPES)}" if role else ""
-        lines.append(f'    {ids[task_id]}["{label}"]')
-    for task_id in plan.order:
-        lines += [f"    {ids[dep]} --> {ids[task_id]}" for dep in plan.dependencies(task_id)]
+    lines = ["flowchart TD", *_mermaid_graph(plan, ids, "    ")]
     lines.append("    classDef critical stroke:#e5484d,stroke-width:3px")
     lines.append(f"    class {','.join(ids[t] for t in plan.critical_path)} critical")
     return "\n".join(lines)
+
+
+def _mermaid_graph(plan: Plan, ids: Mapping[str, str], indent: str) -> list[str]:
+    """The nodes (a loop's as a subgraph of its body), then the edges, of one plan."""
+    lines = []
+    for task_id, task in plan.tasks.items():
+        parts = [task_id, _doer(task, missing=""), *_flow(task)]
+        if task.kind == "loop" and task_id not in plan.groups:
+            parts.append("tasks made at run time")
+        label = "<br/>".join(p.translate(_MERMAID_ESCAPES) for p in parts if p)
+        if task_id in plan.groups:
+            lines.append(f'{indent}subgraph {ids[task_id]} ["{label}"]')
+            lines += _mermaid_graph(plan.groups[task_id], ids, indent + "    ")
+            lines.append(f"{indent}end")
+            continue
+        shape = (
+            "{}" if task.routes else "{{}}" if task.when is not None
+            else "[[]]" if task.kind == "map" else "([])" if task.kind == "crew" else "[]"
+        )  # fmt: skip
+        half = len(shape) // 2
+        lines.append(f'{indent}{ids[task_id]}{shape[:half]}"{label}"{shape[half:]}')
+    for task_id in plan.order:
+        for dep in plan.dependencies(task_id):
+            routes = [n for n, ts in plan.tasks[dep].route_targets.items() if task_id in ts]
+            arrow = f'-- "{", ".join(routes)}" -->' if routes else "-->"
+            lines.append(f"{indent}{ids[dep]} {arrow} {ids[task_id]}")
+    return lines
 
 
 def result_json(result: CrewResult) -> str:

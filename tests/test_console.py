@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from crew.board import Board
 from crew.console import ConsoleView, plan_mermaid, render_plan, render_result, result_json
 from crew.crew import CrewResult
 from crew.errors import TaskTimeoutError
-from crew.task import TaskOutput, TaskResult
+from crew.task import TaskOutput, TaskResult, loop
 from crew.testing import ScriptedLLM
 from crew.usage import RunUsage, Usage
 
@@ -402,3 +403,207 @@ def test_the_live_view_follows_a_real_run_and_leaves_its_last_frame():
     last = console.export_text()
     assert "4/4 done  succeeded" in last
     assert sum("✓ done" in line for line in last.splitlines()) >= 4
+
+
+# Control flow: routers, conditions, joins, maps, subcrews and loops
+
+
+class Ideas(BaseModel):
+    items: list[str]
+
+
+class Verdict(BaseModel):
+    approved: bool
+
+
+def job(task_id: str, *deps: str, **kwargs: Any) -> Task:
+    return Task(id=task_id, description=f"Do {task_id}", agent=WRITER, depends_on=deps, **kwargs)
+
+
+def approved(board: Any) -> bool:
+    return bool(board["critique"].data.approved)
+
+
+def flow_crew() -> Crew:
+    research = Crew([job("search"), job("summary", "search")], name="research")
+    body = [job("draft", "expand"), job("critique", "draft", output_model=Verdict)]
+    tasks = [
+        job("triage", routes={"bug": ["fix"], "feature": ["spec"]}),
+        job("fix", "triage"),
+        job("spec", "triage"),
+        job("ideas", "fix", "spec", join="any", output_model=Ideas),
+        job("expand", for_each="ideas.data.items"),
+        Task(id="research", description="R", crew=research, inputs={"topic": "ideas.text"}),
+        loop("refine", body, until="critique.data.approved", max_rounds=3, depends_on=["research"]),
+        job("publish", "refine", when=approved),
+    ]
+    llm = ScriptedLLM({
+        "triage": {"route": "bug", "reason": "a crash"},
+        "ideas": {"items": ["tea", "coffee"]},
+        "critique": [{"approved": False}, {"approved": True}],
+    })  # fmt: skip
+    return Crew(tasks, name="flow", llm=llm, id_factory=lambda: "r1")
+
+
+def test_render_plan_shows_each_tasks_control_flow_and_a_loops_body():
+    text = printed(render_plan, flow_crew().plan())
+    assert text.splitlines() == [
+        "Plan: 8 tasks",
+        "├── level 0 (1 task)",
+        "│   └── triage  Writer  routes bug -> fix; feature -> spec",
+        "├── level 1 (2 tasks)",
+        "│   ├── fix  Writer  after triage",
+        "│   └── spec  Writer  after triage",
+        "├── level 2 (1 task)",
+        "│   └── ideas  Writer  after fix, spec  join any",
+        "├── level 3 (2 tasks)",
+        "│   ├── expand  Writer  after ideas  for each ideas.data.items",
+        "│   └── research  subcrew research (topic)  after ideas",
+        "├── level 4 (1 task)",
+        "│   └── refine  loop: until critique.data.approved, max 3 rounds  after research, expand",
+        "│       ├── draft  Writer",
+        "│       └── critique  Writer  after draft",
+        "└── level 5 (1 task)",
+        "    └── publish  Writer  after refine  when approved",
+        "Critical path: triage -> fix -> ideas -> expand -> refine -> publish (11 s estimated)",
+        "Max parallelism: 2, levels: 6",
+    ]
+
+
+def test_render_plan_says_when_a_loops_body_is_made_at_run_time():
+    def body(board: Any) -> list[Task]:
+        return [job("step")]
+
+    text = printed(render_plan, Crew([loop("again", body, max_rounds=1)], llm=ScriptedLLM()).plan())
+    assert text.splitlines()[1:4] == [
+        "└── level 0 (1 task)",
+        "    └── again  loop: max 1 round",
+        "        └── tasks made at run time",
+    ]
+
+
+def test_plan_mermaid_draws_loops_as_subgraphs_labels_routes_and_marks_conditions_and_maps():
+    assert plan_mermaid(flow_crew().plan()).splitlines() == [
+        "flowchart TD",
+        '    triage{"triage<br/>Writer"}',
+        '    fix["fix<br/>Writer"]',
+        '    spec["spec<br/>Writer"]',
+        '    ideas["ideas<br/>Writer<br/>join any"]',
+        '    expand[["expand<br/>Writer<br/>for each ideas.data.items"]]',
+        '    research(["research<br/>subcrew research (topic)"])',
+        '    subgraph refine ["refine<br/>loop: until critique.data.approved, max 3 rounds"]',
+        '        draft["draft<br/>Writer"]',
+        '        critique["critique<br/>Writer"]',
+        "        draft --> critique",
+        "    end",
+        '    publish{{"publish<br/>Writer<br/>when approved"}}',
+        '    triage -- "bug" --> fix',
+        '    triage -- "feature" --> spec',
+        "    fix --> ideas",
+        "    spec --> ideas",
+        "    ideas --> expand",
+        "    ideas --> research",
+        "    research --> refine",
+        "    expand --> refine",
+        "    refine --> publish",
+        "    classDef critical stroke:#e5484d,stroke-width:3px",
+        "    class triage,fix,ideas,expand,refine,publish critical",
+    ]
+
+
+def test_plan_mermaid_escapes_expressions_and_names_a_run_time_body():
+    tasks = [
+        job("score", output_model=Verdict),
+        job("page", when='score.data.approved == "yes"'),
+        loop("redo", lambda board: [job("step")], max_rounds=2, until=lambda board: True),
+    ]
+    lines = plan_mermaid(Crew(tasks, llm=ScriptedLLM()).plan()).splitlines()
+    assert lines[2:4] == [
+        '    page{{"page<br/>Writer<br/>when score.data.approved == #quot;yes#quot;"}}',
+        '    redo["redo<br/>loop: until #lt;lambda#gt;, max 2 rounds<br/>tasks made at run time"]',
+    ]
+
+
+def test_plain_mode_follows_routes_maps_subcrews_and_loops():
+    console = plain_console()
+    view = ConsoleView(console)
+    result = asyncio.run(flow_crew().arun(on_event=view))
+    lines = output_of(console).splitlines()
+    assert result.status == "succeeded"
+    assert lines[0] == "crew flow: run r1, 8 tasks"  # the run's own tasks: nested ones not counted
+    expected = [
+        "[1/8] triage chose bug: a crash",
+        "[2/8] - spec skipped: router 'triage' chose 'bug'",
+        "[4/8] expand maps 2 items",
+        "[4/8] expand 2/2 items",
+        "[5/8] started research/search (Writer)",
+        "[6/8] started refine",
+        "[6/8] refine round 1/3",
+        "[6/8] refine round 2/3",
+        "[6/8] refine looped 2 rounds: until held",
+    ]
+    assert [line for line in lines if line in expected] == expected
+    assert lines[-1].startswith("[8/8] ✓ publish (Writer) done in ")
+    assert view.progress == (8, 8)
+
+
+def test_the_frame_nests_subcrew_and_loop_rows_and_shows_their_control_flow():
+    view = ConsoleView(live_console(), clock=lambda: 200.0)
+    asyncio.run(flow_crew().arun(on_event=view))
+    lines = frame(view).splitlines()
+    assert "8/8 done  succeeded" in lines[0]
+    cells = {cells[1]: cells for cells in (re.split(r"\s{2,}", line.strip()) for line in lines[2:])}
+    assert list(cells) == [
+        "triage", "fix", "spec", "ideas", "expand", "research", "└ search", "└ summary",
+        "refine", "└ draft", "└ critique", "publish",
+    ]  # fmt: skip
+    assert cells["triage"][-1] == "chose bug"
+    assert cells["expand"][-1] == "2/2 items"
+    assert cells["refine"][-1] == "2 rounds, until"
+    assert cells["└ search"][:3] == ["✓ done", "└ search", "Writer"]
+
+
+def loop_and_map_events() -> list[events.Event]:
+    return [
+        event(events.TaskStarted, task_id="refine", agent="", attempt=1),
+        event(events.RoundStarted, task_id="refine", round=2, max_rounds=3),
+        event(events.TaskStarted, task_id="draft", agent="Writer", attempt=1),
+        event(events.TaskStarted, task_id="expand", agent="Writer", attempt=1),
+        event(events.MapStarted, task_id="expand", items=5),
+        *(event(events.ItemFinished, task_id="expand", item=i, items=5) for i in (3, 0, 4)),
+    ]
+
+
+def test_loop_and_map_rows_show_rounds_and_items_as_they_go():
+    view = ConsoleView(live_console(), task_ids=["refine", "expand"], clock=lambda: 101.0)
+    for item in loop_and_map_events():
+        view(item)
+    lines = frame(view).splitlines()
+    assert "0/2 done" in lines[0]  # draft, in refine's body, has a row but does not count
+    cells = [re.split(r"\s{2,}", line.strip()) for line in lines[2:]]
+    assert [row[1:] for row in cells] == [
+        ["refine", "1.0s", "round 2/3"],
+        ["└ draft", "Writer", "1.0s"],
+        ["expand", "Writer", "1.0s", "3/5 items"],
+    ]
+
+
+def test_plain_mode_says_how_a_loop_ended_and_what_a_map_did():
+    console = plain_console()
+    view = ConsoleView(console, task_ids=["refine", "expand"])
+    for item in loop_and_map_events():
+        view(item)
+    view(event(events.LoopFinished, task_id="refine", rounds=3, stopped="max_rounds"))
+    view(event(events.TaskStarted, task_id="later", agent="Writer", attempt=1))
+    assert output_of(console).splitlines() == [
+        "[0/2] started refine",
+        "[0/2] refine round 2/3",
+        "[0/2] started draft (Writer)",
+        "[0/2] started expand (Writer)",
+        "[0/2] expand maps 5 items",
+        "[0/2] expand 1/5 items",
+        "[0/2] expand 2/5 items",
+        "[0/2] expand 3/5 items",
+        "[0/2] refine looped 3 rounds: max rounds reached",
+        "[0/3] started later (Writer)",  # refine's rounds are over: not in its body
+    ]
