@@ -10,6 +10,10 @@ A run started with ``replay=RUN`` looks each request up in RUN first, then in th
 forked from: a recorded answer comes back without a model call, with its token counts and a
 cost of 0 (it cost nothing this time). A request RUN did not record goes to the provider, or,
 with ``strict=True``, fails with ``ReplayMissError``.
+
+A resumed run numbers its requests from 0 again: a request it sends again replaces the record
+of the same occurrence, which was an answer to the same request. A run never replays its own
+record unless asked: a task resumed after bad answers must be asked afresh.
 """
 
 from __future__ import annotations
