@@ -42,6 +42,38 @@ A YAML crew file::
         estimate_s: 30                  # for the critical path only
         human_review: true              # a person approves, edits or rejects it first
 
+Control flow (see ``crew.task`` and, for the expressions, ``crew.expr``)::
+
+    tasks:
+      triage:
+        agent: analyst
+        description: ...
+        routes: {bug: [fix], question: answer}   # a router: route name -> task id(s)
+      fix:
+        agent: engineer
+        description: ...
+        when: "triage.data.severity == 'high'"   # run only if this holds, else skip
+        join: any                       # all (default) | any | best_effort | quorum(2)
+      expand:
+        agent: writer
+        description: "Expand {item}"    # {item} and {item_index}: one instance per item
+        for_each: ideas.data.items
+      research:
+        crew: research/crew.yaml        # a subcrew (a file or folder relative to this file)
+        inputs: {topic: pick_topic.text}   # its inputs: name -> expression; defaults fill the rest
+      refine:
+        loop:                           # tasks of this file, run as one body, round after round
+          tasks: [draft, critique]      # (they are not top-level tasks)
+          until: "critique.data.approved"
+          max_rounds: 3
+        depends_on: [brief]             # a loop also takes description, when, join, estimate_s
+
+A hierarchical crew has no ``tasks:``: its manager plans them for the other agents::
+
+    process: hierarchical               # default: graph (the tasks of the file)
+    manager: lead                       # the key of the agent that plans
+    goal: Write a report on {topic}
+
 Input types: string, integer, number, boolean, list, object. An input with a default is
 optional; ``{description: ...}`` can be written as just the description. A file without
 ``inputs:`` gets one required string input per placeholder. A ``null`` field clears the value
@@ -60,9 +92,11 @@ call.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import importlib.util
 import json
+import os
 import re
 import sys
 import traceback
@@ -72,16 +106,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from crew.agent import Agent
 from crew.crew import Crew
 from crew.errors import ConfigError
+from crew.expr import parse
 from crew.llm import LLM
-from crew.plan import find_cycles
+from crew.plan import MAP_NAMES, find_cycles
 from crew.prompts import PLACEHOLDER, interpolate, placeholders
 from crew.schema import camel_case, schema_model
-from crew.task import Task
+from crew.task import JOINS, Task, loop
 from crew.templates import did_you_mean, find_role, find_task, validate
 from crew.yamlfile import Location, YamlFile, load_yaml
 
@@ -205,6 +240,14 @@ class _AgentModel(BaseModel):
     delegates: list[str] = []
 
 
+class _LoopModel(BaseModel):
+    model_config = _STRICT
+
+    tasks: list[str] = Field(min_length=1)
+    until: Any = None
+    max_rounds: int | None = Field(None, ge=1)
+
+
 class _TaskModel(BaseModel):
     model_config = _STRICT
 
@@ -212,13 +255,27 @@ class _TaskModel(BaseModel):
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
     description: str | None = None
     expected_output: str | None = None
-    agent: str
+    agent: str | None = None
     depends_on: list[str] = []
     output_model: Any = None
     retries: int = Field(0, ge=0)
     timeout_s: float | None = Field(None, gt=0)
     estimate_s: float = Field(1.0, ge=0)
     human_review: bool = False
+    when: Any = None  # expressions are checked by crew.expr, whose messages say more
+    join: str = "all"
+    routes: dict[str, list[str]] | None = None
+    for_each: Any = None
+    crew: str | None = None
+    inputs: dict[str, Any] = {}
+    loop: _LoopModel | None = None
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _one_target(cls, routes: Any) -> Any:
+        if not isinstance(routes, dict):
+            return routes
+        return {name: [t] if isinstance(t, str) else t for name, t in routes.items()}
 
 
 class _CrewModel(BaseModel):
@@ -231,11 +288,15 @@ class _CrewModel(BaseModel):
     llm: str | None = None
     max_concurrency: int = Field(8, ge=1)
     on_failure: Literal["fail_fast", "continue"] = "fail_fast"
+    process: Literal["graph", "hierarchical"] = "graph"
+    manager: str | None = None
+    goal: str | None = None
     agents: dict[str, Any]
-    tasks: dict[str, Any]
+    tasks: dict[str, Any] | None = None  # required unless hierarchical: see _check_process
 
 
 _TEXT_FIELDS = ("role", "goal", "backstory", "description", "expected_output")
+_LOOP_FIELDS = ("loop", "depends_on", "description", "when", "join", "estimate_s")
 
 
 @dataclass
@@ -265,11 +326,19 @@ class _Draft:
 class _Loader:
     """Checks a crew file whole, collecting every problem, then builds the crew."""
 
-    def __init__(self, yf: YamlFile, resolve_llm: LLMResolver) -> None:
+    def __init__(self, yf: YamlFile, resolve_llm: LLMResolver, outer: Sequence[Path] = ()) -> None:
         self.yf = yf
         self.resolve_llm = resolve_llm
         self.problems: list[str] = []
         self.dirs: list[Path] = []
+        self.files = (*outer, yf.path)
+        """This file and the crew files that run it as a subcrew, outermost first."""
+        self.owner: dict[str, str] = {}
+        """Task key -> the key of the loop whose body it is in."""
+        self.warnings: list[str] = []
+        self.hierarchical = False
+        self.lines: dict[str, int] = {}
+        """The line in this file of problems found in a subcrew's file, to sort them."""
 
     def load(self) -> CrewFile:
         data = self.yf.data
@@ -280,16 +349,22 @@ class _Loader:
             )
         header = self._parse(_CrewModel, data, ())
         self.dirs = self._template_dirs(header.templates if header else [])
+        self.hierarchical = header is not None and header.process == "hierarchical"
         inputs = self._inputs(_section(data, "inputs"))
         agents = self._drafts(_section(data, "agents"), "agents", _AgentModel, self._agent)
         tasks = self._drafts(_section(data, "tasks"), "tasks", _TaskModel, self._task)
         self._check_references(agents, tasks, _section(data, "agents"), _section(data, "tasks"))
+        self._check_routes(tasks, _section(data, "tasks"))
+        self._check_loops(tasks, _section(data, "tasks"))
+        self._check_process(header, _section(data, "agents"))
         if isinstance(data.get("inputs"), dict):
-            self._check_placeholders([*agents.values(), *tasks.values()], inputs)
+            goal = [_Draft((), {"goal": header.goal})] if header and header.goal else []
+            self._check_placeholders([*agents.values(), *tasks.values(), *goal], inputs)
         llm = self._llm(header.llm, ("llm",)) if header and header.llm is not None else None
         if header is None or self.problems:
             raise ConfigError(sorted(self.problems, key=self._line))
-        warnings = _idle_agents(agents, tasks, self.yf)
+        idle = () if self.hierarchical else _idle_agents(agents, tasks, self.yf)
+        warnings = (*self.warnings, *idle)
         crew = self._build(header, llm, agents, tasks)
         return CrewFile(
             crew=crew,
@@ -305,6 +380,8 @@ class _Loader:
 
     def _line(self, problem: str) -> int:
         """The line a problem is about, to list them in file order."""
+        if problem in self.lines:
+            return self.lines[problem]
         head = problem.removeprefix(f"{self.yf.path}:").split(" ", 1)[0]
         return int(head) if head.isdigit() else 0
 
@@ -362,6 +439,9 @@ class _Loader:
         return draft
 
     def _task(self, model: _TaskModel, draft: _Draft) -> _Draft:
+        self._flow(model, draft)
+        if model.loop is not None:
+            return draft
         for name in ("use", "with_"):
             draft.fields.pop(name, None)
         params: dict[str, Any] = {}
@@ -378,12 +458,107 @@ class _Loader:
         for name in ("description", "expected_output"):
             if draft.fields.get(name) is not None:
                 draft.fields[name] = interpolate(draft.fields[name], params)
-        if not (draft.fields.get("description") or "").strip() and (template or not model.use):
+        needs = template or not (model.use or model.crew)  # a subcrew has a default
+        if not (draft.fields.get("description") or "").strip() and needs:
             message = "no description: set `description:` or `use:` a task template."
             self._problem(draft.loc, message)
         if draft.fields.get("output_model") is not None:
             draft.fields["output_model"] = self._output_model(draft)
         return draft
+
+    def _flow(self, model: _TaskModel, draft: _Draft) -> None:
+        """The control-flow fields, each on its own; the checks against the other tasks come
+        after (routes, loops) or from the planner (what an expression reads)."""
+        for name in ("when", "for_each"):
+            if name in draft.fields:
+                self._expression(draft.fields[name], (*draft.loc, name))
+        if not re.fullmatch(r"all|any|best_effort|quorum\(\d+\)", model.join):
+            self._problem(
+                (*draft.loc, "join"),
+                f"unknown join '{model.join}'{did_you_mean(model.join, JOINS)}; use all, any,"
+                " best_effort or quorum(n), e.g. quorum(2).",
+            )
+        for name, value in model.inputs.items():
+            self._expression(value, (*draft.loc, "inputs", name))
+        if model.loop is not None:
+            self._loop_fields(model.loop, draft)
+        elif model.crew is not None:
+            self._subcrew(model.crew, model, draft)
+        elif model.inputs:
+            self._problem((*draft.loc, "inputs"), "maps a subcrew's inputs; add `crew:`.")
+
+    def _expression(self, value: Any, location: Location) -> None:
+        """Parse an expression, for its syntax only: the planner checks what it reads."""
+        try:
+            parse(value)
+        except ConfigError as exc:
+            self._problems(location, exc)
+
+    def _loop_fields(self, model: _LoopModel, draft: _Draft) -> None:
+        for name in [n for n in draft.fields if n not in _LOOP_FIELDS]:
+            self._problem(
+                (*draft.loc, name.rstrip("_")),
+                "does not apply to a loop; set it on the tasks of its body.",
+            )
+        if model.until is not None:
+            self._expression(model.until, (*draft.loc, "loop", "until"))
+        if model.max_rounds is None:
+            self._problem(
+                (*draft.loc, "loop", "max_rounds"),
+                "a loop needs a bound: add `max_rounds:` (e.g. max_rounds: 3); it ends sooner"
+                " when `until` holds.",
+            )
+
+    def _subcrew(self, ref: str, model: _TaskModel, draft: _Draft) -> None:
+        """Load the crew file ``ref`` names, with its own path in its problems."""
+        loc = (*draft.loc, "crew")
+        path = Path(os.path.normpath(self.yf.path.parent / ref))
+        path = path / "crew.yaml" if path.is_dir() else path
+        if not path.is_file() or path.suffix not in (".yaml", ".yml"):
+            message = f"no crew file '{ref}' next to this file; name a crew.yaml or its folder."
+            self._problem(loc, message)
+            return
+        again = [i for i, f in enumerate(self.files) if f.resolve() == path.resolve()]
+        if again:
+            chain = " -> ".join(map(str, [*self.files[again[0] :], path]))
+            self._problem(
+                loc,
+                f"crew files run each other in a cycle: {chain} (each runs the next as a"
+                " subcrew); remove one of these `crew:` tasks.",
+            )
+            return
+        try:
+            child = _Loader(load_yaml(path), self.resolve_llm, self.files).load()
+        except ConfigError as exc:
+            self.problems += exc.problems
+            self.lines.update(dict.fromkeys(exc.problems, self.yf.line(loc)))
+            return
+        self.warnings += child.warnings
+        draft.fields["crew"] = child.crew
+        draft.fields["inputs"] = self._subcrew_inputs(child, model.inputs, loc)
+        if not model.description and not model.use:
+            draft.fields["description"] = child.description or f"Run the crew '{child.crew.name}'."
+
+    def _subcrew_inputs(
+        self, child: CrewFile, given: Mapping[str, Any], loc: Location
+    ) -> dict[str, Any]:
+        """``given`` (name -> expression), and the subcrew's defaults for the others."""
+        known = ", ".join(child.inputs) or "none"
+        for name in given:
+            if name not in child.inputs:
+                hint = did_you_mean(name, child.inputs)
+                message = f"the subcrew has no input '{name}'{hint}; its inputs: {known}."
+                self._problem((*loc[:-1], "inputs", name), message)
+        defaults = {n: s.default for n, s in child.inputs.items() if s.default is not None}
+        missing = [n for n in child.inputs if n not in given and n not in defaults]
+        if missing:
+            example = ", ".join(f"{n}: inputs.{n}" for n in missing)
+            self._problem(
+                (*loc[:-1], "inputs") if given else loc,
+                f"the subcrew needs {', '.join(missing)} (no default); map from the board or"
+                f" this crew's inputs: inputs: {{{example}}}.",
+            )
+        return {**{n: _constant(v) for n, v in defaults.items() if n not in given}, **given}
 
     def _template(self, find: Callable[..., Any], name: str | None, draft: _Draft) -> Any:
         """The template ``use:`` names: None if there is none (a problem if it is unknown)."""
@@ -450,22 +625,18 @@ class _Loader:
                 if key not in agent_keys or key == draft.loc[-1]:
                     hint = did_you_mean(key, agent_keys) or f" (agents: {', '.join(agent_keys)})"
                     self._problem((*draft.loc, "delegates"), f"no other agent '{key}'{hint}.")
-        if not task_keys and isinstance(self.yf.data.get("tasks"), dict):
+        if not task_keys and isinstance(self.yf.data.get("tasks"), dict) and not self.hierarchical:
             self._problem(("tasks",), "the crew has no tasks; add at least one.")
         graph: dict[str, list[str]] = {}
         for key, draft in tasks.items():
-            agent = draft.fields["agent"]
-            if agent not in agent_keys:
-                hint = did_you_mean(agent, agent_keys) or f" (agents: {', '.join(agent_keys)})"
-                self._problem((*draft.loc, "agent"), f"unknown agent '{agent}'{hint}.")
+            self._check_agent(draft, agent_keys)
             deps = draft.fields.get("depends_on", [])
             graph[key] = [dep for dep in deps if dep in task_keys and dep != key]
             for dep in deps:
                 if dep == key:
                     self._problem((*draft.loc, "depends_on"), "a task cannot depend on itself.")
                 elif dep not in task_keys:
-                    hint = did_you_mean(dep, task_keys) or f" (tasks: {', '.join(task_keys)})"
-                    self._problem((*draft.loc, "depends_on"), f"unknown task '{dep}'{hint}.")
+                    self._problem((*draft.loc, "depends_on"), _unknown("task", dep, task_keys))
         for cycle in find_cycles(graph):
             self._problem(
                 ("tasks", cycle[0], "depends_on"),
@@ -473,11 +644,77 @@ class _Loader:
                 " (each depends on the next); remove one of these dependencies.",
             )
 
+    def _check_agent(self, draft: _Draft, agent_keys: Mapping[str, Any]) -> None:
+        """A task names an agent of the file; a loop or a subcrew has none."""
+        agent = draft.fields.get("agent")
+        if agent is not None and agent not in agent_keys:
+            self._problem((*draft.loc, "agent"), _unknown("agent", agent, agent_keys))
+        elif agent is None and not {"loop", "crew"} & draft.fields.keys():
+            listed = ", ".join(agent_keys) or "none yet"
+            self._problem(draft.loc, f"no agent: add `agent:` (agents: {listed}).")
+
+    def _check_routes(self, tasks: Mapping[str, _Draft], task_keys: Mapping[str, Any]) -> None:
+        for draft in tasks.values():
+            for name, targets in (draft.fields.get("routes") or {}).items():
+                for i, target in enumerate(targets):
+                    if target not in task_keys:
+                        self._problem(
+                            (*draft.loc, "routes", name),
+                            _unknown("task", target, task_keys),
+                            line_at=(*draft.loc, "routes", name, i),
+                        )
+
+    def _check_loops(self, tasks: Mapping[str, _Draft], task_keys: Mapping[str, Any]) -> None:
+        """Each task is in one loop's body at most, and no loop is inside itself."""
+        bodies = {key: d.fields["loop"]["tasks"] for key, d in tasks.items() if "loop" in d.fields}
+        for key, body in bodies.items():
+            for i, member in enumerate(body):
+                location = ("tasks", key, "loop", "tasks", i)
+                if member == key:
+                    self._problem(location, "a loop cannot contain itself.")
+                elif member not in task_keys:
+                    self._problem(location, _unknown("task", member, task_keys))
+                elif member in self.owner:
+                    where = f"loop '{self.owner[member]}'"
+                    self._problem(location, f"already in {where}; a task is in one loop at most.")
+                else:
+                    self.owner[member] = key
+        for cycle in find_cycles({k: [m for m in b if m != k] for k, b in bodies.items()}):
+            self._problem(
+                ("tasks", cycle[0], "loop", "tasks"),
+                f"loops contain each other in a cycle: {' -> '.join([*cycle, cycle[0]])} (each"
+                " contains the next); take one out of the other's tasks.",
+            )
+
+    def _check_process(self, header: _CrewModel | None, agent_keys: Mapping[str, Any]) -> None:
+        """A graph crew has tasks; a hierarchical one has a manager, a goal and no tasks."""
+        tasks = self.yf.data.get("tasks")
+        if not self.hierarchical:
+            if tasks is None:
+                self._problem(("tasks",), "this field is required; add `tasks: ...`.")
+            if header is not None and header.manager is not None:
+                message = "only a hierarchical crew has one; add `process: hierarchical`."
+                self._problem(("manager",), message)
+            return
+        assert header is not None  # hierarchical: the header parsed
+        if tasks:
+            message = "a hierarchical crew's manager plans the tasks; remove `tasks:`"
+            self._problem(("tasks",), f"{message} (or use `process: graph`).")
+        if header.manager is None:
+            self._problem(("process",), "needs `manager:`, the key of the agent that plans.")
+        elif header.manager not in agent_keys:
+            self._problem(("manager",), _unknown("agent", header.manager, agent_keys))
+        elif not agent_keys.keys() - {header.manager}:
+            self._problem(("agents",), "the manager needs other agents to plan the tasks for.")
+        if not (header.goal or "").strip():
+            self._problem(("process",), "needs `goal:`, what the crew is to achieve.")
+
     def _check_placeholders(self, drafts: Sequence[_Draft], inputs: Mapping[str, Any]) -> None:
         """Every ``{name}`` in a prompt must be a declared input: name them all, per field."""
         for draft in drafts:
+            known = [*inputs, *(MAP_NAMES if "for_each" in draft.fields else ())]
             for name in _TEXT_FIELDS:
-                missing = [n for n in placeholders(draft.fields.get(name, "")) if n not in inputs]
+                missing = [n for n in placeholders(draft.fields.get(name, "")) if n not in known]
                 if not missing:
                     continue
                 listed = ", ".join(f"{{{n}}}{did_you_mean(n, inputs)}" for n in missing)
@@ -500,22 +737,61 @@ class _Loader:
             roles = [agents[key].fields["role"] for key in draft.fields.get("delegates", [])]
             draft.fields["delegates"] = roles
         built = {key: self._construct(Agent, draft) for key, draft in agents.items()}
-        used = {draft.fields["agent"] for draft in tasks.values()}
+        used = {draft.fields.get("agent") for draft in tasks.values()} | {header.manager}
         for draft in tasks.values():
-            draft.fields.update(id=draft.loc[-1], agent=built[draft.fields["agent"]])
-        crew_tasks = [self._construct(Task, draft) for draft in tasks.values()]
+            draft.fields["id"] = draft.loc[-1]
+            if "agent" in draft.fields:
+                draft.fields["agent"] = built[draft.fields["agent"]]
+        made: dict[str, Task | None] = {}
+        top = [self._make(key, tasks, made) for key in tasks if key not in self.owner]
         if self.problems:
             raise ConfigError(sorted(self.problems, key=self._line))
         path = self.yf.path
         name = header.name or (path.resolve().parent.name if path.stem == "crew" else path.stem)
         return Crew(
-            crew_tasks,
+            [task for task in top if task is not None],  # all built: a problem raised above
             agents=[agent for key, agent in built.items() if key not in used],
             name=name,
             llm=llm,
             max_concurrency=header.max_concurrency,
             on_failure=header.on_failure,
+            process=header.process,
+            manager=built[header.manager] if header.manager is not None else None,
+            goal=header.goal or "",
         )
+
+    def _make(
+        self, key: str, tasks: Mapping[str, _Draft], made: dict[str, Task | None]
+    ) -> Task | None:
+        """The task ``key``; for a loop, its body first (None: a problem was reported)."""
+        if key not in made:
+            draft = tasks[key]
+            spec = draft.fields.pop("loop", None)
+            if spec is None:
+                made[key] = self._construct(Task, draft)
+            else:
+                body = [self._make(k, tasks, made) for k in spec["tasks"]]
+                whole = [task for task in body if task is not None]
+                made[key] = self._loop(draft, spec, whole) if len(whole) == len(body) else None
+        return made[key]
+
+    def _loop(self, draft: _Draft, spec: Mapping[str, Any], body: list[Task]) -> Task | None:
+        fields = draft.fields
+        try:
+            task = loop(
+                fields["id"],
+                body,
+                max_rounds=spec["max_rounds"],
+                until=spec.get("until"),
+                depends_on=fields.get("depends_on", ()),
+                description=fields.get("description", ""),
+                estimate_s=fields.get("estimate_s"),
+            )
+            gate = {name: fields[name] for name in ("when", "join") if name in fields}
+            return dataclasses.replace(task, **gate)
+        except ConfigError as exc:
+            self._problems(draft.loc, exc)
+            return None
 
     def _construct(self, kind: Any, draft: _Draft) -> Any:
         try:
@@ -525,11 +801,16 @@ class _Loader:
             return None
 
 
+def _unknown(kind: str, name: str, keys: Mapping[str, Any]) -> str:
+    hint = did_you_mean(name, keys) or f" ({kind}s: {', '.join(keys)})"
+    return f"unknown {kind} '{name}'{hint}."
+
+
 def _idle_agents(
     agents: Mapping[str, _Draft], tasks: Mapping[str, _Draft], yf: YamlFile
 ) -> tuple[str, ...]:
     """Agents that no task uses and no agent can delegate to."""
-    used = {draft.fields["agent"] for draft in tasks.values()}
+    used = {draft.fields.get("agent") for draft in tasks.values()}
     for key, draft in agents.items():
         if draft.fields.get("allow_delegation"):
             used.update(draft.fields.get("delegates") or (k for k in agents if k != key))
@@ -659,10 +940,34 @@ def _resolve_inputs(
 
 
 def _placeholder_inputs(crew: Crew) -> dict[str, InputSpec]:
-    texts = [text for t in crew.tasks for text in (t.description, t.expected_output)]
-    texts += [text for a in crew.agents for text in (a.role, a.goal, a.backstory)]
-    names = dict.fromkeys(name for text in texts for name in placeholders(text))
+    tasks = _with_bodies(crew.tasks)
+    names = {
+        name: None
+        for task in tasks
+        for text in (task.description, task.expected_output)
+        for name in placeholders(text)
+        if not (task.kind == "map" and name in MAP_NAMES)
+    }
+    agents = [*(t.agent for t in tasks if t.agent is not None), *crew.agents]
+    texts = [text for a in agents for text in (a.role, a.goal, a.backstory)]
+    texts.append(crew.goal)
+    names.update(dict.fromkeys(name for text in texts for name in placeholders(text)))
     return {name: InputSpec(name=name) for name in names}
+
+
+def _with_bodies(tasks: Sequence[Task]) -> list[Task]:
+    """``tasks`` and the tasks of their loops' bodies, at any depth."""
+    found = []
+    for task in tasks:
+        found.append(task)
+        if not callable(task.group):
+            found += _with_bodies(task.group)
+    return found
+
+
+def _constant(value: Any) -> Callable[[Any], Any]:
+    """A subcrew input that is its own declared default."""
+    return lambda _board: value
 
 
 @contextlib.contextmanager

@@ -87,6 +87,50 @@ def test_example_crew_runs_from_the_command_line(server, tmp_path, name):
     assert set(tasks) <= keys
 
 
+def prompt(call: Any) -> str:
+    return next(m["content"] for m in call.body["messages"] if m["role"] == "user")
+
+
+def test_the_support_example_routes_maps_and_loops(server, tmp_path):
+    """The router picks `question` and skips the bug route, the map answers each question, and
+    the reviewer rejects the first draft, so the loop runs two rounds; `send` joins the routes."""
+    questions = ["Can we add a second admin?", "Is there a yearly plan?"]
+    server.default = answer
+    server.script("triage", Reply(json={"route": "question", "reason": "two questions"}))
+    server.script("questions", Reply(json={"items": questions}))
+    server.script(
+        "review",
+        Reply(json={"approved": False, "notes": "Mention the yearly discount."}),
+        Reply(json={"approved": True}),
+    )
+    done = run_crew(server, "run", str(EXAMPLES / "support"), "--json", cwd=tmp_path)
+
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["status"] == "succeeded"
+    statuses = {task_id: task["status"] for task_id, task in result["tasks"].items()}
+    assert statuses.pop("reproduce") == "skipped"
+    assert set(statuses.values()) == {"succeeded"}
+    assert result["tasks"]["reproduce"]["reason"] == "router 'triage' chose 'question'"
+    keys = [call.key for call in server.calls]
+    assert "reproduce" not in keys
+    answers = [prompt(c) for c in server.calls if c.key == "answer_each"]
+    assert len(answers) == 2  # one instance per item, each with its own question
+    assert [sum(q in p for p in answers) for q in questions] == [1, 1]
+    assert keys.count("draft_reply") == keys.count("review") == 2  # two rounds
+    second_draft = [prompt(c) for c in server.calls if c.key == "draft_reply"][1]
+    assert "Mention the yearly discount." in second_draft
+    assert keys[-1] == "send" and set(result["tasks"]["send"]["data"]) == {"subject", "body"}
+
+
+def test_the_support_plan_checks_out_without_a_model_call(tmp_path, server):
+    done = run_crew(server, "plan", str(EXAMPLES / "support"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for task_id in ("triage", "answer_each", "polish", "draft_reply", "send"):
+        assert task_id in done.stdout
+    assert not server.calls
+
+
 def test_example_plans_show_the_parallel_tasks(tmp_path, server):
     done = run_crew(server, "plan", str(EXAMPLES / "trip"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from crew import LLM, Agent, Crew, Task
-from crew.errors import ConfigError
+from crew.errors import ConfigError, PlanError
 from crew.spec import CrewFile, InputSpec, load_crew_yaml, load_python_crew
 from crew.testing import Reply, ScriptedLLM
 
@@ -614,6 +614,352 @@ def test_each_crew_file_imports_its_own_neighbour_module(tmp_path):
     second = load_crew_yaml(tmp_path / "two" / "crew.yaml").crew.tasks[0].agent
     assert first is not None and second is not None
     assert (first.tools[0](), second.tools[0]()) == ("First", "Second")  # type: ignore[operator]
+
+
+# --- control flow --------------------------------------------------------------------------------
+
+FLOW = """\
+    inputs:
+      topic: {description: The topic, default: tea}
+    agents:
+      analyst: {role: Analyst}
+      writer: {role: "Writer on {topic}"}
+    tasks:
+      triage:
+        agent: analyst
+        description: Triage {topic}
+        routes: {bug: [fix, log], question: answer}
+      fix: {agent: writer, description: Fix, when: "triage.data.reason == 'crash'", join: any}
+      log: {agent: writer, description: Log, join: quorum(2)}
+      answer: {agent: writer, description: Answer}
+      ideas:
+        agent: analyst
+        description: Ideas
+        output_model: {type: object, properties: {items: {type: array, items: {type: string}}}}
+      expand:
+        agent: writer
+        description: "Expand {item} ({item_index}) on {topic}"
+        for_each: ideas.data.items
+      draft: {agent: writer, description: Draft, depends_on: [expand]}
+      critique:
+        agent: analyst
+        description: Critique
+        depends_on: [draft]
+        output_model: {type: object, properties: {approved: {type: boolean}}}
+      refine:
+        loop: {tasks: [draft, critique], until: critique.data.approved, max_rounds: 3}
+        depends_on: [ideas]
+        join: best_effort
+        description: Refine the draft
+    """
+
+
+def test_each_control_flow_construct_loads_into_its_task_fields(tmp_path):
+    loaded = load_crew_yaml(write(tmp_path, FLOW))
+    crew = loaded.crew
+    tasks = {t.id: t for t in crew.tasks}
+    assert list(tasks) == ["triage", "fix", "log", "answer", "ideas", "expand", "refine"]
+    assert tasks["triage"].routes == {"bug": ("fix", "log"), "question": ("answer",)}
+    assert tasks["triage"].output_model is not None  # the route model
+    assert tasks["fix"].when == "triage.data.reason == 'crash'" and tasks["fix"].join == "any"
+    assert tasks["log"].quorum == 2
+    assert (tasks["expand"].kind, tasks["expand"].for_each) == ("map", "ideas.data.items")
+    refine = tasks["refine"]
+    assert refine.kind == "loop" and [t.id for t in refine.group] == ["draft", "critique"]
+    assert (refine.until, refine.max_rounds) == ("critique.data.approved", 3)
+    assert (refine.depends_on, refine.join) == (("ideas",), "best_effort")
+    assert refine.description == "Refine the draft" and refine.agent is None
+    draft, critique = refine.group
+    assert draft.depends_on == ("expand",) and critique.output_model is not None
+    # {item} and {item_index} belong to the map; only {topic} is an input.
+    assert list(loaded.inputs) == ["topic"]
+    crew.with_llm(ScriptedLLM()).plan({"topic": "tea"})  # the planner accepts the graph
+
+
+def test_without_declared_inputs_map_names_and_loop_bodies_are_read_right(tmp_path):
+    text = FLOW.split("    agents:")[1].replace("Draft,", '"Draft for {audience}",')
+    loaded = load_crew_yaml(write(tmp_path, "    agents:" + text))
+    assert list(loaded.inputs) == ["topic", "audience"]  # {audience} is inside the loop
+
+
+def test_a_yaml_crew_routes_maps_and_loops_when_run(tmp_path):
+    loaded = load_crew_yaml(write(tmp_path, FLOW))
+    llm = ScriptedLLM(
+        {
+            "triage": {"route": "question"},
+            "ideas": {"items": ["green", "black"]},
+            "critique": [{"approved": False}, {"approved": True}],
+        }
+    )
+    result = loaded.crew.with_llm(llm).run(loaded.resolve_inputs({}))
+
+    assert result.status == "succeeded", result.to_dict()
+    statuses = {t: r.status for t, r in result.tasks.items()}
+    assert [statuses[t] for t in ("fix", "log", "answer")] == ["skipped", "skipped", "succeeded"]
+    expands = [c.prompt for c in llm.calls_for("expand")]
+    assert len(expands) == 2 and any("Expand black (1) on tea" in p for p in expands)
+    assert [c.task_id for c in llm.calls][-4:] == ["draft", "critique", "draft", "critique"]
+
+
+def test_expressions_the_planner_rejects_name_the_task_and_field(tmp_path):
+    path = write(tmp_path, FLOW.replace("triage.data.reason", "triag.data.reason"))
+    crew = load_crew_yaml(path).crew.with_llm(ScriptedLLM())  # the syntax is fine
+    with pytest.raises(PlanError) as caught:
+        crew.plan({"topic": "tea"})  # what it reads is the planner's to check
+    assert caught.value.problems == [
+        "Task 'fix' when: `triag.data.reason == 'crash'` reads 'triag', no task of the crew."
+        " Did you mean 'triage'?"
+    ]
+
+
+def subcrew(folder: Path, text: str = "") -> Path:
+    folder.mkdir()
+    return write(
+        folder,
+        text
+        or """\
+        description: Research a topic.
+        inputs:
+          topic: {description: The topic}
+          depth: {description: How deep, type: integer, default: 2}
+        agents:
+          researcher: {role: Researcher}
+        tasks:
+          search: {description: "Search {topic}, {depth} levels deep", agent: researcher}
+        """,
+    )
+
+
+PARENT = """\
+    agents:
+      writer: {role: Writer}
+    tasks:
+      pick: {description: Pick a topic, agent: writer}
+      research:
+        crew: research
+        inputs: {topic: pick.text}
+      write: {description: Write, agent: writer, depends_on: [research]}
+    """
+
+
+def test_a_subcrew_is_loaded_from_its_file_with_its_defaults_as_inputs(tmp_path):
+    subcrew(tmp_path / "research")
+    loaded = load_crew_yaml(write(tmp_path, PARENT))
+    research = loaded.crew.tasks[1]
+    assert research.kind == "crew" and research.crew is not None
+    assert research.crew.name == "research" and research.description == "Research a topic."
+    assert research.inputs["topic"] == "pick.text" and callable(research.inputs["depth"])
+    assert loaded.inputs == {}  # the subcrew's inputs are mapped, not the parent's
+
+    llm = ScriptedLLM({"pick": "octopuses"})
+    result = loaded.crew.with_llm(llm).run()
+    assert result.status == "succeeded", result.to_dict()
+    assert "Search octopuses, 2 levels deep" in llm.calls_for("search")[0].prompt
+
+
+def test_subcrew_problems_name_their_own_file(tmp_path):
+    sub = subcrew(
+        tmp_path / "research",
+        """\
+        agents:
+          researcher: {role: Researcher}
+        tasks:
+          search: {description: Search, agent: reseacher}
+        """,
+    )
+    parent = write(tmp_path, PARENT.replace("agent: writer, depends", "agent: writr, depends"))
+    assert problems(parent) == [
+        f"{sub}:4 tasks.search.agent: unknown agent 'reseacher' (did you mean 'researcher'?).",
+        f"{parent}:8 tasks.write.agent: unknown agent 'writr' (did you mean 'writer'?).",
+    ]
+
+
+def test_subcrew_inputs_are_checked_against_its_declared_inputs(tmp_path):
+    subcrew(tmp_path / "research")
+    path = write(tmp_path, PARENT.replace("{topic: pick.text}", "{topik: pick.text}"))
+    assert problems(path) == [
+        f"{path}:7 tasks.research.inputs.topik: the subcrew has no input 'topik' (did you mean"
+        " 'topic'?); its inputs: topic, depth.",
+        f"{path}:7 tasks.research.inputs: the subcrew needs topic (no default); map from the"
+        " board or this crew's inputs: inputs: {topic: inputs.topic}.",
+    ]
+
+
+def test_crew_files_that_run_each_other_are_a_cycle(tmp_path):
+    sub = subcrew(
+        tmp_path / "research",
+        """\
+        agents:
+          researcher: {role: Researcher}
+        tasks:
+          search: {description: Search, agent: researcher}
+          again: {crew: ../crew.yaml}
+        """,
+    )
+    parent = write(tmp_path, PARENT.replace("{topic: pick.text}", "{}"))
+    assert problems(parent) == [
+        f"{sub}:5 tasks.again.crew: crew files run each other in a cycle: {parent} -> {sub} ->"
+        f" {parent} (each runs the next as a subcrew); remove one of these `crew:` tasks."
+    ]
+    itself = write(tmp_path, MINIMAL.rstrip(" ") + "      again: {crew: crew.yaml}\n")
+    assert problems(itself) == [
+        f"{itself}:5 tasks.again.crew: crew files run each other in a cycle: {itself} -> {itself}"
+        " (each runs the next as a subcrew); remove one of these `crew:` tasks."
+    ]
+
+
+def test_a_hierarchical_crew_has_a_manager_a_goal_and_no_tasks(tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        process: hierarchical
+        manager: lead
+        goal: Write a report on {topic}
+        agents:
+          lead: {role: Lead}
+          researcher: {role: Researcher}
+          writer: {role: Writer}
+        """,
+    )
+    loaded = load_crew_yaml(path)
+    crew = loaded.crew
+    assert (crew.process, crew.goal) == ("hierarchical", "Write a report on {topic}")
+    assert crew.manager is not None and crew.manager.role == "Lead"
+    assert [t.id for t in crew.tasks] == ["plan", "work"]  # the manager plans the rest
+    assert "Researcher" in crew.tasks[0].description and "- Lead:" not in crew.tasks[0].description
+    assert list(loaded.inputs) == ["topic"] and loaded.warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            ("join: any", "join: frist"),
+            "11 tasks.fix.join: unknown join 'frist'; use all, any, best_effort or quorum(n),"
+            " e.g. quorum(2).",
+        ),
+        (
+            ("join: quorum(2)", "join: quorum 2"),
+            "12 tasks.log.join: unknown join 'quorum 2' (did you mean 'quorum(n)'?); use all,"
+            " any, best_effort or quorum(n), e.g. quorum(2).",
+        ),
+        (
+            ("\"triage.data.reason == 'crash'\"", "true"),
+            "11 tasks.fix.when: True is not an expression: write it as text, such as"
+            ' "triage.data.approved" (in quotes in YAML).',
+        ),
+        (
+            ("triage.data.reason == 'crash'", "triage.data.reason = 'crash'"),
+            "11 tasks.fix.when: `triage.data.reason = 'crash'` is not a valid expression"
+            " (col 20): use == to compare.",
+        ),
+        (
+            ("for_each: ideas.data.items", "for_each: [ideas]"),
+            "21 tasks.expand.for_each: ['ideas'] is not an expression: write it as text, such as"
+            ' "triage.data.approved" (in quotes in YAML).',
+        ),
+        (
+            ("[fix, log]", "[fix, lgo]"),
+            "10 tasks.triage.routes.bug: unknown task 'lgo' (did you mean 'log'?).",
+        ),
+        (
+            ("question: answer", "question: 3"),
+            "10 tasks.triage.routes.question: should be a valid list, got 3.",
+        ),
+        (
+            ("tasks: [draft, critique]", "tasks: [draft, critiqe]"),
+            "29 tasks.refine.loop.tasks.1: unknown task 'critiqe' (did you mean 'critique'?).",
+        ),
+        (
+            (", max_rounds: 3", ""),
+            "29 tasks.refine.loop.max_rounds: a loop needs a bound: add `max_rounds:` (e.g."
+            " max_rounds: 3); it ends sooner when `until` holds.",
+        ),
+        (
+            ("until: critique.data.approved", "until: critique.data.(approved"),
+            "29 tasks.refine.loop.until: `critique.data.(approved` is not a valid expression"
+            " (col 15): invalid syntax.",
+        ),
+        (
+            ("[draft, critique]", "[draft, critique, refine]"),
+            "29 tasks.refine.loop.tasks.2: a loop cannot contain itself.",
+        ),
+        (
+            ("join: best_effort", "agent: writer"),
+            "31 tasks.refine.agent: does not apply to a loop; set it on the tasks of its body.",
+        ),
+        (
+            ("description: Answer}", "description: Answer, inputs: {x: triage.text}}"),
+            "13 tasks.answer.inputs: maps a subcrew's inputs; add `crew:`.",
+        ),
+        (
+            ("answer: {agent: writer, ", "answer: {"),
+            "13 tasks.answer: no agent: add `agent:` (agents: analyst, writer).",
+        ),
+        (
+            ("answer: {agent: writer, description: Answer}", "answer: {crew: nowhere}"),
+            "13 tasks.answer.crew: no crew file 'nowhere' next to this file; name a crew.yaml"
+            " or its folder.",
+        ),
+        (
+            ("inputs:", "manager: analyst\n    inputs:"),
+            "1 manager: only a hierarchical crew has one; add `process: hierarchical`.",
+        ),
+        (
+            ("inputs:", "process: sequential\n    inputs:"),
+            "1 process: should be 'graph' or 'hierarchical', got 'sequential'.",
+        ),
+    ],
+)
+def test_control_flow_problems(tmp_path, change, expected):
+    assert change[0] in FLOW
+    path = write(tmp_path, FLOW.replace(*change))
+    assert problems(path) == [f"{path}:{expected}"]
+
+
+def test_a_task_is_in_one_loop_and_loops_are_not_inside_each_other(tmp_path):
+    more = """\
+      polish: {loop: {tasks: [draft, again], max_rounds: 2}}
+      again: {loop: {tasks: [polish], max_rounds: 2}}
+    """
+    path = write(tmp_path, FLOW.rstrip(" ") + more)
+    assert problems(path) == [
+        f"{path}:33 tasks.polish.loop.tasks.0: already in loop 'refine'; a task is in one loop at"
+        " most.",
+        f"{path}:33 tasks.polish.loop.tasks: loops contain each other in a cycle: polish -> again"
+        " -> polish (each contains the next); take one out of the other's tasks.",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "process: hierarchical\nmanager: leed\ngoal: G\nagents:\n  lead: {role: L}\n"
+            "  w: {role: W}\n",
+            ["2 manager: unknown agent 'leed' (did you mean 'lead'?)."],
+        ),
+        (
+            "process: hierarchical\nagents:\n  w: {role: W}\n",
+            [
+                "1 process: needs `manager:`, the key of the agent that plans.",
+                "1 process: needs `goal:`, what the crew is to achieve.",
+            ],
+        ),
+        (
+            "process: hierarchical\nmanager: w\ngoal: G\nagents:\n  w: {role: W}\n"
+            "tasks:\n  draft: {description: D, agent: w}\n",
+            [
+                "4 agents: the manager needs other agents to plan the tasks for.",
+                "6 tasks: a hierarchical crew's manager plans the tasks; remove `tasks:` (or use"
+                " `process: graph`).",
+            ],
+        ),
+    ],
+)
+def test_hierarchical_problems(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    assert problems(path) == [f"{path}:{e}" for e in expected]
 
 
 # --- safe loading --------------------------------------------------------------------------------
