@@ -7,18 +7,20 @@ import dataclasses
 import functools
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from crew import events
+from crew import events, hooks
 from crew.agent import Agent, TaskRun
 from crew.board import Board, BoardEntry
-from crew.checkpoint import Checkpoint, open_run
+from crew.checkpoint import Checkpoint, fork_run, open_run
 from crew.errors import ConfigError, RunFailedError, TaskError
 from crew.llm import ChatModel, as_chat_model, default_llm, prepare
 from crew.plan import Plan, build_plan
+from crew.process import Process, hierarchical_tasks
+from crew.replay import Exchanges
 from crew.scheduler import FailurePolicy, Scheduler, Slots, TaskAttempt, check_settings
 from crew.store import Store, open_store
 from crew.task import Task, TaskOutput, TaskResult
@@ -95,6 +97,10 @@ class Crew:
             else SQLite at ``.crew/crew.db`` (see ``crew.store.open_store``).
         source: where the crew was loaded from, kept with each run so ``crew resume`` can
             load it again.
+        process: ``graph`` runs ``tasks`` as their dependencies allow; ``hierarchical`` has
+            ``manager`` plan the tasks over ``agents`` to reach ``goal`` (see ``crew.process``).
+        review_hook: told when an output waits for a review: a webhook URL, a shell command or
+            a function (see ``crew.hooks``); None for ``CREW_REVIEW_HOOK``, if set.
         clock: wall-clock seconds; id_factory: new run ids. Parameters so tests can fix them.
     """
 
@@ -110,10 +116,24 @@ class Crew:
         stream: bool = False,
         store: Store | str | None = None,
         source: str = "",
+        review_hook: hooks.ReviewHook | None = None,
+        process: Process = "graph",
+        manager: Agent | None = None,
+        goal: str = "",
         clock: Callable[[], float] = time.time,
         id_factory: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
     ) -> None:
         self.tasks = tuple(tasks)
+        self.process, self.manager, self.goal = process, manager, goal
+        if process not in ("graph", "hierarchical"):
+            raise ConfigError(f"process must be 'graph' or 'hierarchical', got {process!r}.")
+        if process == "hierarchical":
+            if self.tasks:
+                raise ConfigError(
+                    "A hierarchical crew's manager plans the tasks: pass goal='...' and"
+                    " agents=[...], not tasks (or use process='graph')."
+                )
+            self.tasks = tuple(hierarchical_tasks(cast(Agent, manager), tuple(agents), goal))
         wrong = [type(t).__name__ for t in self.tasks if not isinstance(t, Task)]
         if wrong:
             raise ConfigError(f"Crew(tasks=...) takes Task objects, got {', '.join(wrong)}.")
@@ -124,6 +144,7 @@ class Crew:
         self.max_concurrency = max_concurrency
         self.stream = stream
         self.source = source
+        self.review_hook = review_hook
         self._store = store
         self.on_failure: FailurePolicy = on_failure
         self._clock = clock
@@ -133,7 +154,7 @@ class Crew:
     def agents(self) -> list[Agent]:
         """The agents of the tasks, each once, in order of first use, then the other ``agents``
         given (coworkers that only answer delegations)."""
-        found = {id(t.agent): t.agent for t in self.tasks if t.agent is not None}
+        found = {id(t.agent): t.agent for t in _every_task(self.tasks) if t.agent is not None}
         found.update((id(a), a) for a in self._extra_agents)
         return list(found.values())
 
@@ -144,7 +165,11 @@ class Crew:
             "llm": self.llm, "max_concurrency": self.max_concurrency,
             "on_failure": self.on_failure, "stream": self.stream, "clock": self._clock,
             "id_factory": self._id_factory, "store": self._store, "source": self.source,
+            "review_hook": self.review_hook, "process": self.process, "manager": self.manager,
+            "goal": self.goal,
         }  # fmt: skip
+        if self.process == "hierarchical":
+            arguments["tasks"] = ()  # the manager's tasks are made again
         arguments.update(changes)
         return Crew(arguments.pop("tasks"), **arguments)
 
@@ -152,10 +177,13 @@ class Crew:
         """The same crew with every agent on ``llm`` (what ``crew run --llm`` does)."""
         model = as_chat_model(llm)
         agents = {id(a): dataclasses.replace(a, llm=model) for a in self.agents}
-        tasks = [
-            dataclasses.replace(t, agent=agents[id(t.agent)]) if t.agent is not None else t
-            for t in self.tasks
-        ]
+        if self.manager is not None:
+            manager = dataclasses.replace(self.manager, llm=model)
+            agents[id(self.manager)] = manager
+            return self.replace(
+                agents=[agents[id(a)] for a in self._extra_agents], llm=model, manager=manager
+            )
+        tasks = _on_model(self.tasks, agents, model)
         return self.replace(
             tasks=tasks, agents=[agents[id(a)] for a in self._extra_agents], llm=model
         )
@@ -181,6 +209,8 @@ class Crew:
         run_id: str | None = None,
         resume: str | None = None,
         on_event: events.EventSink | None = None,
+        replay: str | None = None,
+        replay_strict: bool = False,
         slots: Slots | None = None,
         parent_run_id: str | None = None,
     ) -> CrewResult:
@@ -191,6 +221,10 @@ class Crew:
         finished tasks are not called again (their outputs and the board come back), the
         others run. Its stored inputs are used unless ``inputs`` are given.
 
+        Every model exchange is recorded in the store. ``replay=RUN_ID`` answers each request
+        that run recorded from the store, at no cost and without a model call; the others go to
+        the provider, or fail with ``ReplayMissError`` if ``replay_strict`` (see ``crew.replay``).
+
         ``slots`` and ``parent_run_id`` are for a subcrew's run: it shares its parent's limit on
         agents at work and is stored as the parent's child.
         """
@@ -200,7 +234,7 @@ class Crew:
         inputs = dict(inputs or {})
         store = self.store  # opened only for a valid crew: a bad one leaves no file behind
         default = self._default_llm()
-        models = {id(m): m for t in self.tasks if t.agent for m in (t.agent.llm or default,)}
+        models = {id(m): m for a in self.agents for m in (a.llm or default,) if m is not None}
         await asyncio.to_thread(prepare, models.values())
         bus = events.EventBus()
         if on_event is not None:
@@ -222,11 +256,13 @@ class Crew:
         reserved = frozenset(plan.tasks)
         coworkers = {agent.role: agent for agent in self.agents}
 
+        exchanges = Exchanges(store, emit.run_id, replay=replay, strict=replay_strict)
+
         def model_for(agent: Agent) -> ChatModel:
             model = cast(ChatModel | None, agent.llm) or default  # Agent made it a ChatModel
             if model is None:
                 raise ConfigError(f"Agent '{agent.role}' has no model; pass Agent(llm=...).")
-            return model
+            return exchanges.wrap(model)  # recorded; answered from the store when replaying
 
         async def attempt(task_id: str, state: TaskAttempt) -> TaskOutput:
             task = tasks[task_id]
@@ -284,6 +320,7 @@ class Crew:
             if not tasks[output.task_id].human_review:
                 return False
             checkpoint.request_review(output)
+            hooks.announce_review(self.review_hook, emit, crew=self.name, output=output)
             return True
 
         bus.subscribe(checkpoint.on_event)
@@ -404,6 +441,80 @@ class Crew:
 
     def _default_llm(self) -> ChatModel | None:
         return self.llm if self.llm is not None else default_llm()
+
+    def fork(
+        self,
+        run_id: str,
+        from_task: str,
+        *,
+        outputs: Mapping[str, str] | None = None,
+        fork_id: str | None = None,
+        **kwargs: Any,
+    ) -> CrewResult:
+        """Fork the stored run ``run_id`` at ``from_task`` and run the fork (``crew fork``).
+
+        The fork is a new run (its ``parent_run_id`` is ``run_id``) that keeps every output of
+        ``run_id`` not downstream of ``from_task`` and runs ``from_task`` and its dependants
+        again. ``outputs`` gives some tasks' outputs as text: they count as done and their
+        dependants run again. Model requests that did not change are answered with what
+        ``run_id`` recorded (pass ``replay=None`` to call the models afresh). ``fork_id`` names
+        the fork (else a new id); other keyword arguments go to ``arun`` (``on_event``,
+        ``replay_strict``). ``run_id`` itself is not changed.
+
+        Raises:
+            ConfigError: no such run, or ``from_task`` or a task of ``outputs`` is not a task
+                of this crew (the message names close matches).
+        """
+        return self.run(**self._start_fork(run_id, from_task, outputs, fork_id, kwargs))
+
+    async def afork(
+        self,
+        run_id: str,
+        from_task: str,
+        *,
+        outputs: Mapping[str, str] | None = None,
+        fork_id: str | None = None,
+        **kwargs: Any,
+    ) -> CrewResult:
+        """``fork``, for async code."""
+        return await self.arun(**self._start_fork(run_id, from_task, outputs, fork_id, kwargs))
+
+    def _start_fork(
+        self,
+        run_id: str,
+        from_task: str,
+        outputs: Mapping[str, str] | None,
+        fork_id: str | None,
+        kwargs: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Store the fork (see ``crew.checkpoint.fork_run``); the arguments that resume it."""
+        fork_id = fork_id or self._id_factory()
+        plan = self.plan(open_run(self.store, run_id))
+        fork_run(self.store, run_id, plan, from_task, fork_id=fork_id, outputs=outputs)
+        return {"replay": run_id, **kwargs, "resume": fork_id}
+
+
+def _on_model(tasks: Iterable[Task], agents: Mapping[int, Agent], model: ChatModel) -> list[Task]:
+    """``tasks`` with their agents replaced, in loop bodies and subcrews too."""
+    changed = []
+    for task in tasks:
+        if task.agent is not None:
+            task = dataclasses.replace(task, agent=agents[id(task.agent)])
+        elif task.crew is not None:
+            task = dataclasses.replace(task, crew=task.crew.with_llm(model))
+        elif task.group and not callable(task.group):
+            body = _on_model(cast(Sequence[Task], task.group), agents, model)
+            task = dataclasses.replace(task, group=body)
+        changed.append(task)
+    return changed
+
+
+def _every_task(tasks: Iterable[Task]) -> Iterator[Task]:
+    """``tasks`` and the tasks in their loops' bodies (those made at run time aside)."""
+    for task in tasks:
+        yield task
+        if task.group and not callable(task.group):
+            yield from _every_task(cast(Sequence[Task], task.group))
 
 
 def _plain(value: Any) -> Any:

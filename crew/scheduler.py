@@ -243,7 +243,9 @@ class Scheduler:
         ok, still_open = self._ok[task_id], self._open[task_id]
         ended_badly = [d for d in deps if d not in ok and d not in still_open]
         need = task.quorum
-        if task.join == "all" and ended_badly:
+        if not deps:  # none here (a loop's body task may depend only on tasks before the loop)
+            self._start(task_id)
+        elif task.join == "all" and ended_badly:
             dep = ended_badly[0]
             self._why[task_id] = self._why.get(dep, f"'{dep}' failed")
             self._skip(task_id, self._skipped_because(dep))

@@ -72,7 +72,10 @@ def test_a_condition_on_the_board_runs_or_skips_a_task_with_the_reason():
 
 def test_a_task_a_condition_reads_becomes_a_dependency():
     llm = ScriptedLLM({"triage": Reply(data={"severity": "high"}, delay_s=0.05)})
-    tasks = [task("page", when="triage.data.severity == 'high'"), task("triage", output_model=Triage)]
+    tasks = [
+        task("page", when="triage.data.severity == 'high'"),
+        task("triage", output_model=Triage),
+    ]
     crew = Crew(tasks, llm=llm)
 
     assert crew.plan().dependencies("page") == ["triage"]
@@ -100,7 +103,9 @@ def test_join_any_starts_on_the_first_success_while_others_still_run():
 
 
 def test_quorum_starts_after_n_successes_and_skips_when_it_cannot_be_met():
-    llm = ScriptedLLM({"b": BadRequestError("no", model="m"), "c": BadRequestError("no", model="m")})
+    llm = ScriptedLLM(
+        {"b": BadRequestError("no", model="m"), "c": BadRequestError("no", model="m")}
+    )
     tasks = [task("a"), task("b"), task("c"), task("two", "a", "b", "c", join="quorum(2)")]
     result = Crew(tasks, llm=llm, on_failure="continue").run()
 
@@ -161,7 +166,11 @@ def test_a_router_runs_the_chosen_route_and_skips_the_others():
     }
     assert result.tasks["spec"].reason == "router 'triage' chose 'bug'"
     chosen = next(e for e in seen if isinstance(e, events.RouteChosen))
-    assert (chosen.route, chosen.reason, set(chosen.skipped)) == ("bug", "a crash", {"spec", "design"})
+    assert (chosen.route, chosen.reason, set(chosen.skipped)) == (
+        "bug",
+        "a crash",
+        {"spec", "design"},
+    )
     schema = llm.calls_for("triage")[0].output_schema
     assert schema["properties"]["route"]["enum"] == ["bug", "feature"]
 
@@ -189,7 +198,13 @@ def refine_crew(llm: ScriptedLLM, store: MemoryStore | None = None, max_rounds: 
     return Crew(
         [
             task("brief"),
-            loop("refine", body, until="critique.data.approved", max_rounds=max_rounds, depends_on=["brief"]),
+            loop(
+                "refine",
+                body,
+                until="critique.data.approved",
+                max_rounds=max_rounds,
+                depends_on=["brief"],
+            ),
             task("publish", "draft"),
         ],
         llm=llm,
@@ -207,7 +222,14 @@ def test_a_loop_repeats_until_its_condition_holds_keeping_every_round_on_the_boa
     result, seen = run(refine_crew(llm))
 
     assert result.status == "succeeded"
-    assert [c.task_id for c in llm.calls] == ["brief", "draft", "critique", "draft", "critique", "publish"]
+    assert [c.task_id for c in llm.calls] == [
+        "brief",
+        "draft",
+        "critique",
+        "draft",
+        "critique",
+        "publish",
+    ]
     assert [e.text for e in result.board.history("draft")] == ["draft one", "draft two"]
     second_draft = llm.calls_for("draft")[1].prompt
     assert "too long" in second_draft and "draft one" in second_draft  # it sees the last round
@@ -230,9 +252,7 @@ def test_a_loop_stops_at_max_rounds():
 
 def test_a_loop_resumes_in_the_round_where_it_stopped():
     store = MemoryStore()
-    broken = ScriptedLLM(
-        {"critique": [{"approved": False}, BadRequestError("down", model="m")]}
-    )
+    broken = ScriptedLLM({"critique": [{"approved": False}, BadRequestError("down", model="m")]})
     first = refine_crew(broken, store).run()
     assert first.status == "failed"
     assert [c.task_id for c in broken.calls] == ["brief", "draft", "critique", "draft", "critique"]
@@ -438,3 +458,26 @@ def test_a_loop_inside_a_loop_is_refused_with_the_way_around():
     inner = loop("inner", [task("a")], max_rounds=2)
     with pytest.raises(PlanError, match="loop inside a loop"):
         Crew([loop("outer", [inner], max_rounds=2)], llm=ScriptedLLM()).plan()
+
+
+def test_a_body_task_with_join_any_on_tasks_before_the_loop_runs():
+    crew = Crew(
+        [task("a"), loop("l", [task("b", "a", join="any")], max_rounds=1)], llm=ScriptedLLM()
+    )
+    result = crew.run()
+    assert result.tasks["b"].status == "succeeded"
+
+
+def test_with_llm_reaches_agents_in_loop_bodies_and_subcrews():
+    own = Agent(role="Own", llm=ScriptedLLM(default="own model"))
+    sub = Crew([Task(id="s", description="d", agent=own)], name="sub")
+    crew = Crew(
+        [
+            loop("l", [Task(id="b", description="d", agent=own)], max_rounds=1),
+            Task(id="c", description="d", crew=sub),
+        ],
+    )
+    swapped = ScriptedLLM(default="swapped")
+    result = crew.with_llm(swapped).run()
+    assert result.outputs["b"].text == "swapped" and result.outputs["c"].text == "swapped"
+    assert sorted(c.task_id for c in swapped.calls) == ["b", "s"]
