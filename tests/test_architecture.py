@@ -19,11 +19,12 @@ LAYERS = {
     "task": 4,
     "plan": 5,
     "scheduler": 6, "checkpoint": 6, "process": 6,
-    "crew": 7,
-    "testing": 8, "testserver": 8, "spec": 8,
-    "crewai": 9, "console": 9,
-    "cli": 10,
-    "__init__": 11,
+    "run": 7,
+    "crew": 8,
+    "testing": 9, "testserver": 9, "spec": 9,
+    "crewai": 10, "console": 10,
+    "cli": 11,
+    "__init__": 12,
 }  # fmt: skip
 
 # Each third-party library is imported by these modules only (an empty set: by none yet).

@@ -1,0 +1,359 @@
+"""One run of a crew: its board, checkpoint, models and scheduler, wired together.
+
+``Crew.arun`` checks the crew and makes a ``Run``; the run executes the plan and returns a
+``CrewResult``. What a task attempt needs (the agent, a map's item, a loop's earlier round, a
+subcrew) is decided here; when tasks may start is the scheduler's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from crew import events, hooks
+from crew.board import Board, BoardEntry
+from crew.checkpoint import Checkpoint
+from crew.errors import ConfigError, RunFailedError, TaskError
+from crew.plan import Plan, build_plan
+from crew.replay import Exchanges
+from crew.scheduler import Scheduler, Slots, TaskAttempt
+from crew.store import Store
+from crew.task import Task, TaskOutput, TaskResult
+from crew.usage import RunUsage, Usage
+
+if TYPE_CHECKING:
+    from crew.agent import Agent
+    from crew.crew import Crew
+    from crew.llm import ChatModel
+
+RunStatus = Literal["succeeded", "failed", "cancelled", "waiting"]
+"""waiting: every task that could run has; the rest wait for a person's review."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CrewResult:
+    """How a run ended: every task's result, the board, and what it cost."""
+
+    run_id: str
+    crew: str
+    status: RunStatus
+    tasks: dict[str, TaskResult]
+    """Every task of the crew, in declaration order (a loop followed by its body), with its
+    status."""
+    board: Board
+    usage: RunUsage
+    inputs: dict[str, Any]
+    started_at: float
+    finished_at: float
+
+    @property
+    def outputs(self) -> dict[str, TaskOutput]:
+        """The outputs of the tasks that succeeded."""
+        return {t: r.output for t, r in self.tasks.items() if r.output is not None}
+
+    @property
+    def output(self) -> TaskOutput | None:
+        """The crew's final output: that of the last declared task, if it succeeded."""
+        return next(reversed(self.tasks.values())).output if self.tasks else None
+
+    @property
+    def duration_s(self) -> float:
+        return self.finished_at - self.started_at
+
+    def raise_for_status(self) -> CrewResult:
+        """Return self if every task succeeded, else raise ``RunFailedError`` naming failures."""
+        if self.status == "succeeded":
+            return self
+        failed = [r for r in self.tasks.values() if r.status == "failed"]
+        reasons = "; ".join(f"'{r.task_id}': {r.error}" for r in failed) or self.status
+        raise RunFailedError(f"Run {self.run_id} {self.status}: {reasons}", result=self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as plain JSON-serialisable data."""
+        return {
+            "run_id": self.run_id,
+            "crew": self.crew,
+            "status": self.status,
+            "inputs": self.inputs,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "tasks": {t: r.to_dict() for t, r in self.tasks.items()},
+            "board": self.board.snapshot(),
+            "usage": self.usage.to_dict(),
+        }
+
+
+class Run:
+    """One execution (or resumption) of a crew's plan.
+
+    Args:
+        crew: the crew (its settings: name, concurrency, failure policy, streaming, hook).
+        plan: the crew's checked plan for ``inputs``.
+        default: the model of agents that name none.
+        replay, replay_strict: answer recorded requests of that run from the store.
+        slots: shared with a parent run (a subcrew); else the run's own.
+    """
+
+    def __init__(
+        self,
+        crew: Crew,
+        plan: Plan,
+        inputs: dict[str, Any],
+        *,
+        store: Store,
+        run_id: str,
+        clock: Callable[[], float],
+        default: ChatModel | None,
+        coworkers_only: Sequence[Agent] = (),
+        on_event: events.EventSink | None = None,
+        replay: str | None = None,
+        replay_strict: bool = False,
+        slots: Slots | None = None,
+    ) -> None:
+        self.crew, self.plan, self.inputs, self.store = crew, plan, inputs, store
+        self.clock, self.default, self.replay = clock, default, replay
+        self.coworkers_only = tuple(coworkers_only)
+        self.tasks = dict(plan.all_tasks)
+        """Every task by id; a loop body made at run time adds its tasks when it starts."""
+        self.bus = events.EventBus()
+        if on_event is not None:
+            self.bus.subscribe(on_event)
+        self.emit = events.Emitter(self.bus, run_id, clock)
+        self.checkpoint = Checkpoint(store, run_id)
+        self.board = Board(clock=clock, on_post=self._posted)
+        self.coworkers = {agent.role: agent for agent in crew.agents}
+        self.exchanges = Exchanges(store, run_id, replay=replay, strict=replay_strict)
+        self.rejected: dict[str, str] = {}
+        self.scheduler = Scheduler(
+            plan,
+            self._attempt,
+            self._on_output,
+            self.emit,
+            clock,
+            max_concurrency=crew.max_concurrency,
+            on_failure=crew.on_failure,
+            hold=self._hold,
+            board=self.board,
+            inputs=inputs,
+            plan_body=self._plan_body,
+            slots=slots or Slots(crew.max_concurrency),
+        )
+
+    async def execute(self, *, resume: bool, parent_run_id: str | None = None) -> CrewResult:
+        """Run (or, with ``resume``, continue) the plan and record how it ended."""
+        checkpoint, scheduler, emit = self.checkpoint, self.scheduler, self.emit
+        if resume:
+            restored, self.rejected, stored = checkpoint.resume(self.plan, self.board)
+            scheduler.results.update(restored)
+            scheduler.stored = stored
+        else:
+            checkpoint.begin(
+                crew=self.crew.name, inputs=self.inputs, plan=self.plan,
+                source=self.crew.source, parent=parent_run_id,
+            )  # fmt: skip
+        self.bus.subscribe(checkpoint.on_event)
+        started = self.clock()
+        lease = asyncio.create_task(checkpoint.keep_lease())
+        lease.add_done_callback(functools.partial(_stop_if_lease_lost, asyncio.current_task()))
+        emit(
+            events.RunStarted,
+            crew=self.crew.name,
+            task_ids=tuple(self.plan.tasks),
+            inputs=self.inputs,
+        )
+        status: RunStatus = "cancelled"
+        try:
+            await scheduler.run()
+            status = _status(scheduler)
+        finally:
+            results = {t: scheduler.results[t] for t in self.tasks if t in scheduler.results}
+            result = CrewResult(
+                run_id=emit.run_id, crew=self.crew.name, status=status, tasks=results,
+                board=self.board, usage=_run_usage(self.tasks, results), inputs=self.inputs,
+                started_at=started, finished_at=self.clock(),
+            )  # fmt: skip
+            lease.cancel()
+            checkpoint.finish(status, results, result.usage)
+            emit(events.RunFinished, status=status, result=result)
+        return result
+
+    def model_for(self, agent: Agent) -> ChatModel:
+        """The model ``agent`` runs on, recorded (and answered from the store when replaying)."""
+        model = cast("ChatModel | None", agent.llm) or self.default  # Agent made it a ChatModel
+        if model is None:
+            raise ConfigError(f"Agent '{agent.role}' has no model; pass Agent(llm=...).")
+        return self.exchanges.wrap(model)
+
+    async def _attempt(self, task_id: str, state: TaskAttempt) -> TaskOutput:
+        from crew.agent import TaskRun
+
+        task = self.tasks[task_id]
+        if task.crew is not None:
+            return await self._run_subcrew(task, state)
+        agent = task.agent
+        assert agent is not None  # the planner checked
+        task, inputs = _instance(task, state, self.inputs)
+        run = TaskRun(
+            coworkers=self.coworkers,
+            model_for=self.model_for,
+            llm=self.model_for(agent),
+            board=self.board,
+            inputs=inputs,
+            emit=self.emit,
+            on_usage=state.add_usage,
+            reserved=frozenset(self.tasks),
+            stream=self.crew.stream,
+            feedback=self.rejected.get(task_id),
+        )
+        answer = await agent.execute(task, run)
+        return TaskOutput(
+            task_id=task_id, agent=agent.role, text=answer.text, data=answer.data,
+            model=answer.model,
+        )  # fmt: skip
+
+    def _on_output(self, output: TaskOutput, attempt: int, index: int) -> None:
+        if output.item is None:  # a map's items reach the board together, as its output
+            self.board.post(output.task_id, output.text, author=output.agent, data=output.data)
+        self.checkpoint.on_output(output, attempt, index)
+
+    def _posted(self, entry: BoardEntry) -> None:
+        self.checkpoint.on_board_post(entry)
+        self.emit(
+            events.BoardPosted,
+            key=entry.key,
+            version=entry.version,
+            author=entry.author,
+            kind=entry.kind,
+        )
+
+    def _hold(self, output: TaskOutput) -> bool:
+        if not self.tasks[output.task_id].human_review:
+            return False
+        self.checkpoint.request_review(output)
+        hooks.announce_review(self.crew.review_hook, self.emit, crew=self.crew.name, output=output)
+        return True
+
+    def _plan_body(self, task: Task) -> Plan:
+        """Plan a loop body made at run time (the manager's tasks, say)."""
+        body = task.group(self.board) if callable(task.group) else task.group
+        made = build_plan(
+            body,
+            self.inputs,
+            default_llm=self.default,
+            agents=self.coworkers_only,
+            outer=self.tasks,
+        )
+        self.tasks.update(made.all_tasks)
+        return made
+
+    async def _run_subcrew(self, task: Task, state: TaskAttempt) -> TaskOutput:
+        """Run ``task.crew`` as a child run of this one: its inputs mapped from the board, its
+        events forwarded (task ids prefixed ``task/``), resumed where a crash left it."""
+        from crew.expr import parse
+
+        assert task.crew is not None
+        scope = self.scheduler.scope()
+        inputs = {
+            name: value(self.board) if callable(value) else parse(value).evaluate(scope)
+            for name, value in task.inputs.items()
+        }
+        inputs = {k: v.text if isinstance(v, BoardEntry) else _plain(v) for k, v in inputs.items()}
+        suffix = f".r{state.round}" if state.round else ""
+        run_id = f"{self.emit.run_id}.{task.id}{suffix}"
+        replayed = f"{self.replay}.{task.id}{suffix}" if self.replay else None
+        model = task.crew.llm or self.default  # a subcrew without a model uses ours
+        child = task.crew.replace(store=self.store, clock=self.clock, llm=model)
+        exists = self.store.get_run(run_id) is not None
+        result = await child.arun(
+            None if exists else inputs,
+            run_id=None if exists else run_id,
+            resume=run_id if exists else None,
+            on_event=functools.partial(_forward, self.bus, task.id),
+            replay=replayed if replayed and self.store.get_run(replayed) else None,
+            slots=self.scheduler.slots,
+            parent_run_id=self.emit.run_id,
+        )
+        state.add_usage(result.usage.total)
+        output = result.output
+        if result.status != "succeeded" or output is None:
+            failed = [f"'{r.task_id}': {r.error}" for r in result.tasks.values() if r.error]
+            raise TaskError(
+                f"Task '{task.id}': subcrew '{child.name}' (run {run_id}) {result.status}: "
+                + ("; ".join(failed) or "it has no final output"),
+                task_id=task.id,
+            )
+        return dataclasses.replace(output, task_id=task.id, usage=Usage())
+
+
+def _forward(bus: events.EventBus, parent_task: str, event: events.Event) -> None:
+    """A subcrew's event, on its parent's bus, its task id under the parent task's."""
+    if isinstance(event, events.RunStarted | events.RunFinished):
+        return
+    if hasattr(event, "task_id"):
+        event = dataclasses.replace(event, task_id=f"{parent_task}/{event.task_id}")  # type: ignore[call-arg]
+    bus.emit(event)
+
+
+def _instance(
+    task: Task, state: TaskAttempt, inputs: dict[str, Any]
+) -> tuple[Task, dict[str, Any]]:
+    """The task as this attempt does it: one map item, a later loop round, or with some
+    dependencies missing (``join``); and the inputs its placeholders are filled from."""
+    description, depends_on = task.description, task.dependency_ids
+    if state.item_index is not None:
+        inputs = {**inputs, "item": state.item, "item_index": state.item_index}
+        if "{item}" not in description:
+            description += "\n\n## Item\n{item}"
+    if state.missing:
+        listed = ", ".join(f"'{t}'" for t in state.missing)
+        description += (
+            f"\n\nNote: the earlier tasks {listed} did not succeed; their outputs are missing."
+            " Do the best you can with what there is."
+        )
+    extra = tuple(t for t in state.context if t not in depends_on)
+    if description == task.description and not extra:
+        return task, inputs
+    changed = dataclasses.replace(task, description=description, depends_on=(*depends_on, *extra))
+    return changed, inputs
+
+
+def _plain(value: Any) -> Any:
+    """A value read from the board as an input: models and lists of them as JSON data."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+
+
+def _status(scheduler: Scheduler) -> RunStatus:
+    """failed if a task failed and its dependants could not go on without it."""
+    results = scheduler.results.values()
+    if any(r.status == "failed" and r.task_id not in scheduler.tolerated for r in results):
+        return "failed"
+    if any(r.status == "cancelled" for r in results):
+        return "failed"
+    return "waiting" if any(r.status == "waiting" for r in results) else "succeeded"
+
+
+def _stop_if_lease_lost(run: asyncio.Task[Any] | None, lease: asyncio.Task[None]) -> None:
+    """Another process took the run's lease over (it thought this one dead): stop here."""
+    if run is not None and not lease.cancelled() and lease.exception() is not None:
+        run.cancel()
+
+
+def _run_usage(tasks: Mapping[str, Task], results: Mapping[str, TaskResult]) -> RunUsage:
+    """Usage by task and agent; a loop's own usage sums its tasks', so the total counts only
+    the tasks that called models themselves."""
+    by_task = {t: r.usage for t, r in results.items()}
+    by_agent: dict[str, Usage] = {}
+    for task_id, usage in by_task.items():
+        if tasks[task_id].kind == "loop":
+            continue
+        agent = tasks[task_id].agent
+        role = agent.role if agent is not None else ""
+        by_agent[role] = by_agent.get(role, Usage()) + usage
+    own = [u for t, u in by_task.items() if tasks[t].kind != "loop"]
+    return RunUsage(total=Usage.sum(own), by_task=by_task, by_agent=by_agent)
