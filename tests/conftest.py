@@ -6,7 +6,9 @@ import ipaddress
 import os
 import re
 import socket
+import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -100,3 +102,37 @@ def server(_server_session: FakeOpenAIServer) -> Iterator[FakeOpenAIServer]:
 def fake_llm(server: FakeOpenAIServer) -> LLM:
     """An LLM that reaches the fake server through litellm's real HTTP path."""
     return LLM("openai/fake", api_base=server.url, api_key="sk-test", retry=FAST_RETRY)
+
+
+# Read at import: the autouse fixture above clears CREW_* variables before each test.
+POSTGRES_URL = os.environ.get("CREW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(scope="session")
+def _postgres() -> Iterator[Any]:
+    """An admin connection to the test server, or a skip (a failure in CI) saying why not."""
+    try:
+        import psycopg
+
+        conn = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except Exception as exc:  # ImportError or any connection error: report it, whatever it is
+        reason = f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}".strip()
+        if IN_CI:
+            pytest.fail(f"{reason} (CI=true: the PostgreSQL store must be tested)")
+        pytest.skip(reason)
+    with conn:
+        yield conn
+
+
+def _with_options(url: str, schema: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def postgres_url(_postgres: Any) -> Iterator[str]:
+    """The test server's URL, confined to a fresh schema, dropped afterwards."""
+    schema = f"crew_test_{uuid.uuid4().hex[:12]}"
+    _postgres.execute(f"CREATE SCHEMA {schema}")
+    yield _with_options(POSTGRES_URL, schema)
+    _postgres.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
 from crew import Agent, Crew, Task, events
 from crew.errors import BadRequestError, PlanError
+from crew.store import Store, open_store
 from crew.store.memory import MemoryStore
 from crew.task import loop
 from crew.testing import Call, Reply, ScriptedLLM
@@ -190,7 +193,7 @@ def test_an_invalid_route_is_asked_again_then_fails_clearly():
 # Loops
 
 
-def refine_crew(llm: ScriptedLLM, store: MemoryStore | None = None, max_rounds: int = 4) -> Crew:
+def refine_crew(llm: ScriptedLLM, store: Store | None = None, max_rounds: int = 4) -> Crew:
     body = [
         task("draft"),
         task("critique", "draft", output_model=Verdict),
@@ -250,8 +253,8 @@ def test_a_loop_stops_at_max_rounds():
     assert (finished.rounds, finished.stopped) == (3, "max_rounds")
 
 
-def test_a_loop_resumes_in_the_round_where_it_stopped():
-    store = MemoryStore()
+def test_a_loop_resumes_in_the_round_where_it_stopped(durable: Store):
+    store = durable
     broken = ScriptedLLM({"critique": [{"approved": False}, BadRequestError("down", model="m")]})
     first = refine_crew(broken, store).run()
     assert first.status == "failed"
@@ -267,7 +270,7 @@ def test_a_loop_resumes_in_the_round_where_it_stopped():
 # Maps
 
 
-def map_crew(llm: ScriptedLLM, store: MemoryStore | None = None, **kwargs: object) -> Crew:
+def map_crew(llm: ScriptedLLM, store: Store | None = None, **kwargs: object) -> Crew:
     return Crew(
         [
             task("ideas", output_model=Ideas),
@@ -331,8 +334,24 @@ def test_a_map_over_something_that_is_not_a_list_fails_clearly():
     assert "gave a str, not a list" in result.tasks["each"].error
 
 
-def test_a_map_resumes_only_its_unfinished_items():
-    store = MemoryStore()
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Each store a run can be checkpointed in, the real databases included."""
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    url = (
+        str(tmp_path / "crew.db")
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    store = open_store(url)
+    yield store
+    store.close()
+
+
+def test_a_map_resumes_only_its_unfinished_items(durable: Store):
+    store = durable
 
     def cocoa_fails(call: Call) -> object:
         if call.task_id == "expand" and "cocoa" in call.prompt:  # after the others finished
@@ -364,7 +383,7 @@ def research_crew() -> Crew:
     )
 
 
-def parent_crew(llm: ScriptedLLM, store: MemoryStore) -> Crew:
+def parent_crew(llm: ScriptedLLM, store: Store) -> Crew:
     return Crew(
         [
             task("pick_topic"),
@@ -398,8 +417,8 @@ def test_a_subcrew_does_a_task_with_inputs_from_the_board_and_nests_its_run():
     assert result.usage.total.calls == 4
 
 
-def test_a_subcrew_resumes_inside_itself():
-    store = MemoryStore()
+def test_a_subcrew_resumes_inside_itself(durable: Store):
+    store = durable
     broken = ScriptedLLM({"pick_topic": "octopuses", "summary": BadRequestError("down", model="m")})
     first = parent_crew(broken, store).run()
     assert first.status == "failed" and "subcrew 'research'" in first.tasks["research"].error

@@ -13,7 +13,6 @@ import stat
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -37,10 +36,6 @@ from crew.store import sqlite as sqlite_store
 from crew.store.memory import MemoryStore
 from crew.store.postgres import PostgresStore
 from crew.store.sqlite import SQLiteStore
-
-# Read at import: the autouse fixture of conftest clears CREW_* variables before each test.
-POSTGRES_URL = os.environ.get("CREW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 T0 = 1_700_000_000.0
 DATA: dict[str, Any] = {
@@ -74,35 +69,6 @@ class Backend:
     """Runs raw SQL on the database, outside the store (None for memory)."""
     prefix: str = ""
     """Of the table names."""
-
-
-@pytest.fixture(scope="session")
-def _postgres() -> Iterator[Any]:
-    """An admin connection to the test server, or a skip (a failure in CI) saying why not."""
-    try:
-        import psycopg
-
-        conn = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
-    except Exception as exc:  # ImportError or any connection error: report it, whatever it is
-        reason = f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}".strip()
-        if IN_CI:
-            pytest.fail(f"{reason} (CI=true: the PostgreSQL store must be tested)")
-        pytest.skip(reason)
-    with conn:
-        yield conn
-
-
-def _with_options(url: str, schema: str) -> str:
-    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
-
-
-@pytest.fixture
-def postgres_url(_postgres: Any) -> Iterator[str]:
-    """The test server's URL, confined to a fresh schema, dropped afterwards."""
-    schema = f"crew_test_{uuid.uuid4().hex[:12]}"
-    _postgres.execute(f"CREATE SCHEMA {schema}")
-    yield _with_options(POSTGRES_URL, schema)
-    _postgres.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def _sqlite_sql(path: Path) -> Callable[[list[str]], list[list[tuple[Any, ...]]]]:
