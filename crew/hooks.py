@@ -20,9 +20,7 @@ import json
 import os
 import shlex
 import subprocess
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -137,6 +135,9 @@ def describe(hook: ReviewHook) -> str:
 
 
 def _post(url: str, notice: ReviewNotice, timeout_s: float) -> None:
+    import urllib.error  # with http.client: loaded only when a webhook is posted to
+    import urllib.request
+
     body = json.dumps(notice.to_dict(), ensure_ascii=False).encode()
     request = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": "application/json"}
