@@ -8,11 +8,14 @@ import re
 import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from crew import LLM, RetryPolicy, local
+from crew.store import Store, open_store
+from crew.store.memory import MemoryStore
 from crew.testserver import FakeOpenAIServer, Reply
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -136,3 +139,19 @@ def postgres_url(_postgres: Any) -> Iterator[str]:
     _postgres.execute(f"CREATE SCHEMA {schema}")
     yield _with_options(POSTGRES_URL, schema)
     _postgres.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def durable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Each store a run can be checkpointed in, the real databases included."""
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    url = (
+        str(tmp_path / "crew.db")
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    store = open_store(url)
+    yield store
+    store.close()

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
 from crew import Agent, Crew, Task, events
 from crew.errors import BadRequestError, PlanError
-from crew.store import Store, open_store
+from crew.store import Store
 from crew.store.memory import MemoryStore
 from crew.task import loop
 from crew.testing import Call, Reply, ScriptedLLM
@@ -253,8 +251,8 @@ def test_a_loop_stops_at_max_rounds():
     assert (finished.rounds, finished.stopped) == (3, "max_rounds")
 
 
-def test_a_loop_resumes_in_the_round_where_it_stopped(durable: Store):
-    store = durable
+def test_a_loop_resumes_in_the_round_where_it_stopped(durable_store: Store):
+    store = durable_store
     broken = ScriptedLLM({"critique": [{"approved": False}, BadRequestError("down", model="m")]})
     first = refine_crew(broken, store).run()
     assert first.status == "failed"
@@ -334,24 +332,8 @@ def test_a_map_over_something_that_is_not_a_list_fails_clearly():
     assert "gave a str, not a list" in result.tasks["each"].error
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """Each store a run can be checkpointed in, the real databases included."""
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    url = (
-        str(tmp_path / "crew.db")
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    store = open_store(url)
-    yield store
-    store.close()
-
-
-def test_a_map_resumes_only_its_unfinished_items(durable: Store):
-    store = durable
+def test_a_map_resumes_only_its_unfinished_items(durable_store: Store):
+    store = durable_store
 
     def cocoa_fails(call: Call) -> object:
         if call.task_id == "expand" and "cocoa" in call.prompt:  # after the others finished
@@ -417,8 +399,8 @@ def test_a_subcrew_does_a_task_with_inputs_from_the_board_and_nests_its_run():
     assert result.usage.total.calls == 4
 
 
-def test_a_subcrew_resumes_inside_itself(durable: Store):
-    store = durable
+def test_a_subcrew_resumes_inside_itself(durable_store: Store):
+    store = durable_store
     broken = ScriptedLLM({"pick_topic": "octopuses", "summary": BadRequestError("down", model="m")})
     first = parent_crew(broken, store).run()
     assert first.status == "failed" and "subcrew 'research'" in first.tasks["research"].error

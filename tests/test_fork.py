@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +15,6 @@ from crew.checkpoint import decide_review, fork_run
 from crew.errors import ConfigError
 from crew.store import Store, TaskRecord
 from crew.store.memory import MemoryStore
-from crew.store.sqlite import SQLiteStore
 from crew.testing import Reply, ScriptedLLM
 from crew.testserver import Reply as ServerReply
 
@@ -35,9 +33,9 @@ def tasks_of(graph: dict[str, list[str]], **extra: Any) -> list[Task]:
     ]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    return MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "crew.db")
+@pytest.fixture
+def store(durable_store: Store) -> Store:
+    return durable_store
 
 
 def snapshot(store: Store, run_id: str) -> tuple[Any, ...]:

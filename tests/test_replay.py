@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
@@ -35,9 +34,9 @@ def chain(description_of_b: str = "Build on a") -> list[Task]:
     ]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    return MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "crew.db")
+@pytest.fixture
+def store(durable_store: Store) -> Store:
+    return durable_store
 
 
 def script(server: FakeOpenAIServer) -> None:
