@@ -36,15 +36,10 @@ class BoardEntry:
     """Wall-clock time of this version."""
 
     def to_dict(self) -> dict[str, Any]:
-        data = self.data
-        if isinstance(data, list):  # a map's outputs
-            data = [d.model_dump(mode="json") if hasattr(d, "model_dump") else d for d in data]
-        elif hasattr(data, "model_dump"):
-            data = data.model_dump(mode="json")
         return {
             "key": self.key,
             "text": self.text,
-            "data": data,
+            "data": plain(self.data),
             "author": self.author,
             "kind": self.kind,
             "version": self.version,
@@ -57,6 +52,13 @@ class BoardEntry:
         if self.data is None:
             return self.text
         return json.dumps(self.to_dict()["data"], ensure_ascii=False, indent=2)
+
+
+def plain(data: Any) -> Any:
+    """Structured data as JSON data: a pydantic model dumped, a map's list item by item."""
+    if isinstance(data, list):
+        return [plain(item) for item in data]
+    return data.model_dump(mode="json") if hasattr(data, "model_dump") else data
 
 
 class Board:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from crew import events
-from crew.board import Board, BoardEntry
+from crew.board import Board, BoardEntry, plain
 from crew.errors import ConfigError, LeaseHeldError
 from crew.plan import Plan
 from crew.store import (
@@ -117,7 +117,7 @@ class Checkpoint:
 
     def request_review(self, output: TaskOutput) -> None:
         """Hold ``output`` for a person: a pending review answered with ``crew approve`` & co."""
-        data = output.data.model_dump(mode="json") if hasattr(output.data, "model_dump") else None
+        data = plain(output.data)
         self.store.put_review(
             ReviewRecord(
                 run_id=self.run_id, task_id=output.task_id, status="pending", text=output.text,
@@ -134,7 +134,7 @@ class Checkpoint:
         self.store.put_task(
             TaskRecord(
                 run_id=self.run_id, task_id=output.task_id, index=index, attempt=attempt,
-                status="succeeded", text=output.text, data=_plain(output.data),
+                status="succeeded", text=output.text, data=_json(plain(output.data)),
                 agent=output.agent, usage=output.usage.to_dict(),
             )
         )  # fmt: skip
@@ -233,13 +233,6 @@ class Resumed(NamedTuple):
     """Task id -> a reviewer's feedback: those tasks run again."""
     stored: dict[tuple[str, int], TaskResult]
     """Loop rounds' and map items' outputs by (task id, index)."""
-
-
-def _plain(data: Any) -> Any:
-    """Structured data (a model, or a map's list of them) as JSON data."""
-    if isinstance(data, list):
-        return [_plain(item) for item in data]
-    return data.model_dump(mode="json") if hasattr(data, "model_dump") else _json(data)
 
 
 def _data(data: Any, output_model: Any) -> Any:

@@ -207,7 +207,7 @@ def _continue(args: argparse.Namespace, run_id: str) -> int:
 
 
 def _fork(args: argparse.Namespace) -> int:
-    given = _given_outputs(args.set)
+    given = _pairs(args.set, "--set TASK=TEXT", "draft='The new draft'")
     crew, loaded, output_files = _stored_crew(
         args, args.run_id, f"fork it there with crew.fork({args.run_id!r}, {args.from_task!r})"
     )
@@ -239,15 +239,16 @@ def _stored_crew(
     return crew, loaded, output_files
 
 
-def _given_outputs(items: Sequence[str]) -> dict[str, str]:
+def _pairs(items: Sequence[str], usage: str, example: str) -> dict[str, str]:
+    """``NAME=VALUE`` arguments as a dict; ``usage`` is the flag and its form,
+    ``--input NAME=VALUE``."""
+    flag, form = usage.split()
     given: dict[str, str] = {}
     for item in items:
-        task_id, sep, text = item.partition("=")
-        if not sep or not task_id.strip():
-            raise ConfigError(
-                f"--set {item!r}: write it as TASK=TEXT, e.g. --set draft='The new draft'."
-            )
-        given[task_id.strip()] = text
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"{flag} {item!r}: write it as {form}, e.g. {flag} {example}.")
+        given[name.strip()] = value
     return given
 
 
@@ -556,13 +557,7 @@ def _given_inputs(args: argparse.Namespace) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise ConfigError(f"{args.inputs_file}: inputs must be a JSON object of name: value.")
         given.update(data)
-    for item in args.input:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ConfigError(
-                f"--input {item!r}: write it as NAME=VALUE, e.g. --input topic=Lisbon."
-            )
-        given[name.strip()] = value
+    given.update(_pairs(args.input, "--input NAME=VALUE", "topic=Lisbon"))
     return given
 
 

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -20,7 +20,7 @@ from crew.process import Process, hierarchical_tasks
 from crew.run import CrewResult, Run, RunStatus
 from crew.scheduler import FailurePolicy, Slots, check_settings
 from crew.store import Store, open_store
-from crew.task import Task
+from crew.task import Task, every_task
 
 __all__ = ["Crew", "CrewResult", "RunStatus"]
 
@@ -97,7 +97,7 @@ class Crew:
     def agents(self) -> list[Agent]:
         """The agents of the tasks, each once, in order of first use, then the other ``agents``
         given (coworkers that only answer delegations)."""
-        found = {id(t.agent): t.agent for t in _every_task(self.tasks) if t.agent is not None}
+        found = {id(t.agent): t.agent for t in every_task(self.tasks) if t.agent is not None}
         found.update((id(a), a) for a in self._extra_agents)
         return list(found.values())
 
@@ -281,19 +281,10 @@ def _on_model(tasks: Iterable[Task], agents: Mapping[int, Agent], model: ChatMod
             task = dataclasses.replace(task, agent=agents[id(task.agent)])
         elif task.crew is not None:
             task = dataclasses.replace(task, crew=task.crew.with_llm(model))
-        elif task.group and not callable(task.group):
-            body = _on_model(cast(Sequence[Task], task.group), agents, model)
-            task = dataclasses.replace(task, group=body)
+        elif task.body:
+            task = dataclasses.replace(task, group=_on_model(task.body, agents, model))
         changed.append(task)
     return changed
-
-
-def _every_task(tasks: Iterable[Task]) -> Iterator[Task]:
-    """``tasks`` and the tasks in their loops' bodies (those made at run time aside)."""
-    for task in tasks:
-        yield task
-        if task.group and not callable(task.group):
-            yield from _every_task(cast(Sequence[Task], task.group))
 
 
 def _loop_running() -> bool:

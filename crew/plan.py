@@ -8,12 +8,13 @@ from __future__ import annotations
 import difflib
 import functools
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from crew.errors import ConfigError, PlanError
 from crew.prompts import placeholders
+from crew.task import every_task
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -112,7 +113,7 @@ def build_plan(
         for i in owner
         if i in by_id or (outer is not None and i in outer)
     ]
-    known = {**(outer or {}), **by_id, **{i: t for t, i in _inner(by_id.values())}}
+    known = {**(outer or {}), **by_id, **{t.id: t for t in _inner(by_id.values())}}
     expressions, expression_problems = _parse_expressions(known, tasks=by_id.values())
     problems += expression_problems
     graph = nx.DiGraph()
@@ -133,12 +134,11 @@ def build_plan(
     groups: dict[str, Plan] = {}
     for task in by_id.values():
         problems += _check_kind(task, default_llm)
-        if task.group and not callable(task.group):
-            body = cast("Sequence[Task]", task.group)
-            around = {k: t for k, t in known.items() if k not in {b.id for b in body}}
+        if task.body:
+            around = {k: t for k, t in known.items() if k not in {b.id for b in task.body}}
             try:
                 groups[task.id] = build_plan(
-                    body, inputs, default_llm=default_llm, agents=agents, outer=around
+                    task.body, inputs, default_llm=default_llm, agents=agents, outer=around
                 )
             except PlanError as exc:
                 problems += exc.problems
@@ -149,34 +149,26 @@ def build_plan(
     return _analyse(by_id, graph, groups, expressions)
 
 
-def _inner(tasks: Iterable[Task]) -> Iterator[tuple[Task, str]]:
-    """(task, id) of every task inside the static loops among ``tasks``, at any depth."""
-    for task in tasks:
-        if task.group and not callable(task.group):
-            body = cast("Sequence[Task]", task.group)
-            for inner in body:
-                yield inner, inner.id
-            yield from _inner(body)
+def _inner(tasks: Iterable[Task]) -> list[Task]:
+    """Every task inside the loops among ``tasks`` (with bodies given up front), at any depth."""
+    return [inner for task in tasks for inner in every_task(task.body)]
 
 
 def _owners(tasks: Iterable[Task]) -> dict[str, str]:
     """Inner task id -> the id of the loop among ``tasks`` that holds it."""
-    owner: dict[str, str] = {}
-    for task in tasks:
-        owner.update((i, task.id) for _, i in _inner([task]))
-    return owner
+    return {inner.id: task.id for task in tasks for inner in _inner([task])}
 
 
 def _needs(task: Task, expressions: Mapping[tuple[str, str], Expression]) -> list[str]:
     """Every task ``task`` must wait for: its dependencies, the tasks its expressions read,
     and for a loop, whatever its body needs from outside it."""
-    needs = list(task.dependency_ids)
-    for (task_id, _), expression in expressions.items():
-        if task_id == task.id:
-            needs += sorted(expression.names - {"inputs"})
-    for inner, _ in _inner([task]):
-        needs += _needs(inner, expressions)
-    inside = {i for _, i in _inner([task])}
+    needs: list[str] = []
+    for one in every_task([task]):
+        needs += one.dependency_ids
+        for (task_id, _), expression in expressions.items():
+            if task_id == one.id:
+                needs += sorted(expression.names - {"inputs"})
+    inside = {inner.id for inner in _inner([task])}
     return [dep for dep in dict.fromkeys(needs) if dep not in inside]
 
 
@@ -190,8 +182,7 @@ def _parse_expressions(
     parsed: dict[tuple[str, str], Expression] = {}
     problems: list[str] = []
     models = {task_id: task.output_model for task_id, task in known.items()}
-    every = [*tasks, *(t for t, _ in _inner(tasks))]
-    for task in every:
+    for task in every_task(tasks):
         fields = [(f, getattr(task, f)) for f in ("when", "until", "for_each")]
         fields += [(f"inputs.{name}", value) for name, value in task.inputs.items()]
         for name, value in fields:
@@ -363,8 +354,8 @@ def _check_kind(task: Task, default_llm: ChatModel | None) -> list[str]:
     """What a loop or subcrew allows inside it."""
     where = f"Task '{task.id}'"
     problems = []
-    if task.group and not callable(task.group):
-        body = cast("Sequence[Task]", task.group)
+    if task.body:
+        body = task.body
         problems += [
             f"{where}: task '{t.id}' asks for human_review, which a loop does not support yet;"
             " review the loop's output instead (human_review on a task after it)."

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from crew import events, hooks
-from crew.board import Board, BoardEntry
+from crew.board import Board, BoardEntry, plain
 from crew.checkpoint import Checkpoint
 from crew.errors import ConfigError, RunFailedError, TaskError
 from crew.plan import Plan, build_plan
@@ -261,7 +261,7 @@ class Run:
             name: value(self.board) if callable(value) else parse(value).evaluate(scope)
             for name, value in task.inputs.items()
         }
-        inputs = {k: v.text if isinstance(v, BoardEntry) else _plain(v) for k, v in inputs.items()}
+        inputs = {k: v.text if isinstance(v, BoardEntry) else plain(v) for k, v in inputs.items()}
         suffix = f".r{state.round}" if state.round else ""
         run_id = f"{self.emit.run_id}.{task.id}{suffix}"
         replayed = f"{self.replay}.{task.id}{suffix}" if self.replay else None
@@ -319,13 +319,6 @@ def _instance(
         return task, inputs
     changed = dataclasses.replace(task, description=description, depends_on=(*depends_on, *extra))
     return changed, inputs
-
-
-def _plain(value: Any) -> Any:
-    """A value read from the board as an input: models and lists of them as JSON data."""
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
 
 
 def _status(scheduler: Scheduler) -> RunStatus:

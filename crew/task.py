@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from crew.agent import Agent
+from crew.board import plain
 from crew.errors import ConfigError
 from crew.usage import Usage
 
@@ -92,6 +93,12 @@ class Task:
                 object.__setattr__(self, "output_model", route_model(tuple(routes)))
         if not callable(self.group):
             object.__setattr__(self, "group", tuple(self.group))
+
+    @property
+    def body(self) -> tuple[Task, ...]:
+        """A loop's tasks, when given up front (empty for other tasks, and for a body made at
+        run time)."""
+        return () if callable(self.group) else cast(tuple[Task, ...], self.group)
 
     @property
     def kind(self) -> Literal["agent", "map", "loop", "crew"]:
@@ -217,6 +224,13 @@ def _ids(targets: Any) -> tuple[str, ...]:
     return tuple(t.id if isinstance(t, Task) else t for t in _flat(targets))
 
 
+def every_task(tasks: Iterable[Task]) -> Iterator[Task]:
+    """``tasks``, each followed by the tasks of its loop's body, at any depth."""
+    for task in tasks:
+        yield task
+        yield from every_task(task.body)
+
+
 def route_model(names: tuple[str, ...]) -> type[BaseModel]:
     """The answer of a router: one of ``names``, and why."""
     from pydantic import Field, create_model
@@ -317,7 +331,7 @@ class TaskResult:
             "task_id": self.task_id,
             "status": self.status,
             "text": output.text if output is not None else None,
-            "data": _plain(data),
+            "data": plain(data),
             "agent": output.agent if output is not None else None,
             "error": self.error,
             "error_type": self.error_type,
@@ -327,10 +341,3 @@ class TaskResult:
             "finished_at": self.finished_at,
             "usage": self.usage.to_dict(),
         }
-
-
-def _plain(data: Any) -> Any:
-    """Structured data as JSON data: a model dumped, a map's list item by item."""
-    if isinstance(data, list):
-        return [_plain(item) for item in data]
-    return data.model_dump(mode="json") if hasattr(data, "model_dump") else data
