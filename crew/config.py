@@ -37,13 +37,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from crew import local
+from crew import llm, local
 from crew.errors import ConfigError
 from crew.llm import LLM
 
 _DEFAULT = "default"
 _ENV = {
     "CREW_MODEL": "llm.model",
+    "MODEL": "llm.model",  # CrewAI's name for it, in the environment or .env
     "CREW_API_BASE": "llm.api_base",
     "CREW_API_KEY": "llm.api_key",
     "CREW_TEMPERATURE": "llm.temperature",
@@ -66,8 +67,9 @@ _FLAGS = {
     "on_failure": "run.on_failure",
 }
 _DOTENV_NAMES = re.compile(
-    r"(_API_KEY|_API_BASE|_BASE_URL|_API_TOKEN|_API_VERSION)$|^(AWS_|AZURE_|CREW_|VERTEX)"
+    r"(_API_KEY|_API_BASE|_BASE_URL|_API_TOKEN|_API_VERSION)$|^(AWS_|AZURE_|CREW_|VERTEX)|^MODEL$"
 )
+
 _SECRET_NAMES = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
 _DOTENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
 
@@ -210,16 +212,32 @@ class Settings:
         return self.run.review_hook
 
     def default_llm(self) -> LLM | None:
-        """The model of agents that name none: ``--llm``/``CREW_LLM``, else ``[llm] model``,
-        else the bundled local model when installed, else None."""
+        """The model of agents that name none: ``--llm``/``CREW_LLM``, else ``[llm] model``
+        (``CREW_MODEL``, or CrewAI's ``MODEL``), else the everyday model of the one provider
+        whose key is set (``llm.KEY_DEFAULTS``), else the bundled local model when installed, else
+        None. ``default_notice`` says which when the user did not choose."""
         if self.llm_override:
             return self.resolve_llm(self.llm_override)
         if self.llm.model:
             return _to_llm(self.llm)
+        if model := self._model_for_key():
+            return _to_llm(self.llm.model_copy(update={"model": model}))
         if local.available():
             local.announce()
             return _to_llm(self.llm.model_copy(update={"model": local.MODEL}), connection=False)
         return None
+
+    def default_notice(self) -> str | None:
+        """One line saying which model ``default_llm`` picked when nobody named one."""
+        if self.llm_override or self.llm.model:
+            return None
+        if model := self._model_for_key():
+            key = next(k for k, m in llm.KEY_DEFAULTS.items() if m == model)
+            return f"no model configured: using {model}, as {key} is set (choose with CREW_MODEL)"
+        return local.NOTICE if local.available() else None
+
+    def _model_for_key(self) -> str | None:
+        return llm.model_for_keys(self.provider_keys)
 
     def resolve_llm(self, name_or_model: str) -> LLM:
         """A profile by name, else a litellm model string (which has a ``provider/`` prefix).
@@ -354,7 +372,9 @@ def _env_layer(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for name, key in _ENV.items():
-        for origin, where in ((environ, "env"), (dotenv, ".env")):
+        if key in values:  # CREW_MODEL before MODEL
+            continue
+        for origin, where in ((dotenv, ".env"), (environ, "env")):  # dotenv: only what env lacks
             value = origin.get(name, "").strip()
             if value:
                 values[key] = value

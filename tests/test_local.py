@@ -1,6 +1,6 @@
-"""The bundled local model, local/smollm2: llama.cpp in-process, reached through litellm.
+"""The bundled local model, local/smollm2: llama.cpp in a worker process, reached through litellm.
 
-The tests marked ``real`` run the actual 135 M model (a few short generations, a few seconds in
+The tests marked ``real`` run the actual 135 M model (a few short generations, some seconds in
 all). Without the ``local`` extra they are skipped, except in CI, which installs it, where a
 missing model fails them. The network guard stays on: the model must not connect anywhere.
 """
@@ -12,15 +12,17 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from pydantic import BaseModel
 
 from crew import Agent, Crew, RetryPolicy, Task, local
-from crew.errors import ContextWindowError, LLMTimeoutError, PlanError
+from crew.errors import ContextWindowError, LLMTimeoutError, PlanError, ProviderError
 from crew.llm import LLM, ChatRequest, _litellm, default_llm, supports_response_schema
 
 
@@ -81,7 +83,7 @@ def test_no_model_error_says_how_to_configure_one_or_install_the_extra(monkeypat
 
     message = str(caught.value)
     assert "set CREW_MODEL" in message
-    assert "pip install -e '.[local]'" in message
+    assert "pip install -r requirements.txt" in message
 
 
 def test_local_models_are_sent_the_json_schema():
@@ -97,13 +99,19 @@ def test_response_format_becomes_llama_cpp_json_mode_with_the_schema():
     assert local._response_format({"type": "text"}) is None
 
 
-def test_options_default_temperature_and_max_tokens_and_drop_tools():
+def test_options_default_sampling_and_drop_tools():
     options = local._options({"tools": [{"type": "function"}], "seed": 3, "stop": None})
 
-    assert options == {"temperature": 0.2, "max_tokens": 512, "seed": 3}
-    assert local._options({"temperature": 0.0, "max_tokens": 5}) == {
+    assert options == {
+        "temperature": local.DEFAULT_TEMPERATURE,
+        "max_tokens": local.DEFAULT_MAX_TOKENS,
+        "repeat_penalty": local.DEFAULT_REPEAT_PENALTY,
+        "seed": 3,
+    }
+    assert local._options({"temperature": 0.0, "max_tokens": 5, "repeat_penalty": 1.0}) == {
         "temperature": 0.0,
         "max_tokens": 5,
+        "repeat_penalty": 1.0,
     }
 
 
@@ -123,12 +131,28 @@ def test_messages_become_plain_text_turns():
     ]
 
 
-def test_llama_cpp_rejections_become_litellm_errors_crew_understands():
+def test_what_the_worker_could_not_serve_becomes_a_litellm_error_crew_understands():
     litellm = _litellm()
-    too_long = ValueError("Requested tokens (5000) exceed context window of 4096")
+    too_long = {"kind": "context_window", "message": "Requested tokens (5000) exceed ..."}
 
-    assert isinstance(local._request_error(too_long), litellm.ContextWindowExceededError)
-    assert type(local._request_error(ValueError("bad schema"))) is litellm.BadRequestError
+    assert isinstance(local._worker_error(too_long), litellm.ContextWindowExceededError)
+    bad = {"kind": "bad_request", "message": "bad schema"}
+    assert type(local._worker_error(bad)) is litellm.BadRequestError
+    internal = {"kind": "internal", "message": "RuntimeError()"}
+    assert type(local._worker_error(internal)) is litellm.InternalServerError
+
+
+def test_a_dead_worker_is_a_retryable_provider_error_that_says_how_it_died():
+    litellm = _litellm()
+
+    crashed = local._crash_error(-signal.SIGSEGV, ["ggml: something"])
+    illegal = local._crash_error(-signal.SIGILL, [])
+    killed = local._crash_error(-signal.SIGKILL, [])
+
+    assert isinstance(crashed, litellm.InternalServerError)
+    assert "killed by SIGSEGV" in str(crashed) and "ggml: something" in str(crashed)
+    assert "lacks an instruction" in str(illegal)
+    assert "out of memory" in str(killed)
 
 
 def test_registering_twice_keeps_one_provider():
@@ -210,31 +234,156 @@ def test_a_prompt_longer_than_the_context_is_a_context_window_error():
         ask(SHORT, "word " * 5000)
 
 
-@real
-def test_leaving_a_generation_early_stops_it_at_the_next_token(monkeypatch):
-    meters: list[local._Meter] = []
-
-    class Spy(local._Meter):
-        def __init__(self) -> None:
-            super().__init__()
-            meters.append(self)
-
-    monkeypatch.setattr(local, "_Meter", Spy)
+def _long_request() -> dict[str, object]:
     # The grammar forces a long answer (200 strings), so only cancellation can end it early.
     long = {"type": "array", "items": {"type": "string"}, "minItems": 200}
     options = {"max_tokens": 2000, "response_format": {"type": "json_object", "schema": long}}
+    return local._request([{"role": "user", "content": "List words."}], options, stream=True)
 
+
+@real
+def test_leaving_a_generation_early_stops_it_at_the_next_token_and_keeps_the_worker():
     async def main() -> None:
-        messages = [{"role": "user", "content": "List words."}]
-        pieces = local._agenerate(messages, options, None)
+        pieces = local._agenerate(_long_request(), None)
         assert isinstance(await anext(pieces), str)
         await pieces.aclose()  # what cancelling the awaiting task does, too
 
     asyncio.run(main())
+    pid = local._WORKER.pid
 
-    assert local._lock.acquire(timeout=60)  # the worker let go of the model
-    local._lock.release()
-    assert 0 < meters[0].samples < 200
+    assert local._WORKER._lock.acquire(timeout=10)  # the generation stopped: the model is free
+    local._WORKER._lock.release()
+    assert pid is not None and local._WORKER.pid == pid  # stopped, not killed
+    assert ask(SHORT, "Hi").content
+
+
+@real
+def test_the_worker_starts_on_first_use_and_serves_later_calls():
+    local._WORKER.close()
+    assert local._WORKER.pid is None
+
+    ask(SHORT, "Hi")
+    first = local._WORKER.pid
+    ask(SHORT, "Hello")
+
+    assert first is not None and local._WORKER.pid == first
+    info = local.worker_info()
+    assert info["pid"] == first and "AVX2" in info["features"]
+
+
+def _kill_worker_mid_generation(how: signal.Signals) -> threading.Thread:
+    """Once a generation is under way, send ``how`` to the worker (from another thread)."""
+
+    def kill() -> None:
+        for _ in range(600):
+            pid = local._WORKER.pid
+            if pid is not None and local._WORKER._lock.locked() and local._WORKER.info:
+                time.sleep(0.3)  # well into the generation
+                os.kill(pid, how)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=kill)
+    thread.start()
+    return thread
+
+
+@real
+def test_a_worker_killed_mid_generation_fails_that_call_and_the_next_call_gets_a_new_worker():
+    ask(SHORT, "Hi")
+    before = local._WORKER.pid
+    llm = LLM(local.MODEL, max_tokens=1500, retry=RetryPolicy(attempts=1))
+    killer = _kill_worker_mid_generation(signal.SIGKILL)
+
+    with pytest.raises(ProviderError, match="worker process was killed by SIGKILL"):
+        ask(llm, "Write a very long story about the sea.")
+    killer.join()
+
+    assert ask(SHORT, "Hi").content
+    assert local._WORKER.pid not in (None, before)
+
+
+@real
+def test_a_hung_generation_is_cut_by_the_calls_timeout():
+    ask(SHORT, "Hi")
+    hung = local._WORKER.pid
+    llm = LLM(local.MODEL, max_tokens=1500, timeout_s=3, retry=RetryPolicy(attempts=1))
+    freezer = _kill_worker_mid_generation(signal.SIGSTOP)  # alive, but never answers again
+    started = time.monotonic()
+
+    with pytest.raises(LLMTimeoutError):
+        ask(llm, "Write a very long story about the sea.")
+    freezer.join()
+
+    assert time.monotonic() - started < 3 + local._GRACE_S + 5
+    assert hung is not None and not _alive(hung)  # killed, not left behind
+    assert ask(SHORT, "Hi").content
+
+
+@real
+def test_a_crash_in_the_model_fails_the_task_and_the_run_resumes(tmp_path):
+    writer = Agent(role="Writer", goal="Write", backstory="Clear.")
+    story = Task(id="story", description="Write a very long story about the sea.", agent=writer)
+    llm = LLM(local.MODEL, max_tokens=1500, retry=RetryPolicy(attempts=1))
+    crew = Crew([story], llm=llm, store=f"sqlite:///{tmp_path / 'runs.db'}")
+    ask(SHORT, "Hi")
+    killer = _kill_worker_mid_generation(signal.SIGSEGV)
+
+    failed = crew.run()
+    killer.join()
+
+    assert failed.status == "failed"
+    assert "killed by SIGSEGV" in (failed.tasks["story"].error or "")
+    short = Crew([story], llm=LLM(local.MODEL, max_tokens=16), store=crew.store)
+    resumed = short.run(resume=failed.run_id)
+    assert resumed.status == "succeeded" and resumed.outputs["story"].text.strip()
+
+
+_NO_PROCESS_LEFT = """
+import asyncio, os, signal, sys, time
+from crew import LLM, local
+from crew.llm import ChatRequest
+llm = LLM(local.MODEL, max_tokens=8)
+asyncio.run(llm.complete(ChatRequest(messages=[{"role": "user", "content": "Hi"}])))
+print(local._WORKER.pid, flush=True)
+how = sys.argv[1]
+if how == "error":
+    raise RuntimeError("boom")
+if how == "wait":
+    time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for every purpose but its exit status.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] != "Z"
+
+
+@real
+@pytest.mark.parametrize("how", ["exit", "error", "SIGINT", "SIGTERM", "SIGKILL"])
+def test_no_worker_is_left_behind_when_crew_exits(how):
+    wait = how.startswith("SIG")
+    process = subprocess.Popen(
+        [sys.executable, "-c", _NO_PROCESS_LEFT, "wait" if wait else how],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    worker = int(process.stdout.readline())  # type: ignore[union-attr]
+    assert _alive(worker)
+    if wait:
+        process.send_signal(getattr(signal, how))
+    process.wait(timeout=30)
+
+    deadline = time.monotonic() + 10
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(worker)
 
 
 @real
