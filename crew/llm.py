@@ -222,8 +222,8 @@ def default_llm() -> LLM | None:
     model = os.environ.get("CREW_MODEL", "").strip() or os.environ.get("MODEL", "").strip()
     if model:
         return LLM(model, api_base=os.environ.get("CREW_API_BASE") or None)
-    if model := model_for_keys({k for k, v in os.environ.items() if v.strip()}):
-        return LLM(model)
+    if keyed := model_for_keys({k for k, v in os.environ.items() if v.strip()}):
+        return LLM(keyed)
     if local.available():
         local.announce()
         return LLM(local.MODEL)

@@ -48,12 +48,18 @@ NOTICE = (
     "no model configured: using the bundled local model; set CREW_MODEL or --llm for real quality"
 )
 
-DEFAULT_TEMPERATURE = 0.2
 DEFAULT_MAX_TOKENS = 512
-DEFAULT_REPEAT_PENALTY = 1.15
-"""A 135M model left alone repeats its best sentence until ``max_tokens``; this stops it."""
+_TEXT_SAMPLING = {"temperature": 0.2, "repeat_penalty": 1.15}
+_JSON_SAMPLING = {"temperature": 0.6, "frequency_penalty": 0.5}
 
-_PASSED_THROUGH = ("top_p", "seed", "stop", "presence_penalty", "frequency_penalty")
+_PASSED_THROUGH = (
+    "top_p",
+    "seed",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "repeat_penalty",
+)
 
 
 def model_path() -> Path | None:
@@ -403,16 +409,23 @@ def _deadline(timeout: Any) -> float | None:
 
 
 def _options(params: Mapping[str, Any]) -> dict[str, Any]:
-    """llama-cpp-python's arguments from litellm's ``optional_params`` (``tools`` are dropped)."""
+    """llama-cpp-python's arguments from litellm's ``optional_params`` (``tools`` are dropped).
+
+    Sampling defaults suit a 135M model. Free text gets a repeat penalty, without which it
+    repeats its best sentence to the end. JSON gets none (it would penalise the quotes and commas
+    the grammar needs, and the text turns to noise); a frequency penalty and a warmer temperature
+    keep its fields from copying one another instead.
+    """
     temperature = params.get("temperature")
     max_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
+    response_format = _response_format(params.get("response_format"))
+    defaults = _JSON_SAMPLING if response_format is not None else _TEXT_SAMPLING
     options: dict[str, Any] = {
-        "temperature": DEFAULT_TEMPERATURE if temperature is None else temperature,
+        **defaults,
         "max_tokens": max_tokens or DEFAULT_MAX_TOKENS,
-        "repeat_penalty": params.get("repeat_penalty") or DEFAULT_REPEAT_PENALTY,
+        **({} if temperature is None else {"temperature": temperature}),
     }
     options.update((k, params[k]) for k in _PASSED_THROUGH if params.get(k) is not None)
-    response_format = _response_format(params.get("response_format"))
     if response_format is not None:
         options["response_format"] = response_format
     return options

@@ -105,6 +105,7 @@ def _generate(
     from llama_cpp import LogitsProcessorList
 
     meter = _Meter()
+    json_mode = "response_format" in request["options"]
     finish_reason = "stop"
     pieces: list[str] = []
     started = time.perf_counter()
@@ -125,15 +126,18 @@ def _generate(
                 if first_token_s is None:
                     first_token_s = time.perf_counter() - started
                 pieces.append(text)
-                if request.get("stream"):
+                if request.get("stream") and not json_mode:
                     yield text
             finish_reason = choice.get("finish_reason") or finish_reason
     finally:
         chunks.close()
     # The last sample of a generation that stopped by itself is the end-of-text token.
     completion_tokens = max(0, meter.samples - (finish_reason == "stop"))
+    text = _valid_json(pieces) if json_mode else "".join(pieces)
+    if json_mode and request.get("stream"):
+        yield text  # whole: it may differ from the pieces (see _valid_json)
     yield {
-        "text": "".join(pieces),
+        "text": text,
         "finish_reason": finish_reason,
         "prompt_tokens": meter.prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -141,6 +145,19 @@ def _generate(
         "first_token_s": None if first_token_s is None else round(first_token_s, 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+
+
+def _valid_json(pieces: list[str]) -> str:
+    """The answer of a JSON-schema grammar as strict JSON.
+
+    llama.cpp's grammar for JSON strings lets raw control characters (a newline in a paragraph)
+    through, which strict parsers (pydantic's) reject; they are escaped here.
+    """
+    text = "".join(pieces)
+    try:
+        return json.dumps(json.loads(text, strict=False), ensure_ascii=False)
+    except ValueError:
+        return text  # cut short (max_tokens): the caller's validation says what is wrong
 
 
 class _Meter:
@@ -172,7 +189,9 @@ def _load(path: str) -> Any:
             return params
 
         native.llama_model_default_params = without_extra_buffers
-    threads = max(1, len(os.sched_getaffinity(0)))
+    # Half the cores: llama.cpp's threads spin while they wait, and on a busy machine (crew's own
+    # process, the tools, other workers) all of them would fight for every core.
+    threads = int(os.environ.get("CREW_LOCAL_THREADS") or max(1, len(os.sched_getaffinity(0)) // 2))
     return llama_cpp.Llama(model_path=path, n_ctx=N_CTX, n_threads=threads, verbose=False)
 
 

@@ -318,7 +318,10 @@ def _check_agents(tasks: Any, default_llm: ChatModel | None) -> list[str]:
         elif task.agent.llm is None and default_llm is None:
             no_model.setdefault(task.agent.role, []).append(task.id)
     if no_model:
-        roles = ", ".join(f"'{role}'" for role in no_model)
+        roles = ", ".join(
+            f"'{role}' ({'task' if len(ids) == 1 else 'tasks'} {', '.join(map(repr, ids))})"
+            for role, ids in no_model.items()
+        )
         problems.append(
             f"No model for agent {roles}, and no default is configured: set CREW_MODEL="
             "provider/model (with the provider's API key), pass Agent(llm=...) or Crew(llm=...),"

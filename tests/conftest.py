@@ -82,7 +82,7 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 def _no_local_default(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Outside test_local, behave as if the bundled local model were not installed, so that a
     crew without a model fails the same way whether or not the extra is present."""
-    if request.module.__name__ != "tests.test_local":
+    if request.module.__name__ not in ("tests.test_local", "tests.test_readme"):
         monkeypatch.setattr(local, "available", lambda: False)
 
 
@@ -107,25 +107,46 @@ def fake_llm(server: FakeOpenAIServer) -> LLM:
     return LLM("openai/fake", api_base=server.url, api_key="sk-test", retry=FAST_RETRY)
 
 
-# Read at import: the autouse fixture above clears CREW_* variables before each test.
-POSTGRES_URL = os.environ.get("CREW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# Read at import: the autouse fixture above clears CREW_* variables before each test. Without the
+# variable, the local server is tried over TCP, then over its unix socket (the only way to it from
+# a network namespace that has only loopback, where .ci/run runs the tests).
+POSTGRES_URLS = (
+    [os.environ["CREW_TEST_POSTGRES_URL"]]
+    if os.environ.get("CREW_TEST_POSTGRES_URL")
+    else [
+        "postgresql://postgres@127.0.0.1:5432/test",
+        "postgresql://postgres@/test?host=/var/run/postgresql",
+    ]
+)
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 @pytest.fixture(scope="session")
-def _postgres() -> Iterator[Any]:
-    """An admin connection to the test server, or a skip (a failure in CI) saying why not."""
-    try:
-        import psycopg
+def _postgres_server() -> Iterator[tuple[Any, str]]:
+    """An admin connection to the test server and its URL, or a skip (a failure in CI) saying
+    why not."""
+    reasons = []
+    for url in POSTGRES_URLS:
+        try:
+            import psycopg
 
-        conn = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
-    except Exception as exc:  # ImportError or any connection error: report it, whatever it is
-        reason = f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}".strip()
-        if IN_CI:
-            pytest.fail(f"{reason} (CI=true: the PostgreSQL store must be tested)")
-        pytest.skip(reason)
-    with conn:
-        yield conn
+            conn = psycopg.connect(url, autocommit=True, connect_timeout=3)
+        except Exception as exc:  # ImportError or any connection error: report it, whatever it is
+            reasons.append(f"PostgreSQL not reachable at {url}: {exc}".strip())
+            continue
+        with conn:
+            yield conn, url
+        return
+    reason = "; ".join(reasons)
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: the PostgreSQL store must be tested)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def _postgres(_postgres_server: tuple[Any, str]) -> Any:
+    """An admin connection to the test server."""
+    return _postgres_server[0]
 
 
 def _with_options(url: str, schema: str) -> str:
@@ -133,12 +154,13 @@ def _with_options(url: str, schema: str) -> str:
 
 
 @pytest.fixture
-def postgres_url(_postgres: Any) -> Iterator[str]:
+def postgres_url(_postgres_server: tuple[Any, str]) -> Iterator[str]:
     """The test server's URL, confined to a fresh schema, dropped afterwards."""
+    admin, url = _postgres_server
     schema = f"crew_test_{uuid.uuid4().hex[:12]}"
-    _postgres.execute(f"CREATE SCHEMA {schema}")
-    yield _with_options(POSTGRES_URL, schema)
-    _postgres.execute(f"DROP SCHEMA {schema} CASCADE")
+    admin.execute(f"CREATE SCHEMA {schema}")
+    yield _with_options(url, schema)
+    admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])

@@ -454,3 +454,32 @@ def test_the_review_hook_runs_from_the_command_line_and_a_failure_is_a_warning(t
     assert warned.returncode == 0, warned.stderr
     assert "warning: the review hook failed for task 'draft'" in warned.stderr
     assert "hook down" in warned.stderr
+
+
+def test_with_no_model_at_all_a_cli_user_gets_one_line(tmp_path):
+    write(tmp_path, "crew.yaml", SIMPLE)
+
+    done = crew("run", "crew.yaml", "--input", "topic=x", cwd=tmp_path)
+
+    assert_usage_error(done, "No model configured", "pip install -r requirements.txt")
+    assert "CREW_MODEL=provider/model" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Agent(" not in done.stderr  # no Python advice for a CLI user
+
+
+def test_a_key_alone_chooses_the_model_and_the_run_says_which_in_one_line(tmp_path, server):
+    write(tmp_path, "crew.yaml", SIMPLE)
+    server.default = Reply(text="done")
+
+    done = crew(
+        "run", "crew.yaml", "--input", "topic=x", cwd=tmp_path,
+        OPENAI_API_KEY="sk-test", OPENAI_API_BASE=server.url,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    notices = [line for line in done.stderr.splitlines() if "no model configured" in line]
+    assert notices == [
+        "no model configured: using openai/gpt-4.1-mini, as OPENAI_API_KEY is set"
+        " (choose with CREW_MODEL)"
+    ]
+    assert {call.body["model"] for call in server.calls} == {"gpt-4.1-mini"}

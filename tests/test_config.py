@@ -376,6 +376,38 @@ def test_with_no_model_the_bundled_local_model_is_the_default(project, home, mon
     assert row(settings, "llm.model") == ("local/smollm2 (bundled)", "default")
 
 
+def test_one_providers_key_alone_picks_its_everyday_model_and_says_so(project, home, monkeypatch):
+    monkeypatch.setattr(local, "available", lambda: True)  # a key wins over the bundled model
+    for key, model in (
+        ("OPENAI_API_KEY", "openai/gpt-4.1-mini"),
+        ("ANTHROPIC_API_KEY", "anthropic/claude-haiku-4-5"),
+    ):
+        settings = load(project, home, **{key: "sk-x"})
+
+        assert settings.default_llm() == LLM(model)
+        assert settings.default_notice() == (
+            f"no model configured: using {model}, as {key} is set (choose with CREW_MODEL)"
+        )
+
+
+def test_with_keys_of_two_providers_the_key_does_not_choose(project, home):
+    settings = load(project, home, OPENAI_API_KEY="sk-x", ANTHROPIC_API_KEY="sk-y")
+
+    assert settings.default_llm() is None
+
+
+def test_crewais_model_variable_is_honoured_from_env_and_dotenv(project, home):
+    assert load(project, home, MODEL="openai/from-env").llm.model == "openai/from-env"
+    write(project / ".env", "MODEL=anthropic/from-dotenv\n")
+
+    settings = load(project, home)
+
+    assert settings.llm.model == "anthropic/from-dotenv"
+    assert row(settings, "llm.model") == ("anthropic/from-dotenv", ".env MODEL")
+    assert settings.default_notice() is None  # the user chose it
+    assert load(project, home, CREW_MODEL="openai/crew").llm.model == "openai/crew"
+
+
 # Rate limits
 
 

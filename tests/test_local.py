@@ -102,17 +102,26 @@ def test_response_format_becomes_llama_cpp_json_mode_with_the_schema():
 def test_options_default_sampling_and_drop_tools():
     options = local._options({"tools": [{"type": "function"}], "seed": 3, "stop": None})
 
-    assert options == {
-        "temperature": local.DEFAULT_TEMPERATURE,
-        "max_tokens": local.DEFAULT_MAX_TOKENS,
-        "repeat_penalty": local.DEFAULT_REPEAT_PENALTY,
-        "seed": 3,
+    assert options == {**local._TEXT_SAMPLING, "max_tokens": local.DEFAULT_MAX_TOKENS, "seed": 3}
+    assert options["repeat_penalty"] > 1
+    given = {"temperature": 0.0, "max_tokens": 5, "repeat_penalty": 1.0}
+    assert local._options(given) == given
+
+
+def test_json_answers_are_sampled_without_a_repeat_penalty():
+    options = local._options({"response_format": {"type": "json_object"}})
+
+    assert "repeat_penalty" not in options
+    assert options["frequency_penalty"] > 0
+
+
+def test_raw_control_characters_in_json_strings_are_escaped():
+    from crew.local_worker import _valid_json
+
+    assert json.loads(_valid_json(['{"a": "line one\nline', ' two"}'])) == {
+        "a": "line one\nline two"
     }
-    assert local._options({"temperature": 0.0, "max_tokens": 5, "repeat_penalty": 1.0}) == {
-        "temperature": 0.0,
-        "max_tokens": 5,
-        "repeat_penalty": 1.0,
-    }
+    assert _valid_json(['{"a": "cut sho']) == '{"a": "cut sho'
 
 
 def test_messages_become_plain_text_turns():
@@ -269,6 +278,7 @@ def test_the_worker_starts_on_first_use_and_serves_later_calls():
     assert first is not None and local._WORKER.pid == first
     info = local.worker_info()
     assert info["pid"] == first and "AVX2" in info["features"]
+    assert not [f for f in info["features"] if f.startswith(("AVX512", "AMX"))]
 
 
 def _kill_worker_mid_generation(how: signal.Signals) -> threading.Thread:
