@@ -243,6 +243,9 @@ class _Worker:
         self._stderr: collections.deque[str] = collections.deque(maxlen=20)
         self._ids = itertools.count(1)
         self.info: dict[str, Any] = {}
+        """What the worker said of itself when it started (pid, llama.cpp build, load time)."""
+        self.stats: dict[str, Any] = {}
+        """The last generation's figures: tokens, seconds, time to first token, peak RSS."""
 
     @property
     def pid(self) -> int | None:
@@ -292,6 +295,7 @@ class _Worker:
                 elif "error" in message:
                     raise _worker_error(message["error"])
                 else:
+                    self.stats = message["result"]
                     if deadline is not None and time.monotonic() > deadline:
                         raise _timeout_error()
                     return _Result(
