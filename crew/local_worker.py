@@ -30,6 +30,8 @@ from typing import Any, TextIO
 
 N_CTX = 4096
 """Context window in tokens (the model was trained on 8192; 4096 keeps memory small)."""
+PENALTY_WINDOW = 1024
+"""How many of the last tokens the repeat and frequency penalties look at."""
 
 
 def main(argv: list[str]) -> int:
@@ -192,7 +194,15 @@ def _load(path: str) -> Any:
     # Half the cores: llama.cpp's threads spin while they wait, and on a busy machine (crew's own
     # process, the tools, other workers) all of them would fight for every core.
     threads = int(os.environ.get("CREW_LOCAL_THREADS") or max(1, len(os.sched_getaffinity(0)) // 2))
-    return llama_cpp.Llama(model_path=path, n_ctx=N_CTX, n_threads=threads, verbose=False)
+    # Penalties look back over the whole answer, not llama.cpp's default 64 tokens: otherwise a
+    # small model copies a paragraph it wrote 100 tokens earlier into the next field.
+    return llama_cpp.Llama(
+        model_path=path,
+        n_ctx=N_CTX,
+        n_threads=threads,
+        last_n_tokens_size=PENALTY_WINDOW,
+        verbose=False,
+    )
 
 
 def _system_info() -> str:
