@@ -271,39 +271,50 @@ class _Worker:
             process = self._start(deadline)
             rid = next(self._ids)
             self._send(process, {"id": rid, **request})
-            give_up: float | None = None  # once cancelled: when to stop waiting for the worker
-            while True:
-                now = time.monotonic()
-                if give_up is None and (
-                    cancel.is_set() or (deadline is not None and now > deadline)
-                ):
-                    self._send(process, {"cancel": rid})
-                    give_up = now + _GRACE_S
-                if give_up is not None and now > give_up:
-                    self._kill()
-                    raise _timeout_error()
-                try:
-                    message = self._lines.get(timeout=_POLL_S)
-                except queue.Empty:
-                    continue
-                if message is None:
-                    raise self._died()
-                if message.get("id") != rid:
-                    continue  # an answer to a call given up on earlier
-                if "text" in message:
-                    on_piece(message["text"])
-                elif "error" in message:
-                    raise _worker_error(message["error"])
-                else:
-                    self.stats = message["result"]
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise _timeout_error()
-                    return _Result(
-                        message["result"]["text"],
-                        message["result"]["finish_reason"],
-                        message["result"]["prompt_tokens"],
-                        message["result"]["completion_tokens"],
-                    )
+            result = self._result(process, rid, deadline, cancel, on_piece)
+            self.stats = result
+            if deadline is not None and time.monotonic() > deadline:
+                raise _timeout_error()
+            return _Result(
+                result["text"],
+                result["finish_reason"],
+                result["prompt_tokens"],
+                result["completion_tokens"],
+            )
+
+    def _result(
+        self,
+        process: subprocess.Popen[str],
+        rid: int,
+        deadline: float | None,
+        cancel: threading.Event,
+        on_piece: Callable[[str], None],
+    ) -> dict[str, Any]:
+        """The worker's result for request ``rid``; it is told to stop once ``cancel`` is set or
+        ``deadline`` passed, and killed if it has not within ``_GRACE_S``."""
+        give_up: float | None = None
+        while True:
+            now = time.monotonic()
+            if give_up is None and (cancel.is_set() or (deadline is not None and now > deadline)):
+                self._send(process, {"cancel": rid})
+                give_up = now + _GRACE_S
+            if give_up is not None and now > give_up:
+                self._kill()
+                raise _timeout_error()
+            try:
+                message = self._lines.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+            if message is None:
+                raise self._died()
+            if message.get("id") != rid:
+                continue  # an answer to a call given up on earlier
+            if "text" in message:
+                on_piece(message["text"])
+            elif "error" in message:
+                raise _worker_error(message["error"])
+            else:
+                return dict(message["result"])
 
     def close(self) -> None:
         """Stop the worker: close its stdin (it exits at once), then make sure it is gone."""

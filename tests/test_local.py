@@ -196,7 +196,9 @@ def test_a_json_schema_is_followed():
         "required": ["city", "country"],
     }
 
-    response = ask(LLM(local.MODEL, max_tokens=40), "Lisbon?", output_schema=schema)
+    response = ask(
+        LLM(local.MODEL, max_tokens=100, temperature=0.0), "Lisbon?", output_schema=schema
+    )
 
     data = json.loads(response.content)
     assert set(data) == {"city", "country"}
