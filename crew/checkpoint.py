@@ -21,6 +21,7 @@ from crew import events
 from crew.board import Board, BoardEntry, plain
 from crew.errors import ConfigError, LeaseHeldError
 from crew.plan import Plan
+from crew.results import TaskOutput, TaskResult
 from crew.store import (
     BoardRecord,
     ReviewRecord,
@@ -29,7 +30,6 @@ from crew.store import (
     TaskRecord,
     default_holder,
 )
-from crew.task import TaskOutput, TaskResult
 from crew.usage import RunUsage, Usage
 
 LEASE_TTL_S = 30.0
@@ -367,8 +367,8 @@ def _not_a_task(task_id: str, plan: Plan) -> str | None:
 
 def _given_data(plan: Plan, given: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
     """The given outputs of tasks with an ``output_model``, validated, as JSON data."""
-    from crew.agent import parse_output
     from crew.errors import OutputValidationError
+    from crew.results import parse_output
 
     data: dict[str, Any] = {}
     for task_id, text in given.items():

@@ -25,8 +25,8 @@ from rich.text import Text
 from rich.tree import Tree
 
 from crew import events
-from crew.crew import CrewResult
 from crew.plan import Plan
+from crew.results import CrewResult
 from crew.usage import Usage
 
 if TYPE_CHECKING:

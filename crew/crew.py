@@ -17,7 +17,8 @@ from crew.errors import ConfigError
 from crew.llm import ChatModel, as_chat_model, default_llm, prepare
 from crew.plan import Plan, build_plan
 from crew.process import Process, hierarchical_tasks
-from crew.run import CrewResult, Run, RunStatus
+from crew.results import CrewResult, RunStatus
+from crew.run import Run, RunSettings
 from crew.scheduler import FailurePolicy, Slots, check_settings
 from crew.store import Store, open_store
 from crew.task import Task, every_task
@@ -177,17 +178,21 @@ class Crew:
         plan = self.plan(inputs)  # first: it also rejects inputs that are not a mapping
         store = self.store  # opened only for a valid crew: a bad one leaves no file behind
         default = self._default_llm()
-        models = {id(m): m for a in self.agents for m in (a.llm or default,) if m is not None}
-        await asyncio.to_thread(prepare, models.values())
+        models = [as_chat_model(m) for a in self.agents if (m := a.llm or default) is not None]
+        await asyncio.to_thread(prepare, models)
+        settings = RunSettings(
+            name=self.name, source=self.source, max_concurrency=self.max_concurrency,
+            on_failure=self.on_failure, stream=self.stream, review_hook=self.review_hook,
+            agents=tuple(self.agents), coworkers_only=self._extra_agents,
+        )  # fmt: skip
         run = Run(
-            self,
+            settings,
             plan,
             dict(inputs or {}),
             store=store,
             run_id=resume or run_id or self._id_factory(),
             clock=self._clock,
             default=default,
-            coworkers_only=self._extra_agents,
             on_event=on_event,
             replay=replay,
             replay_strict=replay_strict,

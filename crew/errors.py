@@ -31,10 +31,7 @@ drivers' in the store backends (``crew/store/sqlite.py``, ``crew/store/postgres.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from crew.crew import CrewResult
+from typing import Any
 
 
 class CrewError(Exception):
@@ -179,6 +176,7 @@ class HookError(CrewError):
 class RunFailedError(CrewError):
     """Raised by ``CrewResult.raise_for_status()`` when the run did not succeed."""
 
-    def __init__(self, message: str, *, result: CrewResult) -> None:
+    def __init__(self, message: str, *, result: Any) -> None:
         super().__init__(message)
         self.result = result
+        """The ``crew.results.CrewResult`` of the run (typed loosely: errors sit below results)."""

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     import networkx as nx
 
     from crew.agent import Agent
+    from crew.chat import ChatModel
     from crew.expr import Expression
-    from crew.llm import ChatModel
     from crew.task import Task
 
 MAP_NAMES = ("item", "item_index")

@@ -23,8 +23,9 @@ from crew import events
 from crew.board import Board
 from crew.errors import ConfigError, TaskError, TaskTimeoutError
 from crew.plan import Plan
+from crew.results import TaskOutput, TaskResult
 from crew.retry import RetryPolicy, retrying
-from crew.task import Task, TaskOutput, TaskResult
+from crew.task import Task
 from crew.usage import Usage
 
 FailurePolicy = Literal["fail_fast", "continue"]

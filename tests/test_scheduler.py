@@ -315,7 +315,7 @@ def test_a_streaming_crew_emits_token_deltas_with_the_scripted_model():
 
 
 def test_tasks_already_finished_are_never_run_again_and_release_their_dependants():
-    from crew.task import TaskOutput, TaskResult
+    from crew.results import TaskOutput, TaskResult
 
     llm = ScriptedLLM()
     crew = Crew(tasks_of({"a": [], "b": ["a"], "c": ["b"], "d": []}), llm=llm)
