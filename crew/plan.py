@@ -35,8 +35,8 @@ class Plan:
 
     tasks: Mapping[str, Task]
     """By id, in the order the crew declared them."""
-    graph: nx.DiGraph
-    """An edge u -> v means v depends on u."""
+    _graph: nx.DiGraph = field(repr=False)
+    """An edge u -> v means v depends on u. networkx stays in this module: ask the methods."""
     order: tuple[str, ...]
     """A topological order (declaration order among unrelated tasks)."""
     levels: tuple[tuple[str, ...], ...]
@@ -65,18 +65,25 @@ class Plan:
     def max_parallelism(self) -> int:
         """Most tasks that can ever run at once: the width of the graph (computed on first use,
         as it needs the transitive closure; the scheduler never asks)."""
-        return _width(self.graph)
+        return _width(self._graph)
 
     def dependencies(self, task_id: str) -> list[str]:
-        return list(self.graph.predecessors(task_id))
+        """The tasks ``task_id`` waits for."""
+        return list(self._graph.predecessors(task_id))
 
     def dependants(self, task_id: str) -> list[str]:
-        return list(self.graph.successors(task_id))
+        """The tasks that wait for ``task_id``."""
+        return list(self._graph.successors(task_id))
 
     def descendants(self, task_id: str) -> set[str]:
+        """Every task downstream of ``task_id``."""
         import networkx as nx
 
-        return set(nx.descendants(self.graph, task_id))
+        return set(nx.descendants(self._graph, task_id))
+
+    def edges(self) -> set[tuple[str, str]]:
+        """Every (dependency, dependant) pair."""
+        return set(self._graph.edges)
 
 
 def build_plan(
@@ -228,7 +235,7 @@ def _analyse(
     )
     return Plan(
         tasks=by_id,
-        graph=graph,
+        _graph=graph,
         order=order,
         levels=levels,
         remaining_s=remaining,
