@@ -68,7 +68,11 @@ class LLMError(CrewError):
         model: the litellm model string that failed.
         status_code: the HTTP status, when there was one.
         retry_after_s: the provider's Retry-After, when it sent one.
+        retries_spent: the model layer already retried the call as its policy allows, so a
+            task does not try it again (retries are never stacked).
     """
+
+    retries_spent: bool = False
 
     def __init__(
         self,

@@ -103,6 +103,7 @@ class LLM:
                 )
             except errors.LLMError as exc:
                 if not exc.retryable or position == len(chain) - 1:
+                    exc.retries_spent = True
                     raise
                 if request.on_fallback is not None:
                     request.on_fallback(llm.model, chain[position + 1].model, exc)

@@ -24,7 +24,7 @@ from crew.board import Board
 from crew.errors import ConfigError, TaskError, TaskTimeoutError
 from crew.plan import Plan
 from crew.results import TaskOutput, TaskResult
-from crew.retry import RetryPolicy, retrying
+from crew.retry import RetryPolicy, retrying, worth_another_attempt
 from crew.task import Task
 from crew.usage import Usage
 
@@ -365,7 +365,9 @@ class Scheduler:
 
         policy = replace(TASK_RETRY, attempts=task.retries + 1)
         try:
-            output = await retrying(one_attempt, policy, on_retry=on_retry)
+            output = await retrying(
+                one_attempt, policy, on_retry=on_retry, retry_if=worth_another_attempt
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -63,7 +63,8 @@ class Task:
     timeout_s: float | None = None
     """Per attempt; an attempt that runs longer fails with TaskTimeoutError."""
     retries: int = 0
-    """Further attempts after a failed one (timeouts, invalid output, exhausted model retries)."""
+    """Further attempts after a failed one (timeouts, invalid output, no final answer). A model
+    error is retried by the model's own ``RetryPolicy`` only, never again here."""
     estimate_s: float = 1.0
     """Expected duration, used only to find the critical path and order ready tasks."""
     human_review: bool = False

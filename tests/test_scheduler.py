@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from crew import Agent, Crew, Task, events
-from crew.errors import BadRequestError, ConfigError, TaskTimeoutError
+from crew.errors import BadRequestError, ConfigError, RateLimitError, TaskTimeoutError
 from crew.scheduler import Scheduler
 from crew.testing import Call, Reply, ScriptedLLM
 from crew.testserver import Reply as ServerReply
@@ -204,6 +204,15 @@ def test_task_retries_after_a_timeout_and_records_every_attempt():
 
 def test_non_retryable_errors_are_not_retried_at_task_level():
     llm = ScriptedLLM({"t": BadRequestError("bad", model="m")})
+    result = Crew([Task(id="t", description="d", agent=WORKER, retries=3)], llm=llm).run()
+    assert result.tasks["t"].status == "failed"
+    assert len(llm.calls) == 1
+
+
+def test_a_model_error_the_model_layer_retried_is_not_retried_again_by_the_task():
+    spent = RateLimitError("slow down", model="m")
+    spent.retries_spent = True  # what LLM.complete marks once its own policy is spent
+    llm = ScriptedLLM({"t": spent})
     result = Crew([Task(id="t", description="d", agent=WORKER, retries=3)], llm=llm).run()
     assert result.tasks["t"].status == "failed"
     assert len(llm.calls) == 1
