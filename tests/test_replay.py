@@ -236,10 +236,12 @@ def test_the_hash_covers_what_decides_the_answer_and_nothing_else():
     assert request_hash(base, ChatRequest(messages=request.messages, task_id="zz")) == digest
 
 
-def test_an_llm_stays_an_llm_when_recorded():
-    # Agents ask whether their model is an LLM to know if the provider enforces output schemas.
+def test_a_recorded_model_is_wrapped_and_still_says_whether_it_enforces_schemas():
+    # The agent loop asks the model (not its class) whether the provider enforces output schemas.
     exchanges = Exchanges(MemoryStore(), "r1")
-    wrapped = exchanges.wrap(LLM("openai/gpt-4o-mini", temperature=0.3, max_rpm=5))
-    assert isinstance(wrapped, LLM)
-    assert (wrapped.model, wrapped.temperature, wrapped.max_rpm) == ("openai/gpt-4o-mini", 0.3, 5)
+    model = LLM("ollama/llama3.1", temperature=0.3, max_rpm=5)
+    wrapped = exchanges.wrap(model)
+    assert wrapped.name == "ollama/llama3.1"
+    assert getattr(wrapped, "enforces_schema", None) == model.enforces_schema
     assert exchanges.wrap(ScriptedLLM()).name == "scripted"
+    assert getattr(exchanges.wrap(ScriptedLLM()), "enforces_schema", None) is False
