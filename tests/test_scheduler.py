@@ -11,7 +11,7 @@ from crew import Agent, Crew, Task, events
 from crew.errors import BadRequestError, ConfigError, RateLimitError, TaskTimeoutError
 from crew.scheduler import Scheduler
 from crew.testing import Call, Reply, ScriptedLLM
-from crew.testserver import Reply as ServerReply
+from crew.testserver import ServerReply
 
 WORKER = Agent(role="Worker", goal="Do the task")
 
