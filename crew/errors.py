@@ -30,8 +30,50 @@ drivers' in the store backends (``crew/store/sqlite.py``, ``crew/store/postgres.
 
 from __future__ import annotations
 
+import difflib
+import os
 from collections.abc import Iterable
 from typing import Any
+
+
+def closest(
+    name: str, options: Iterable[object], *, cutoff: float = 0.6, by_prefix: bool = False
+) -> str | None:
+    """The option most like ``name``, or None: the one close-match rule of every message.
+
+    ``by_prefix``: among the close matches (down to ``cutoff``), the one sharing the longest
+    prefix with ``name`` ('reporter' -> 'reporting_analyst' rather than 'researcher').
+    """
+    names = [str(option) for option in options]
+    close = difflib.get_close_matches(name, names, n=len(names) if by_prefix else 1, cutoff=cutoff)
+    if not close:
+        return None
+    if by_prefix:
+        return max(close, key=lambda c: len(os.path.commonprefix([name, c])))  # noqa: RUF071
+    return close[0]
+
+
+def did_you_mean(
+    name: str,
+    options: Iterable[object],
+    *,
+    sentence: bool = False,
+    cutoff: float = 0.6,
+    by_prefix: bool = False,
+) -> str:
+    """The hint for a message about an unknown ``name``, or "" when nothing is close:
+    `` (did you mean 'x'?)`` after a file location's phrase, `` Did you mean 'x'?`` after a
+    sentence (``sentence=True``)."""
+    found = closest(name, options, cutoff=cutoff, by_prefix=by_prefix)
+    if found is None:
+        return ""
+    return f" Did you mean '{found}'?" if sentence else f" (did you mean '{found}'?)"
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` on one line, cut to ``limit`` characters: a foreign value quoted in a message."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class CrewError(Exception):

@@ -332,7 +332,7 @@ def translate_error(exc: Exception, llm: LLM) -> Exception:
         return exc
     kind, why = found
     status = getattr(exc, "status_code", None)
-    detail = _short(getattr(exc, "message", None) or str(exc))
+    detail = errors.shorten(str(getattr(exc, "message", None) or exc), 300)
     return kind(
         f"Model '{llm.model}': {why}. Provider said: {detail}",
         model=llm.model,
@@ -415,8 +415,3 @@ def _retry_after_s(exc: Exception) -> float | None:
     except ValueError:
         parsed = email.utils.parsedate_to_datetime(value) if value else None
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

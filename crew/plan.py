@@ -5,14 +5,13 @@ The only module that uses networkx, imported on the first plan (it costs ~0.2 s 
 
 from __future__ import annotations
 
-import difflib
 import functools
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from crew.errors import ConfigError, PlanError
+from crew.errors import ConfigError, PlanError, did_you_mean
 from crew.prompts import placeholders
 from crew.task import every_task
 
@@ -202,8 +201,7 @@ def _parse_expressions(
                 problems += exc.problems
                 continue
             for unknown in sorted(expression.names - {"inputs"} - set(known)):
-                close = difflib.get_close_matches(unknown, list(known), n=1)
-                hint = f" Did you mean '{close[0]}'?" if close else " Name a task or `inputs`."
+                hint = did_you_mean(unknown, known, sentence=True) or " Name a task or `inputs`."
                 problems.append(f"{where}: `{value}` reads '{unknown}', no task of the crew.{hint}")
             problems += check_paths(expression, models, where=where)
             parsed[(task.id, name)] = expression
@@ -283,8 +281,7 @@ def _check_dependencies(task: Task, by_id: Mapping[str, Task]) -> list[str]:
                 f"Task '{task.id}' depends on itself; remove '{dep}' from its depends_on."
             )
         elif dep not in by_id:
-            close = difflib.get_close_matches(dep, list(by_id), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else " Add it to Crew(tasks=[...])."
+            hint = did_you_mean(dep, by_id, sentence=True) or " Add it to Crew(tasks=[...])."
             problems.append(f"Task '{task.id}' depends on '{dep}', which is not defined.{hint}")
     return problems
 
@@ -349,8 +346,7 @@ def _check_coworkers(
     for agent in agents.values():
         for role in agent.delegates:
             if role not in roles:
-                close = difflib.get_close_matches(role, roles, n=1)
-                hint = f" Did you mean '{close[0]}'?" if close else f" Agents: {', '.join(roles)}."
+                hint = did_you_mean(role, roles, sentence=True) or f" Agents: {', '.join(roles)}."
                 problems.append(
                     f"Agent '{agent.role}' delegates to '{role}', who is not in the crew.{hint}"
                 )
@@ -414,8 +410,7 @@ def _check_routes(by_id: Mapping[str, Task], owner: Mapping[str, str]) -> list[s
             for target in targets:
                 if target not in by_id:
                     where = "inside a loop; route to the loop" if target in owner else ""
-                    close = difflib.get_close_matches(target, list(by_id), n=1)
-                    hint = f" Did you mean '{close[0]}'?" if close and not where else ""
+                    hint = "" if where else did_you_mean(target, by_id, sentence=True)
                     problems.append(
                         f"Task '{task.id}' route '{name}' goes to '{target}', which is"
                         f" {where or 'not defined'}.{hint}"

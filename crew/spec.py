@@ -110,14 +110,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from crew.agent import Agent
 from crew.crew import Crew
-from crew.errors import ConfigError
+from crew.errors import ConfigError, did_you_mean
 from crew.expr import parse
 from crew.llm import LLM
 from crew.plan import MAP_NAMES, find_cycles
 from crew.prompts import PLACEHOLDER, interpolate, placeholders
 from crew.schema import camel_case, schema_model
 from crew.task import JOINS, Task, loop
-from crew.templates import did_you_mean, find_role, find_task, validate
+from crew.templates import find_role, find_task, validate
 from crew.yamlfile import Location, YamlFile, load_yaml
 
 _M = TypeVar("_M", bound=BaseModel)

@@ -14,8 +14,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "crew"
 ROWS: tuple[tuple[str, ...], ...] = (
     # Values: definitions and results, plain data that runs nothing.
     ("errors", "usage"),
-    ("board", "chat", "yamlfile", "schema"),
-    ("results", "tools", "expr"),
+    ("board", "chat", "yamlfile"),
+    ("results", "tools", "expr", "schema"),
     ("agent", "events"),
     ("task",),
     ("prompts",),
