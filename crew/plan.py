@@ -80,6 +80,22 @@ class Plan:
 
         return set(nx.descendants(self._graph, task_id))
 
+    def check_inputs(self, inputs: Mapping[str, Any] | None) -> None:
+        """Raise ``PlanError`` listing every problem of ``inputs`` for this plan (a value of the
+        wrong type, a placeholder with no input): a plan is made once per crew, then reused by
+        runs with other inputs."""
+        inputs = {} if inputs is None else inputs
+        problems = _check_inputs(inputs)
+        problems += self._placeholder_problems(inputs if isinstance(inputs, Mapping) else {})
+        if problems:
+            raise PlanError(list(dict.fromkeys(problems)))
+
+    def _placeholder_problems(self, inputs: Mapping[str, Any]) -> list[str]:
+        problems = _check_placeholders(self.tasks.values(), inputs)
+        for group in self.groups.values():
+            problems += group._placeholder_problems(inputs)
+        return problems
+
     def edges(self) -> set[tuple[str, str]]:
         """Every (dependency, dependant) pair."""
         return set(self._graph.edges)
