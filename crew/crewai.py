@@ -37,7 +37,8 @@ from crew.crew import Crew
 from crew.errors import ConfigError, did_you_mean
 from crew.llm import LLM
 from crew.prompts import placeholders
-from crew.spec import CrewFile, InputSpec
+from crew.inputs import InputSpec
+from crew.spec import CrewFile
 from crew.task import Task
 from crew.yamlfile import load_yaml
 

@@ -32,6 +32,10 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("crew",),
     # Spec: crews from files (YAML, CrewAI projects, Python), settings, fakes for tests.
     ("templates", "config", "testing", "testserver"),
+    ("inputs",),
+    ("spec.models",),
+    ("spec.python", "spec.checks"),
+    ("spec.loader",),
     ("spec",),
     ("crewai",),
     # Face: what a person sees (terminal views) and types (the CLI); then the public names.
@@ -80,7 +84,7 @@ def module_name(path: Path) -> str:
 
 
 def modules() -> dict[str, set[str]]:
-    paths = sorted([*PACKAGE.glob("*.py"), *PACKAGE.glob("store/*.py")])
+    paths = sorted(PACKAGE.rglob("*.py"))
     return {module_name(path): imports(path) for path in paths}
 
 
