@@ -35,9 +35,9 @@ from typing import Any
 from crew.agent import Agent
 from crew.crew import Crew
 from crew.errors import ConfigError, did_you_mean
+from crew.inputs import InputSpec
 from crew.llm import LLM
 from crew.prompts import placeholders
-from crew.inputs import InputSpec
 from crew.spec import CrewFile
 from crew.task import Task
 from crew.yamlfile import load_yaml

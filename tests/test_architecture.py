@@ -39,9 +39,13 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("spec",),
     ("crewai",),
     # Face: what a person sees (terminal views) and types (the CLI); then the public names.
+    ("console.text",),
+    ("console.live", "console.reports", "console.plan", "console.history"),
     ("console",),
+    ("cli.running",),
+    ("cli.history", "cli.project"),
     ("cli",),
-    ("__init__",),
+    ("cli.__main__", "__init__"),
 )
 LAYERS = {module: rank for rank, row in enumerate(ROWS) for module in row}
 
@@ -53,7 +57,15 @@ GATEWAYS: dict[str, set[str]] = {
     "tenacity": {"retry"},
     "networkx": {"plan"},
     "yaml": {"yamlfile"},
-    "rich": {"console", "cli"},
+    "rich": {
+        "console.live",
+        "console.reports",
+        "console.plan",
+        "console.history",
+        "cli.running",
+        "cli.history",
+        "cli.project",
+    },
     "psycopg": {"store.postgres"},
     "sqlite3": {"store.sqlite"},
 }
