@@ -38,12 +38,12 @@ Spec = dict[str, tuple[int, list[str]]]
 
 def serve(port: int) -> None:
     """Run the fake server in this process until killed."""
-    from crew.testserver import FakeOpenAIServer, Reply
+    from crew.testserver import FakeOpenAIServer, ServerReply
 
-    def reply(body: dict) -> Reply:
+    def reply(body: dict) -> ServerReply:
         prompt = " ".join(str(m.get("content")) for m in body["messages"] if m["role"] == "user")
         found = _SLEEP.search(prompt)
-        return Reply(text="done", latency_ms=float(found.group(1)) if found else 0.0)
+        return ServerReply(text="done", latency_ms=float(found.group(1)) if found else 0.0)
 
     server = FakeOpenAIServer(port=port)
     server.default = reply

@@ -7,12 +7,13 @@
 
 from crew.agent import Agent
 from crew.board import Board, BoardEntry
-from crew.crew import Crew, CrewResult
+from crew.crew import Crew
 from crew.errors import ConfigError, CrewError, LLMError, PlanError, RunFailedError
 from crew.llm import LLM, ChatModel
 from crew.plan import Plan
+from crew.results import CrewResult, TaskOutput, TaskResult
 from crew.retry import RetryPolicy
-from crew.task import Task, TaskOutput, TaskResult
+from crew.task import Task
 from crew.tools import Tool, tool
 from crew.usage import RunUsage, Usage
 

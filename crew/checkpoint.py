@@ -19,8 +19,9 @@ from typing import Any, NamedTuple
 
 from crew import events
 from crew.board import Board, BoardEntry, plain
-from crew.errors import ConfigError, LeaseHeldError
+from crew.errors import ConfigError, LeaseHeldError, did_you_mean
 from crew.plan import Plan
+from crew.results import TaskOutput, TaskResult
 from crew.store import (
     BoardRecord,
     ReviewRecord,
@@ -29,7 +30,6 @@ from crew.store import (
     TaskRecord,
     default_holder,
 )
-from crew.task import TaskOutput, TaskResult
 from crew.usage import RunUsage, Usage
 
 LEASE_TTL_S = 30.0
@@ -350,15 +350,12 @@ def fork_run(
 
 def _not_a_task(task_id: str, plan: Plan) -> str | None:
     """None if ``task_id`` is a task of ``plan``, else the problem, with the closest match."""
-    import difflib
-
     if task_id in plan.tasks:
         return None
     loop = _owner(task_id, plan)
     if loop is not None:
         return f"Cannot fork at task '{task_id}': it is inside loop '{loop}'; fork at '{loop}'."
-    close = difflib.get_close_matches(task_id, plan.tasks, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(task_id, plan.tasks, sentence=True)
     return (
         f"Cannot fork at task '{task_id}': the crew has no such task.{hint}"
         f" Its tasks: {', '.join(plan.tasks)}."
@@ -367,8 +364,8 @@ def _not_a_task(task_id: str, plan: Plan) -> str | None:
 
 def _given_data(plan: Plan, given: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
     """The given outputs of tasks with an ``output_model``, validated, as JSON data."""
-    from crew.agent import parse_output
     from crew.errors import OutputValidationError
+    from crew.results import parse_output
 
     data: dict[str, Any] = {}
     for task_id, text in given.items():

@@ -25,7 +25,6 @@ server named in crew.toml). A profile is replaced whole by a profile of the same
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
@@ -38,7 +37,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from crew import llm, local
-from crew.errors import ConfigError
+from crew.errors import ConfigError, did_you_mean
 from crew.llm import LLM
 
 _DEFAULT = "default"
@@ -311,8 +310,7 @@ def _check_name(name: str, profiles: Mapping[str, ModelSettings], where: str = "
     if name in profiles or "/" in name:
         return []
     known = ", ".join(sorted(profiles)) or "none are defined"
-    close = difflib.get_close_matches(name, profiles, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(name, profiles, sentence=True)
     return [
         f"{where}'{name}' is not a model profile (profiles: {known}), nor a model string."
         f"{hint} Write a model as provider/name, e.g. 'openai/gpt-4o-mini', or define"
@@ -391,8 +389,7 @@ def _override_layer(overrides: Mapping[str, Any], problems: list[str]) -> _Layer
             continue
         key = _FLAGS.get(name, name)
         if key not in _FLAGS.values():
-            close = difflib.get_close_matches(name, _FLAGS, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            hint = did_you_mean(name, _FLAGS, sentence=True)
             problems.append(f"Unknown setting override '{name}'.{hint}")
             continue
         values[key] = value
@@ -451,9 +448,8 @@ def _describe(error: Any, key: str) -> str:
         if re.fullmatch(r"llm\.profiles\.[^.]+", place):
             place = "llm.profiles.*"
         known = list(_KNOWN[place].model_fields) if place in _KNOWN else []
-        close = difflib.get_close_matches(parts[-1], known, n=1)
-        if close:
-            return f"unknown key (did you mean '{close[0]}'?)"
+        if hint := did_you_mean(parts[-1], known):
+            return f"unknown key{hint}"
         return f"unknown key (known keys: {', '.join(known)})"
     value = error.get("input")
     shown = _mask(str(value)) if _SECRET_NAMES.search(parts[-1]) else repr(value)

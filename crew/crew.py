@@ -17,7 +17,8 @@ from crew.errors import ConfigError
 from crew.llm import ChatModel, as_chat_model, default_llm, prepare
 from crew.plan import Plan, build_plan
 from crew.process import Process, hierarchical_tasks
-from crew.run import CrewResult, Run, RunStatus
+from crew.results import CrewResult, RunStatus
+from crew.run import Run, RunSettings
 from crew.scheduler import FailurePolicy, Slots, check_settings
 from crew.store import Store, open_store
 from crew.task import Task, every_task
@@ -66,7 +67,12 @@ class Crew:
         clock: Callable[[], float] = time.time,
         id_factory: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
     ) -> None:
+        # Every constructor argument as given, for replace(): a new parameter is kept too.
+        self._arguments = {name: value for name, value in locals().items() if name != "self"}
+        self._planned: tuple[ChatModel | None, Plan] | None = None
+        """(the default model it was planned with, the plan): made once, reused by every run."""
         self.tasks = tuple(tasks)
+        self._arguments.update(tasks=self.tasks, agents=tuple(agents))  # iterables, read once
         self.process, self.manager, self.goal = process, manager, goal
         if process not in ("graph", "hierarchical"):
             raise ConfigError(f"process must be 'graph' or 'hierarchical', got {process!r}.")
@@ -82,7 +88,7 @@ class Crew:
             raise ConfigError(f"Crew(tasks=...) takes Task objects, got {', '.join(wrong)}.")
         check_settings(max_concurrency, on_failure)
         self.name = name
-        self._extra_agents = tuple(agents)
+        self._extra_agents = self._arguments["agents"]
         self.llm = as_chat_model(llm) if llm is not None else None
         self.max_concurrency = max_concurrency
         self.stream = stream
@@ -103,17 +109,8 @@ class Crew:
 
     def replace(self, **changes: Any) -> Crew:
         """A copy with some constructor arguments changed: ``crew.replace(max_concurrency=2)``."""
-        arguments: dict[str, Any] = {
-            "tasks": self.tasks, "agents": self._extra_agents, "name": self.name,
-            "llm": self.llm, "max_concurrency": self.max_concurrency,
-            "on_failure": self.on_failure, "stream": self.stream, "clock": self._clock,
-            "id_factory": self._id_factory, "store": self._store, "source": self.source,
-            "review_hook": self.review_hook, "process": self.process, "manager": self.manager,
-            "goal": self.goal,
-        }  # fmt: skip
-        if self.process == "hierarchical":
-            arguments["tasks"] = ()  # the manager's tasks are made again
-        arguments.update(changes)
+        # The store as opened (if it was), so that a copy shares it.
+        arguments = {**self._arguments, "store": self._store, **changes}
         return Crew(arguments.pop("tasks"), **arguments)
 
     def with_llm(self, llm: str | ChatModel) -> Crew:
@@ -132,10 +129,20 @@ class Crew:
         )
 
     def plan(self, inputs: Mapping[str, Any] | None = None) -> Plan:
-        """Validate the crew with ``inputs`` and return its plan, without calling any model."""
-        return build_plan(
-            self.tasks, inputs, default_llm=self._default_llm(), agents=self._extra_agents
-        )
+        """Validate the crew with ``inputs`` and return its plan, without calling any model.
+
+        The crew is checked and planned on the first call; later calls (each run) check only
+        their inputs against that plan. It is planned again if the default model changed
+        (``CREW_MODEL``), since whether every agent has a model depends on it.
+        """
+        default = self._default_llm()
+        if self._planned is not None and self._planned[0] == default:
+            plan = self._planned[1]
+            plan.check_inputs(inputs)
+            return plan
+        plan = build_plan(self.tasks, inputs, default_llm=default, agents=self._extra_agents)
+        self._planned = (default, plan)
+        return plan
 
     def run(self, inputs: Mapping[str, Any] | None = None, **kwargs: Any) -> CrewResult:
         """Run the crew and wait for the result (the sync form of ``arun``)."""
@@ -177,17 +184,21 @@ class Crew:
         plan = self.plan(inputs)  # first: it also rejects inputs that are not a mapping
         store = self.store  # opened only for a valid crew: a bad one leaves no file behind
         default = self._default_llm()
-        models = {id(m): m for a in self.agents for m in (a.llm or default,) if m is not None}
-        await asyncio.to_thread(prepare, models.values())
+        models = [as_chat_model(m) for a in self.agents if (m := a.llm or default) is not None]
+        await asyncio.to_thread(prepare, models)
+        settings = RunSettings(
+            name=self.name, source=self.source, max_concurrency=self.max_concurrency,
+            on_failure=self.on_failure, stream=self.stream, review_hook=self.review_hook,
+            agents=tuple(self.agents), coworkers_only=self._extra_agents,
+        )  # fmt: skip
         run = Run(
-            self,
+            settings,
             plan,
             dict(inputs or {}),
             store=store,
             run_id=resume or run_id or self._id_factory(),
             clock=self._clock,
             default=default,
-            coworkers_only=self._extra_agents,
             on_event=on_event,
             replay=replay,
             replay_strict=replay_strict,

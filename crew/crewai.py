@@ -25,10 +25,8 @@ raise one ConfigError listing every problem with its file, line and field.
 from __future__ import annotations
 
 import ast
-import difflib
 import functools
 import operator
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +34,11 @@ from typing import Any
 
 from crew.agent import Agent
 from crew.crew import Crew
-from crew.errors import ConfigError
+from crew.errors import ConfigError, did_you_mean
+from crew.inputs import InputSpec
 from crew.llm import LLM
 from crew.prompts import placeholders
-from crew.spec import CrewFile, InputSpec
+from crew.spec import CrewFile
 from crew.task import Task
 from crew.yamlfile import load_yaml
 
@@ -230,10 +229,8 @@ def _is_ref(value: Any) -> bool:
 def _hint(name: str, options: Iterable[str], what: str) -> str:
     """Did you mean: the close match sharing the longest prefix, else the known names."""
     options = list(options)
-    close = difflib.get_close_matches(name, options, n=len(options) or 1, cutoff=0.4)
-    if close:  # 'reporter' -> 'reporting_analyst' rather than the closer 'researcher'
-        best = max(close, key=lambda c: len(os.path.commonprefix([name, c])))  # noqa: RUF071
-        return f" (did you mean '{best}'?)"
+    if hint := did_you_mean(name, options, cutoff=0.4, by_prefix=True):
+        return hint
     return f" (known {what}: {', '.join(options)})" if options else f" (there are no {what})"
 
 

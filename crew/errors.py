@@ -30,11 +30,50 @@ drivers' in the store backends (``crew/store/sqlite.py``, ``crew/store/postgres.
 
 from __future__ import annotations
 
+import difflib
+import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from crew.crew import CrewResult
+
+def closest(
+    name: str, options: Iterable[object], *, cutoff: float = 0.6, by_prefix: bool = False
+) -> str | None:
+    """The option most like ``name``, or None: the one close-match rule of every message.
+
+    ``by_prefix``: among the close matches (down to ``cutoff``), the one sharing the longest
+    prefix with ``name`` ('reporter' -> 'reporting_analyst' rather than 'researcher').
+    """
+    names = [str(option) for option in options]
+    close = difflib.get_close_matches(name, names, n=len(names) if by_prefix else 1, cutoff=cutoff)
+    if not close:
+        return None
+    if by_prefix:
+        return max(close, key=lambda c: len(os.path.commonprefix([name, c])))  # noqa: RUF071
+    return close[0]
+
+
+def did_you_mean(
+    name: str,
+    options: Iterable[object],
+    *,
+    sentence: bool = False,
+    cutoff: float = 0.6,
+    by_prefix: bool = False,
+) -> str:
+    """The hint for a message about an unknown ``name``, or "" when nothing is close:
+    `` (did you mean 'x'?)`` after a file location's phrase, `` Did you mean 'x'?`` after a
+    sentence (``sentence=True``)."""
+    found = closest(name, options, cutoff=cutoff, by_prefix=by_prefix)
+    if found is None:
+        return ""
+    return f" Did you mean '{found}'?" if sentence else f" (did you mean '{found}'?)"
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` on one line, cut to ``limit`` characters: a foreign value quoted in a message."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class CrewError(Exception):
@@ -71,7 +110,11 @@ class LLMError(CrewError):
         model: the litellm model string that failed.
         status_code: the HTTP status, when there was one.
         retry_after_s: the provider's Retry-After, when it sent one.
+        retries_spent: the model layer already retried the call as its policy allows, so a
+            task does not try it again (retries are never stacked).
     """
+
+    retries_spent: bool = False
 
     def __init__(
         self,
@@ -179,6 +222,7 @@ class HookError(CrewError):
 class RunFailedError(CrewError):
     """Raised by ``CrewResult.raise_for_status()`` when the run did not succeed."""
 
-    def __init__(self, message: str, *, result: CrewResult) -> None:
+    def __init__(self, message: str, *, result: Any) -> None:
         super().__init__(message)
         self.result = result
+        """The ``crew.results.CrewResult`` of the run (typed loosely: errors sit below results)."""

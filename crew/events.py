@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from crew.crew import CrewResult
-    from crew.task import TaskOutput
+    from crew.results import CrewResult, TaskOutput
     from crew.usage import Usage
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import difflib
 import inspect
 import operator
 import reprlib
@@ -39,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union, get_args, get_origin
 
 from crew.board import BoardEntry
-from crew.errors import ConfigError
+from crew.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -386,8 +385,7 @@ def _syntax_hint(source: str, col: int, message: str) -> str:
 
 
 def _suggest(word: str, options: list[str], label: str) -> str:
-    close = difflib.get_close_matches(word, options, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(word, options, sentence=True)
     shown = ", ".join(options[:20]) + (", ..." if len(options) > 20 else "")
     return f"{hint} {label}: {shown or '(none)'}" if label else hint
 

@@ -29,7 +29,7 @@ from crew import events
 from crew.errors import HookError
 
 if TYPE_CHECKING:
-    from crew.task import TaskOutput
+    from crew.results import TaskOutput
 
 HOOK_TIMEOUT_S = 10.0
 PREVIEW_CHARS = 500

@@ -2,8 +2,9 @@
 the first call, not on ``import crew`` (it takes ~2.5 s); the only other module that touches it is
 ``crew.local``, the bundled model's litellm provider.
 
-``ChatModel`` is the protocol the agent loop talks to; ``LLM`` is its litellm implementation (a
-model string plus settings) and ``crew.testing.ScriptedLLM`` an in-process one for tests.
+``ChatModel`` (in ``crew.chat``) is the protocol the agent loop talks to; ``LLM`` is its litellm
+implementation (a model string plus settings) and ``crew.testing.ScriptedLLM`` an in-process one
+for tests.
 """
 
 from __future__ import annotations
@@ -19,59 +20,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass, field, replace
 from types import ModuleType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from crew import errors, local
+from crew.chat import ChatModel, ChatRequest, ChatResponse, ToolCall
 from crew.retry import RetryPolicy, retrying
 from crew.usage import Usage
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    id: str
-    name: str
-    arguments: dict[str, Any]
-    raw_arguments: str = ""
-    """The arguments exactly as the model sent them (may be invalid JSON)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class ChatRequest:
-    """One model call as the agent loop asks for it."""
-
-    messages: list[dict[str, Any]]
-    tools: list[dict[str, Any]] | None = None
-    output_schema: dict[str, Any] | None = None
-    """JSON schema the answer must follow; sent as response_format where the model supports it."""
-    output_name: str = "output"
-    task_id: str = ""
-    agent: str = ""
-    on_retry: Callable[[str, int, BaseException, float], None] | None = None
-    """(model, failed attempt, error, wait seconds) before each retry of a call."""
-    on_fallback: Callable[[str, str, BaseException], None] | None = None
-    """(failed model, next model, error) before moving to a fallback model."""
-    on_token: Callable[[str], None] | None = None
-    """When set, the answer is streamed and each piece of text is passed here as it arrives."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class ChatResponse:
-    content: str | None
-    tool_calls: tuple[ToolCall, ...] = ()
-    usage: Usage = Usage()
-    model: str = ""
-    """The model that answered (a fallback's, when the primary failed)."""
-    latency_ms: float = 0.0
-
-
-@runtime_checkable
-class ChatModel(Protocol):
-    """Anything that can answer a ``ChatRequest``."""
-
-    @property
-    def name(self) -> str: ...
-
-    async def complete(self, request: ChatRequest) -> ChatResponse: ...
 
 
 @dataclass(frozen=True)
@@ -114,6 +68,11 @@ class LLM:
     def name(self) -> str:
         return self.model
 
+    @property
+    def enforces_schema(self) -> bool:
+        """Whether the provider itself holds answers to a JSON schema (response_format)."""
+        return supports_response_schema(self.model)
+
     def chain(self) -> list[LLM]:
         """This model followed by its fallbacks, as LLMs."""
         chain = [self]
@@ -144,6 +103,7 @@ class LLM:
                 )
             except errors.LLMError as exc:
                 if not exc.retryable or position == len(chain) - 1:
+                    exc.retries_spent = True
                     raise
                 if request.on_fallback is not None:
                     request.on_fallback(llm.model, chain[position + 1].model, exc)
@@ -388,7 +348,7 @@ def translate_error(exc: Exception, llm: LLM) -> Exception:
         return exc
     kind, why = found
     status = getattr(exc, "status_code", None)
-    detail = _short(getattr(exc, "message", None) or str(exc))
+    detail = errors.shorten(str(getattr(exc, "message", None) or exc), 300)
     return kind(
         f"Model '{llm.model}': {why}. Provider said: {detail}",
         model=llm.model,
@@ -471,8 +431,3 @@ def _retry_after_s(exc: Exception) -> float | None:
     except ValueError:
         parsed = email.utils.parsedate_to_datetime(value) if value else None
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

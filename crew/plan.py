@@ -5,14 +5,13 @@ The only module that uses networkx, imported on the first plan (it costs ~0.2 s 
 
 from __future__ import annotations
 
-import difflib
 import functools
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from crew.errors import ConfigError, PlanError
+from crew.errors import ConfigError, PlanError, did_you_mean
 from crew.prompts import placeholders
 from crew.task import every_task
 
@@ -20,8 +19,8 @@ if TYPE_CHECKING:
     import networkx as nx
 
     from crew.agent import Agent
+    from crew.chat import ChatModel
     from crew.expr import Expression
-    from crew.llm import ChatModel
     from crew.task import Task
 
 MAP_NAMES = ("item", "item_index")
@@ -35,8 +34,8 @@ class Plan:
 
     tasks: Mapping[str, Task]
     """By id, in the order the crew declared them."""
-    graph: nx.DiGraph
-    """An edge u -> v means v depends on u."""
+    _graph: nx.DiGraph = field(repr=False)
+    """An edge u -> v means v depends on u. networkx stays in this module: ask the methods."""
     order: tuple[str, ...]
     """A topological order (declaration order among unrelated tasks)."""
     levels: tuple[tuple[str, ...], ...]
@@ -65,18 +64,41 @@ class Plan:
     def max_parallelism(self) -> int:
         """Most tasks that can ever run at once: the width of the graph (computed on first use,
         as it needs the transitive closure; the scheduler never asks)."""
-        return _width(self.graph)
+        return _width(self._graph)
 
     def dependencies(self, task_id: str) -> list[str]:
-        return list(self.graph.predecessors(task_id))
+        """The tasks ``task_id`` waits for."""
+        return list(self._graph.predecessors(task_id))
 
     def dependants(self, task_id: str) -> list[str]:
-        return list(self.graph.successors(task_id))
+        """The tasks that wait for ``task_id``."""
+        return list(self._graph.successors(task_id))
 
     def descendants(self, task_id: str) -> set[str]:
+        """Every task downstream of ``task_id``."""
         import networkx as nx
 
-        return set(nx.descendants(self.graph, task_id))
+        return set(nx.descendants(self._graph, task_id))
+
+    def check_inputs(self, inputs: Mapping[str, Any] | None) -> None:
+        """Raise ``PlanError`` listing every problem of ``inputs`` for this plan (a value of the
+        wrong type, a placeholder with no input): a plan is made once per crew, then reused by
+        runs with other inputs."""
+        inputs = {} if inputs is None else inputs
+        problems = _check_inputs(inputs)
+        problems += self._placeholder_problems(inputs if isinstance(inputs, Mapping) else {})
+        if problems:
+            raise PlanError(list(dict.fromkeys(problems)))
+
+    def _placeholder_problems(self, inputs: Mapping[str, Any]) -> list[str]:
+        problems = _check_placeholders(self.tasks.values(), inputs)
+        for group in self.groups.values():
+            problems += group._placeholder_problems(inputs)
+        return problems
+
+    def edges(self) -> set[tuple[str, str]]:
+        """Every (dependency, dependant) pair."""
+        return set(self._graph.edges)
 
 
 def build_plan(
@@ -195,8 +217,7 @@ def _parse_expressions(
                 problems += exc.problems
                 continue
             for unknown in sorted(expression.names - {"inputs"} - set(known)):
-                close = difflib.get_close_matches(unknown, list(known), n=1)
-                hint = f" Did you mean '{close[0]}'?" if close else " Name a task or `inputs`."
+                hint = did_you_mean(unknown, known, sentence=True) or " Name a task or `inputs`."
                 problems.append(f"{where}: `{value}` reads '{unknown}', no task of the crew.{hint}")
             problems += check_paths(expression, models, where=where)
             parsed[(task.id, name)] = expression
@@ -228,7 +249,7 @@ def _analyse(
     )
     return Plan(
         tasks=by_id,
-        graph=graph,
+        _graph=graph,
         order=order,
         levels=levels,
         remaining_s=remaining,
@@ -276,8 +297,7 @@ def _check_dependencies(task: Task, by_id: Mapping[str, Task]) -> list[str]:
                 f"Task '{task.id}' depends on itself; remove '{dep}' from its depends_on."
             )
         elif dep not in by_id:
-            close = difflib.get_close_matches(dep, list(by_id), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else " Add it to Crew(tasks=[...])."
+            hint = did_you_mean(dep, by_id, sentence=True) or " Add it to Crew(tasks=[...])."
             problems.append(f"Task '{task.id}' depends on '{dep}', which is not defined.{hint}")
     return problems
 
@@ -345,8 +365,7 @@ def _check_coworkers(
     for agent in agents.values():
         for role in agent.delegates:
             if role not in roles:
-                close = difflib.get_close_matches(role, roles, n=1)
-                hint = f" Did you mean '{close[0]}'?" if close else f" Agents: {', '.join(roles)}."
+                hint = did_you_mean(role, roles, sentence=True) or f" Agents: {', '.join(roles)}."
                 problems.append(
                     f"Agent '{agent.role}' delegates to '{role}', who is not in the crew.{hint}"
                 )
@@ -410,8 +429,7 @@ def _check_routes(by_id: Mapping[str, Task], owner: Mapping[str, str]) -> list[s
             for target in targets:
                 if target not in by_id:
                     where = "inside a loop; route to the loop" if target in owner else ""
-                    close = difflib.get_close_matches(target, list(by_id), n=1)
-                    hint = f" Did you mean '{close[0]}'?" if close and not where else ""
+                    hint = "" if where else did_you_mean(target, by_id, sentence=True)
                     problems.append(
                         f"Task '{task.id}' route '{name}' goes to '{target}', which is"
                         f" {where or 'not defined'}.{hint}"

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from crew.agent import Agent, Assignment
+    from crew.agent import Agent
     from crew.board import BoardEntry
-    from crew.task import Task
+    from crew.task import Assignment, Task
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_\-]*)\}")
 

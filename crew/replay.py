@@ -94,14 +94,7 @@ class Exchanges:
         self._seen: dict[str, int] = {}
 
     def wrap(self, model: ChatModel) -> ChatModel:
-        """``model``, its exchanges recorded and, when replaying, answered from the store.
-
-        A plain ``LLM`` stays an ``LLM`` (agents check for one to know whether the provider
-        enforces output schemas); any other model is wrapped.
-        """
-        if type(model) is LLM:
-            settings = {f.name: getattr(model, f.name) for f in dataclasses.fields(LLM) if f.init}
-            return _RecordedLLM(**settings, exchanges=self)
+        """``model``, its exchanges recorded and, when replaying, answered from the store."""
         return _Recorded(model, self)
 
     async def answer(self, model: ChatModel, request: ChatRequest, call: Call) -> ChatResponse:
@@ -145,21 +138,9 @@ class Exchanges:
         )
 
 
-@dataclasses.dataclass(frozen=True)
-class _RecordedLLM(LLM):
-    """An ``LLM`` whose calls go through the run's ``Exchanges``."""
-
-    exchanges: Exchanges | None = dataclasses.field(
-        default=None, kw_only=True, compare=False, repr=False
-    )
-
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        assert self.exchanges is not None  # set by Exchanges.wrap
-        return await self.exchanges.answer(self, request, super().complete)
-
-
 class _Recorded:
-    """Any other ``ChatModel``, its calls going through the run's ``Exchanges``."""
+    """A ``ChatModel`` whose calls go through the run's ``Exchanges``: a wrapper, so any model
+    can be recorded, and what the agent loop asks of the model passes through."""
 
     def __init__(self, model: ChatModel, exchanges: Exchanges) -> None:
         self.model = model
@@ -168,6 +149,10 @@ class _Recorded:
     @property
     def name(self) -> str:
         return self.model.name
+
+    @property
+    def enforces_schema(self) -> bool:
+        return bool(getattr(self.model, "enforces_schema", False))
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         return await self.exchanges.answer(self.model, request, self.model.complete)

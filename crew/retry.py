@@ -6,7 +6,6 @@ exception classes in ``crew.errors``; the wait honours the provider's Retry-Afte
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -57,49 +56,38 @@ def is_retryable(error: BaseException) -> bool:
     return bool(getattr(error, "retryable", False))
 
 
+def worth_another_attempt(error: BaseException) -> bool:
+    """For a task: retryable, and not a model error whose retries the model layer has spent."""
+    return is_retryable(error) and not getattr(error, "retries_spent", False)
+
+
 async def retrying(
-    fn: Callable[[], Awaitable[T]], policy: RetryPolicy, *, on_retry: OnRetry | None = None
+    fn: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    on_retry: OnRetry | None = None,
+    retry_if: Callable[[BaseException], bool] = is_retryable,
 ) -> T:
-    """Await ``fn()``, trying again on retryable errors as ``policy`` says; re-raise the last.
-
-    The first attempt runs directly: tenacity is set up only once something has failed, which
-    keeps it off the hot path of every model call and every task.
-    """
-    try:
-        return await fn()
-    except Exception as error:
-        if policy.attempts == 1 or not is_retryable(error):
-            raise
-        first_error = error
-    delay = policy.wait_s(1, first_error)
-    if on_retry is not None:
-        on_retry(1, first_error, delay)
-    await asyncio.sleep(delay)
-    return await _retry_rest(fn, policy, on_retry)
-
-
-async def _retry_rest(
-    fn: Callable[[], Awaitable[T]], policy: RetryPolicy, on_retry: OnRetry | None
-) -> T:
-    """Attempts 2..n under tenacity (its attempt numbers are one behind ours)."""
+    """Await ``fn()`` under tenacity, trying again while ``retry_if`` holds for the error (by
+    default its ``retryable`` attribute) and ``policy`` allows; re-raise the last error."""
     from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
     def wait(state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
-        return policy.wait_s(state.attempt_number + 1, error)
+        return policy.wait_s(state.attempt_number, error)
 
     def before_sleep(state: RetryCallState) -> None:
         if on_retry is not None and state.outcome is not None and state.next_action is not None:
             error = state.outcome.exception()
             assert error is not None
-            on_retry(state.attempt_number + 1, error, state.next_action.sleep)
+            on_retry(state.attempt_number, error, state.next_action.sleep)
 
     async def attempt() -> T:  # tenacity awaits only what it sees as a coroutine function
         return await fn()
 
     retryer = AsyncRetrying(
-        stop=stop_after_attempt(policy.attempts - 1),
-        retry=retry_if_exception(is_retryable),
+        stop=stop_after_attempt(policy.attempts),
+        retry=retry_if_exception(retry_if),
         wait=wait,
         before_sleep=before_sleep,
         reraise=True,

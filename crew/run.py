@@ -1,8 +1,8 @@
 """One run of a crew: its board, checkpoint, models and scheduler, wired together.
 
-``Crew.arun`` checks the crew and makes a ``Run``; the run executes the plan and returns a
-``CrewResult``. What a task attempt needs (the agent, a map's item, a loop's earlier round, a
-subcrew) is decided here; when tasks may start is the scheduler's business.
+``Crew.arun`` checks the crew and makes a ``Run`` from its ``RunSettings``; the run executes the
+plan and returns a ``CrewResult``. What a task attempt needs (the agent, a map's item, a loop's
+earlier round, a subcrew) is decided here; when tasks may start is the scheduler's business.
 """
 
 from __future__ import annotations
@@ -10,88 +10,50 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any
 
 from crew import events, hooks
+from crew.attempt import Attempt, TaskRun
 from crew.board import Board, BoardEntry, plain
 from crew.checkpoint import Checkpoint
-from crew.errors import ConfigError, RunFailedError, TaskError
+from crew.errors import ConfigError, TaskError
+from crew.llm import as_chat_model
 from crew.plan import Plan, build_plan
 from crew.replay import Exchanges
-from crew.scheduler import Scheduler, Slots, TaskAttempt
+from crew.results import CrewResult, RunStatus, TaskOutput, TaskResult
+from crew.scheduler import FailurePolicy, Scheduler, Slots, TaskAttempt
 from crew.store import Store
-from crew.task import Task, TaskOutput, TaskResult
+from crew.task import Task
 from crew.usage import RunUsage, Usage
 
 if TYPE_CHECKING:
     from crew.agent import Agent
-    from crew.crew import Crew
-    from crew.llm import ChatModel
-
-RunStatus = Literal["succeeded", "failed", "cancelled", "waiting"]
-"""waiting: every task that could run has; the rest wait for a person's review."""
+    from crew.chat import ChatModel
 
 
 @dataclass(frozen=True, kw_only=True)
-class CrewResult:
-    """How a run ended: every task's result, the board, and what it cost."""
+class RunSettings:
+    """What a run needs of its crew besides the plan (see ``crew.Crew`` for each)."""
 
-    run_id: str
-    crew: str
-    status: RunStatus
-    tasks: dict[str, TaskResult]
-    """Every task of the crew, in declaration order (a loop followed by its body), with its
-    status."""
-    board: Board
-    usage: RunUsage
-    inputs: dict[str, Any]
-    started_at: float
-    finished_at: float
-
-    @property
-    def outputs(self) -> dict[str, TaskOutput]:
-        """The outputs of the tasks that succeeded."""
-        return {t: r.output for t, r in self.tasks.items() if r.output is not None}
-
-    @property
-    def output(self) -> TaskOutput | None:
-        """The crew's final output: that of the last declared task, if it succeeded."""
-        return next(reversed(self.tasks.values())).output if self.tasks else None
-
-    @property
-    def duration_s(self) -> float:
-        return self.finished_at - self.started_at
-
-    def raise_for_status(self) -> CrewResult:
-        """Return self if every task succeeded, else raise ``RunFailedError`` naming failures."""
-        if self.status == "succeeded":
-            return self
-        failed = [r for r in self.tasks.values() if r.status == "failed"]
-        reasons = "; ".join(f"'{r.task_id}': {r.error}" for r in failed) or self.status
-        raise RunFailedError(f"Run {self.run_id} {self.status}: {reasons}", result=self)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The result as plain JSON-serialisable data."""
-        return {
-            "run_id": self.run_id,
-            "crew": self.crew,
-            "status": self.status,
-            "inputs": self.inputs,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "tasks": {t: r.to_dict() for t, r in self.tasks.items()},
-            "board": self.board.snapshot(),
-            "usage": self.usage.to_dict(),
-        }
+    name: str
+    source: str = ""
+    max_concurrency: int = 8
+    on_failure: FailurePolicy = "fail_fast"
+    stream: bool = False
+    review_hook: hooks.ReviewHook | None = None
+    agents: tuple[Agent, ...] = ()
+    """Every agent of the crew, for delegation."""
+    coworkers_only: tuple[Agent, ...] = ()
+    """Agents given besides the tasks' (they only answer delegations and plan loop bodies)."""
 
 
 class Run:
     """One execution (or resumption) of a crew's plan.
 
     Args:
-        crew: the crew (its settings: name, concurrency, failure policy, streaming, hook).
+        settings: the crew's name, concurrency, failure policy, streaming, hook and agents.
         plan: the crew's checked plan for ``inputs``.
         default: the model of agents that name none.
         replay, replay_strict: answer recorded requests of that run from the store.
@@ -100,7 +62,7 @@ class Run:
 
     def __init__(
         self,
-        crew: Crew,
+        settings: RunSettings,
         plan: Plan,
         inputs: dict[str, Any],
         *,
@@ -108,15 +70,13 @@ class Run:
         run_id: str,
         clock: Callable[[], float],
         default: ChatModel | None,
-        coworkers_only: Sequence[Agent] = (),
         on_event: events.EventSink | None = None,
         replay: str | None = None,
         replay_strict: bool = False,
         slots: Slots | None = None,
     ) -> None:
-        self.crew, self.plan, self.inputs, self.store = crew, plan, inputs, store
+        self.settings, self.plan, self.inputs, self.store = settings, plan, inputs, store
         self.clock, self.default, self.replay = clock, default, replay
-        self.coworkers_only = tuple(coworkers_only)
         self.tasks = dict(plan.all_tasks)
         """Every task by id; a loop body made at run time adds its tasks when it starts."""
         self.bus = events.EventBus()
@@ -125,7 +85,7 @@ class Run:
         self.emit = events.Emitter(self.bus, run_id, clock)
         self.checkpoint = Checkpoint(store, run_id)
         self.board = Board(clock=clock, on_post=self._posted)
-        self.coworkers = {agent.role: agent for agent in crew.agents}
+        self.coworkers = {agent.role: agent for agent in settings.agents}
         self.exchanges = Exchanges(store, run_id, replay=replay, strict=replay_strict)
         self.rejected: dict[str, str] = {}
         self.scheduler = Scheduler(
@@ -134,13 +94,13 @@ class Run:
             self._on_output,
             self.emit,
             clock,
-            max_concurrency=crew.max_concurrency,
-            on_failure=crew.on_failure,
+            max_concurrency=settings.max_concurrency,
+            on_failure=settings.on_failure,
             hold=self._hold,
             board=self.board,
             inputs=inputs,
             plan_body=self._plan_body,
-            slots=slots or Slots(crew.max_concurrency),
+            slots=slots or Slots(settings.max_concurrency),
         )
 
     async def execute(self, *, resume: bool, parent_run_id: str | None = None) -> CrewResult:
@@ -152,8 +112,8 @@ class Run:
             scheduler.stored = stored
         else:
             checkpoint.begin(
-                crew=self.crew.name, inputs=self.inputs, plan=self.plan,
-                source=self.crew.source, parent=parent_run_id,
+                crew=self.settings.name, inputs=self.inputs, plan=self.plan,
+                source=self.settings.source, parent=parent_run_id,
             )  # fmt: skip
         self.bus.subscribe(checkpoint.on_event)
         started = self.clock()
@@ -161,7 +121,7 @@ class Run:
         lease.add_done_callback(functools.partial(_stop_if_lease_lost, asyncio.current_task()))
         emit(
             events.RunStarted,
-            crew=self.crew.name,
+            crew=self.settings.name,
             task_ids=tuple(self.plan.tasks),
             inputs=self.inputs,
         )
@@ -172,7 +132,7 @@ class Run:
         finally:
             results = {t: scheduler.results[t] for t in self.tasks if t in scheduler.results}
             result = CrewResult(
-                run_id=emit.run_id, crew=self.crew.name, status=status, tasks=results,
+                run_id=emit.run_id, crew=self.settings.name, status=status, tasks=results,
                 board=self.board, usage=_run_usage(self.tasks, results), inputs=self.inputs,
                 started_at=started, finished_at=self.clock(),
             )  # fmt: skip
@@ -183,14 +143,12 @@ class Run:
 
     def model_for(self, agent: Agent) -> ChatModel:
         """The model ``agent`` runs on, recorded (and answered from the store when replaying)."""
-        model = cast("ChatModel | None", agent.llm) or self.default  # Agent made it a ChatModel
+        model = as_chat_model(agent.llm) if agent.llm is not None else self.default
         if model is None:
             raise ConfigError(f"Agent '{agent.role}' has no model; pass Agent(llm=...).")
         return self.exchanges.wrap(model)
 
     async def _attempt(self, task_id: str, state: TaskAttempt) -> TaskOutput:
-        from crew.agent import TaskRun
-
         task = self.tasks[task_id]
         if task.crew is not None:
             return await self._run_subcrew(task, state)
@@ -206,10 +164,10 @@ class Run:
             emit=self.emit,
             on_usage=state.add_usage,
             reserved=frozenset(self.tasks),
-            stream=self.crew.stream,
+            stream=self.settings.stream,
             feedback=self.rejected.get(task_id),
         )
-        answer = await agent.execute(task, run)
+        answer = await Attempt(agent).execute(task, run)
         return TaskOutput(
             task_id=task_id, agent=agent.role, text=answer.text, data=answer.data,
             model=answer.model,
@@ -234,7 +192,9 @@ class Run:
         if not self.tasks[output.task_id].human_review:
             return False
         self.checkpoint.request_review(output)
-        hooks.announce_review(self.crew.review_hook, self.emit, crew=self.crew.name, output=output)
+        hooks.announce_review(
+            self.settings.review_hook, self.emit, crew=self.settings.name, output=output
+        )
         return True
 
     def _plan_body(self, task: Task) -> Plan:
@@ -244,7 +204,7 @@ class Run:
             body,
             self.inputs,
             default_llm=self.default,
-            agents=self.coworkers_only,
+            agents=self.settings.coworkers_only,
             outer=self.tasks,
         )
         self.tasks.update(made.all_tasks)

@@ -23,8 +23,9 @@ from crew import events
 from crew.board import Board
 from crew.errors import ConfigError, TaskError, TaskTimeoutError
 from crew.plan import Plan
-from crew.retry import RetryPolicy, retrying
-from crew.task import Task, TaskOutput, TaskResult
+from crew.results import TaskOutput, TaskResult
+from crew.retry import RetryPolicy, retrying, worth_another_attempt
+from crew.task import Task
 from crew.usage import Usage
 
 FailurePolicy = Literal["fail_fast", "continue"]
@@ -159,7 +160,7 @@ class Scheduler:
         the results hold every finished output and nothing half-done; then it re-raises.
         """
         plan = self.plan
-        self._open = {t: set(plan.graph.predecessors(t)) for t in plan.order}
+        self._open = {t: set(plan.dependencies(t)) for t in plan.order}
         self._ok: dict[str, set[str]] = {t: set() for t in plan.order}
         self._excluded: dict[str, str] = {}
         self._why: dict[str, str] = {}
@@ -172,7 +173,7 @@ class Scheduler:
             if task_id in self._open:
                 self._resolve(task_id, result)
         for task_id in sorted(plan.order, key=self._priority):
-            if not self._open[task_id] and not plan.graph.in_degree(task_id):
+            if not self._open[task_id] and not plan.dependencies(task_id):
                 self._decide(task_id)
         try:
             while self._stopping is None and self._running:
@@ -197,16 +198,15 @@ class Scheduler:
         self.results[task_id] = result
         if result.status in ("waiting", "pending"):
             return  # its dependants wait (for a review, or for the next run)
-        graph = self.plan.graph
         if result.status == "succeeded" and self.plan.tasks[task_id].routes:
             self._route(task_id, result)
         if result.status == "failed":
-            dependants = list(graph.successors(task_id))
+            dependants = self.plan.dependants(task_id)
             if dependants and all(self.plan.tasks[d].join != "all" for d in dependants):
                 self.tolerated.add(task_id)
             elif self.on_failure == "fail_fast" and self._stopping is None:
                 self._stopping = f"the run stopped after task '{task_id}' failed"
-        for dependant in graph.successors(task_id):
+        for dependant in self.plan.dependants(task_id):
             self._open[dependant].discard(task_id)
             if result.status == "succeeded":
                 self._ok[dependant].add(task_id)
@@ -239,7 +239,7 @@ class Scheduler:
             self._skip(task_id, self._excluded[task_id])
             return
         task = self.plan.tasks[task_id]
-        deps = list(self.plan.graph.predecessors(task_id))
+        deps = self.plan.dependencies(task_id)
         ok, still_open = self._ok[task_id], self._open[task_id]
         ended_badly = [d for d in deps if d not in ok and d not in still_open]
         need = task.quorum
@@ -365,7 +365,9 @@ class Scheduler:
 
         policy = replace(TASK_RETRY, attempts=task.retries + 1)
         try:
-            output = await retrying(one_attempt, policy, on_retry=on_retry)
+            output = await retrying(
+                one_attempt, policy, on_retry=on_retry, retry_if=worth_another_attempt
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:

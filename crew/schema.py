@@ -15,6 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
+from crew.errors import shorten
+from crew.yamlfile import Location
+
 _SCALARS: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
 _KEYWORDS = (
     "type properties required items enum description default title additionalProperties"
@@ -24,8 +27,6 @@ _KEYWORDS = (
 # (so a grammar-constrained model, like the local one, cannot run past them).
 _BOUNDS = {"minItems": "min_length", "maxItems": "max_length", "minLength": "min_length",
            "maxLength": "max_length", "minimum": "ge", "maximum": "le"}  # fmt: skip
-Location = tuple[str | int, ...]
-"""A path into the schema, as in crew.yamlfile."""
 SchemaProblem = tuple[Location, str]
 """Where in the schema (``("properties", "days", "items")``) and what is wrong there."""
 
@@ -42,7 +43,7 @@ def schema_model(name: str, schema: Any) -> tuple[type[BaseModel] | None, list[S
             (
                 (),
                 "an inline output_model must be a JSON schema with `type: object`, got"
-                f" {_short(schema)}; or name a pydantic model as 'module:Class'.",
+                f" {shorten(repr(schema), 60)}; or name a pydantic model as 'module:Class'.",
             )
         ]
     problems: list[SchemaProblem] = []
@@ -95,14 +96,16 @@ def _annotation(name: str, schema: Any, loc: Location, problems: list[SchemaProb
     )
     for key, value in bounds.items():
         if not isinstance(value, int | float) or isinstance(value, bool):
-            problems.append(((*loc, key), f"must be a number, got {_short(value)}."))
+            problems.append(((*loc, key), f"must be a number, got {shorten(repr(value), 60)}."))
             return annotation
     return Annotated[annotation, Field(**bounds)] if bounds else annotation
 
 
 def _unbounded(name: str, schema: Any, loc: Location, problems: list[SchemaProblem]) -> Any:
     if not isinstance(schema, Mapping):
-        problems.append((loc, f"must be a schema such as {{type: string}}, got {_short(schema)}."))
+        problems.append(
+            (loc, f"must be a schema such as {{type: string}}, got {shorten(repr(schema), 60)}.")
+        )
         return Any
     for key in schema:
         if key not in _KEYWORDS.split():
@@ -163,8 +166,3 @@ def camel_case(text: str) -> str:
     """``day_plan`` -> ``DayPlan``: the name of a model built from a task id or property."""
     name = "".join(part[:1].upper() + part[1:] for part in re.split(r"[^A-Za-z0-9]+", text))
     return name if name[:1].isalpha() else f"Model{name}"
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -5,18 +5,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from crew.agent import Agent
-from crew.board import plain
 from crew.errors import ConfigError
-from crew.usage import Usage
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from crew.board import Board
-    from crew.crew import Crew
+    from crew.chat import ChatModel
+    from crew.results import CrewResult
 
 Condition = str | Callable[["Board"], bool]
 """An expression over the board (see ``crew.expr``) or a callable given the ``Board``."""
@@ -27,8 +26,22 @@ Body = Sequence["Task"] | Callable[["Board"], Sequence["Task"]]
 JOINS = ("all", "any", "best_effort", "quorum(n)")
 _QUORUM = re.compile(r"^quorum\((\d+)\)$")
 
-TaskStatus = Literal["succeeded", "failed", "skipped", "cancelled", "pending", "waiting"]
-"""waiting: the output is ready and waits for a person's review (``human_review=True``)."""
+
+class Subcrew(Protocol):
+    """What a task needs of the crew that does it (``Task(crew=...)``): a ``crew.Crew``."""
+
+    name: str
+    llm: ChatModel | None
+    tasks: tuple[Task, ...]
+
+    @property
+    def agents(self) -> list[Agent]: ...
+
+    def replace(self, **changes: Any) -> Subcrew: ...
+
+    def with_llm(self, llm: str | ChatModel) -> Subcrew: ...
+
+    async def arun(self, inputs: Mapping[str, Any] | None = None, **kwargs: Any) -> CrewResult: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,7 +63,8 @@ class Task:
     timeout_s: float | None = None
     """Per attempt; an attempt that runs longer fails with TaskTimeoutError."""
     retries: int = 0
-    """Further attempts after a failed one (timeouts, invalid output, exhausted model retries)."""
+    """Further attempts after a failed one (timeouts, invalid output, no final answer). A model
+    error is retried by the model's own ``RetryPolicy`` only, never again here."""
     estimate_s: float = 1.0
     """Expected duration, used only to find the critical path and order ready tasks."""
     human_review: bool = False
@@ -68,7 +82,7 @@ class Task:
     for_each: Items | None = None
     """Map: run one instance of the task per item, in parallel; ``{item}`` and ``{item_index}``
     in the description are each instance's. Dependants get the outputs in item order."""
-    crew: Crew | None = None
+    crew: Subcrew | None = None
     """Subcrew: a whole crew does the task; its final output is the task's output."""
     inputs: Mapping[str, str | Callable[[Board], Any]] = field(default_factory=dict)
     """A subcrew's inputs: name -> expression over the board (``triage.text``,
@@ -282,62 +296,11 @@ def _estimate(tasks: Body, rounds: Any) -> float:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TaskOutput:
-    """What a task produced; also posted on the board under the task's id."""
+class Assignment:
+    """Work handed to a coworker by delegation: a task of its own that is not in the graph."""
 
-    task_id: str
-    agent: str
-    text: str
-    data: Any = None
-    """The validated ``output_model`` instance, or None."""
-    model: str = ""
-    usage: Usage = Usage()
-    item: int | None = None
-    """Which item of a map this instance did (None: the task's own output)."""
-
-    def __str__(self) -> str:
-        return self.text
-
-
-@dataclass(frozen=True, kw_only=True)
-class TaskResult:
-    """How a task ended in a run."""
-
-    task_id: str
-    status: TaskStatus
-    output: TaskOutput | None = None
-    error: str | None = None
-    """The message of the error that failed the task."""
-    error_type: str | None = None
-    exception: BaseException | None = None
-    reason: str | None = None
-    """Why the task was skipped or cancelled."""
-    attempts: int = 0
-    started_at: float | None = None
-    finished_at: float | None = None
-    usage: Usage = Usage()
-    """Every call of every attempt, failed ones included."""
-
-    @property
-    def duration_s(self) -> float | None:
-        if self.started_at is None or self.finished_at is None:
-            return None
-        return self.finished_at - self.started_at
-
-    def to_dict(self) -> dict[str, Any]:
-        output = self.output
-        data = output.data if output is not None else None
-        return {
-            "task_id": self.task_id,
-            "status": self.status,
-            "text": output.text if output is not None else None,
-            "data": plain(data),
-            "agent": output.agent if output is not None else None,
-            "error": self.error,
-            "error_type": self.error_type,
-            "reason": self.reason,
-            "attempts": self.attempts,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "usage": self.usage.to_dict(),
-        }
+    id: str
+    description: str
+    expected_output: str = ""
+    dependency_ids: tuple[str, ...] = ()
+    output_model: type[BaseModel] | None = None

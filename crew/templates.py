@@ -30,7 +30,6 @@ share: pydantic validation with ``file:line field`` messages, and inline JSON sc
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -46,7 +45,7 @@ from pydantic import (
     ValidationError,
 )
 
-from crew.errors import ConfigError
+from crew.errors import ConfigError, did_you_mean, shorten
 from crew.prompts import PLACEHOLDER
 from crew.schema import schema_model
 from crew.yamlfile import Location, load_yaml
@@ -273,12 +272,6 @@ def _load(kind: Kind, name: str, path: Path, source: Path) -> Template:
 # --- validation shared with crew files -----------------------------------------------------------
 
 
-def did_you_mean(name: str, candidates: Iterable[Any]) -> str:
-    """`` (did you mean 'x'?)`` for the closest candidate, or nothing."""
-    close = difflib.get_close_matches(name, [str(c) for c in candidates], n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def validate(
     model: type[_M], data: Any, where: Where, location: Location = ()
 ) -> tuple[_M | None, list[str]]:
@@ -302,11 +295,12 @@ def _describe(error: Any, model: type[BaseModel], where: Where, location: Locati
         )
     if kind == "missing":
         return f"{prefix}: this field is required; add `{loc[-1]}: ...`."
+    got = shorten(repr(error["input"]), 60)
     if kind == "model_type":
         fields = ", ".join(_field_names(_model_at(model, loc)))
-        return f"{prefix}: should be a mapping of fields ({fields}), got {_short(error['input'])}."
+        return f"{prefix}: should be a mapping of fields ({fields}), got {got}."
     message = error["msg"].removeprefix("Value error, ").replace("Input should be", "should be")
-    return f"{prefix}: {message}, got {_short(error['input'])}."
+    return f"{prefix}: {message}, got {got}."
 
 
 def _model_at(model: type[BaseModel], loc: Location) -> type[BaseModel] | None:
@@ -336,8 +330,3 @@ def _field_names(model: type[BaseModel] | None) -> list[str]:
     if model is None:
         return []
     return [info.alias or name for name, info in model.model_fields.items()]
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

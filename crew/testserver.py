@@ -3,7 +3,7 @@
 It runs its own event loop in a daemon thread, so sync and async test code can both call it::
 
     with FakeOpenAIServer() as server:
-        server.script("facts", Reply(text="- a\\n- b", latency_ms=100))
+        server.script("facts", ServerReply(text="- a\\n- b", latency_ms=100))
         litellm.completion(model="openai/fake", api_base=server.url, api_key="sk-test", ...)
         assert server.calls[0].key == "facts"
 
@@ -34,7 +34,7 @@ _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
 @dataclass(frozen=True, kw_only=True)
-class Reply:
+class ServerReply:
     """One scripted answer to a chat-completions request."""
 
     text: str | None = None
@@ -79,7 +79,7 @@ class Call:
     """Number of ``role: "tool"`` messages in the request."""
 
 
-ReplySource = Reply | Callable[[dict[str, Any]], Reply]
+ReplySource = ServerReply | Callable[[dict[str, Any]], ServerReply]
 
 
 class FakeOpenAIServer:
@@ -94,10 +94,10 @@ class FakeOpenAIServer:
         port: int = 0,
     ) -> None:
         self.latency_ms = latency_ms
-        self.default: ReplySource = Reply(text="ok")
+        self.default: ReplySource = ServerReply(text="ok")
         self.host, self.port = host, port
         self._route = route or _task_key
-        self._rules: dict[tuple[str, str | None], list[Reply]] = {}
+        self._rules: dict[tuple[str, str | None], list[ServerReply]] = {}
         self._calls: list[Call] = []
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -117,10 +117,10 @@ class FakeOpenAIServer:
         with self._lock:
             return list(self._calls)
 
-    def script(self, key: str, *replies: Reply, model: str | None = None) -> None:
+    def script(self, key: str, *replies: ServerReply, model: str | None = None) -> None:
         """Answer requests routed to ``key`` (and ``model``) with ``replies``; the last repeats."""
         if not replies:
-            raise ValueError(f"script({key!r}) needs at least one Reply.")
+            raise ValueError(f"script({key!r}) needs at least one ServerReply.")
         with self._lock:
             self._rules[key, model] = list(replies)
 
@@ -233,13 +233,15 @@ class FakeOpenAIServer:
             except ValueError:
                 body = None
             if not isinstance(body, dict):
-                return _error(Reply(status=400, error="The body is not a JSON object."), keep_alive)
+                return _error(
+                    ServerReply(status=400, error="The body is not a JSON object."), keep_alive
+                )
             return await self._complete(body, reader, keep_alive)
         if method == "GET" and path == "/v1/models":
             model = {"id": "fake", "object": "model", "owned_by": "crew"}
             models = json.dumps({"object": "list", "data": [model]}).encode()
             return _http(200, models, keep_alive)
-        return _error(Reply(status=404, error=f"No route for {method} {path}"), keep_alive)
+        return _error(ServerReply(status=404, error=f"No route for {method} {path}"), keep_alive)
 
     async def _complete(
         self, body: dict[str, Any], reader: asyncio.StreamReader, keep_alive: bool
@@ -251,7 +253,9 @@ class FakeOpenAIServer:
             source = self._pick(key, str(body.get("model", "")))
             reply = source(body) if callable(source) else source
         except Exception as exc:  # a broken route or default callable answers 500, visibly
-            reply = Reply(status=500, error=f"Fake server failed: {type(exc).__name__}: {exc}")
+            reply = ServerReply(
+                status=500, error=f"Fake server failed: {type(exc).__name__}: {exc}"
+            )
         if reply.hang:
             try:  # give up when the client disconnects, the server stops, or after _HANG_S
                 with contextlib.suppress(TimeoutError):
@@ -272,7 +276,7 @@ class FakeOpenAIServer:
         self._record(body, key, reply.status, started)
         return response
 
-    def _completion(self, body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+    def _completion(self, body: dict[str, Any], reply: ServerReply) -> dict[str, Any]:
         content, tool_calls = self._message(reply)
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if tool_calls:
@@ -282,7 +286,7 @@ class FakeOpenAIServer:
         usage = _usage(body, reply, content, tool_calls)
         return {**self._envelope(body, "chat.completion"), "choices": [choice], "usage": usage}
 
-    def _stream(self, body: dict[str, Any], reply: Reply, keep_alive: bool) -> bytes:
+    def _stream(self, body: dict[str, Any], reply: ServerReply, keep_alive: bool) -> bytes:
         content, tool_calls = self._message(reply)
         text = content or ""
         step = max(1, -(-len(text) // 3))  # about three pieces
@@ -305,7 +309,7 @@ class FakeOpenAIServer:
         stream = ("Content-Type: text/event-stream", "Transfer-Encoding: chunked")
         return _http(200, chunks, keep_alive, *stream)
 
-    def _message(self, reply: Reply) -> tuple[str | None, list[dict[str, Any]]]:
+    def _message(self, reply: ServerReply) -> tuple[str | None, list[dict[str, Any]]]:
         content = reply.text if reply.json is None else json.dumps(reply.json)
         tool_calls = [
             {
@@ -347,7 +351,7 @@ def _same_model(scripted: str | None, requested: str) -> bool:
 
 
 def _usage(
-    body: dict[str, Any], reply: Reply, content: str | None, tool_calls: list[dict[str, Any]]
+    body: dict[str, Any], reply: ServerReply, content: str | None, tool_calls: list[dict[str, Any]]
 ) -> dict[str, int]:
     prompt = "".join(_text(m) for m in _messages(body))
     answer = content or "".join(c["function"]["arguments"] for c in tool_calls)
@@ -356,7 +360,7 @@ def _usage(
     return {"prompt_tokens": asked, "completion_tokens": done, "total_tokens": asked + done}
 
 
-def _error(reply: Reply, keep_alive: bool) -> bytes:
+def _error(reply: ServerReply, keep_alive: bool) -> bytes:
     kind = "server_error" if reply.status >= 500 else "invalid_request_error"
     kind = _ERROR_TYPES.get(reply.status, kind)
     error = {"message": reply.error or _REASONS.get(reply.status, "Error"), "type": kind}

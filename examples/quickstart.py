@@ -60,26 +60,26 @@ def build_crew(llm: LLM | None = None) -> Crew:
 
 def offline_server():  # type: ignore[no-untyped-def]
     """Canned answers from crew's fake OpenAI-compatible server on 127.0.0.1."""
-    from crew.testserver import FakeOpenAIServer, Reply
+    from crew.testserver import FakeOpenAIServer, ServerReply
 
     server = FakeOpenAIServer(latency_ms=300).start()
     server.script(
         "facts",
-        Reply(
+        ServerReply(
             text="- Capital of Portugal\n- On the Tagus\n- Seven hills\n"
             "- Trams since 1873\n- Home of pastel de nata"
         ),
     )
     server.script(
         "history",
-        Reply(
+        ServerReply(
             text="Rebuilt after the 1755 earthquake, Lisbon grew from a "
             "Phoenician port into the capital of a sea-faring empire."
         ),
     )
     server.script(
         "article",
-        Reply(
+        ServerReply(
             json={
                 "title": "Lisbon, City of Seven Hills",
                 "body": "On the Tagus, trams climb the seven hills of a city rebuilt after 1755...",

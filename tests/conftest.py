@@ -16,7 +16,7 @@ import pytest
 from crew import LLM, RetryPolicy, local
 from crew.store import Store, open_store
 from crew.store.memory import MemoryStore
-from crew.testserver import FakeOpenAIServer, Reply
+from crew.testserver import FakeOpenAIServer, ServerReply
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -96,7 +96,7 @@ def _server_session() -> Iterator[FakeOpenAIServer]:
 def server(_server_session: FakeOpenAIServer) -> Iterator[FakeOpenAIServer]:
     """The fake OpenAI-compatible server on 127.0.0.1, with no rules and an empty call log."""
     _server_session.reset()
-    _server_session.default = Reply(text="ok")
+    _server_session.default = ServerReply(text="ok")
     yield _server_session
     _server_session.reset()
 

@@ -8,50 +8,76 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "crew"
 
-# A module may import (at run time) only modules of a lower layer. Modules of a subpackage are
-# named "package.module", its __init__ "package"; a package may load its own backends (open_store).
-LAYERS = {
-    "errors": 0, "usage": 0,
-    "board": 1, "retry": 1, "tools": 1, "prompts": 1, "events": 1, "yamlfile": 1, "local": 1,
-    "schema": 1, "store": 1,
-    "llm": 2, "templates": 2, "expr": 2, "store.memory": 2, "store.sql": 2,
-    "agent": 3, "config": 3, "store.sqlite": 3, "store.postgres": 3, "hooks": 3, "replay": 3,
-    "task": 4,
-    "plan": 5,
-    "scheduler": 6, "checkpoint": 6, "process": 6,
-    "run": 7,
-    "crew": 8,
-    "testing": 9, "testserver": 9, "spec": 9,
-    "crewai": 10, "console": 10,
-    "cli": 11,
-    "__init__": 12,
-}  # fmt: skip
+# The package, bottom up. A module may import (at run time or for type checking alike) only
+# modules of an earlier row. Modules of a subpackage are named "package.module", its __init__
+# "package"; a package may load its own backends (open_store).
+ROWS: tuple[tuple[str, ...], ...] = (
+    # Values: definitions and results, plain data that runs nothing.
+    ("errors", "usage"),
+    ("board", "chat", "yamlfile"),
+    ("results", "tools", "expr", "schema"),
+    ("agent", "events"),
+    ("task",),
+    ("prompts",),
+    # The model layer: models (litellm, the bundled one, replay) and stores.
+    ("retry", "local_worker", "store.records"),
+    ("local",),
+    ("llm", "store.memory", "store.sql"),
+    ("store.sqlite", "store.postgres"),
+    ("store",),
+    ("replay",),
+    # The runtime: planning a crew and running it.
+    ("plan", "attempt", "hooks"),
+    ("scheduler", "checkpoint", "process"),
+    ("run",),
+    ("crew",),
+    # Spec: crews from files (YAML, CrewAI projects, Python), settings, fakes for tests.
+    ("templates", "config", "testing", "testserver"),
+    ("inputs",),
+    ("spec.models",),
+    ("spec.python", "spec.checks"),
+    ("spec.loader",),
+    ("spec",),
+    ("crewai",),
+    # Face: what a person sees (terminal views) and types (the CLI); then the public names.
+    ("console.text",),
+    ("console.live", "console.reports", "console.plan", "console.history"),
+    ("console",),
+    ("cli.running",),
+    ("cli.history", "cli.project"),
+    ("cli",),
+    ("cli.__main__", "__init__"),
+)
+LAYERS = {module: rank for rank, row in enumerate(ROWS) for module in row}
 
 # Each third-party library is imported by these modules only (an empty set: by none yet).
 # local.py is a litellm custom provider, so it is litellm's second door, by nature.
 GATEWAYS: dict[str, set[str]] = {
     "litellm": {"llm", "local"},
-    "llama_cpp": {"local"},
+    "llama_cpp": {"local_worker"},  # the worker process is the only one that loads llama.cpp
     "tenacity": {"retry"},
     "networkx": {"plan"},
     "yaml": {"yamlfile"},
-    "rich": {"console", "cli"},
+    "rich": {
+        "console.live",
+        "console.reports",
+        "console.plan",
+        "console.history",
+        "cli.running",
+        "cli.history",
+        "cli.project",
+    },
     "psycopg": {"store.postgres"},
     "sqlite3": {"store.sqlite"},
 }
 
 
-def runtime_imports(path: Path) -> set[str]:
-    """Top-level names imported outside ``if TYPE_CHECKING:`` blocks, anywhere in the module."""
+def imports(path: Path) -> set[str]:
+    """Top-level names imported anywhere in the module: in functions and in ``if TYPE_CHECKING:``
+    blocks too, since a type-only import is a dependency all the same."""
     tree = ast.parse(path.read_text())
-    type_only: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            type_only.update(id(child) for child in ast.walk(node))
     names: set[str] = set()
     for node in ast.walk(tree):
-        if id(node) in type_only:
-            continue
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -71,8 +97,8 @@ def module_name(path: Path) -> str:
 
 
 def modules() -> dict[str, set[str]]:
-    paths = sorted([*PACKAGE.glob("*.py"), *PACKAGE.glob("store/*.py")])
-    return {module_name(path): runtime_imports(path) for path in paths}
+    paths = sorted(PACKAGE.rglob("*.py"))
+    return {module_name(path): imports(path) for path in paths}
 
 
 def layer_of(name: str) -> str | None:
@@ -87,6 +113,10 @@ def layer_of(name: str) -> str | None:
 
 def test_every_module_has_a_layer():
     assert set(modules()) - set(LAYERS) == set()
+
+
+def test_every_module_of_the_layers_exists():
+    assert set(LAYERS) - set(modules()) == set()
 
 
 def test_layers_import_downwards_only():
@@ -111,11 +141,37 @@ def test_each_third_party_library_enters_through_one_module():
     assert wrong == []
 
 
-def test_runtime_imports_sees_function_level_imports():
-    # The checks above would be empty promises if lazy imports went unseen.
+def test_imports_sees_function_level_and_type_checking_imports():
+    # The checks above would be empty promises if lazy or type-only imports went unseen.
     assert "litellm" in modules()["llm"]
     assert "networkx" in modules()["plan"]
     assert "psycopg" in modules()["store.postgres"]
+    assert "crew.results" in modules()["events"]  # under TYPE_CHECKING
+
+
+def test_no_import_cycles_at_all():
+    """No module reaches itself through imports, type-only and lazy ones included (a package
+    loading its own backends is an import too)."""
+    graph: dict[str, set[str]] = {}
+    for module, names in modules().items():
+        targets = {layer_of(name) for name in names}
+        graph[module] = {t for t in targets if t is not None and t not in (module, "__init__")}
+    cycles = []
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            cycles.append(" -> ".join([*path[path.index(module) :], module]))
+            return
+        if module in done:
+            return
+        for target in sorted(graph.get(module, ())):
+            visit(target, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+    assert cycles == []
 
 
 def test_the_store_backends_are_checked_too():

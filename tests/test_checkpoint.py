@@ -20,7 +20,7 @@ from crew.errors import BadRequestError, ConfigError, LeaseHeldError
 from crew.store.memory import MemoryStore
 from crew.store.sqlite import SQLiteStore
 from crew.testing import ScriptedLLM
-from crew.testserver import Reply
+from crew.testserver import ServerReply
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Agent(role="Worker", goal="Work")
@@ -162,7 +162,7 @@ def test_runs_killed_at_random_moments_resume_without_redoing_finished_tasks(ser
     mid_run_kills = 0
     for round_ in range(10):
         server.reset()
-        server.default = lambda body: Reply(text="done", latency_ms=rng.uniform(150, 300))
+        server.default = lambda body: ServerReply(text="done", latency_ms=rng.uniform(150, 300))
         db, run_id = tmp_path / f"crew{round_}.db", f"crash{round_}"
         env = {**os.environ, "SERVER": server.url, "DB": str(db), "RUN_ID": run_id}
         child = subprocess.Popen(

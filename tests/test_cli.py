@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from crew.testserver import FakeOpenAIServer, Reply
+from crew.testserver import FakeOpenAIServer, ServerReply
 
 CREW = Path(sys.executable).with_name("crew")
 ANSI = "\x1b["
@@ -79,8 +79,8 @@ def test_version(tmp_path):
 
 
 def test_run_prints_the_final_output_and_usage_without_ansi_when_piped(tmp_path, server):
-    server.script("notes", Reply(text="- note one"))
-    server.script("summary", Reply(text="**The summary.**"))
+    server.script("notes", ServerReply(text="- note one"))
+    server.script("summary", ServerReply(text="**The summary.**"))
     write(tmp_path, "crew.yaml", SIMPLE)
     done = crew("run", ".", "--input", "topic=Lisbon", cwd=tmp_path, server=server)
     assert done.returncode == 0, done.stderr
@@ -102,7 +102,7 @@ def test_run_json_is_machine_readable(tmp_path, server):
 
 
 def test_a_failed_task_exits_1_and_says_which(tmp_path, server):
-    server.script("notes", Reply(status=400, error="bad request from the test"))
+    server.script("notes", ServerReply(status=400, error="bad request from the test"))
     write(tmp_path, "crew.yaml", SIMPLE)
     done = crew("run", ".", "-i", "topic=x", cwd=tmp_path, server=server)
     assert done.returncode == 1
@@ -237,7 +237,7 @@ def test_python_crew_file_runs(tmp_path, server):
         crew = Crew([Task(id="poem", description="A poem about {subject}", agent=writer)])
         """,
     )
-    server.script("poem", Reply(text="Roses are red"))
+    server.script("poem", ServerReply(text="Roses are red"))
     done = crew("run", "my_crew.py", "-i", "subject=roses", cwd=tmp_path, server=server)
     assert done.returncode == 0, done.stderr
     assert "Roses are red" in done.stdout
@@ -257,7 +257,7 @@ def test_max_concurrency_flag_and_env_override_the_crew_file(tmp_path, server):
           b: {description: two, agent: w}
         """,
     )
-    server.script("*", Reply(text="ok", latency_ms=150))
+    server.script("*", ServerReply(text="ok", latency_ms=150))
 
     def overlapped() -> bool:
         first, second = sorted(server.calls, key=lambda c: c.started)[-2:]
@@ -280,8 +280,8 @@ def test_max_concurrency_flag_and_env_override_the_crew_file(tmp_path, server):
 
 
 def test_a_failed_run_resumes_from_the_command_line(tmp_path, server):
-    server.script("notes", Reply(text="- note"))
-    server.script("summary", Reply(status=401, error="Incorrect API key provided"))
+    server.script("notes", ServerReply(text="- note"))
+    server.script("summary", ServerReply(status=401, error="Incorrect API key provided"))
     write(tmp_path, "crew.yaml", SIMPLE)
     failed = crew("run", ".", "-i", "topic=x", "--json", cwd=tmp_path, server=server)
     assert failed.returncode == 1
@@ -292,7 +292,7 @@ def test_a_failed_run_resumes_from_the_command_line(tmp_path, server):
     assert run_id in listed.stdout and "failed" in listed.stdout
 
     server.reset()
-    server.script("summary", Reply(text="the summary"))
+    server.script("summary", ServerReply(text="the summary"))
     resumed = crew("resume", run_id, "--json", cwd=tmp_path, server=server)
     assert resumed.returncode == 0, resumed.stderr
     result = json.loads(resumed.stdout)
@@ -302,7 +302,7 @@ def test_a_failed_run_resumes_from_the_command_line(tmp_path, server):
 
 
 def test_show_logs_and_prune_read_the_store(tmp_path, server):
-    server.script("notes", Reply(text="- a note about Lisbon"))
+    server.script("notes", ServerReply(text="- a note about Lisbon"))
     write(tmp_path, "crew.yaml", SIMPLE)
     first = json.loads(
         crew("run", ".", "-i", "topic=x", "--json", cwd=tmp_path, server=server).stdout
@@ -338,8 +338,8 @@ tasks:
 
 
 def test_human_review_from_the_command_line(tmp_path, server):
-    server.script("draft", Reply(text="the draft"))
-    server.script("publish", Reply(text="published"))
+    server.script("draft", ServerReply(text="the draft"))
+    server.script("publish", ServerReply(text="published"))
     write(tmp_path, "crew.yaml", REVIEWED)
     waiting = crew("run", ".", "--json", cwd=tmp_path, server=server)
     assert waiting.returncode == 0, waiting.stderr
@@ -361,8 +361,8 @@ def test_human_review_from_the_command_line(tmp_path, server):
 
 
 def run_simple(tmp_path: Path, server: FakeOpenAIServer) -> str:
-    server.script("notes", Reply(text="- the notes"))
-    server.script("summary", Reply(text="the summary"))
+    server.script("notes", ServerReply(text="- the notes"))
+    server.script("summary", ServerReply(text="the summary"))
     write(tmp_path, "crew.yaml", SIMPLE)
     done = crew("run", ".", "-i", "topic=x", "--json", cwd=tmp_path, server=server)
     assert done.returncode == 0, done.stderr
@@ -372,7 +372,7 @@ def run_simple(tmp_path: Path, server: FakeOpenAIServer) -> str:
 def test_replay_answers_from_the_store_without_the_provider(tmp_path, server):
     run_id = run_simple(tmp_path, server)
     server.reset()
-    server.default = Reply(status=500, error="must not be called")
+    server.default = ServerReply(status=500, error="must not be called")
 
     replayed = crew(
         "run", ".", "-i", "topic=x", "--replay", run_id, "--replay-strict", "--json",
@@ -398,7 +398,7 @@ def test_replay_answers_from_the_store_without_the_provider(tmp_path, server):
 def test_fork_from_the_command_line(tmp_path, server):
     run_id = run_simple(tmp_path, server)
     server.reset()
-    server.script("summary", Reply(text="a new summary"))
+    server.script("summary", ServerReply(text="a new summary"))
 
     forked = crew(
         "fork", run_id, "--from", "summary", "--set", "notes=- notes, edited", "--json",
@@ -424,8 +424,8 @@ def test_fork_from_the_command_line(tmp_path, server):
 
 
 def test_an_answer_with_resume_now_goes_on_in_the_same_process(tmp_path, server):
-    server.script("draft", Reply(text="the draft"))
-    server.script("publish", Reply(text="published"))
+    server.script("draft", ServerReply(text="the draft"))
+    server.script("publish", ServerReply(text="published"))
     write(tmp_path, "crew.yaml", REVIEWED)
     waiting = crew("run", ".", "--json", cwd=tmp_path, server=server)
     run_id = json.loads(waiting.stdout)["run_id"]
@@ -441,7 +441,7 @@ def test_an_answer_with_resume_now_goes_on_in_the_same_process(tmp_path, server)
 
 
 def test_the_review_hook_runs_from_the_command_line_and_a_failure_is_a_warning(tmp_path, server):
-    server.script("draft", Reply(text="the draft"))
+    server.script("draft", ServerReply(text="the draft"))
     write(tmp_path, "crew.yaml", REVIEWED)
     hook = f'{sys.executable} -c \'import sys; open("notice.json", "w").write(sys.stdin.read())\''
     told = crew("run", ".", "--json", cwd=tmp_path, server=server, CREW_REVIEW_HOOK=hook)
@@ -469,7 +469,7 @@ def test_with_no_model_at_all_a_cli_user_gets_one_line(tmp_path):
 
 def test_a_key_alone_chooses_the_model_and_the_run_says_which_in_one_line(tmp_path, server):
     write(tmp_path, "crew.yaml", SIMPLE)
-    server.default = Reply(text="done")
+    server.default = ServerReply(text="done")
 
     done = crew(
         "run", "crew.yaml", "--input", "topic=x", cwd=tmp_path,

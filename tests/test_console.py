@@ -14,9 +14,9 @@ from rich.console import Console
 from crew import Agent, Crew, Task, events
 from crew.board import Board
 from crew.console import ConsoleView, plan_mermaid, render_plan, render_result, result_json
-from crew.crew import CrewResult
 from crew.errors import TaskTimeoutError
-from crew.task import TaskOutput, TaskResult, loop
+from crew.results import CrewResult, TaskOutput, TaskResult
+from crew.task import loop
 from crew.testing import ScriptedLLM
 from crew.usage import RunUsage, Usage
 

@@ -37,7 +37,7 @@ def edges(project: CrewAIProject, inputs: dict[str, object] | None = None) -> se
     crew_file = project.crew_file
     given = {name: spec.default for name, spec in crew_file.inputs.items()} | (inputs or {})
     plan = crew_file.crew.with_llm(ScriptedLLM()).plan(given)
-    return set(plan.graph.edges)
+    return plan.edges()
 
 
 def write_project(root: Path, files: dict[str, str]) -> Path:

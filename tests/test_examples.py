@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from crew.testserver import FakeOpenAIServer, Reply
+from crew.testserver import FakeOpenAIServer, ServerReply
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -38,8 +38,8 @@ def instance(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> Any:
     return {"integer": 1, "number": 1.5, "boolean": True, "null": None}.get(kind, "text")
 
 
-def answer(body: dict[str, Any]) -> Reply:
-    """Reply to any task: JSON that fits the task's schema when it asks for one, else text."""
+def answer(body: dict[str, Any]) -> ServerReply:
+    """ServerReply to any task: JSON that fits the task's schema when it asks for one, else text."""
     format_ = body.get("response_format") or {}
     schema = format_.get("json_schema", {}).get("schema")
     if schema is None:
@@ -47,8 +47,8 @@ def answer(body: dict[str, Any]) -> Reply:
         found = _SCHEMA.search(prompt)
         schema = json.loads(found.group(1)) if found else None
     if schema is not None:
-        return Reply(json=instance(schema), latency_ms=30)
-    return Reply(text="- a finding\n- another finding", latency_ms=30)
+        return ServerReply(json=instance(schema), latency_ms=30)
+    return ServerReply(text="- a finding\n- another finding", latency_ms=30)
 
 
 def run_crew(server: FakeOpenAIServer, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -66,8 +66,8 @@ def test_example_crew_runs_from_the_command_line(server, tmp_path, name):
         question = {"coworker": "Fact checker", "question": "Is the new tram line opening in May?"}
         server.script(
             "edition",
-            Reply(tool_calls=[("ask_question", question)]),
-            Reply(text="EDITION: both stories, one claim checked"),
+            ServerReply(tool_calls=[("ask_question", question)]),
+            ServerReply(text="EDITION: both stories, one claim checked"),
         )
     done = run_crew(server, "run", str(EXAMPLES / name), "--json", cwd=tmp_path)
 
@@ -96,12 +96,12 @@ def test_the_support_example_routes_maps_and_loops(server, tmp_path):
     the reviewer rejects the first draft, so the loop runs two rounds; `send` joins the routes."""
     questions = ["Can we add a second admin?", "Is there a yearly plan?"]
     server.default = answer
-    server.script("triage", Reply(json={"route": "question", "reason": "two questions"}))
-    server.script("questions", Reply(json={"items": questions}))
+    server.script("triage", ServerReply(json={"route": "question", "reason": "two questions"}))
+    server.script("questions", ServerReply(json={"items": questions}))
     server.script(
         "review",
-        Reply(json={"approved": False, "notes": "Mention the yearly discount."}),
-        Reply(json={"approved": True}),
+        ServerReply(json={"approved": False, "notes": "Mention the yearly discount."}),
+        ServerReply(json={"approved": True}),
     )
     done = run_crew(server, "run", str(EXAMPLES / "support"), "--json", cwd=tmp_path)
 

@@ -16,7 +16,7 @@ from crew.errors import ConfigError
 from crew.store import Store, TaskRecord
 from crew.store.memory import MemoryStore
 from crew.testing import Reply, ScriptedLLM
-from crew.testserver import Reply as ServerReply
+from crew.testserver import ServerReply
 
 WORKER = Agent(role="Worker", goal="Work")
 GRAPH = {"a": [], "b": ["a"], "c": ["b"], "x": []}

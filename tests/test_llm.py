@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from crew import LLM, Agent, Crew, RetryPolicy, Task, events, tool
 from crew import errors as crew_errors
 from crew.llm import ChatRequest
-from crew.testserver import Reply
+from crew.testserver import ServerReply
 from tests.conftest import FAST_RETRY
 
 USER = [{"role": "user", "content": "# Task: t\nSay hi."}]
@@ -25,7 +25,7 @@ def complete(llm: LLM, **kwargs: object):
 
 
 def test_a_call_returns_text_tokens_and_the_model(server, fake_llm):
-    server.script("t", Reply(text="hi there", prompt_tokens=12, completion_tokens=3))
+    server.script("t", ServerReply(text="hi there", prompt_tokens=12, completion_tokens=3))
     response = complete(fake_llm)
     assert response.content == "hi there"
     assert (
@@ -39,14 +39,14 @@ def test_a_call_returns_text_tokens_and_the_model(server, fake_llm):
 
 def test_cost_is_recorded_for_priced_models(server):
     llm = LLM("openai/gpt-4o-mini", api_base=server.url, api_key="sk-test", retry=FAST_RETRY)
-    server.script("t", Reply(text="hi", prompt_tokens=1000, completion_tokens=1000))
+    server.script("t", ServerReply(text="hi", prompt_tokens=1000, completion_tokens=1000))
     usage = complete(llm).usage
     assert usage.cost_usd > 0  # priced from litellm's bundled (local) price map
 
 
 @pytest.mark.parametrize("status", [429, 500, 503])
 def test_retryable_statuses_are_retried_then_succeed(server, fake_llm, status):
-    server.script("t", Reply(status=status), Reply(text="ok"))
+    server.script("t", ServerReply(status=status), ServerReply(text="ok"))
     retries: list[tuple[str, int]] = []
     response = complete(
         fake_llm, on_retry=lambda model, attempt, error, delay: retries.append((model, attempt))
@@ -57,7 +57,7 @@ def test_retryable_statuses_are_retried_then_succeed(server, fake_llm, status):
 
 
 def test_retry_after_is_honoured(server, fake_llm):
-    server.script("t", Reply(status=429, retry_after_s=0.3), Reply(text="ok"))
+    server.script("t", ServerReply(status=429, retry_after_s=0.3), ServerReply(text="ok"))
     waits: list[float] = []
     complete(fake_llm, on_retry=lambda m, a, e, delay: waits.append(delay))
     first, second = server.calls
@@ -66,15 +66,15 @@ def test_retry_after_is_honoured(server, fake_llm):
 
 
 def test_litellm_does_not_retry_on_its_own(server, fake_llm):
-    server.script("t", Reply(status=500))
+    server.script("t", ServerReply(status=500))
     with pytest.raises(crew_errors.ProviderError, match="openai/fake"):
         complete(fake_llm)
     assert len(server.calls) == FAST_RETRY.attempts  # ours only: litellm's num_retries is 0
 
 
 def test_fallback_model_answers_after_the_primary_is_out_of_retries(server):
-    server.script("t", Reply(status=429), model="openai/primary")
-    server.script("t", Reply(text="from backup"), model="openai/backup")
+    server.script("t", ServerReply(status=429), model="openai/primary")
+    server.script("t", ServerReply(text="from backup"), model="openai/backup")
     llm = LLM(
         "openai/primary",
         api_base=server.url,
@@ -93,7 +93,7 @@ def test_fallback_model_answers_after_the_primary_is_out_of_retries(server):
 
 
 def test_non_retryable_errors_fail_at_once_and_skip_fallbacks(server):
-    server.script("t", Reply(status=400, error="messages: invalid role"))
+    server.script("t", ServerReply(status=400, error="messages: invalid role"))
     llm = LLM(
         "openai/fake",
         api_base=server.url,
@@ -109,7 +109,7 @@ def test_non_retryable_errors_fail_at_once_and_skip_fallbacks(server):
 
 
 def test_model_not_found(server, fake_llm):
-    server.script("t", Reply(status=404, error="The model `fake` does not exist"))
+    server.script("t", ServerReply(status=404, error="The model `fake` does not exist"))
     with pytest.raises(crew_errors.ModelNotFoundError, match="check the model name"):
         complete(fake_llm)
     assert len(server.calls) == 1
@@ -118,7 +118,7 @@ def test_model_not_found(server, fake_llm):
 def test_context_window_exceeded(server, fake_llm):
     server.script(
         "t",
-        Reply(
+        ServerReply(
             status=400,
             error=(
                 "This model's maximum context length is 8192 tokens. However, your messages"
@@ -133,7 +133,7 @@ def test_context_window_exceeded(server, fake_llm):
 
 def test_rejected_key_names_the_variable_litellm_read(server, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
-    server.script("t", Reply(status=401, error="Incorrect API key provided"))
+    server.script("t", ServerReply(status=401, error="Incorrect API key provided"))
     llm = LLM("openai/fake", api_base=server.url, retry=FAST_RETRY)
     with pytest.raises(crew_errors.AuthenticationError, match="OPENAI_API_KEY") as caught:
         complete(llm)
@@ -148,7 +148,7 @@ def test_missing_key_names_the_variable_to_set(server):
 
 
 def test_timeouts_are_retryable_llm_errors(server):
-    server.script("t", Reply(hang=True), Reply(text="ok"))
+    server.script("t", ServerReply(hang=True), ServerReply(text="ok"))
     llm = LLM(
         "openai/fake", api_base=server.url, api_key="sk-test", timeout_s=0.3, retry=FAST_RETRY
     )
@@ -160,7 +160,7 @@ def test_timeouts_are_retryable_llm_errors(server):
         timeout_s=0.3,
         retry=RetryPolicy(attempts=1),
     )
-    server.script("t", Reply(hang=True))
+    server.script("t", ServerReply(hang=True))
     with pytest.raises(crew_errors.LLMTimeoutError, match=r"no answer within 0\.3 s"):
         complete(no_retry)
 
@@ -191,7 +191,7 @@ def article_crew(llm: LLM) -> Crew:
 
 def test_structured_output_uses_json_schema_where_the_model_supports_it(server):
     llm = LLM("openai/gpt-4o-mini", api_base=server.url, api_key="sk-test", retry=FAST_RETRY)
-    server.script("article", Reply(json={"title": "Lisbon", "words": 3}))
+    server.script("article", ServerReply(json={"title": "Lisbon", "words": 3}))
     result = article_crew(llm).run()
     assert result.outputs["article"].data == Article(title="Lisbon", words=3)
     response_format = server.calls[0].body["response_format"]
@@ -202,8 +202,8 @@ def test_structured_output_uses_json_schema_where_the_model_supports_it(server):
 def test_structured_output_is_repaired_once_when_the_model_has_no_json_mode(server, fake_llm):
     server.script(
         "article",
-        Reply(text='Sure! Here it is: {"title": "Lisbon"}'),
-        Reply(text='```json\n{"title": "Lisbon", "words": 7}\n```'),
+        ServerReply(text='Sure! Here it is: {"title": "Lisbon"}'),
+        ServerReply(text='```json\n{"title": "Lisbon", "words": 7}\n```'),
     )
     result = article_crew(fake_llm).run()
     assert result.outputs["article"].data == Article(title="Lisbon", words=7)
@@ -213,7 +213,7 @@ def test_structured_output_is_repaired_once_when_the_model_has_no_json_mode(serv
 
 
 def test_structured_output_fails_clearly_after_the_repair_round(server, fake_llm):
-    server.script("article", Reply(text="no json at all"))
+    server.script("article", ServerReply(text="no json at all"))
     result = article_crew(fake_llm).run()
     task = result.tasks["article"]
     assert task.status == "failed" and task.error_type == "OutputValidationError"
@@ -234,10 +234,10 @@ def test_tool_loop_over_http_with_a_failing_tool(server, fake_llm):
 
     server.script(
         "count",
-        Reply(
+        ServerReply(
             tool_calls=[("word_count", {"text": "one two three"}), ("explode", {"reason": "test"})]
         ),
-        Reply(text="three words"),
+        ServerReply(text="three words"),
     )
     agent = Agent(role="Counter", llm=fake_llm, tools=[word_count, explode])
     seen: list[events.Event] = []
@@ -310,7 +310,7 @@ def test_import_crew_loads_no_heavy_library_and_litellm_stays_offline(tmp_path, 
 
 
 def test_streaming_emits_token_deltas_and_returns_the_whole_answer(server, fake_llm):
-    server.script("story", Reply(text="Once upon a time in Lisbon, a tram climbed a hill."))
+    server.script("story", ServerReply(text="Once upon a time in Lisbon, a tram climbed a hill."))
     agent = Agent(role="Teller", llm=fake_llm, board_tools=False)
     seen: list[events.Event] = []
     crew = Crew([Task(id="story", description="Tell it", agent=agent)], stream=True)
@@ -330,7 +330,9 @@ def test_streaming_keeps_tool_calls_working(server, fake_llm):
         """Shout a text."""
         return text.upper()
 
-    server.script("loud", Reply(tool_calls=[("shout", {"text": "hi"})]), Reply(text="HI done"))
+    server.script(
+        "loud", ServerReply(tool_calls=[("shout", {"text": "hi"})]), ServerReply(text="HI done")
+    )
     agent = Agent(role="Shouter", llm=fake_llm, tools=[shout], board_tools=False)
     result = Crew([Task(id="loud", description="Shout", agent=agent)], stream=True).run()
     assert result.outputs["loud"].text == "HI done"

@@ -16,7 +16,7 @@ from crew.store import Store
 from crew.store.memory import MemoryStore
 from crew.store.sqlite import SQLiteStore
 from crew.testing import ScriptedLLM
-from crew.testserver import FakeOpenAIServer, Reply
+from crew.testserver import FakeOpenAIServer, ServerReply
 from crew.usage import Usage
 
 WORKER = Agent(role="Worker", goal="Work")
@@ -40,9 +40,9 @@ def store(durable_store: Store) -> Store:
 
 
 def script(server: FakeOpenAIServer) -> None:
-    server.script("a", Reply(text="A1", prompt_tokens=10, completion_tokens=2))
-    server.script("b", Reply(text="B1", prompt_tokens=20, completion_tokens=3))
-    server.script("side", Reply(text="S1", prompt_tokens=5, completion_tokens=1))
+    server.script("a", ServerReply(text="A1", prompt_tokens=10, completion_tokens=2))
+    server.script("b", ServerReply(text="B1", prompt_tokens=20, completion_tokens=3))
+    server.script("side", ServerReply(text="S1", prompt_tokens=5, completion_tokens=1))
 
 
 def test_a_replayed_run_calls_no_model_and_gives_the_same_outputs(server, fake_llm, store):
@@ -51,7 +51,7 @@ def test_a_replayed_run_calls_no_model_and_gives_the_same_outputs(server, fake_l
     assert first.status == "succeeded" and len(server.calls) == 3
 
     server.reset()
-    server.default = Reply(status=500, error="the provider must not be called")
+    server.default = ServerReply(status=500, error="the provider must not be called")
     crew = Crew(chain(), llm=fake_llm, store=store)
     replayed = crew.run(replay=first.run_id, replay_strict=True)
 
@@ -146,7 +146,7 @@ def test_replay_sends_only_the_requests_the_run_did_not_record(server, fake_llm)
     store = MemoryStore()
     first = Crew(chain(), llm=fake_llm, store=store).run()
     server.reset()
-    server.script("b", Reply(text="B2"))
+    server.script("b", ServerReply(text="B2"))
 
     result = Crew(chain("Build on a, briefly"), llm=fake_llm, store=store).run(replay=first.run_id)
     assert [call.key for call in server.calls] == ["b"]
@@ -164,7 +164,9 @@ def test_tool_calls_are_replayed_with_their_ids_so_the_conversation_matches(serv
 
     calculator = Agent(role="Calculator", tools=[add], board_tools=False)
     task = Task(id="calc", description="Add 1 and 2", agent=calculator)
-    server.script("calc", Reply(tool_calls=[("add", {"a": 1, "b": 2})]), Reply(text="It is 3."))
+    server.script(
+        "calc", ServerReply(tool_calls=[("add", {"a": 1, "b": 2})]), ServerReply(text="It is 3.")
+    )
     store = MemoryStore()
     first = Crew([task], llm=fake_llm, store=store).run()
     server.reset()
@@ -176,7 +178,7 @@ def test_tool_calls_are_replayed_with_their_ids_so_the_conversation_matches(serv
 
 
 def test_a_replayed_answer_reaches_streaming_consumers(server, fake_llm):
-    server.script("a", Reply(text="streamed answer"))
+    server.script("a", ServerReply(text="streamed answer"))
     store = MemoryStore()
     first = Crew(chain()[:1], llm=fake_llm, store=store, stream=True).run()
     server.reset()
@@ -236,10 +238,12 @@ def test_the_hash_covers_what_decides_the_answer_and_nothing_else():
     assert request_hash(base, ChatRequest(messages=request.messages, task_id="zz")) == digest
 
 
-def test_an_llm_stays_an_llm_when_recorded():
-    # Agents ask whether their model is an LLM to know if the provider enforces output schemas.
+def test_a_recorded_model_is_wrapped_and_still_says_whether_it_enforces_schemas():
+    # The agent loop asks the model (not its class) whether the provider enforces output schemas.
     exchanges = Exchanges(MemoryStore(), "r1")
-    wrapped = exchanges.wrap(LLM("openai/gpt-4o-mini", temperature=0.3, max_rpm=5))
-    assert isinstance(wrapped, LLM)
-    assert (wrapped.model, wrapped.temperature, wrapped.max_rpm) == ("openai/gpt-4o-mini", 0.3, 5)
+    model = LLM("ollama/llama3.1", temperature=0.3, max_rpm=5)
+    wrapped = exchanges.wrap(model)
+    assert wrapped.name == "ollama/llama3.1"
+    assert getattr(wrapped, "enforces_schema", None) == model.enforces_schema
     assert exchanges.wrap(ScriptedLLM()).name == "scripted"
+    assert getattr(exchanges.wrap(ScriptedLLM()), "enforces_schema", None) is False

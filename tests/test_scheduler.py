@@ -8,10 +8,10 @@ import asyncio
 import pytest
 
 from crew import Agent, Crew, Task, events
-from crew.errors import BadRequestError, ConfigError, TaskTimeoutError
+from crew.errors import BadRequestError, ConfigError, RateLimitError, TaskTimeoutError
 from crew.scheduler import Scheduler
 from crew.testing import Call, Reply, ScriptedLLM
-from crew.testserver import Reply as ServerReply
+from crew.testserver import ServerReply
 
 WORKER = Agent(role="Worker", goal="Do the task")
 
@@ -209,6 +209,15 @@ def test_non_retryable_errors_are_not_retried_at_task_level():
     assert len(llm.calls) == 1
 
 
+def test_a_model_error_the_model_layer_retried_is_not_retried_again_by_the_task():
+    spent = RateLimitError("slow down", model="m")
+    spent.retries_spent = True  # what LLM.complete marks once its own policy is spent
+    llm = ScriptedLLM({"t": spent})
+    result = Crew([Task(id="t", description="d", agent=WORKER, retries=3)], llm=llm).run()
+    assert result.tasks["t"].status == "failed"
+    assert len(llm.calls) == 1
+
+
 def test_cancelling_a_run_keeps_finished_outputs_and_leaves_nothing_half_written():
     async def main():
         release = asyncio.Event()
@@ -315,7 +324,7 @@ def test_a_streaming_crew_emits_token_deltas_with_the_scripted_model():
 
 
 def test_tasks_already_finished_are_never_run_again_and_release_their_dependants():
-    from crew.task import TaskOutput, TaskResult
+    from crew.results import TaskOutput, TaskResult
 
     llm = ScriptedLLM()
     crew = Crew(tasks_of({"a": [], "b": ["a"], "c": ["b"], "d": []}), llm=llm)

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from crew.testserver import Call, FakeOpenAIServer, Reply
+from crew.testserver import Call, FakeOpenAIServer, ServerReply
 
 # litellm's own types trip this pydantic warning on first use; it is not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*is using the `ReadOnly` qualifier:UserWarning")
@@ -65,7 +65,7 @@ def _max_overlap(calls: list[Call]) -> int:
 
 
 def test_plain_call_returns_an_openai_completion(server: FakeOpenAIServer) -> None:
-    server.script("facts", Reply(text="- a\n- b"))
+    server.script("facts", ServerReply(text="- a\n- b"))
     response = _post(server, "# Task: facts\nlist them", model="gpt-x")
     assert response.status_code == 200
     data = response.json()
@@ -92,14 +92,14 @@ def test_plain_call_returns_an_openai_completion(server: FakeOpenAIServer) -> No
 
 
 def test_json_content_and_scripted_usage(server: FakeOpenAIServer) -> None:
-    server.script("*", Reply(json={"a": [1]}, prompt_tokens=7, completion_tokens=3))
+    server.script("*", ServerReply(json={"a": [1]}, prompt_tokens=7, completion_tokens=3))
     data = _post(server, "no task line").json()
     assert data["choices"][0]["message"]["content"] == '{"a": [1]}'
     assert data["usage"] == {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
 
 
 def test_call_through_litellm_returns_the_scripted_text(server: FakeOpenAIServer) -> None:
-    server.script("facts", Reply(text="- a\n- b"))
+    server.script("facts", ServerReply(text="- a\n- b"))
     response = _complete(server, "# Task: facts\nhi")
     assert response.choices[0].message.content == "- a\n- b"
     assert response.usage.completion_tokens == 2
@@ -107,8 +107,8 @@ def test_call_through_litellm_returns_the_scripted_text(server: FakeOpenAIServer
 
 
 def test_routing_by_task_key_and_content_parts(server: FakeOpenAIServer) -> None:
-    server.script("a", Reply(text="A"))
-    server.script("b", Reply(text="B"))
+    server.script("a", ServerReply(text="A"))
+    server.script("b", ServerReply(text="B"))
     parts = [{"type": "text", "text": "intro"}, {"type": "text", "text": "# Task: b\nmore"}]
     body = {"model": "fake", "messages": [{"role": "system", "content": "# Task: a"}]}
     body["messages"] += [
@@ -123,10 +123,10 @@ def test_routing_by_task_key_and_content_parts(server: FakeOpenAIServer) -> None
 
 
 def test_routing_by_model_falls_back_in_order(server: FakeOpenAIServer) -> None:
-    server.script("facts", Reply(text="facts, any model"))
-    server.script("facts", Reply(text="facts, backup"), model="openai/backup")
-    server.script("*", Reply(text="any task, backup"), model="openai/backup")
-    server.default = lambda body: Reply(text=f"default for {body['model']}")
+    server.script("facts", ServerReply(text="facts, any model"))
+    server.script("facts", ServerReply(text="facts, backup"), model="openai/backup")
+    server.script("*", ServerReply(text="any task, backup"), model="openai/backup")
+    server.default = lambda body: ServerReply(text=f"default for {body['model']}")
 
     def answer(text: str, model: str) -> str:
         return _complete(server, text, model=model).choices[0].message.content
@@ -140,17 +140,17 @@ def test_routing_by_model_falls_back_in_order(server: FakeOpenAIServer) -> None:
 
 def test_custom_route() -> None:
     with FakeOpenAIServer(route=lambda body: body["model"]) as server:
-        server.script("m1", Reply(text="one"))
+        server.script("m1", ServerReply(text="one"))
         response = _post(server, "# Task: ignored", model="m1")
         assert response.json()["choices"][0]["message"]["content"] == "one"
         assert server.calls[0].key == "m1"
 
 
 def test_sequence_is_consumed_and_the_last_reply_repeats(server: FakeOpenAIServer) -> None:
-    server.script("seq", Reply(text="1"), Reply(text="2"), Reply(text="3"))
+    server.script("seq", ServerReply(text="1"), ServerReply(text="2"), ServerReply(text="3"))
     texts = [_complete(server, "# Task: seq").choices[0].message.content for _ in range(5)]
     assert texts == ["1", "2", "3", "3", "3"]
-    server.script("seq", Reply(text="new"))
+    server.script("seq", ServerReply(text="new"))
     assert _post(server, "# Task: seq").json()["choices"][0]["message"]["content"] == "new"
     server.reset()
     assert server.calls == []
@@ -159,7 +159,9 @@ def test_sequence_is_consumed_and_the_last_reply_repeats(server: FakeOpenAIServe
 
 def test_tool_calls_come_back_through_litellm(server: FakeOpenAIServer) -> None:
     litellm = _litellm()
-    server.script("tooly", Reply(tool_calls=[("word_count", {"text": "a b"})]), Reply(text="done"))
+    server.script(
+        "tooly", ServerReply(tool_calls=[("word_count", {"text": "a b"})]), ServerReply(text="done")
+    )
     first = _complete(server, "# Task: tooly")
     [tool_call] = first.choices[0].message.tool_calls
     assert first.choices[0].finish_reason == "tool_calls"
@@ -184,7 +186,10 @@ def test_tool_calls_come_back_through_litellm(server: FakeOpenAIServer) -> None:
 def test_errors_carry_status_body_and_retry_after(server: FakeOpenAIServer) -> None:
     litellm = _litellm()
     server.script(
-        "flaky", Reply(status=429, retry_after_s=0.05), Reply(status=500), Reply(text="ok!")
+        "flaky",
+        ServerReply(status=429, retry_after_s=0.05),
+        ServerReply(status=500),
+        ServerReply(text="ok!"),
     )
     limited = _post(server, "# Task: flaky")
     assert limited.status_code == 429
@@ -197,7 +202,7 @@ def test_errors_carry_status_body_and_retry_after(server: FakeOpenAIServer) -> N
     assert _post(server, "# Task: flaky").json()["choices"][0]["message"]["content"] == "ok!"
     assert [c.status for c in server.calls] == [429, 500, 200]
     with pytest.raises(litellm.RateLimitError):
-        server.script("limited", Reply(status=429, error="slow down"))
+        server.script("limited", ServerReply(status=429, error="slow down"))
         _complete(server, "# Task: limited")
 
 
@@ -226,7 +231,7 @@ def test_hang_times_out_without_blocking_other_calls() -> None:
             errors.append(exc)
 
     with FakeOpenAIServer(route=_route_noting(arrived, "stuck")) as server:
-        server.script("stuck", Reply(hang=True))
+        server.script("stuck", ServerReply(hang=True))
         hanging = threading.Thread(target=hang)
         hanging.start()
         assert arrived.wait(5)
@@ -271,7 +276,7 @@ def test_concurrent_calls_overlap() -> None:
 
 
 def test_streaming_through_litellm(server: FakeOpenAIServer) -> None:
-    server.script("facts", Reply(text="alpha beta gamma delta", completion_tokens=4))
+    server.script("facts", ServerReply(text="alpha beta gamma delta", completion_tokens=4))
     stream = _complete(server, "# Task: facts", stream=True, stream_options={"include_usage": True})
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -281,7 +286,7 @@ def test_streaming_through_litellm(server: FakeOpenAIServer) -> None:
 
 
 def test_streaming_tool_calls_through_httpx(server: FakeOpenAIServer) -> None:
-    server.script("tooly", Reply(tool_calls=[("search", {"q": "x"})]))
+    server.script("tooly", ServerReply(tool_calls=[("search", {"q": "x"})]))
     response = _post(server, "# Task: tooly", stream=True)
     assert response.headers["content-type"] == "text/event-stream"
     assert response.headers["transfer-encoding"] == "chunked"
@@ -297,7 +302,7 @@ def test_stop_is_idempotent_frees_the_port_and_ends_hanging_calls() -> None:
     server = FakeOpenAIServer(route=_route_noting(arrived, "stuck"))
     server.stop()
     server.start()
-    server.script("stuck", Reply(hang=True))
+    server.script("stuck", ServerReply(hang=True))
     client = httpx.Client(timeout=5)  # holds a keep-alive connection open across stop()
     assert client.get(f"{server.url}/models").status_code == 200
     errors: list[BaseException] = []

@@ -23,238 +23,41 @@ JSON-serialisable (pydantic models go in as ``model_dump(mode="json")``); they c
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from collections.abc import Callable
 
-from crew.errors import ConfigError, LeaseHeldError, StoreError
+from crew.errors import ConfigError
+from crew.store.records import (
+    DEFAULT_PATH,
+    REVIEW_STATUSES,
+    RUN_STATUSES,
+    BoardRecord,
+    EventRecord,
+    ReviewRecord,
+    ReviewStatus,
+    RunRecord,
+    RunStatus,
+    Store,
+    TaskRecord,
+    default_holder,
+)
 
-RunStatus = Literal["running", "succeeded", "failed", "cancelled", "waiting"]
-ReviewStatus = Literal["pending", "approved", "rejected", "edited"]
-RUN_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed", "cancelled", "waiting")
-REVIEW_STATUSES: tuple[str, ...] = ("pending", "approved", "rejected", "edited")
-
-DEFAULT_PATH = Path(".crew") / "crew.db"
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RunRecord:
-    """One run of a crew."""
-
-    run_id: str
-    crew: str
-    """The crew's name."""
-    status: RunStatus
-    """running, succeeded, failed, cancelled, or waiting (for a human review)."""
-    inputs: dict[str, Any]
-    task_ids: list[str]
-    """The plan's task ids, in plan order."""
-    source: str = ""
-    """Where the crew came from (a crew file or a Python module), so a resume can rebuild it."""
-    created_at: float
-    updated_at: float
-    usage: dict[str, Any] = field(default_factory=dict)
-    """``RunUsage.to_dict()`` as of the last update."""
-    parent_run_id: str | None = None
-    """The run this one was resumed or re-run from."""
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.status not in RUN_STATUSES:
-            raise ValueError(f"run status {self.status!r} is not one of {', '.join(RUN_STATUSES)}")
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class TaskRecord:
-    """One attempt of one task; its identity is (run_id, task_id, index, attempt)."""
-
-    run_id: str
-    task_id: str
-    index: int = 0
-    """The fan-out index: which of the task's parallel instances this is (0 without fan-out)."""
-    attempt: int = 1
-    """1 for the first attempt, then 2, 3, ... for retries."""
-    status: str
-    """A ``TaskStatus``: succeeded, failed, skipped, cancelled or pending."""
-    text: str | None = None
-    data: Any = None
-    """The structured output as JSON data (``model_dump(mode="json")``), or None."""
-    agent: str = ""
-    """The role of the agent that ran the attempt."""
-    error: str | None = None
-    error_type: str | None = None
-    usage: dict[str, Any] = field(default_factory=dict)
-    """``Usage.to_dict()`` of the attempt."""
-    started_at: float | None = None
-    finished_at: float | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class BoardRecord:
-    """One version of one board key (``BoardEntry.to_dict()`` plus the run id)."""
-
-    run_id: str
-    key: str
-    version: int
-    text: str
-    data: Any = None
-    author: str
-    kind: str
-    """output, note or delegation."""
-    created_at: float
-    updated_at: float
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class EventRecord:
-    """One event of a run, numbered by the store."""
-
-    run_id: str
-    seq: int
-    """1, 2, 3, ... per run, assigned by the store: strictly increasing, without gaps."""
-    type: str
-    """The event's class name, e.g. ``TaskFinished``."""
-    payload: dict[str, Any]
-    at: float
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ReviewRecord:
-    """A human review of a task's output; one per (run_id, task_id)."""
-
-    run_id: str
-    task_id: str
-    status: ReviewStatus
-    text: str | None = None
-    """The output under review, or the reviewer's edited text."""
-    data: Any = None
-    feedback: str | None = None
-    """What the reviewer said; a rejected task is re-run with it."""
-    created_at: float
-    decided_at: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.status not in REVIEW_STATUSES:
-            raise ValueError(
-                f"review status {self.status!r} is not one of {', '.join(REVIEW_STATUSES)}"
-            )
-
-
-class Store(Protocol):
-    """What the scheduler and the CLI need to keep runs durable. Every backend passes the same
-    contract suite (``tests/test_store.py``). Errors of the database are raised as
-    ``StoreError``; writes about a run that does not exist raise ``StoreError`` too."""
-
-    def close(self) -> None: ...
-
-    def create_run(
-        self,
-        run_id: str,
-        *,
-        crew: str,
-        inputs: dict[str, Any],
-        task_ids: Sequence[str],
-        source: str = "",
-        status: RunStatus = "running",
-        parent_run_id: str | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> RunRecord:
-        """Record a new run, stamped with the store's clock; StoreError if the id exists."""
-        ...
-
-    def update_run(self, run_id: str, **fields: Any) -> RunRecord:
-        """Change some fields of a run (status, usage, metadata, ...); stamps ``updated_at``."""
-        ...
-
-    def get_run(self, run_id: str) -> RunRecord | None: ...
-
-    def list_runs(
-        self, limit: int | None = 50, *, status: RunStatus | None = None, crew: str | None = None
-    ) -> list[RunRecord]:
-        """Runs, newest first (by ``created_at``)."""
-        ...
-
-    def delete_runs(self, *, older_than_s: float | None = None, keep: int | None = None) -> int:
-        """Prune runs and everything that belongs to them; returns how many runs went.
-
-        Deletes the runs not updated for ``older_than_s`` seconds, except the ``keep`` newest;
-        with only ``keep``, every run but the ``keep`` newest. Runs with a live lease stay.
-        """
-        ...
-
-    def put_task(self, record: TaskRecord) -> None:
-        """Insert or replace one attempt; durable when it returns (see the module docstring)."""
-        ...
-
-    def task_records(self, run_id: str) -> list[TaskRecord]:
-        """Every attempt of every task of the run, by task id, index and attempt."""
-        ...
-
-    def finished_outputs(self, run_id: str) -> dict[tuple[str, int], TaskRecord]:
-        """The latest succeeded attempt of each (task_id, index): what a resume need not re-run."""
-        ...
-
-    def put_board_entry(self, record: BoardRecord) -> None:
-        """Keep one version of a board key (writing the same version again replaces it)."""
-        ...
-
-    def board_entries(self, run_id: str) -> list[BoardRecord]:
-        """Every version of every key, in the order posted (``updated_at``, key, version)."""
-        ...
-
-    def append_event(
-        self, run_id: str, type: str, payload: dict[str, Any] | None = None
-    ) -> EventRecord:
-        """Append an event; the store numbers it and stamps it with its clock."""
-        ...
-
-    def events(self, run_id: str, after_seq: int = 0) -> list[EventRecord]:
-        """The run's events with ``seq > after_seq``, in order."""
-        ...
-
-    def put_review(self, record: ReviewRecord) -> None:
-        """Insert or replace the review of (run_id, task_id)."""
-        ...
-
-    def get_review(self, run_id: str, task_id: str) -> ReviewRecord | None: ...
-
-    def reviews(
-        self, run_id: str | None = None, *, status: ReviewStatus | None = None
-    ) -> list[ReviewRecord]:
-        """Reviews of one run or of all runs, oldest first."""
-        ...
-
-    def put_exchange(
-        self, request_hash: str, run_id: str, *, model: str, response: dict[str, Any]
-    ) -> None:
-        """Record a model's response to a request, for replay (replaces the same hash and run)."""
-        ...
-
-    def get_exchange(self, request_hash: str, run_id: str | None = None) -> dict[str, Any] | None:
-        """The recorded response to a request: of that run, or the latest of any run."""
-        ...
-
-    def acquire_lease(self, run_id: str, holder: str, *, ttl_s: float) -> None:
-        """Take the run's lease for ``ttl_s`` seconds, or renew our own.
-
-        Raises:
-            LeaseHeldError: another holder has the lease and it has not expired. An expired lease
-                is taken over: that is how a crashed holder's run becomes resumable.
-        """
-        ...
-
-    def renew_lease(self, run_id: str, holder: str, *, ttl_s: float) -> None:
-        """Extend our lease; LeaseHeldError if another holder took it over, StoreError if gone."""
-        ...
-
-    def release_lease(self, run_id: str, holder: str) -> None:
-        """Give the lease up; does nothing if ``holder`` does not hold it."""
-        ...
+__all__ = [
+    "DEFAULT_PATH",
+    "REVIEW_STATUSES",
+    "RUN_STATUSES",
+    "BoardRecord",
+    "EventRecord",
+    "ReviewRecord",
+    "ReviewStatus",
+    "RunRecord",
+    "RunStatus",
+    "Store",
+    "TaskRecord",
+    "default_holder",
+    "open_store",
+]
 
 
 def open_store(url: str | None = None, *, clock: Callable[[], float] = time.time) -> Store:
@@ -286,118 +89,3 @@ def open_store(url: str | None = None, *, clock: Callable[[], float] = time.time
         "a path ending in .db) or 'postgresql://user@host:5432/database'; leave it unset for "
         f"SQLite at {DEFAULT_PATH}."
     )
-
-
-def default_holder() -> str:
-    """This process as a lease holder: ``"host:pid"``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-# Package-private: shared by the backends, so that they agree on the edge cases.
-
-_JSON_FIELDS = frozenset({"inputs", "task_ids", "usage", "metadata", "data", "payload", "response"})
-_RUN_UPDATABLE = frozenset(f.name for f in fields(RunRecord)) - {
-    "run_id",
-    "created_at",
-    "updated_at",
-}
-
-
-def _dump_json(value: Any, what: str) -> str:
-    """JSON text of a value, or a StoreError that says which value did not fit."""
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise StoreError(
-            f"cannot store {what}: {exc} (the store keeps JSON data only: pass pydantic "
-            "models as model_dump(mode='json'), and no NaN or infinity)"
-        ) from exc
-
-
-def _columns(record_type: type) -> list[str]:
-    """The fields of a record type: the columns of its table, in order."""
-    return [f.name for f in fields(record_type)]
-
-
-def _row_values(record: Any) -> dict[str, Any]:
-    """A record as the values of its table's row: its JSON fields as JSON text."""
-    return {
-        name: _dump_json(getattr(record, name), f"{name} of {type(record).__name__}")
-        if name in _JSON_FIELDS
-        else getattr(record, name)
-        for name in _columns(type(record))
-    }
-
-
-def _new_run(run_id: str, now: float, task_ids: Sequence[str], **fields: Any) -> RunRecord:
-    return RunRecord(
-        run_id=run_id,
-        task_ids=list(task_ids),
-        created_at=now,
-        updated_at=now,
-        **{**fields, "metadata": fields.get("metadata") or {}},
-    )
-
-
-def _run_changes(run_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """Check the fields of an ``update_run`` call, as a function call would."""
-    unknown = sorted(set(fields) - _RUN_UPDATABLE)
-    if unknown:
-        raise TypeError(
-            f"update_run() got fields it cannot change: {', '.join(unknown)} "
-            f"(it can change {', '.join(sorted(_RUN_UPDATABLE))})"
-        )
-    status = fields.get("status", "running")
-    if status not in RUN_STATUSES:
-        raise ValueError(f"run status {status!r} is not one of {', '.join(RUN_STATUSES)}")
-    for name in _JSON_FIELDS & set(fields):
-        _dump_json(fields[name], f"{name} of run {run_id!r}")
-    return fields
-
-
-def _no_run(run_id: str) -> StoreError:
-    return StoreError(f"run {run_id!r} is not in the store: create_run() it first")
-
-
-def _run_exists(run_id: str) -> StoreError:
-    return StoreError(f"run {run_id!r} is already in the store: pick a new run id")
-
-
-def _check_ttl(ttl_s: float) -> None:
-    if not ttl_s > 0:
-        raise ValueError(f"ttl_s must be > 0 seconds, not {ttl_s!r}")
-
-
-def _lease_held(run_id: str, holder: str, expires_at: float, now: float) -> LeaseHeldError:
-    return LeaseHeldError(
-        f"run {run_id!r} is leased by {holder} for {max(expires_at - now, 0.0):.0f} s more: it "
-        "is running there. Wait for it to finish; if that process died, resume the run once "
-        "the lease has expired.",
-        run_id=run_id,
-        holder=holder,
-        expires_at=expires_at,
-    )
-
-
-def _lease_gone(run_id: str, holder: str) -> StoreError:
-    return StoreError(
-        f"run {run_id!r} has no lease held by {holder} (it was released, or the run pruned): "
-        "acquire_lease() it again"
-    )
-
-
-__all__ = [
-    "DEFAULT_PATH",
-    "REVIEW_STATUSES",
-    "RUN_STATUSES",
-    "BoardRecord",
-    "EventRecord",
-    "ReviewRecord",
-    "ReviewStatus",
-    "RunRecord",
-    "RunStatus",
-    "Store",
-    "TaskRecord",
-    "default_holder",
-    "open_store",
-]

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from crew.store import (
+from crew.store.records import (
     _JSON_FIELDS,
     BoardRecord,
     EventRecord,

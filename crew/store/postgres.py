@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from crew.errors import ConfigError
-from crew.store import _no_run, _run_exists
+from crew.store.records import _no_run, _run_exists
 from crew.store.sql import SQLStore
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Protocol, Self
 
 from crew.errors import StoreError
-from crew.store import (
+from crew.store.records import (
     _JSON_FIELDS,
     BoardRecord,
     EventRecord,

@@ -17,7 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crew.store import _JSON_FIELDS, EventRecord, _columns, _no_run, _run_exists
+from crew.store.records import _JSON_FIELDS, EventRecord, _columns, _no_run, _run_exists
 from crew.store.sql import SQLStore
 
 if TYPE_CHECKING:

@@ -1,12 +1,7 @@
-"""The terminal: a live view of a run (one more event subscriber), results, plans and JSON.
-
-With ``crew/cli.py``, the only module that imports rich; ``import crew`` never loads this one.
-"""
+"""The live view of a run in the terminal: one more event subscriber (the core never prints)."""
 
 from __future__ import annotations
 
-import json
-import math
 import re
 import threading
 import time
@@ -15,22 +10,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
-from rich.json import JSON
 from rich.live import Live
-from rich.markdown import Markdown
-from rich.rule import Rule
 from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
-from rich.tree import Tree
 
 from crew import events
-from crew.crew import CrewResult
-from crew.plan import Plan
+from crew.console.text import count, first_line
 from crew.usage import Usage
 
 if TYPE_CHECKING:
-    from crew.task import Task
+    pass
+
 
 _STATES = {
     "waiting": ("·", "waiting", "dim"),
@@ -254,7 +245,7 @@ class ConsoleView:
         for task_id in event.task_ids:
             self._row(task_id)
         if not self.live:
-            line = f"crew {event.crew}: run {event.run_id}, {_count(len(self._rows), 'task')}"
+            line = f"crew {event.crew}: run {event.run_id}, {count(len(self._rows), 'task')}"
             self.console.print(Text(line, style="bold"), soft_wrap=True, highlight=False)
 
     def _run_finished(self, event: events.RunFinished) -> None:
@@ -311,18 +302,18 @@ class ConsoleView:
         self._say(row, f"✓ {_who(row)} done{took}{spent}{cost}", "green")
 
     def _task_failed(self, event: events.TaskFailed) -> None:
-        row = self._end(event, "failed", _first_line(event.error))
+        row = self._end(event, "failed", first_line(event.error))
         self._say(row, f"✗ {row.task_id} failed: {event.error_type}: {row.detail}", "red")
 
     def _task_ended(self, event: events.TaskSkipped | events.TaskCancelled) -> None:
         state = "skipped" if isinstance(event, events.TaskSkipped) else "cancelled"
-        row = self._end(event, state, _first_line(event.reason))
+        row = self._end(event, state, first_line(event.reason))
         self._say(row, f"- {row.task_id} {state}: {row.detail}", "dim")
 
     def _route_chosen(self, event: events.RouteChosen) -> None:
         row = self._row(event.task_id)
         row.flow = f"chose {event.route}"
-        why = f": {_first_line(event.reason)}" if event.reason.strip() else ""
+        why = f": {first_line(event.reason)}" if event.reason.strip() else ""
         self._say(row, f"{row.task_id} chose {event.route}{why}", "cyan")
 
     def _round_started(self, event: events.RoundStarted) -> None:
@@ -336,14 +327,14 @@ class ConsoleView:
         row = self._row(event.task_id)
         if event.task_id in self._loops:
             self._loops.remove(event.task_id)
-        row.flow = f"{_count(event.rounds, 'round')}, {event.stopped}"
+        row.flow = f"{count(event.rounds, 'round')}, {event.stopped}"
         why = "until held" if event.stopped == "until" else "max rounds reached"
-        self._say(row, f"{row.task_id} looped {_count(event.rounds, 'round')}: {why}", "cyan")
+        self._say(row, f"{row.task_id} looped {count(event.rounds, 'round')}: {why}", "cyan")
 
     def _map_started(self, event: events.MapStarted) -> None:
         row = self._row(event.task_id)
         row.items_done, row.flow = 0, f"0/{event.items} items"
-        self._say(row, f"{row.task_id} maps {_count(event.items, 'item')}", "cyan")
+        self._say(row, f"{row.task_id} maps {count(event.items, 'item')}", "cyan")
 
     def _item_finished(self, event: events.ItemFinished) -> None:
         row = self._row(event.task_id)
@@ -365,214 +356,11 @@ def _who(row: _Row) -> str:
     return f"{row.task_id} ({row.agent})" if row.agent else row.task_id
 
 
-def _first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), "")
-
-
 def _reason(error: str) -> str:
     """What went wrong, briefly: the HTTP status crew's errors put in brackets, else the first
     sentence without the model's name ("Model 'x': no answer within 60 s. Provider said...")."""
     status = re.search(r"\(([1-5]\d\d)\)", error)
     if status:
         return status.group(1)
-    line = re.sub(r"^Model '[^']*': ", "", _first_line(error)).split(". ")[0].rstrip(".")
+    line = re.sub(r"^Model '[^']*': ", "", first_line(error)).split(". ")[0].rstrip(".")
     return line if len(line) <= 40 else line[:39] + "…"
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
-
-
-def render_result(result: CrewResult, console: Console, *, show_board: bool = False) -> None:
-    """Print how a run ended: the final output, what failed, the board if asked, the usage."""
-    unfinished = [r for r in result.tasks.values() if r.status != "succeeded"]
-    if result.status != "succeeded":
-        failed = ", ".join(repr(r.task_id) for r in unfinished if r.status == "failed")
-        what = f": {failed} failed" if failed else ""
-        console.print(
-            Text(f"Run {result.run_id} {result.status}{what}.", style="bold red"), soft_wrap=True
-        )
-    output = result.output
-    if output is not None:
-        console.print(Rule(Text(output.task_id, style="bold"), align="left"))
-        if output.data is not None:
-            console.print(JSON(json.dumps(_plain(output.data), indent=2, default=str)))
-        else:
-            console.print(Markdown(output.text))
-    if unfinished:
-        console.print(Rule(Text("Unfinished tasks", style="bold"), align="left"))
-        for task in unfinished:
-            why = task.error if task.status == "failed" else task.reason
-            style = "red" if task.status == "failed" else "dim"
-            console.print(
-                Text.assemble((f"{task.task_id} ({task.status})", style), f": {why or ''}"),
-                soft_wrap=True,
-            )
-    if show_board:
-        console.print(_board_table(result))
-    console.print(_usage_table(result))
-
-
-def _board_table(result: CrewResult) -> Table:
-    table = Table(title="Board", title_justify="left")
-    for name in ("key", "version", "author", "kind", "text"):
-        table.add_column(name, overflow="ellipsis", no_wrap=name == "text")
-    for key, versions in result.board.snapshot().items():
-        for entry in versions:
-            text = _first_line(entry["text"])
-            table.add_row(key, str(entry["version"]), entry["author"], entry["kind"], text)
-    return table
-
-
-def _usage_table(result: CrewResult) -> Table:
-    busy: dict[str, float] = {}
-    for task in result.tasks.values():
-        if task.output is not None and task.duration_s is not None:
-            busy[task.output.agent] = busy.get(task.output.agent, 0.0) + task.duration_s
-    table = Table(
-        title="Usage", title_justify="left",
-        caption="duration: an agent's succeeded tasks added up; total: the run, start to end",
-        caption_justify="left",
-    )  # fmt: skip
-    table.add_column("agent")
-    for name in ("calls", "prompt tokens", "completion tokens", "cost", "duration"):
-        table.add_column(name, justify="right")
-    rows = [(role, usage, busy.get(role)) for role, usage in result.usage.by_agent.items()]
-    for index, (name, usage, seconds) in enumerate(
-        [*rows, ("total", result.usage.total, result.duration_s)]
-    ):
-        table.add_row(
-            name, f"{usage.calls:,}", f"{usage.prompt_tokens:,}",
-            f"{usage.completion_tokens:,}", f"${usage.cost_usd:.4f}",
-            f"{seconds:.1f}s" if seconds is not None else "",
-            style="bold" if index == len(rows) else None, end_section=index == len(rows) - 1,
-        )  # fmt: skip
-    return table
-
-
-def render_plan(plan: Plan, console: Console) -> None:
-    """Print the task graph by levels, each task with its control flow and a loop with its
-    body; then the critical path and how parallel the graph can run."""
-    critical = set(plan.critical_path)
-    tree = Tree(Text(f"Plan: {_count(len(plan.tasks), 'task')}", style="bold"))
-    for number, level in enumerate(plan.levels):
-        branch = tree.add(Text(f"level {number} ({_count(len(level), 'task')})", style="cyan"))
-        for task_id in level:
-            _plan_node(branch, plan, task_id, critical=critical)
-    console.print(tree)
-    path = " -> ".join(plan.critical_path)
-    console.print(f"Critical path: {path} ({plan.critical_path_s:g} s estimated)", markup=False)
-    console.print(
-        f"Max parallelism: {plan.max_parallelism}, levels: {len(plan.levels)}", markup=False
-    )
-
-
-def _plan_node(branch: Tree, plan: Plan, task_id: str, *, critical: set[str]) -> None:
-    """``id  who  after deps  flow``, and under a loop its body's tasks in order."""
-    task = plan.tasks[task_id]
-    label = Text(task_id, style="bold red" if task_id in critical else "bold")
-    label.append(f"  {_doer(task)}", style="green")
-    deps = plan.dependencies(task_id)
-    if deps:
-        label.append(f"  after {', '.join(deps)}", style="dim")
-    routes = "; ".join(f"{name} -> {', '.join(ids)}" for name, ids in task.route_targets.items())
-    for part in [*_flow(task), *([f"routes {routes}"] if routes else [])]:
-        label.append(f"  {part}", style="magenta")
-    node = branch.add(label)
-    body = plan.groups.get(task_id)
-    if body is not None:
-        for inner in body.order:
-            _plan_node(node, body, inner, critical=set())
-    elif task.kind == "loop":
-        node.add(Text("tasks made at run time", style="dim"))
-
-
-def _doer(task: Task, missing: str = "?") -> str:
-    """What does the task: its agent (else ``missing``), a subcrew (and the inputs mapped to
-    it) or a loop."""
-    if task.crew is not None:
-        names = f" ({', '.join(task.inputs)})" if task.inputs else ""
-        return f"subcrew {task.crew.name}{names}"
-    if task.kind == "loop":
-        until = f"until {_expression(task.until)}, " if task.until is not None else ""
-        return f"loop: {until}max {_count(task.max_rounds or 1, 'round')}"
-    return task.agent.role if task.agent is not None else missing
-
-
-def _flow(task: Task) -> list[str]:
-    """The task's condition, join policy (unless all) and items, compactly."""
-    parts = [f"when {_expression(task.when)}"] if task.when is not None else []
-    parts += [f"join {task.join}"] if task.join != "all" else []
-    return parts + ([f"for each {_expression(task.for_each)}"] if task.for_each is not None else [])
-
-
-def _expression(value: object) -> str:
-    """An expression as written, or a callable's name."""
-    return value if isinstance(value, str) else getattr(value, "__name__", type(value).__name__)
-
-
-_MERMAID_WORDS = {"end", "graph", "flowchart", "subgraph", "class", "classdef", "click", "style"}
-_MERMAID_ESCAPES = str.maketrans({"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;"})
-
-
-def plan_mermaid(plan: Plan) -> str:
-    """The task graph as a Mermaid flowchart, critical path highlighted. A loop is a subgraph
-    of its body, a router's edges are labelled with their routes; a conditional task is a
-    hexagon, a router a rhombus, a map a subroutine box, a subcrew a stadium."""
-    ids: dict[str, str] = {}
-    for task_id in plan.all_tasks:
-        node = re.sub(r"\W", "_", task_id, flags=re.ASCII)
-        if node.lower() in _MERMAID_WORDS:
-            node += "_"
-        while node in ids.values():
-            node += "_"
-        ids[task_id] = node
-    lines = ["flowchart TD", *_mermaid_graph(plan, ids, "    ")]
-    lines.append("    classDef critical stroke:#e5484d,stroke-width:3px")
-    lines.append(f"    class {','.join(ids[t] for t in plan.critical_path)} critical")
-    return "\n".join(lines)
-
-
-def _mermaid_graph(plan: Plan, ids: Mapping[str, str], indent: str) -> list[str]:
-    """The nodes (a loop's as a subgraph of its body), then the edges, of one plan."""
-    lines = []
-    for task_id, task in plan.tasks.items():
-        parts = [task_id, _doer(task, missing=""), *_flow(task)]
-        if task.kind == "loop" and task_id not in plan.groups:
-            parts.append("tasks made at run time")
-        label = "<br/>".join(p.translate(_MERMAID_ESCAPES) for p in parts if p)
-        if task_id in plan.groups:
-            lines.append(f'{indent}subgraph {ids[task_id]} ["{label}"]')
-            lines += _mermaid_graph(plan.groups[task_id], ids, indent + "    ")
-            lines.append(f"{indent}end")
-            continue
-        shape = (
-            "{}" if task.routes else "{{}}" if task.when is not None
-            else "[[]]" if task.kind == "map" else "([])" if task.kind == "crew" else "[]"
-        )  # fmt: skip
-        half = len(shape) // 2
-        lines.append(f'{indent}{ids[task_id]}{shape[:half]}"{label}"{shape[half:]}')
-    for task_id in plan.order:
-        for dep in plan.dependencies(task_id):
-            routes = [n for n, ts in plan.tasks[dep].route_targets.items() if task_id in ts]
-            arrow = f'-- "{", ".join(routes)}" -->' if routes else "-->"
-            lines.append(f"{indent}{ids[dep]} {arrow} {ids[task_id]}")
-    return lines
-
-
-def result_json(result: CrewResult) -> str:
-    """The result as indented JSON (what ``crew run --json`` prints); always serialisable."""
-    return json.dumps(_plain(result.to_dict()), indent=2, default=str, allow_nan=False)
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready: string keys, lists for tuples and sets, null for NaN and infinity."""
-    if hasattr(value, "model_dump"):
-        value = value.model_dump(mode="json")
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

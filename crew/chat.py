@@ -1,0 +1,59 @@
+"""What a model call is: the request the agent loop makes, the response, and ``ChatModel``, the
+protocol every model implements (``crew.llm.LLM`` through litellm, ``crew.testing.ScriptedLLM``
+in-process, ``crew.replay`` from the store)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from crew.usage import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    raw_arguments: str = ""
+    """The arguments exactly as the model sent them (may be invalid JSON)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChatRequest:
+    """One model call as the agent loop asks for it."""
+
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+    output_schema: dict[str, Any] | None = None
+    """JSON schema the answer must follow; sent as response_format where the model supports it."""
+    output_name: str = "output"
+    task_id: str = ""
+    agent: str = ""
+    on_retry: Callable[[str, int, BaseException, float], None] | None = None
+    """(model, failed attempt, error, wait seconds) before each retry of a call."""
+    on_fallback: Callable[[str, str, BaseException], None] | None = None
+    """(failed model, next model, error) before moving to a fallback model."""
+    on_token: Callable[[str], None] | None = None
+    """When set, the answer is streamed and each piece of text is passed here as it arrives."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChatResponse:
+    content: str | None
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage = Usage()
+    model: str = ""
+    """The model that answered (a fallback's, when the primary failed)."""
+    latency_ms: float = 0.0
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """Anything that can answer a ``ChatRequest``."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def complete(self, request: ChatRequest) -> ChatResponse: ...

@@ -1,0 +1,54 @@
+"""The ``crew`` command: run, resume, fork, review, history, plan, init, templates, config.
+
+Exit codes: 0 done, 1 the run finished with failed tasks, 2 the crew or the command is wrong
+(one message, no traceback), 130 interrupted.
+
+Each command's parser sits beside the function that runs it: ``crew.cli.running`` (run, resume,
+fork, and loading a crew for them), ``crew.cli.history`` (the store: runs, review and its
+decisions, show, logs, prune), ``crew.cli.project`` (plan, init, templates, config).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from crew.cli.history import add_logs, add_prune, add_review, add_runs, add_show
+from crew.cli.project import add_config, add_init, add_plan, add_templates
+from crew.cli.running import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    add_fork,
+    add_resume,
+    add_run,
+    markup,
+    stderr,
+)
+from crew.errors import CrewError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.command(args))
+    except CrewError as exc:
+        stderr().print(f"[bold red]error:[/] {markup(str(exc))}", highlight=False)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        stderr().print("[yellow]interrupted[/]")
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    from crew import __version__
+
+    parser = argparse.ArgumentParser(prog="crew", description="Run role-based multi-agent crews.")
+    parser.add_argument("--version", action="version", version=f"crew {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    for add in (
+        add_run, add_resume, add_fork, add_runs, add_review, add_show, add_logs,
+        add_prune, add_plan, add_init, add_templates, add_config,
+    ):  # fmt: skip
+        add(commands)  # each command's parser sits above the function that runs it
+    return parser

