@@ -26,10 +26,11 @@ CHILD = """
 import json, os, resource, sys, threading, time
 launched = float(os.environ["BENCH_LAUNCHED"])
 from crew import local
+from crew.local import client
 from crew.cli import main
 
 calls, first = [], []
-generate = local._WORKER.generate
+generate = client.WORKER.generate
 
 def timed(request, deadline, cancel, on_piece):
     def piece(text):
@@ -37,10 +38,10 @@ def timed(request, deadline, cancel, on_piece):
             first.append(time.time())
         on_piece(text)
     result = generate(request, deadline, cancel, piece)
-    calls.append(dict(local._WORKER.stats))
+    calls.append(dict(client.WORKER.stats))
     return result
 
-local._WORKER.generate = timed
+client.WORKER.generate = timed
 code = main(["run", "examples/research", "--stream", "--quiet"])
 print(json.dumps({
     "code": code,

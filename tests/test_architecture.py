@@ -20,7 +20,8 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("task",),
     ("prompts",),
     # The model layer: models (litellm, the bundled one, replay) and stores.
-    ("retry", "local_worker", "store.records"),
+    ("retry", "local.worker", "store.records"),
+    ("local.client",),
     ("local",),
     ("llm", "store.memory", "store.sql"),
     ("store.sqlite", "store.postgres"),
@@ -51,10 +52,10 @@ ROWS: tuple[tuple[str, ...], ...] = (
 LAYERS = {module: rank for rank, row in enumerate(ROWS) for module in row}
 
 # Each third-party library is imported by these modules only (an empty set: by none yet).
-# local.py is a litellm custom provider, so it is litellm's second door, by nature.
+# local/ is a litellm custom provider (its errors are litellm's), so it is litellm's second door.
 GATEWAYS: dict[str, set[str]] = {
-    "litellm": {"llm", "local"},
-    "llama_cpp": {"local_worker"},  # the worker process is the only one that loads llama.cpp
+    "litellm": {"llm", "local", "local.client"},
+    "llama_cpp": {"local.worker"},  # the worker process is the only one that loads llama.cpp
     "tenacity": {"retry"},
     "networkx": {"plan"},
     "yaml": {"yamlfile"},

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from crew import Agent, Crew, RetryPolicy, Task, local
 from crew.errors import ContextWindowError, LLMTimeoutError, PlanError, ProviderError
 from crew.llm import LLM, ChatRequest, _litellm, default_llm, supports_response_schema
+from crew.local import client
 
 
 @pytest.fixture
@@ -116,7 +117,7 @@ def test_json_answers_are_sampled_without_a_repeat_penalty():
 
 
 def test_raw_control_characters_in_json_strings_are_escaped():
-    from crew.local_worker import _valid_json
+    from crew.local.worker import _valid_json
 
     assert json.loads(_valid_json(['{"a": "line one\nline', ' two"}'])) == {
         "a": "line one\nline two"
@@ -144,19 +145,19 @@ def test_what_the_worker_could_not_serve_becomes_a_litellm_error_crew_understand
     litellm = _litellm()
     too_long = {"kind": "context_window", "message": "Requested tokens (5000) exceed ..."}
 
-    assert isinstance(local._worker_error(too_long), litellm.ContextWindowExceededError)
+    assert isinstance(client.worker_error(too_long), litellm.ContextWindowExceededError)
     bad = {"kind": "bad_request", "message": "bad schema"}
-    assert type(local._worker_error(bad)) is litellm.BadRequestError
+    assert type(client.worker_error(bad)) is litellm.BadRequestError
     internal = {"kind": "internal", "message": "RuntimeError()"}
-    assert type(local._worker_error(internal)) is litellm.InternalServerError
+    assert type(client.worker_error(internal)) is litellm.InternalServerError
 
 
 def test_a_dead_worker_is_a_retryable_provider_error_that_says_how_it_died():
     litellm = _litellm()
 
-    crashed = local._crash_error(-signal.SIGSEGV, ["ggml: something"])
-    illegal = local._crash_error(-signal.SIGILL, [])
-    killed = local._crash_error(-signal.SIGKILL, [])
+    crashed = client.crash_error(-signal.SIGSEGV, ["ggml: something"])
+    illegal = client.crash_error(-signal.SIGILL, [])
+    killed = client.crash_error(-signal.SIGKILL, [])
 
     assert isinstance(crashed, litellm.InternalServerError)
     assert "killed by SIGSEGV" in str(crashed) and "ggml: something" in str(crashed)
@@ -260,24 +261,24 @@ def test_leaving_a_generation_early_stops_it_at_the_next_token_and_keeps_the_wor
         await pieces.aclose()  # what cancelling the awaiting task does, too
 
     asyncio.run(main())
-    pid = local._WORKER.pid
+    pid = client.WORKER.pid
 
-    assert local._WORKER._lock.acquire(timeout=10)  # the generation stopped: the model is free
-    local._WORKER._lock.release()
-    assert pid is not None and local._WORKER.pid == pid  # stopped, not killed
+    assert client.WORKER._lock.acquire(timeout=10)  # the generation stopped: the model is free
+    client.WORKER._lock.release()
+    assert pid is not None and client.WORKER.pid == pid  # stopped, not killed
     assert ask(SHORT, "Hi").content
 
 
 @real
 def test_the_worker_starts_on_first_use_and_serves_later_calls():
-    local._WORKER.close()
-    assert local._WORKER.pid is None
+    client.WORKER.close()
+    assert client.WORKER.pid is None
 
     ask(SHORT, "Hi")
-    first = local._WORKER.pid
+    first = client.WORKER.pid
     ask(SHORT, "Hello")
 
-    assert first is not None and local._WORKER.pid == first
+    assert first is not None and client.WORKER.pid == first
     info = local.worker_info()
     assert info["pid"] == first and "AVX2" in info["features"]
     assert not [f for f in info["features"] if f.startswith(("AVX512", "AMX"))]
@@ -288,8 +289,8 @@ def _kill_worker_mid_generation(how: signal.Signals) -> threading.Thread:
 
     def kill() -> None:
         for _ in range(600):
-            pid = local._WORKER.pid
-            if pid is not None and local._WORKER._lock.locked() and local._WORKER.info:
+            pid = client.WORKER.pid
+            if pid is not None and client.WORKER._lock.locked() and client.WORKER.info:
                 time.sleep(0.3)  # well into the generation
                 os.kill(pid, how)
                 return
@@ -303,7 +304,7 @@ def _kill_worker_mid_generation(how: signal.Signals) -> threading.Thread:
 @real
 def test_a_worker_killed_mid_generation_fails_that_call_and_the_next_call_gets_a_new_worker():
     ask(SHORT, "Hi")
-    before = local._WORKER.pid
+    before = client.WORKER.pid
     llm = LLM(local.MODEL, max_tokens=1500, retry=RetryPolicy(attempts=1))
     killer = _kill_worker_mid_generation(signal.SIGKILL)
 
@@ -312,13 +313,13 @@ def test_a_worker_killed_mid_generation_fails_that_call_and_the_next_call_gets_a
     killer.join()
 
     assert ask(SHORT, "Hi").content
-    assert local._WORKER.pid not in (None, before)
+    assert client.WORKER.pid not in (None, before)
 
 
 @real
 def test_a_hung_generation_is_cut_by_the_calls_timeout():
     ask(SHORT, "Hi")
-    hung = local._WORKER.pid
+    hung = client.WORKER.pid
     llm = LLM(local.MODEL, max_tokens=1500, timeout_s=3, retry=RetryPolicy(attempts=1))
     freezer = _kill_worker_mid_generation(signal.SIGSTOP)  # alive, but never answers again
     started = time.monotonic()
@@ -327,7 +328,7 @@ def test_a_hung_generation_is_cut_by_the_calls_timeout():
         ask(llm, "Write a very long story about the sea.")
     freezer.join()
 
-    assert time.monotonic() - started < 3 + local._GRACE_S + 5
+    assert time.monotonic() - started < 3 + client._GRACE_S + 5
     assert hung is not None and not _alive(hung)  # killed, not left behind
     assert ask(SHORT, "Hi").content
 
@@ -357,7 +358,7 @@ from crew import LLM, local
 from crew.llm import ChatRequest
 llm = LLM(local.MODEL, max_tokens=8)
 asyncio.run(llm.complete(ChatRequest(messages=[{"role": "user", "content": "Hi"}])))
-print(local._WORKER.pid, flush=True)
+print(client.WORKER.pid, flush=True)
 how = sys.argv[1]
 if how == "error":
     raise RuntimeError("boom")

@@ -1,6 +1,6 @@
 """The bundled model's worker process: the only process that loads llama.cpp.
 
-Started by ``crew.local`` as ``python -m crew.local_worker MODEL_PATH`` on the first call to the
+Started by ``crew.local`` as ``python -m crew.local.worker MODEL_PATH`` on the first call to the
 bundled model. It speaks JSON lines: requests on stdin, answers on stdout.
 
 - ``{"id": n, "messages": [...], "options": {...}, "stream": bool}`` asks for one chat
@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
     # Ctrl-C reaches the whole foreground process group: crew handles it and closes the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if len(argv) != 1:
-        print("usage: python -m crew.local_worker MODEL_PATH", file=sys.stderr)
+        print("usage: python -m crew.local.worker MODEL_PATH", file=sys.stderr)
         return 2
     # Answers go out on a copy of stdout; whatever llama.cpp prints goes to stderr instead.
     out = _Output(os.fdopen(os.dup(1), "w", encoding="utf-8"))
