@@ -528,6 +528,29 @@ def test_an_expired_lease_is_taken_over(store: Store, clock: Clock):
         store.acquire_lease("r1", "crashed:1", ttl_s=10)
 
 
+def test_a_running_run_whose_lease_expired_reads_as_interrupted(store: Store, clock: Clock):
+    new_run(store, "killed")
+    new_run(store, "live")
+    new_run(store, "done")
+    store.acquire_lease("killed", "gone:1", ttl_s=10)  # then SIGKILL: never renewed, released
+    store.acquire_lease("live", "here:2", ttl_s=60)
+    store.update_run("done", status="succeeded")
+    clock.advance(30)
+    store.renew_lease("live", "here:2", ttl_s=60)
+
+    assert store.get_run("killed").status == "interrupted"  # type: ignore[union-attr]
+    assert {r.run_id: r.status for r in store.list_runs()} == {
+        "killed": "interrupted",
+        "live": "running",
+        "done": "succeeded",
+    }
+    assert [r.run_id for r in store.list_runs(status="interrupted")] == ["killed"]
+    assert [r.run_id for r in store.list_runs(status="running")] == ["live"]
+
+    store.acquire_lease("killed", "resumer:3", ttl_s=10)  # a resume takes it over
+    assert store.get_run("killed").status == "running"  # type: ignore[union-attr]
+
+
 def test_renewing_a_lease_nobody_holds_is_an_error(store: Store):
     new_run(store)
     with pytest.raises(StoreError, match="no lease held by host:1") as gone:

@@ -34,9 +34,16 @@ from typing import Any, Literal, Protocol
 
 from crew.errors import ConfigError, LeaseHeldError, StoreError
 
-RunStatus = Literal["running", "succeeded", "failed", "cancelled", "waiting"]
+RunStatus = Literal["running", "succeeded", "failed", "cancelled", "waiting", "interrupted"]
 ReviewStatus = Literal["pending", "approved", "rejected", "edited"]
-RUN_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed", "cancelled", "waiting")
+RUN_STATUSES: tuple[str, ...] = (
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "waiting",
+    "interrupted",
+)
 REVIEW_STATUSES: tuple[str, ...] = ("pending", "approved", "rejected", "edited")
 
 DEFAULT_PATH = Path(".crew") / "crew.db"
@@ -50,7 +57,10 @@ class RunRecord:
     crew: str
     """The crew's name."""
     status: RunStatus
-    """running, succeeded, failed, cancelled, or waiting (for a human review)."""
+    """running, succeeded, failed, cancelled, waiting (for a human review), or interrupted.
+
+    ``interrupted`` is never stored: ``get_run`` and ``list_runs`` report a ``running`` run so
+    once its lease has expired (its process was killed, or crashed); resume it to go on."""
     inputs: dict[str, Any]
     task_ids: list[str]
     """The plan's task ids, in plan order."""
@@ -171,12 +181,15 @@ class Store(Protocol):
         """Change some fields of a run (status, usage, metadata, ...); stamps ``updated_at``."""
         ...
 
-    def get_run(self, run_id: str) -> RunRecord | None: ...
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run; ``interrupted`` if it is ``running`` with an expired lease."""
+        ...
 
     def list_runs(
         self, limit: int | None = 50, *, status: RunStatus | None = None, crew: str | None = None
     ) -> list[RunRecord]:
-        """Runs, newest first (by ``created_at``)."""
+        """Runs, newest first (by ``created_at``); a ``running`` run whose lease has expired is
+        reported (and filtered) as ``interrupted``."""
         ...
 
     def delete_runs(self, *, older_than_s: float | None = None, keep: int | None = None) -> int:

@@ -122,18 +122,26 @@ class MemoryStore:
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
             record = self._runs.get(run_id)
-            return _copy(record) if record is not None else None
+            return self._as_read(record, self._clock()) if record is not None else None
 
     def list_runs(
         self, limit: int | None = 50, *, status: RunStatus | None = None, crew: str | None = None
     ) -> list[RunRecord]:
         with self._lock:
+            now = self._clock()
             runs = [
-                _copy(r)
-                for r in self._newest_first()
+                r
+                for r in (self._as_read(r, now) for r in self._newest_first())
                 if (status is None or r.status == status) and (crew is None or r.crew == crew)
             ]
         return runs if limit is None else runs[:limit]
+
+    def _as_read(self, record: RunRecord, now: float) -> RunRecord:
+        """A copy of the run; ``interrupted`` if it is running and its lease has expired."""
+        lease = self._leases.get(record.run_id)
+        if record.status == "running" and lease is not None and lease[1] <= now:
+            record = dataclasses.replace(record, status="interrupted")
+        return _copy(record)
 
     def _newest_first(self) -> list[RunRecord]:
         return sorted(self._runs.values(), key=lambda r: (r.created_at, r.run_id), reverse=True)

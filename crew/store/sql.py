@@ -255,7 +255,7 @@ class SQLStore(ABC):
 
     def get_run(self, run_id: str) -> RunRecord | None:
         where, params = self._by(run_id=run_id)
-        rows = self._read("read a run", self._select("runs", RunRecord, where), params)
+        rows = self._read("read a run", self._select_runs(where), {**params, "now": self._clock()})
         return RunRecord(**rows[0]) if rows else None
 
     def list_runs(
@@ -263,11 +263,27 @@ class SQLStore(ABC):
     ) -> list[RunRecord]:
         where, params = self._where(status=status, crew=crew)
         sql = (
-            f"{self._select('runs', RunRecord, where)}"
+            f"{self._select_runs(where)}"
             f" ORDER BY created_at DESC, run_id DESC LIMIT {self._param('limit')}"
         )
         params["limit"] = self._NO_LIMIT if limit is None else limit
+        params["now"] = self._clock()
         return [RunRecord(**row) for row in self._read("list runs", sql, params)]
+
+    def _select_runs(self, where: str) -> str:
+        """Runs as read (``where`` applies to them): a running run whose lease has expired
+        (``now``, a parameter) says ``interrupted``; its process was killed or crashed."""
+        names = _columns(RunRecord)
+        kept = ", ".join(f'r."{name}"' for name in names if name != "status")
+        expired = (
+            f"r.status = 'running' AND EXISTS (SELECT 1 FROM {self._table('leases')} l"
+            f" WHERE l.run_id = r.run_id AND l.expires_at <= {self._param('now')})"
+        )
+        runs = (
+            f"SELECT {kept}, CASE WHEN {expired} THEN 'interrupted' ELSE r.status END AS status"
+            f" FROM {self._table('runs')} r"
+        )
+        return f"SELECT {_quoted(names)} FROM ({runs}) AS runs{where}"
 
     def delete_runs(self, *, older_than_s: float | None = None, keep: int | None = None) -> int:
         if older_than_s is None and keep is None:
