@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from crew import LLM, Agent, Crew, Task, events
 from crew.errors import BadRequestError, ConfigError, LeaseHeldError
+from crew.store import Store
 from crew.store.memory import MemoryStore
 from crew.store.sqlite import SQLiteStore
 from crew.testing import ScriptedLLM
@@ -188,3 +189,28 @@ def test_runs_killed_at_random_moments_resume_without_redoing_finished_tasks(ser
         assert {key for key, _ in store.finished_outputs(run_id)} == set(GRAPH)
         store.close()
     assert mid_run_kills >= 3  # kills landed while tasks were running, not only before or after
+
+
+ODD = "nul\x00 lone\ud800 low\udfff 🦜"
+"""An answer a database cannot take as it is: NUL (PostgreSQL) and lone surrogates (both)."""
+
+
+def test_any_text_a_model_returns_is_kept_exactly(durable_store: Store):
+    store, graph = durable_store, tasks_of({"a": [], "b": ["a"]})
+    broken = ScriptedLLM({"a": ODD, "b": BadRequestError("no", model="m")})
+    first = Crew(graph, llm=broken, store=store).run()
+    assert first.tasks["a"].status == "succeeded" and first.outputs["a"].text == ODD
+
+    assert store.finished_outputs(first.run_id)[("a", 0)].text == ODD
+    assert [e.text for e in store.board_entries(first.run_id)] == [ODD]
+    finished = [e.payload for e in store.events(first.run_id) if e.type == "TaskFinished"]
+    assert finished[0]["output"]["text"] == ODD
+
+    fixed = ScriptedLLM({"b": "B"})
+    second = Crew(graph, llm=fixed, store=store).run(resume=first.run_id)
+    assert second.status == "succeeded" and second.outputs["a"].text == ODD
+    assert ODD in fixed.calls_for("b")[0].prompt  # the board came back exactly
+
+    again = ScriptedLLM()
+    replayed = Crew(graph, llm=again, store=store).run(replay=first.run_id, replay_strict=True)
+    assert replayed.outputs["a"].text == ODD and again.calls == []  # the recorded exchanges

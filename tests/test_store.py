@@ -312,6 +312,48 @@ def test_finished_outputs_picks_the_latest_succeeded_attempt(store: Store):
     assert finished[("c", 1)].text == "c1"
 
 
+ODD = "nul\x00 lone\ud800 low\udfff high\udbff end \ufdd0 mark \ufdd00000 not-nul 🦜"
+"""Text a model may return that a database cannot take as it is (NUL, lone surrogates), and
+the escape's own marker."""
+
+
+def test_any_text_round_trips_exactly(store: Store):
+    data = {ODD: [ODD, {"k": ODD}], "n": 1}
+    new_run(store, inputs={"q": ODD}, metadata={ODD: ODD}, source=ODD)
+    store.put_task(attempt(text=ODD, data=data, error=ODD, agent=ODD))
+    store.put_task(attempt("b", status="failed", error=ODD, error_type="BadRequestError"))
+    store.put_board_entry(board(ODD, 1, T0, text=ODD, data=data, author=ODD))
+    appended = store.append_event("r1", "TaskFinished", {"output": {"text": ODD}, ODD: data})
+    store.put_review(review(text=ODD, data=data, feedback=ODD))
+    store.put_exchange("h", "r1", model="m", response={"content": ODD, "raw": data})
+
+    run = store.get_run("r1")
+    assert run is not None and (run.inputs, run.metadata, run.source) == (
+        {"q": ODD},
+        {ODD: ODD},
+        ODD,
+    )
+    assert store.update_run("r1", metadata={"m": ODD}).metadata == {"m": ODD}
+    tasks = {r.task_id: r for r in store.task_records("r1")}
+    assert (tasks["a"].text, tasks["a"].data, tasks["a"].error, tasks["a"].agent) == (
+        ODD,
+        data,
+        ODD,
+        ODD,
+    )
+    assert tasks["b"].error == ODD
+    assert store.finished_outputs("r1")[("a", 0)].text == ODD
+    [entry] = store.board_entries("r1")
+    assert (entry.key, entry.text, entry.data, entry.author) == (ODD, ODD, data, ODD)
+    payload = {"output": {"text": ODD}, ODD: data}
+    assert appended.payload == payload
+    assert [e.payload for e in store.events("r1")] == [payload]
+    got = store.get_review("r1", "a")
+    assert got is not None and (got.text, got.data, got.feedback) == (ODD, data, ODD)
+    assert store.get_exchange("h", "r1") == {"content": ODD, "raw": data}
+    assert store.get_exchange("h") == {"content": ODD, "raw": data}
+
+
 def test_json_data_must_be_json(store: Store):
     new_run(store)
     with pytest.raises(StoreError, match=r"cannot store data of TaskRecord: .*model_dump"):

@@ -19,12 +19,17 @@ moves on). A crash after that point loses nothing; a crash before it re-runs onl
 Values are plain data: the JSON fields of the records (inputs, data, usage, payloads, ...) must be
 JSON-serialisable (pydantic models go in as ``model_dump(mode="json")``); they come back as
 ``json.loads`` returns them, so tuples come back as lists and dict keys as strings.
+
+Text comes back exactly as it went in, whatever a model wrote: a NUL (which PostgreSQL refuses)
+or a lone surrogate (which is not UTF-8, so neither database takes it) is stored escaped, and
+decoded on read (see ``_escape``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -316,10 +321,51 @@ _RUN_UPDATABLE = frozenset(f.name for f in fields(RunRecord)) - {
 }
 
 
+# What a database cannot keep in text: NUL (PostgreSQL's text and jsonb refuse it) and lone
+# surrogates (not encodable as UTF-8). Each is stored as _ESCAPE and its code point in 4 hex
+# digits, and so is _ESCAPE itself, which makes decoding exact. U+FDD0 is a Unicode
+# noncharacter, set aside for a program's internal use such as this: no model writes it.
+_ESCAPE = "\ufdd0"
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff\ufdd0]")
+_ESCAPED = re.compile("\ufdd0([0-9a-f]{4})")
+
+
+def _escape(value: Any) -> Any:
+    """The value with every string (dict keys too) made storable; lists for tuples."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub(lambda m: f"{_ESCAPE}{ord(m.group()):04x}", value)
+    if isinstance(value, dict):
+        return {_escape(k): _escape(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_escape(v) for v in value]
+    return value
+
+
+def _unescape(value: Any) -> Any:
+    """The inverse of :func:`_escape`: a value as read from the database, as it was written."""
+    if isinstance(value, str):
+        if _ESCAPE not in value:
+            return value
+        return _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), value)
+    if isinstance(value, dict):
+        return {_unescape(k): _unescape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unescape(v) for v in value]
+    return value
+
+
+def _load_json(text: str) -> Any:
+    """The value of JSON text that :func:`_dump_json` wrote."""
+    return _unescape(json.loads(text))
+
+
 def _dump_json(value: Any, what: str) -> str:
-    """JSON text of a value, or a StoreError that says which value did not fit."""
+    """JSON text of a value, its strings escaped (``_escape``), or a StoreError that says which
+    value did not fit."""
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return json.dumps(
+            _escape(value), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        )
     except (TypeError, ValueError) as exc:
         raise StoreError(
             f"cannot store {what}: {exc} (the store keeps JSON data only: pass pydantic "
@@ -333,11 +379,12 @@ def _columns(record_type: type) -> list[str]:
 
 
 def _row_values(record: Any) -> dict[str, Any]:
-    """A record as the values of its table's row: its JSON fields as JSON text."""
+    """A record as the values of its table's row: its JSON fields as JSON text, its text
+    escaped (``_escape``)."""
     return {
         name: _dump_json(getattr(record, name), f"{name} of {type(record).__name__}")
         if name in _JSON_FIELDS
-        else getattr(record, name)
+        else _escape(getattr(record, name))
         for name in _columns(type(record))
     }
 

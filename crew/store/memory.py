@@ -22,6 +22,7 @@ from crew.store import (
     _dump_json,
     _lease_gone,
     _lease_held,
+    _load_json,
     _new_run,
     _no_run,
     _run_changes,
@@ -35,7 +36,7 @@ def _copy(record: R) -> R:
     """The record with its JSON fields passed through JSON, as a database would return them, so
     that a test on this store sees what it would see on SQLite, and callers share no state."""
     changes = {
-        f.name: json.loads(
+        f.name: _load_json(
             _dump_json(getattr(record, f.name), f"{f.name} of {type(record).__name__}")
         )
         for f in dataclasses.fields(record)  # type: ignore[arg-type]
@@ -258,7 +259,7 @@ class MemoryStore:
     def put_exchange(
         self, request_hash: str, run_id: str, *, model: str, response: dict[str, Any]
     ) -> None:
-        response = json.loads(_dump_json(response, f"the response to {request_hash}"))
+        response = _load_json(_dump_json(response, f"the response to {request_hash}"))
         with self._lock:
             self._need_run(run_id)
             self._exchanges[(request_hash, run_id)] = (self._clock(), response)

@@ -22,7 +22,6 @@ dicts, JSON columns decoded; every statement takes named parameters, in a dict.
 
 from __future__ import annotations
 
-import json
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -42,12 +41,15 @@ from crew.store import (
     _check_ttl,
     _columns,
     _dump_json,
+    _escape,
     _lease_gone,
     _lease_held,
+    _load_json,
     _new_run,
     _no_run,
     _row_values,
     _run_changes,
+    _unescape,
 )
 
 _EXCHANGE = ("request_hash", "run_id", "model", "response", "at")
@@ -140,7 +142,7 @@ class SQLStore(ABC):
     def _by(self, **equals: object) -> tuple[str, dict[str, object]]:
         """A WHERE clause that matches these values, and its parameters."""
         clause = " AND ".join(f"{name} = {self._param(name)}" for name in equals)
-        return f" WHERE {clause}", equals
+        return f" WHERE {clause}", {name: _escape(value) for name, value in equals.items()}
 
     def _where(self, **equals: object) -> tuple[str, dict[str, object]]:
         """Like :meth:`_by`, except that None matches any value (no value: every row)."""
@@ -169,8 +171,9 @@ class SQLStore(ABC):
             return conn.execute(sql, params).rowcount
 
     def _read(self, action: str, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """The rows, their text as it was written (``_unescape``)."""
         with self._use(action) as conn:
-            return conn.execute(sql, params).fetchall()
+            return [_unescape(row) for row in conn.execute(sql, params).fetchall()]
 
     def _update(
         self, conn: _Connection, table: str, key: dict[str, object], values: dict[str, Any]
@@ -240,7 +243,9 @@ class SQLStore(ABC):
 
     def update_run(self, run_id: str, **fields: Any) -> RunRecord:
         changes = {
-            name: _dump_json(value, f"{name} of run {run_id!r}") if name in _JSON_FIELDS else value
+            name: _dump_json(value, f"{name} of run {run_id!r}")
+            if name in _JSON_FIELDS
+            else _escape(value)
             for name, value in _run_changes(run_id, fields).items()
         }
         with self._tx("update a run", run_id) as conn:
@@ -251,7 +256,8 @@ class SQLStore(ABC):
 
     def _run_as_stored(self, conn: _Connection, run_id: str) -> RunRecord:
         where, params = self._by(run_id=run_id)
-        return RunRecord(**conn.execute(self._select("runs", RunRecord, where), params).fetchone())
+        row = conn.execute(self._select("runs", RunRecord, where), params).fetchone()
+        return RunRecord(**_unescape(row))
 
     def get_run(self, run_id: str) -> RunRecord | None:
         where, params = self._by(run_id=run_id)
@@ -334,8 +340,8 @@ class SQLStore(ABC):
         self, run_id: str, type: str, payload: dict[str, Any] | None = None
     ) -> EventRecord:
         text = _dump_json(payload or {}, f"the payload of a {type} event")
-        seq, at = self._insert_event(run_id, type, text)
-        return EventRecord(run_id=run_id, seq=seq, type=type, payload=json.loads(text), at=at)
+        seq, at = self._insert_event(_escape(run_id), _escape(type), text)
+        return EventRecord(run_id=run_id, seq=seq, type=type, payload=_load_json(text), at=at)
 
     def events(self, run_id: str, after_seq: int = 0) -> list[EventRecord]:
         where, params = self._by(run_id=run_id)
@@ -367,9 +373,9 @@ class SQLStore(ABC):
         self, request_hash: str, run_id: str, *, model: str, response: dict[str, Any]
     ) -> None:
         params = {
-            "request_hash": request_hash,
-            "run_id": run_id,
-            "model": model,
+            "request_hash": _escape(request_hash),
+            "run_id": _escape(run_id),
+            "model": _escape(model),
             "response": _dump_json(response, f"the response to {request_hash}"),
             "at": self._clock(),
         }
