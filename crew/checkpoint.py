@@ -52,6 +52,9 @@ class Checkpoint:
         self.run_id = run_id
         self.holder = holder or default_holder()
         self.ttl_s = ttl_s
+        self._earlier: dict[tuple[str, int], int] = {}
+        """(task id, index) -> its last attempt stored by an earlier process: this process's
+        attempts are numbered on from there, so they never replace those records."""
 
     def begin(
         self,
@@ -75,6 +78,9 @@ class Checkpoint:
         feedback on the outputs they rejected (those tasks run again)."""
         self._take_lease()
         self.store.update_run(self.run_id, status="running")
+        for record in self.store.task_records(self.run_id):
+            key = (record.task_id, record.index)
+            self._earlier[key] = max(self._earlier.get(key, 0), record.attempt)
         tasks = plan.all_tasks
         board.restore(
             BoardEntry(**{**_fields(r), "data": _data(r.data, _model(tasks, r))})
@@ -133,15 +139,23 @@ class Checkpoint:
         task counts as done (write-ahead)."""
         self.store.put_task(
             TaskRecord(
-                run_id=self.run_id, task_id=output.task_id, index=index, attempt=attempt,
-                status="succeeded", text=output.text, data=_json(plain(output.data)),
-                agent=output.agent, usage=output.usage.to_dict(),
+                run_id=self.run_id, task_id=output.task_id, index=index,
+                attempt=self._attempt(output.task_id, attempt, index), status="succeeded",
+                text=output.text, data=_json(plain(output.data)), agent=output.agent,
+                usage=output.usage.to_dict(),
             )
         )  # fmt: skip
 
     def on_event(self, event: events.Event) -> None:
         if not isinstance(event, events.TokenDelta):  # too many, and the output has the text
-            self.store.append_event(self.run_id, type(event).__name__, _payload(event))
+            payload = _payload(event)
+            if isinstance(payload.get("attempt"), int) and "task_id" in payload:
+                payload["attempt"] = self._attempt(payload["task_id"], payload["attempt"])
+            self.store.append_event(self.run_id, type(event).__name__, payload)
+
+    def _attempt(self, task_id: str, attempt: int, index: int = 0) -> int:
+        """The stored number of this process's ``attempt``: it goes on from earlier processes'."""
+        return self._earlier.get((task_id, index), 0) + attempt
 
     def finish(self, status: str, results: Mapping[str, TaskResult], usage: RunUsage) -> None:
         """Record how the run ended (the tasks that did not succeed too) and free its lease."""
@@ -149,7 +163,8 @@ class Checkpoint:
             if result.status in ("failed", "cancelled"):
                 self.store.put_task(
                     TaskRecord(
-                        run_id=self.run_id, task_id=result.task_id, attempt=max(1, result.attempts),
+                        run_id=self.run_id, task_id=result.task_id,
+                        attempt=self._attempt(result.task_id, max(1, result.attempts)),
                         status=result.status, error=result.error or result.reason,
                         error_type=result.error_type, usage=result.usage.to_dict(),
                         started_at=result.started_at, finished_at=result.finished_at,

@@ -214,3 +214,20 @@ def test_any_text_a_model_returns_is_kept_exactly(durable_store: Store):
     again = ScriptedLLM()
     replayed = Crew(graph, llm=again, store=store).run(replay=first.run_id, replay_strict=True)
     assert replayed.outputs["a"].text == ODD and again.calls == []  # the recorded exchanges
+
+
+def test_attempts_are_numbered_on_across_resumes_and_earlier_ones_are_kept(durable_store: Store):
+    store, graph = durable_store, tasks_of({"a": [], "b": ["a"]})
+    broken = ScriptedLLM({"b": BadRequestError("the key was refused", model="m")})
+    first = Crew(graph, llm=broken, store=store).run()
+    assert first.status == "failed"
+
+    second = Crew(graph, llm=ScriptedLLM({"b": "B"}), store=store).run(resume=first.run_id)
+    assert second.status == "succeeded"
+
+    b = [r for r in store.task_records(first.run_id) if r.task_id == "b"]
+    assert [(r.attempt, r.status) for r in b] == [(1, "failed"), (2, "succeeded")]
+    assert "the key was refused" in (b[0].error or "") and b[0].error_type == "BadRequestError"
+    assert store.finished_outputs(first.run_id)[("b", 0)].text == "B"
+    started = [e.payload for e in store.events(first.run_id) if e.type == "TaskStarted"]
+    assert [(p["task_id"], p["attempt"]) for p in started] == [("a", 1), ("b", 1), ("b", 2)]
