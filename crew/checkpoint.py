@@ -52,6 +52,8 @@ class Checkpoint:
         self.run_id = run_id
         self.holder = holder or default_holder()
         self.ttl_s = ttl_s
+        self._outputs: dict[str, BoardRecord] = {}
+        """Board versions of outputs posted but not yet committed with their task."""
         self._earlier: dict[tuple[str, int], int] = {}
         """(task id, index) -> its last attempt stored by an earlier process: this process's
         attempts are numbered on from there, so they never replace those records."""
@@ -119,6 +121,9 @@ class Checkpoint:
         entry = board.get(result.task_id)
         if entry is None or entry.text != output.text:
             board.post(result.task_id, output.text, author=output.agent, data=data)
+            posted = self._outputs.pop(result.task_id, None)
+            if posted is not None:  # its task committed long ago: the version goes alone
+                self.store.put_board_entry(posted)
         return dataclasses.replace(result, output=output)
 
     def request_review(self, output: TaskOutput) -> None:
@@ -132,18 +137,26 @@ class Checkpoint:
         )  # fmt: skip
 
     def on_board_post(self, entry: BoardEntry) -> None:
-        self.store.put_board_entry(BoardRecord(run_id=self.run_id, **_json(entry.to_dict())))
+        """Keep a board version; a task's output waits to be committed with the task (the
+        scheduler posts it just before ``on_output``), so a crash between the two cannot leave
+        a version of an output whose task never finished."""
+        record = BoardRecord(run_id=self.run_id, **_json(entry.to_dict()))
+        if entry.kind == "output":
+            self._outputs[entry.key] = record
+        else:
+            self.store.put_board_entry(record)
 
     def on_output(self, output: TaskOutput, attempt: int, index: int = 0) -> None:
-        """Commit a finished task (or loop round, or map item: ``index``). Called before the
-        task counts as done (write-ahead)."""
+        """Commit a finished task (or loop round, or map item: ``index``), with the board version
+        of its output, in one transaction. Called before the task counts as done (write-ahead)."""
         self.store.put_task(
             TaskRecord(
                 run_id=self.run_id, task_id=output.task_id, index=index,
                 attempt=self._attempt(output.task_id, attempt, index), status="succeeded",
                 text=output.text, data=_json(plain(output.data)), agent=output.agent,
                 usage=output.usage.to_dict(),
-            )
+            ),
+            board=self._outputs.pop(output.task_id, None),
         )  # fmt: skip
 
     def on_event(self, event: events.Event) -> None:

@@ -11,13 +11,14 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from pydantic import BaseModel
 
 from crew import LLM, Agent, Crew, Task, events
 from crew.errors import BadRequestError, ConfigError, LeaseHeldError
-from crew.store import Store
+from crew.store import BoardRecord, Store, TaskRecord
 from crew.store.memory import MemoryStore
 from crew.store.sqlite import SQLiteStore
 from crew.testing import ScriptedLLM
@@ -231,3 +232,41 @@ def test_attempts_are_numbered_on_across_resumes_and_earlier_ones_are_kept(durab
     assert store.finished_outputs(first.run_id)[("b", 0)].text == "B"
     started = [e.payload for e in store.events(first.run_id) if e.type == "TaskStarted"]
     assert [(p["task_id"], p["attempt"]) for p in started] == [("a", 1), ("b", 1), ("b", 2)]
+
+
+class Crash(Exception):
+    """The process dies here."""
+
+
+class CrashingCommit:
+    """A store whose process dies while committing ``task_id``: a board version posted before
+    the commit must not outlive it."""
+
+    def __init__(self, store: Store, task_id: str) -> None:
+        self.store, self.task_id = store, task_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def put_task(self, record: TaskRecord, **board: Any) -> None:
+        if record.task_id == self.task_id and record.status == "succeeded":
+            raise Crash(f"killed while committing {record.task_id}")
+        self.store.put_task(record, **board)
+
+    def put_board_entry(self, record: BoardRecord) -> None:
+        self.store.put_board_entry(record)
+
+
+def test_a_crash_before_a_task_commits_leaves_no_board_version_of_its_output(
+    durable_store: Store,
+):
+    store, graph = durable_store, tasks_of({"a": [], "b": ["a"]})
+    crashing = cast(Store, CrashingCommit(store, "b"))
+    with pytest.raises(Crash):
+        Crew(graph, llm=ScriptedLLM({"b": "B lost"}), store=crashing).run(run_id="r1")
+    assert [(e.key, e.version) for e in store.board_entries("r1")] == [("a", 1)]
+
+    second = Crew(graph, llm=ScriptedLLM({"b": "B"}), store=store).run(resume="r1")
+    assert second.status == "succeeded"
+    entries = [(e.key, e.version, e.text) for e in store.board_entries("r1")]
+    assert entries == [("a", 1, "ok"), ("b", 1, "B")]

@@ -380,6 +380,17 @@ def test_the_board_keeps_every_version_in_order(store: Store):
 # events
 
 
+def test_a_task_and_its_board_version_are_kept_together_or_not_at_all(store: Store):
+    new_run(store)
+    store.put_task(attempt("a", text="a v1"), board=board("a", 1, T0))
+    assert [(r.task_id, r.text) for r in store.task_records("r1")] == [("a", "a v1")]
+    assert [(e.key, e.version) for e in store.board_entries("r1")] == [("a", 1)]
+
+    with pytest.raises(StoreError, match="'ghost' is not in the store"):  # the task fails last
+        store.put_task(attempt("b", run_id="ghost"), board=board("b", 1, T0 + 1))
+    assert [(e.key, e.version) for e in store.board_entries("r1")] == [("a", 1)]
+
+
 def test_events_are_numbered_per_run(store: Store, clock: Clock):
     new_run(store)
     new_run(store, "r2")

@@ -205,8 +205,11 @@ class Store(Protocol):
         """
         ...
 
-    def put_task(self, record: TaskRecord) -> None:
-        """Insert or replace one attempt; durable when it returns (see the module docstring)."""
+    def put_task(self, record: TaskRecord, *, board: BoardRecord | None = None) -> None:
+        """Insert or replace one attempt; durable when it returns (see the module docstring).
+
+        With ``board``, the board version of its output is kept in the same transaction: a
+        crash leaves both or neither, never a version whose task did not commit."""
         ...
 
     def task_records(self, run_id: str) -> list[TaskRecord]:

@@ -177,10 +177,14 @@ class MemoryStore:
 
     # tasks
 
-    def put_task(self, record: TaskRecord) -> None:
+    def put_task(self, record: TaskRecord, *, board: BoardRecord | None = None) -> None:
         record = _copy(record)
+        version = _copy(board) if board is not None else None
         with self._lock:
             self._need_run(record.run_id)
+            if version is not None:
+                self._need_run(version.run_id)
+                self._board.setdefault(version.run_id, {})[(version.key, version.version)] = version
             identity = (record.task_id, record.index, record.attempt)
             self._tasks.setdefault(record.run_id, {})[identity] = record
 

@@ -54,6 +54,7 @@ from crew.store import (
 
 _EXCHANGE = ("request_hash", "run_id", "model", "response", "at")
 _LEASE = ("run_id", "holder", "acquired_at", "expires_at")
+_BOARD_KEY = ("run_id", "key", "version")
 
 
 class _Cursor(Protocol):
@@ -311,8 +312,17 @@ class SQLStore(ABC):
 
     # tasks
 
-    def put_task(self, record: TaskRecord) -> None:
-        self._put("record a task", "tasks", record, ("run_id", "task_id", "index", "attempt"))
+    def put_task(self, record: TaskRecord, *, board: BoardRecord | None = None) -> None:
+        key = ("run_id", "task_id", "index", "attempt")
+        task = self._upsert("tasks", _columns(TaskRecord), key)
+        if board is None:
+            self._write("record a task", task, _row_values(record), record.run_id)
+            return
+        version = self._upsert("board", _columns(BoardRecord), _BOARD_KEY)
+        values = _row_values(board), _row_values(record)
+        with self._tx("record a task and its board version", record.run_id) as conn:
+            conn.execute(version, values[0])
+            conn.execute(task, values[1])
 
     def task_records(self, run_id: str) -> list[TaskRecord]:
         where, params = self._by(run_id=run_id)
@@ -327,7 +337,7 @@ class SQLStore(ABC):
     # board
 
     def put_board_entry(self, record: BoardRecord) -> None:
-        self._put("record a board entry", "board", record, ("run_id", "key", "version"))
+        self._put("record a board entry", "board", record, _BOARD_KEY)
 
     def board_entries(self, run_id: str) -> list[BoardRecord]:
         where, params = self._by(run_id=run_id)
