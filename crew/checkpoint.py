@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from crew import events
 from crew.board import Board, BoardEntry, plain
-from crew.errors import ConfigError, LeaseHeldError
+from crew.errors import ConfigError, LeaseHeldError, StoreError
 from crew.plan import Plan
 from crew.store import (
     BoardRecord,
@@ -32,6 +32,10 @@ from crew.store import (
 from crew.task import TaskOutput, TaskResult
 from crew.usage import RunUsage, Usage
 
+EVENT_TRIES = 3
+"""How many times an event is written before it is given up (and reported)."""
+EVENT_BACKOFF_S = 0.05
+"""The wait before the second try; it doubles before each next one."""
 LEASE_TTL_S = 30.0
 """A crashed holder's run can be resumed by another process this long after its last renewal."""
 
@@ -164,7 +168,23 @@ class Checkpoint:
             payload = _payload(event)
             if isinstance(payload.get("attempt"), int) and "task_id" in payload:
                 payload["attempt"] = self._attempt(payload["task_id"], payload["attempt"])
-            self.store.append_event(self.run_id, type(event).__name__, payload)
+            self._append_event(type(event).__name__, payload)
+
+    def _append_event(self, type_: str, payload: dict[str, Any]) -> None:
+        """Append an event, trying a few times: a busy database often takes it a moment later.
+        A StoreError after the last try reaches the event bus, which reports it (SinkFailed)."""
+        for attempt in range(1, EVENT_TRIES + 1):
+            try:
+                self.store.append_event(self.run_id, type_, payload)
+                return
+            except StoreError as exc:
+                if attempt == EVENT_TRIES:
+                    raise StoreError(
+                        f"event {type_} of run {self.run_id} was not recorded after "
+                        f"{EVENT_TRIES} tries, so `crew logs` lacks it: {exc}"
+                    ) from exc
+                # blocks the event loop, as the write itself does, but for 0.15 s at most
+                time.sleep(EVENT_BACKOFF_S * 2 ** (attempt - 1))
 
     def _attempt(self, task_id: str, attempt: int, index: int = 0) -> int:
         """The stored number of this process's ``attempt``: it goes on from earlier processes'."""

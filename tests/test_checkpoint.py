@@ -17,7 +17,7 @@ import pytest
 from pydantic import BaseModel
 
 from crew import LLM, Agent, Crew, Task, events
-from crew.errors import BadRequestError, ConfigError, LeaseHeldError
+from crew.errors import BadRequestError, ConfigError, LeaseHeldError, StoreError
 from crew.store import BoardRecord, Store, TaskRecord
 from crew.store.memory import MemoryStore
 from crew.store.sqlite import SQLiteStore
@@ -270,3 +270,46 @@ def test_a_crash_before_a_task_commits_leaves_no_board_version_of_its_output(
     assert second.status == "succeeded"
     entries = [(e.key, e.version, e.text) for e in store.board_entries("r1")]
     assert entries == [("a", 1, "ok"), ("b", 1, "B")]
+
+
+class FlakyEvents:
+    """A store that refuses the first ``failures`` writes of each event of type ``kind``."""
+
+    def __init__(self, store: Store, kind: str, failures: int) -> None:
+        self.store, self.kind, self.failures = store, kind, failures
+        self.refused: dict[int, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def append_event(self, run_id: str, type: str, payload: Any = None) -> Any:
+        if type == self.kind:
+            key = id(payload)
+            self.refused[key] = self.refused.get(key, 0) + 1
+            if self.refused[key] <= self.failures:
+                raise StoreError("database is locked")
+        return self.store.append_event(run_id, type, payload)
+
+
+def test_an_event_write_that_fails_is_tried_again(durable_store: Store):
+    flaky = cast(Store, FlakyEvents(durable_store, "TaskFinished", failures=2))
+    result = Crew(tasks_of({"a": [], "b": ["a"]}), llm=ScriptedLLM(), store=flaky).run()
+    kinds = [e.type for e in durable_store.events(result.run_id)]
+    assert kinds.count("TaskFinished") == 2 and "SinkFailed" not in kinds
+
+
+def test_an_event_that_cannot_be_written_is_reported_not_hidden(
+    durable_store: Store, caplog: pytest.LogCaptureFixture
+):
+    broken = cast(Store, FlakyEvents(durable_store, "TaskFinished", failures=99))
+    seen: list[events.Event] = []
+    crew = Crew(tasks_of({"a": []}), llm=ScriptedLLM(), store=broken)
+    result = asyncio.run(crew.arun(on_event=seen.append))
+
+    assert result.status == "succeeded"  # a lost event does not fail the run
+    [failed] = [e for e in seen if isinstance(e, events.SinkFailed)]
+    assert (failed.event, failed.sink) == ("TaskFinished", "Checkpoint.on_event")
+    assert "not recorded after 3 tries" in failed.error and "database is locked" in failed.error
+    stored = [e.payload for e in durable_store.events(result.run_id) if e.type == "SinkFailed"]
+    assert [p["event"] for p in stored] == ["TaskFinished"]  # crew logs shows the gap
+    assert "event TaskFinished was lost by Checkpoint.on_event" in caplog.text
