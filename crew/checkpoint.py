@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from crew import events
 from crew.board import Board, BoardEntry, plain
-from crew.errors import ConfigError, LeaseHeldError, StoreError
+from crew.errors import ConfigError, LeaseHeldError, StoreError, redact
 from crew.plan import Plan
 from crew.store import (
     BoardRecord,
@@ -198,7 +198,7 @@ class Checkpoint:
                     TaskRecord(
                         run_id=self.run_id, task_id=result.task_id,
                         attempt=self._attempt(result.task_id, max(1, result.attempts)),
-                        status=result.status, error=result.error or result.reason,
+                        status=result.status, error=_redacted(result.error or result.reason),
                         error_type=result.error_type, usage=result.usage.to_dict(),
                         started_at=result.started_at, finished_at=result.finished_at,
                     )
@@ -328,8 +328,15 @@ def _payload(event: events.Event) -> dict[str, Any]:
             value = {"text": value.text, "agent": value.agent, "model": value.model}
         elif isinstance(value, Usage):
             value = value.to_dict()
+        elif field.name == "error":
+            value = _redacted(value)
         payload[field.name] = value
     return _json(payload)
+
+
+def _redacted(error: str | None) -> str | None:
+    """An error's text as stored: without secrets, which providers and tools may echo."""
+    return redact(error) if error is not None else None
 
 
 def _json(value: Any) -> Any:

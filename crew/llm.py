@@ -388,7 +388,7 @@ def translate_error(exc: Exception, llm: LLM) -> Exception:
         return exc
     kind, why = found
     status = getattr(exc, "status_code", None)
-    detail = _short(getattr(exc, "message", None) or str(exc))
+    detail = _short(errors.redact(getattr(exc, "message", None) or str(exc), [llm.api_key]))
     return kind(
         f"Model '{llm.model}': {why}. Provider said: {detail}",
         model=llm.model,

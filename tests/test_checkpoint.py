@@ -313,3 +313,29 @@ def test_an_event_that_cannot_be_written_is_reported_not_hidden(
     stored = [e.payload for e in durable_store.events(result.run_id) if e.type == "SinkFailed"]
     assert [p["event"] for p in stored] == ["TaskFinished"]  # crew logs shows the gap
     assert "event TaskFinished was lost by Checkpoint.on_event" in caplog.text
+
+
+def test_a_provider_error_that_echoes_the_key_is_stored_redacted(
+    durable_store: Store, server: Any, monkeypatch: pytest.MonkeyPatch
+):
+    key, token = "sk-proj-Secret0123456789abcdef", "tok_9f8e7d6c5b4a"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.setenv("MY_SERVICE_TOKEN", token)
+    echoed = f"Incorrect API key provided: {key} (Authorization: Bearer {token})"
+    server.script("a", Reply(status=401, error=echoed))
+    server.script("b", Reply(status=400, error=f"bad request for key {key}"))
+    llm = LLM("openai/fake", api_base=server.url, api_key=key)
+    graph = tasks_of({"a": [], "b": []})
+    result = Crew(graph, llm=llm, store=durable_store, on_failure="continue").run()
+
+    assert result.status == "failed"
+    run_id = result.run_id
+    kept = [
+        *(r.error or "" for r in result.tasks.values()),  # what --json prints
+        *(repr(r) for r in durable_store.task_records(run_id)),
+        *(repr(e.payload) for e in durable_store.events(run_id)),
+        repr(durable_store.get_run(run_id)),
+    ]
+    assert not [text for text in kept if key in text or token in text or key[:12] in text]
+    assert "Incorrect API key provided: [redacted]" in result.tasks["a"].error  # type: ignore[operator]
+    assert any("[redacted]" in r.error for r in durable_store.task_records(run_id) if r.error)
