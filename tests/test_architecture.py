@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "crew"
 # A module may import (at run time) only modules of a lower layer. Modules of a subpackage are
 # named "package.module", its __init__ "package"; a package may load its own backends (open_store).
 LAYERS = {
-    "errors": 0, "usage": 0,
+    "errors": 0, "usage": 0, "local_worker": 0,
     "board": 1, "retry": 1, "tools": 1, "prompts": 1, "events": 1, "yamlfile": 1, "local": 1,
     "schema": 1, "store": 1,
     "llm": 2, "templates": 2, "expr": 2, "store.memory": 2, "store.sql": 2,
@@ -31,7 +31,7 @@ LAYERS = {
 # local.py is a litellm custom provider, so it is litellm's second door, by nature.
 GATEWAYS: dict[str, set[str]] = {
     "litellm": {"llm", "local"},
-    "llama_cpp": {"local"},
+    "llama_cpp": {"local_worker"},
     "tenacity": {"retry"},
     "networkx": {"plan"},
     "yaml": {"yamlfile"},
