@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from crew import events
 from crew.board import Board, BoardEntry, plain
-from crew.errors import ConfigError, LeaseHeldError, did_you_mean
+from crew.errors import ConfigError, LeaseHeldError, StoreError, did_you_mean, redact
 from crew.plan import Plan
 from crew.results import TaskOutput, TaskResult
 from crew.store import (
@@ -32,6 +32,10 @@ from crew.store import (
 )
 from crew.usage import RunUsage, Usage
 
+EVENT_TRIES = 3
+"""How many times an event is written before it is given up (and reported)."""
+EVENT_BACKOFF_S = 0.05
+"""The wait before the second try; it doubles before each next one."""
 LEASE_TTL_S = 30.0
 """A crashed holder's run can be resumed by another process this long after its last renewal."""
 
@@ -52,6 +56,11 @@ class Checkpoint:
         self.run_id = run_id
         self.holder = holder or default_holder()
         self.ttl_s = ttl_s
+        self._outputs: dict[str, BoardRecord] = {}
+        """Board versions of outputs posted but not yet committed with their task."""
+        self._earlier: dict[tuple[str, int], int] = {}
+        """(task id, index) -> its last attempt stored by an earlier process: this process's
+        attempts are numbered on from there, so they never replace those records."""
 
     def begin(
         self,
@@ -75,6 +84,9 @@ class Checkpoint:
         feedback on the outputs they rejected (those tasks run again)."""
         self._take_lease()
         self.store.update_run(self.run_id, status="running")
+        for record in self.store.task_records(self.run_id):
+            key = (record.task_id, record.index)
+            self._earlier[key] = max(self._earlier.get(key, 0), record.attempt)
         tasks = plan.all_tasks
         board.restore(
             BoardEntry(**{**_fields(r), "data": _data(r.data, _model(tasks, r))})
@@ -113,6 +125,9 @@ class Checkpoint:
         entry = board.get(result.task_id)
         if entry is None or entry.text != output.text:
             board.post(result.task_id, output.text, author=output.agent, data=data)
+            posted = self._outputs.pop(result.task_id, None)
+            if posted is not None:  # its task committed long ago: the version goes alone
+                self.store.put_board_entry(posted)
         return dataclasses.replace(result, output=output)
 
     def request_review(self, output: TaskOutput) -> None:
@@ -126,22 +141,54 @@ class Checkpoint:
         )  # fmt: skip
 
     def on_board_post(self, entry: BoardEntry) -> None:
-        self.store.put_board_entry(BoardRecord(run_id=self.run_id, **_json(entry.to_dict())))
+        """Keep a board version; a task's output waits to be committed with the task (the
+        scheduler posts it just before ``on_output``), so a crash between the two cannot leave
+        a version of an output whose task never finished."""
+        record = BoardRecord(run_id=self.run_id, **_json(entry.to_dict()))
+        if entry.kind == "output":
+            self._outputs[entry.key] = record
+        else:
+            self.store.put_board_entry(record)
 
     def on_output(self, output: TaskOutput, attempt: int, index: int = 0) -> None:
-        """Commit a finished task (or loop round, or map item: ``index``). Called before the
-        task counts as done (write-ahead)."""
+        """Commit a finished task (or loop round, or map item: ``index``), with the board version
+        of its output, in one transaction. Called before the task counts as done (write-ahead)."""
         self.store.put_task(
             TaskRecord(
-                run_id=self.run_id, task_id=output.task_id, index=index, attempt=attempt,
-                status="succeeded", text=output.text, data=_json(plain(output.data)),
-                agent=output.agent, usage=output.usage.to_dict(),
-            )
+                run_id=self.run_id, task_id=output.task_id, index=index,
+                attempt=self._attempt(output.task_id, attempt, index), status="succeeded",
+                text=output.text, data=_json(plain(output.data)), agent=output.agent,
+                usage=output.usage.to_dict(),
+            ),
+            board=self._outputs.pop(output.task_id, None),
         )  # fmt: skip
 
     def on_event(self, event: events.Event) -> None:
         if not isinstance(event, events.TokenDelta):  # too many, and the output has the text
-            self.store.append_event(self.run_id, type(event).__name__, _payload(event))
+            payload = _payload(event)
+            if isinstance(payload.get("attempt"), int) and "task_id" in payload:
+                payload["attempt"] = self._attempt(payload["task_id"], payload["attempt"])
+            self._append_event(type(event).__name__, payload)
+
+    def _append_event(self, type_: str, payload: dict[str, Any]) -> None:
+        """Append an event, trying a few times: a busy database often takes it a moment later.
+        A StoreError after the last try reaches the event bus, which reports it (SinkFailed)."""
+        for attempt in range(1, EVENT_TRIES + 1):
+            try:
+                self.store.append_event(self.run_id, type_, payload)
+                return
+            except StoreError as exc:
+                if attempt == EVENT_TRIES:
+                    raise StoreError(
+                        f"event {type_} of run {self.run_id} was not recorded after "
+                        f"{EVENT_TRIES} tries, so `crew logs` lacks it: {exc}"
+                    ) from exc
+                # blocks the event loop, as the write itself does, but for 0.15 s at most
+                time.sleep(EVENT_BACKOFF_S * 2 ** (attempt - 1))
+
+    def _attempt(self, task_id: str, attempt: int, index: int = 0) -> int:
+        """The stored number of this process's ``attempt``: it goes on from earlier processes'."""
+        return self._earlier.get((task_id, index), 0) + attempt
 
     def finish(self, status: str, results: Mapping[str, TaskResult], usage: RunUsage) -> None:
         """Record how the run ended (the tasks that did not succeed too) and free its lease."""
@@ -149,8 +196,9 @@ class Checkpoint:
             if result.status in ("failed", "cancelled"):
                 self.store.put_task(
                     TaskRecord(
-                        run_id=self.run_id, task_id=result.task_id, attempt=max(1, result.attempts),
-                        status=result.status, error=result.error or result.reason,
+                        run_id=self.run_id, task_id=result.task_id,
+                        attempt=self._attempt(result.task_id, max(1, result.attempts)),
+                        status=result.status, error=_redacted(result.error or result.reason),
                         error_type=result.error_type, usage=result.usage.to_dict(),
                         started_at=result.started_at, finished_at=result.finished_at,
                     )
@@ -280,8 +328,15 @@ def _payload(event: events.Event) -> dict[str, Any]:
             value = {"text": value.text, "agent": value.agent, "model": value.model}
         elif isinstance(value, Usage):
             value = value.to_dict()
+        elif field.name == "error":
+            value = _redacted(value)
         payload[field.name] = value
     return _json(payload)
+
+
+def _redacted(error: str | None) -> str | None:
+    """An error's text as stored: without secrets, which providers and tools may echo."""
+    return redact(error) if error is not None else None
 
 
 def _json(value: Any) -> Any:

@@ -37,7 +37,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from crew import llm, local
-from crew.errors import ConfigError, did_you_mean
+from crew.errors import SECRET_NAMES, ConfigError, did_you_mean
 from crew.llm import LLM
 
 _DEFAULT = "default"
@@ -69,7 +69,7 @@ _DOTENV_NAMES = re.compile(
     r"(_API_KEY|_API_BASE|_BASE_URL|_API_TOKEN|_API_VERSION)$|^(AWS_|AZURE_|CREW_|VERTEX)|^MODEL$"
 )
 
-_SECRET_NAMES = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
+_SECRET_NAMES = SECRET_NAMES
 _DOTENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
 
 

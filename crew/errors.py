@@ -25,14 +25,16 @@ The tree::
     └── RunFailedError           ``CrewResult.raise_for_status()`` on a run that did not succeed
 
 Foreign exceptions are translated at one boundary each: litellm's in ``crew/llm.py``, the database
-drivers' in the store backends (``crew/store/sqlite.py``, ``crew/store/postgres.py``).
+drivers' in the store backends (``crew/store/sqlite.py``, ``crew/store/postgres.py``). What a
+provider says goes through :func:`redact` there, so no message crew stores or prints holds a key.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -74,6 +76,26 @@ def shorten(text: str, limit: int) -> str:
     """``text`` on one line, cut to ``limit`` characters: a foreign value quoted in a message."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+SECRET_NAMES = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
+"""Environment variables whose names match hold secrets: their values are never shown."""
+_TOKENS = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}|(?<=Bearer )[A-Za-z0-9._~+/=\-]{8,}", re.IGNORECASE)
+_SHORTEST_SECRET = 8  # shorter values ("1", "true") would blank out ordinary words
+REDACTED = "[redacted]"
+
+
+def redact(
+    text: str, secrets: Iterable[str | None] = (), *, environ: Mapping[str, str] | None = None
+) -> str:
+    """``text`` without secrets: the values of environment variables named like secrets (see
+    ``SECRET_NAMES``), ``secrets``, and anything shaped like a key (``sk-...``) or a bearer
+    token. Providers echo keys in their errors; what crew keeps or prints must not."""
+    environ = os.environ if environ is None else environ
+    values = {v for name, v in environ.items() if SECRET_NAMES.search(name)} | set(secrets)
+    for value in sorted((v for v in values if v and len(v) >= _SHORTEST_SECRET), key=len)[::-1]:
+        text = text.replace(value, REDACTED)
+    return _TOKENS.sub(REDACTED, text)
 
 
 class CrewError(Exception):

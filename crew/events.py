@@ -6,6 +6,7 @@ subscribed to one ``EventBus``; the core never prints.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -188,6 +189,18 @@ class ReviewHookFailed(Event):
     error: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class SinkFailed(Event):
+    """A sink raised on an event: the store could not record it, say, so ``crew logs`` lacks
+    it. The run goes on; the other sinks get this, and the ``crew`` logger a warning."""
+
+    sink: str
+    """Which sink: ``Checkpoint.on_event``."""
+    event: str
+    """The type of the event it failed on."""
+    error: str
+
+
 EventSink = Callable[[Event], None]
 """Anything that takes events: a function, a list's append, a queue's put_nowait."""
 
@@ -212,7 +225,8 @@ class Emitter:
 class EventBus:
     """Fans events out to its sinks, in subscription order.
 
-    A sink that raises does not stop the run or other sinks; its error is kept in ``errors``.
+    A sink that raises does not stop the run or other sinks, nor goes unseen: its error is
+    kept in ``errors``, logged as a warning, and announced to the sinks as ``SinkFailed``.
     """
 
     sinks: list[EventSink] = field(default_factory=list)
@@ -228,3 +242,23 @@ class EventBus:
                 sink(event)
             except Exception as exc:  # a broken view must not fail the run it watches
                 self.errors.append(exc)
+                self._failed(sink, event, exc)
+
+    def _failed(self, sink: EventSink, event: Event, exc: Exception) -> None:
+        name = getattr(sink, "__qualname__", None) or type(sink).__qualname__
+        _log.warning(
+            "run %s: event %s was lost by %s: %s", event.run_id, type(event).__name__, name, exc
+        )
+        if not isinstance(event, SinkFailed):  # a sink failing on this too is only logged
+            self.emit(
+                SinkFailed(
+                    run_id=event.run_id,
+                    at=event.at,
+                    sink=name,
+                    event=type(event).__name__,
+                    error=str(exc),
+                )
+            )
+
+
+_log = logging.getLogger("crew")

@@ -348,7 +348,8 @@ def translate_error(exc: Exception, llm: LLM) -> Exception:
         return exc
     kind, why = found
     status = getattr(exc, "status_code", None)
-    detail = errors.shorten(str(getattr(exc, "message", None) or exc), 300)
+    message = str(getattr(exc, "message", None) or exc)
+    detail = errors.shorten(errors.redact(message, [llm.api_key]), 300)
     return kind(
         f"Model '{llm.model}': {why}. Provider said: {detail}",
         model=llm.model,

@@ -56,7 +56,8 @@ def request_hash(model: ChatModel, request: ChatRequest) -> str:
     text = json.dumps(
         fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
     )
-    return hashlib.sha256(text.encode()).hexdigest()
+    # surrogatepass: a prompt may quote a model's lone surrogate; other text hashes as UTF-8
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Exchanges:

@@ -11,12 +11,14 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from pydantic import BaseModel
 
 from crew import LLM, Agent, Crew, Task, events
-from crew.errors import BadRequestError, ConfigError, LeaseHeldError
+from crew.errors import BadRequestError, ConfigError, LeaseHeldError, StoreError
+from crew.store import BoardRecord, Store, TaskRecord
 from crew.store.memory import MemoryStore
 from crew.store.sqlite import SQLiteStore
 from crew.testing import ScriptedLLM
@@ -188,3 +190,152 @@ def test_runs_killed_at_random_moments_resume_without_redoing_finished_tasks(ser
         assert {key for key, _ in store.finished_outputs(run_id)} == set(GRAPH)
         store.close()
     assert mid_run_kills >= 3  # kills landed while tasks were running, not only before or after
+
+
+ODD = "nul\x00 lone\ud800 low\udfff 🦜"
+"""An answer a database cannot take as it is: NUL (PostgreSQL) and lone surrogates (both)."""
+
+
+def test_any_text_a_model_returns_is_kept_exactly(durable_store: Store):
+    store, graph = durable_store, tasks_of({"a": [], "b": ["a"]})
+    broken = ScriptedLLM({"a": ODD, "b": BadRequestError("no", model="m")})
+    first = Crew(graph, llm=broken, store=store).run()
+    assert first.tasks["a"].status == "succeeded" and first.outputs["a"].text == ODD
+
+    assert store.finished_outputs(first.run_id)[("a", 0)].text == ODD
+    assert [e.text for e in store.board_entries(first.run_id)] == [ODD]
+    finished = [e.payload for e in store.events(first.run_id) if e.type == "TaskFinished"]
+    assert finished[0]["output"]["text"] == ODD
+
+    fixed = ScriptedLLM({"b": "B"})
+    second = Crew(graph, llm=fixed, store=store).run(resume=first.run_id)
+    assert second.status == "succeeded" and second.outputs["a"].text == ODD
+    assert ODD in fixed.calls_for("b")[0].prompt  # the board came back exactly
+
+    again = ScriptedLLM()
+    replayed = Crew(graph, llm=again, store=store).run(replay=first.run_id, replay_strict=True)
+    assert replayed.outputs["a"].text == ODD and again.calls == []  # the recorded exchanges
+
+
+def test_attempts_are_numbered_on_across_resumes_and_earlier_ones_are_kept(durable_store: Store):
+    store, graph = durable_store, tasks_of({"a": [], "b": ["a"]})
+    broken = ScriptedLLM({"b": BadRequestError("the key was refused", model="m")})
+    first = Crew(graph, llm=broken, store=store).run()
+    assert first.status == "failed"
+
+    second = Crew(graph, llm=ScriptedLLM({"b": "B"}), store=store).run(resume=first.run_id)
+    assert second.status == "succeeded"
+
+    b = [r for r in store.task_records(first.run_id) if r.task_id == "b"]
+    assert [(r.attempt, r.status) for r in b] == [(1, "failed"), (2, "succeeded")]
+    assert "the key was refused" in (b[0].error or "") and b[0].error_type == "BadRequestError"
+    assert store.finished_outputs(first.run_id)[("b", 0)].text == "B"
+    started = [e.payload for e in store.events(first.run_id) if e.type == "TaskStarted"]
+    assert [(p["task_id"], p["attempt"]) for p in started] == [("a", 1), ("b", 1), ("b", 2)]
+
+
+class Crash(Exception):
+    """The process dies here."""
+
+
+class CrashingCommit:
+    """A store whose process dies while committing ``task_id``: a board version posted before
+    the commit must not outlive it."""
+
+    def __init__(self, store: Store, task_id: str) -> None:
+        self.store, self.task_id = store, task_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def put_task(self, record: TaskRecord, **board: Any) -> None:
+        if record.task_id == self.task_id and record.status == "succeeded":
+            raise Crash(f"killed while committing {record.task_id}")
+        self.store.put_task(record, **board)
+
+    def put_board_entry(self, record: BoardRecord) -> None:
+        self.store.put_board_entry(record)
+
+
+def test_a_crash_before_a_task_commits_leaves_no_board_version_of_its_output(
+    durable_store: Store,
+):
+    store, graph = durable_store, tasks_of({"a": [], "b": ["a"]})
+    crashing = cast(Store, CrashingCommit(store, "b"))
+    with pytest.raises(Crash):
+        Crew(graph, llm=ScriptedLLM({"b": "B lost"}), store=crashing).run(run_id="r1")
+    assert [(e.key, e.version) for e in store.board_entries("r1")] == [("a", 1)]
+
+    second = Crew(graph, llm=ScriptedLLM({"b": "B"}), store=store).run(resume="r1")
+    assert second.status == "succeeded"
+    entries = [(e.key, e.version, e.text) for e in store.board_entries("r1")]
+    assert entries == [("a", 1, "ok"), ("b", 1, "B")]
+
+
+class FlakyEvents:
+    """A store that refuses the first ``failures`` writes of each event of type ``kind``."""
+
+    def __init__(self, store: Store, kind: str, failures: int) -> None:
+        self.store, self.kind, self.failures = store, kind, failures
+        self.refused: dict[int, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def append_event(self, run_id: str, type: str, payload: Any = None) -> Any:
+        if type == self.kind:
+            key = id(payload)
+            self.refused[key] = self.refused.get(key, 0) + 1
+            if self.refused[key] <= self.failures:
+                raise StoreError("database is locked")
+        return self.store.append_event(run_id, type, payload)
+
+
+def test_an_event_write_that_fails_is_tried_again(durable_store: Store):
+    flaky = cast(Store, FlakyEvents(durable_store, "TaskFinished", failures=2))
+    result = Crew(tasks_of({"a": [], "b": ["a"]}), llm=ScriptedLLM(), store=flaky).run()
+    kinds = [e.type for e in durable_store.events(result.run_id)]
+    assert kinds.count("TaskFinished") == 2 and "SinkFailed" not in kinds
+
+
+def test_an_event_that_cannot_be_written_is_reported_not_hidden(
+    durable_store: Store, caplog: pytest.LogCaptureFixture
+):
+    broken = cast(Store, FlakyEvents(durable_store, "TaskFinished", failures=99))
+    seen: list[events.Event] = []
+    crew = Crew(tasks_of({"a": []}), llm=ScriptedLLM(), store=broken)
+    result = asyncio.run(crew.arun(on_event=seen.append))
+
+    assert result.status == "succeeded"  # a lost event does not fail the run
+    [failed] = [e for e in seen if isinstance(e, events.SinkFailed)]
+    assert (failed.event, failed.sink) == ("TaskFinished", "Checkpoint.on_event")
+    assert "not recorded after 3 tries" in failed.error and "database is locked" in failed.error
+    stored = [e.payload for e in durable_store.events(result.run_id) if e.type == "SinkFailed"]
+    assert [p["event"] for p in stored] == ["TaskFinished"]  # crew logs shows the gap
+    assert "event TaskFinished was lost by Checkpoint.on_event" in caplog.text
+
+
+def test_a_provider_error_that_echoes_the_key_is_stored_redacted(
+    durable_store: Store, server: Any, monkeypatch: pytest.MonkeyPatch
+):
+    key, token = "sk-proj-Secret0123456789abcdef", "tok_9f8e7d6c5b4a"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.setenv("MY_SERVICE_TOKEN", token)
+    echoed = f"Incorrect API key provided: {key} (Authorization: Bearer {token})"
+    server.script("a", ServerReply(status=401, error=echoed))
+    server.script("b", ServerReply(status=400, error=f"bad request for key {key}"))
+    llm = LLM("openai/fake", api_base=server.url, api_key=key)
+    graph = tasks_of({"a": [], "b": []})
+    result = Crew(graph, llm=llm, store=durable_store, on_failure="continue").run()
+
+    assert result.status == "failed"
+    run_id = result.run_id
+    kept = [
+        *(r.error or "" for r in result.tasks.values()),  # what --json prints
+        *(repr(r) for r in durable_store.task_records(run_id)),
+        *(repr(e.payload) for e in durable_store.events(run_id)),
+        repr(durable_store.get_run(run_id)),
+    ]
+    assert not [text for text in kept if key in text or token in text or key[:12] in text]
+    assert "Incorrect API key provided: [redacted]" in result.tasks["a"].error  # type: ignore[operator]
+    assert any("[redacted]" in r.error for r in durable_store.task_records(run_id) if r.error)

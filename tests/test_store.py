@@ -312,6 +312,48 @@ def test_finished_outputs_picks_the_latest_succeeded_attempt(store: Store):
     assert finished[("c", 1)].text == "c1"
 
 
+ODD = "nul\x00 lone\ud800 low\udfff high\udbff end \ufdd0 mark \ufdd00000 not-nul 🦜"
+"""Text a model may return that a database cannot take as it is (NUL, lone surrogates), and
+the escape's own marker."""
+
+
+def test_any_text_round_trips_exactly(store: Store):
+    data = {ODD: [ODD, {"k": ODD}], "n": 1}
+    new_run(store, inputs={"q": ODD}, metadata={ODD: ODD}, source=ODD)
+    store.put_task(attempt(text=ODD, data=data, error=ODD, agent=ODD))
+    store.put_task(attempt("b", status="failed", error=ODD, error_type="BadRequestError"))
+    store.put_board_entry(board(ODD, 1, T0, text=ODD, data=data, author=ODD))
+    appended = store.append_event("r1", "TaskFinished", {"output": {"text": ODD}, ODD: data})
+    store.put_review(review(text=ODD, data=data, feedback=ODD))
+    store.put_exchange("h", "r1", model="m", response={"content": ODD, "raw": data})
+
+    run = store.get_run("r1")
+    assert run is not None and (run.inputs, run.metadata, run.source) == (
+        {"q": ODD},
+        {ODD: ODD},
+        ODD,
+    )
+    assert store.update_run("r1", metadata={"m": ODD}).metadata == {"m": ODD}
+    tasks = {r.task_id: r for r in store.task_records("r1")}
+    assert (tasks["a"].text, tasks["a"].data, tasks["a"].error, tasks["a"].agent) == (
+        ODD,
+        data,
+        ODD,
+        ODD,
+    )
+    assert tasks["b"].error == ODD
+    assert store.finished_outputs("r1")[("a", 0)].text == ODD
+    [entry] = store.board_entries("r1")
+    assert (entry.key, entry.text, entry.data, entry.author) == (ODD, ODD, data, ODD)
+    payload = {"output": {"text": ODD}, ODD: data}
+    assert appended.payload == payload
+    assert [e.payload for e in store.events("r1")] == [payload]
+    got = store.get_review("r1", "a")
+    assert got is not None and (got.text, got.data, got.feedback) == (ODD, data, ODD)
+    assert store.get_exchange("h", "r1") == {"content": ODD, "raw": data}
+    assert store.get_exchange("h") == {"content": ODD, "raw": data}
+
+
 def test_json_data_must_be_json(store: Store):
     new_run(store)
     with pytest.raises(StoreError, match=r"cannot store data of TaskRecord: .*model_dump"):
@@ -336,6 +378,17 @@ def test_the_board_keeps_every_version_in_order(store: Store):
 
 
 # events
+
+
+def test_a_task_and_its_board_version_are_kept_together_or_not_at_all(store: Store):
+    new_run(store)
+    store.put_task(attempt("a", text="a v1"), board=board("a", 1, T0))
+    assert [(r.task_id, r.text) for r in store.task_records("r1")] == [("a", "a v1")]
+    assert [(e.key, e.version) for e in store.board_entries("r1")] == [("a", 1)]
+
+    with pytest.raises(StoreError, match="'ghost' is not in the store"):  # the task fails last
+        store.put_task(attempt("b", run_id="ghost"), board=board("b", 1, T0 + 1))
+    assert [(e.key, e.version) for e in store.board_entries("r1")] == [("a", 1)]
 
 
 def test_events_are_numbered_per_run(store: Store, clock: Clock):
@@ -526,6 +579,29 @@ def test_an_expired_lease_is_taken_over(store: Store, clock: Clock):
     store.release_lease("r1", "crashed:1")
     with pytest.raises(LeaseHeldError, match="leased by resumer:2"):
         store.acquire_lease("r1", "crashed:1", ttl_s=10)
+
+
+def test_a_running_run_whose_lease_expired_reads_as_interrupted(store: Store, clock: Clock):
+    new_run(store, "killed")
+    new_run(store, "live")
+    new_run(store, "done")
+    store.acquire_lease("killed", "gone:1", ttl_s=10)  # then SIGKILL: never renewed, released
+    store.acquire_lease("live", "here:2", ttl_s=60)
+    store.update_run("done", status="succeeded")
+    clock.advance(30)
+    store.renew_lease("live", "here:2", ttl_s=60)
+
+    assert store.get_run("killed").status == "interrupted"  # type: ignore[union-attr]
+    assert {r.run_id: r.status for r in store.list_runs()} == {
+        "killed": "interrupted",
+        "live": "running",
+        "done": "succeeded",
+    }
+    assert [r.run_id for r in store.list_runs(status="interrupted")] == ["killed"]
+    assert [r.run_id for r in store.list_runs(status="running")] == ["live"]
+
+    store.acquire_lease("killed", "resumer:3", ttl_s=10)  # a resume takes it over
+    assert store.get_run("killed").status == "running"  # type: ignore[union-attr]
 
 
 def test_renewing_a_lease_nobody_holds_is_an_error(store: Store):

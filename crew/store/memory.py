@@ -22,6 +22,7 @@ from crew.store.records import (
     _dump_json,
     _lease_gone,
     _lease_held,
+    _load_json,
     _new_run,
     _no_run,
     _run_changes,
@@ -35,7 +36,7 @@ def _copy(record: R) -> R:
     """The record with its JSON fields passed through JSON, as a database would return them, so
     that a test on this store sees what it would see on SQLite, and callers share no state."""
     changes = {
-        f.name: json.loads(
+        f.name: _load_json(
             _dump_json(getattr(record, f.name), f"{f.name} of {type(record).__name__}")
         )
         for f in dataclasses.fields(record)  # type: ignore[arg-type]
@@ -122,18 +123,26 @@ class MemoryStore:
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
             record = self._runs.get(run_id)
-            return _copy(record) if record is not None else None
+            return self._as_read(record, self._clock()) if record is not None else None
 
     def list_runs(
         self, limit: int | None = 50, *, status: RunStatus | None = None, crew: str | None = None
     ) -> list[RunRecord]:
         with self._lock:
+            now = self._clock()
             runs = [
-                _copy(r)
-                for r in self._newest_first()
+                r
+                for r in (self._as_read(r, now) for r in self._newest_first())
                 if (status is None or r.status == status) and (crew is None or r.crew == crew)
             ]
         return runs if limit is None else runs[:limit]
+
+    def _as_read(self, record: RunRecord, now: float) -> RunRecord:
+        """A copy of the run; ``interrupted`` if it is running and its lease has expired."""
+        lease = self._leases.get(record.run_id)
+        if record.status == "running" and lease is not None and lease[1] <= now:
+            record = dataclasses.replace(record, status="interrupted")
+        return _copy(record)
 
     def _newest_first(self) -> list[RunRecord]:
         return sorted(self._runs.values(), key=lambda r: (r.created_at, r.run_id), reverse=True)
@@ -168,10 +177,14 @@ class MemoryStore:
 
     # tasks
 
-    def put_task(self, record: TaskRecord) -> None:
+    def put_task(self, record: TaskRecord, *, board: BoardRecord | None = None) -> None:
         record = _copy(record)
+        version = _copy(board) if board is not None else None
         with self._lock:
             self._need_run(record.run_id)
+            if version is not None:
+                self._need_run(version.run_id)
+                self._board.setdefault(version.run_id, {})[(version.key, version.version)] = version
             identity = (record.task_id, record.index, record.attempt)
             self._tasks.setdefault(record.run_id, {})[identity] = record
 
@@ -250,7 +263,7 @@ class MemoryStore:
     def put_exchange(
         self, request_hash: str, run_id: str, *, model: str, response: dict[str, Any]
     ) -> None:
-        response = json.loads(_dump_json(response, f"the response to {request_hash}"))
+        response = _load_json(_dump_json(response, f"the response to {request_hash}"))
         with self._lock:
             self._need_run(run_id)
             self._exchanges[(request_hash, run_id)] = (self._clock(), response)

@@ -1,10 +1,15 @@
 """The store's records, its ``Store`` protocol and the helpers its backends share (so that they
-agree on the edge cases). Re-exported by ``crew.store``."""
+agree on the edge cases). Re-exported by ``crew.store``.
+
+Text comes back exactly as it went in, whatever a model wrote: a NUL (which PostgreSQL refuses)
+or a lone surrogate (which is not UTF-8, so neither database takes it) is stored escaped, and
+decoded on read (see ``_escape``)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -13,9 +18,16 @@ from typing import Any, Literal, Protocol
 
 from crew.errors import LeaseHeldError, StoreError
 
-RunStatus = Literal["running", "succeeded", "failed", "cancelled", "waiting"]
+RunStatus = Literal["running", "succeeded", "failed", "cancelled", "waiting", "interrupted"]
 ReviewStatus = Literal["pending", "approved", "rejected", "edited"]
-RUN_STATUSES: tuple[str, ...] = ("running", "succeeded", "failed", "cancelled", "waiting")
+RUN_STATUSES: tuple[str, ...] = (
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "waiting",
+    "interrupted",
+)
 REVIEW_STATUSES: tuple[str, ...] = ("pending", "approved", "rejected", "edited")
 
 DEFAULT_PATH = Path(".crew") / "crew.db"
@@ -29,7 +41,10 @@ class RunRecord:
     crew: str
     """The crew's name."""
     status: RunStatus
-    """running, succeeded, failed, cancelled, or waiting (for a human review)."""
+    """running, succeeded, failed, cancelled, waiting (for a human review), or interrupted.
+
+    ``interrupted`` is never stored: ``get_run`` and ``list_runs`` report a ``running`` run so
+    once its lease has expired (its process was killed, or crashed); resume it to go on."""
     inputs: dict[str, Any]
     task_ids: list[str]
     """The plan's task ids, in plan order."""
@@ -150,12 +165,15 @@ class Store(Protocol):
         """Change some fields of a run (status, usage, metadata, ...); stamps ``updated_at``."""
         ...
 
-    def get_run(self, run_id: str) -> RunRecord | None: ...
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run; ``interrupted`` if it is ``running`` with an expired lease."""
+        ...
 
     def list_runs(
         self, limit: int | None = 50, *, status: RunStatus | None = None, crew: str | None = None
     ) -> list[RunRecord]:
-        """Runs, newest first (by ``created_at``)."""
+        """Runs, newest first (by ``created_at``); a ``running`` run whose lease has expired is
+        reported (and filtered) as ``interrupted``."""
         ...
 
     def delete_runs(self, *, older_than_s: float | None = None, keep: int | None = None) -> int:
@@ -166,8 +184,11 @@ class Store(Protocol):
         """
         ...
 
-    def put_task(self, record: TaskRecord) -> None:
-        """Insert or replace one attempt; durable when it returns (see the module docstring)."""
+    def put_task(self, record: TaskRecord, *, board: BoardRecord | None = None) -> None:
+        """Insert or replace one attempt; durable when it returns (see the module docstring).
+
+        With ``board``, the board version of its output is kept in the same transaction: a
+        crash leaves both or neither, never a version whose task did not commit."""
         ...
 
     def task_records(self, run_id: str) -> list[TaskRecord]:
@@ -251,10 +272,51 @@ _RUN_UPDATABLE = frozenset(f.name for f in fields(RunRecord)) - {
 }
 
 
+# What a database cannot keep in text: NUL (PostgreSQL's text and jsonb refuse it) and lone
+# surrogates (not encodable as UTF-8). Each is stored as _ESCAPE and its code point in 4 hex
+# digits, and so is _ESCAPE itself, which makes decoding exact. U+FDD0 is a Unicode
+# noncharacter, set aside for a program's internal use such as this: no model writes it.
+_ESCAPE = "\ufdd0"
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff\ufdd0]")
+_ESCAPED = re.compile("\ufdd0([0-9a-f]{4})")
+
+
+def _escape(value: Any) -> Any:
+    """The value with every string (dict keys too) made storable; lists for tuples."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub(lambda m: f"{_ESCAPE}{ord(m.group()):04x}", value)
+    if isinstance(value, dict):
+        return {_escape(k): _escape(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_escape(v) for v in value]
+    return value
+
+
+def _unescape(value: Any) -> Any:
+    """The inverse of :func:`_escape`: a value as read from the database, as it was written."""
+    if isinstance(value, str):
+        if _ESCAPE not in value:
+            return value
+        return _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), value)
+    if isinstance(value, dict):
+        return {_unescape(k): _unescape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unescape(v) for v in value]
+    return value
+
+
+def _load_json(text: str) -> Any:
+    """The value of JSON text that :func:`_dump_json` wrote."""
+    return _unescape(json.loads(text))
+
+
 def _dump_json(value: Any, what: str) -> str:
-    """JSON text of a value, or a StoreError that says which value did not fit."""
+    """JSON text of a value, its strings escaped (``_escape``), or a StoreError that says which
+    value did not fit."""
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return json.dumps(
+            _escape(value), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        )
     except (TypeError, ValueError) as exc:
         raise StoreError(
             f"cannot store {what}: {exc} (the store keeps JSON data only: pass pydantic "
@@ -268,11 +330,12 @@ def _columns(record_type: type) -> list[str]:
 
 
 def _row_values(record: Any) -> dict[str, Any]:
-    """A record as the values of its table's row: its JSON fields as JSON text."""
+    """A record as the values of its table's row: its JSON fields as JSON text, its text
+    escaped (``_escape``)."""
     return {
         name: _dump_json(getattr(record, name), f"{name} of {type(record).__name__}")
         if name in _JSON_FIELDS
-        else getattr(record, name)
+        else _escape(getattr(record, name))
         for name in _columns(type(record))
     }
 

@@ -22,7 +22,6 @@ dicts, JSON columns decoded; every statement takes named parameters, in a dict.
 
 from __future__ import annotations
 
-import json
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -42,16 +41,20 @@ from crew.store.records import (
     _check_ttl,
     _columns,
     _dump_json,
+    _escape,
     _lease_gone,
     _lease_held,
+    _load_json,
     _new_run,
     _no_run,
     _row_values,
     _run_changes,
+    _unescape,
 )
 
 _EXCHANGE = ("request_hash", "run_id", "model", "response", "at")
 _LEASE = ("run_id", "holder", "acquired_at", "expires_at")
+_BOARD_KEY = ("run_id", "key", "version")
 
 
 class _Cursor(Protocol):
@@ -140,7 +143,7 @@ class SQLStore(ABC):
     def _by(self, **equals: object) -> tuple[str, dict[str, object]]:
         """A WHERE clause that matches these values, and its parameters."""
         clause = " AND ".join(f"{name} = {self._param(name)}" for name in equals)
-        return f" WHERE {clause}", equals
+        return f" WHERE {clause}", {name: _escape(value) for name, value in equals.items()}
 
     def _where(self, **equals: object) -> tuple[str, dict[str, object]]:
         """Like :meth:`_by`, except that None matches any value (no value: every row)."""
@@ -169,8 +172,9 @@ class SQLStore(ABC):
             return conn.execute(sql, params).rowcount
 
     def _read(self, action: str, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """The rows, their text as it was written (``_unescape``)."""
         with self._use(action) as conn:
-            return conn.execute(sql, params).fetchall()
+            return [_unescape(row) for row in conn.execute(sql, params).fetchall()]
 
     def _update(
         self, conn: _Connection, table: str, key: dict[str, object], values: dict[str, Any]
@@ -240,7 +244,9 @@ class SQLStore(ABC):
 
     def update_run(self, run_id: str, **fields: Any) -> RunRecord:
         changes = {
-            name: _dump_json(value, f"{name} of run {run_id!r}") if name in _JSON_FIELDS else value
+            name: _dump_json(value, f"{name} of run {run_id!r}")
+            if name in _JSON_FIELDS
+            else _escape(value)
             for name, value in _run_changes(run_id, fields).items()
         }
         with self._tx("update a run", run_id) as conn:
@@ -251,11 +257,12 @@ class SQLStore(ABC):
 
     def _run_as_stored(self, conn: _Connection, run_id: str) -> RunRecord:
         where, params = self._by(run_id=run_id)
-        return RunRecord(**conn.execute(self._select("runs", RunRecord, where), params).fetchone())
+        row = conn.execute(self._select("runs", RunRecord, where), params).fetchone()
+        return RunRecord(**_unescape(row))
 
     def get_run(self, run_id: str) -> RunRecord | None:
         where, params = self._by(run_id=run_id)
-        rows = self._read("read a run", self._select("runs", RunRecord, where), params)
+        rows = self._read("read a run", self._select_runs(where), {**params, "now": self._clock()})
         return RunRecord(**rows[0]) if rows else None
 
     def list_runs(
@@ -263,11 +270,27 @@ class SQLStore(ABC):
     ) -> list[RunRecord]:
         where, params = self._where(status=status, crew=crew)
         sql = (
-            f"{self._select('runs', RunRecord, where)}"
+            f"{self._select_runs(where)}"
             f" ORDER BY created_at DESC, run_id DESC LIMIT {self._param('limit')}"
         )
         params["limit"] = self._NO_LIMIT if limit is None else limit
+        params["now"] = self._clock()
         return [RunRecord(**row) for row in self._read("list runs", sql, params)]
+
+    def _select_runs(self, where: str) -> str:
+        """Runs as read (``where`` applies to them): a running run whose lease has expired
+        (``now``, a parameter) says ``interrupted``; its process was killed or crashed."""
+        names = _columns(RunRecord)
+        kept = ", ".join(f'r."{name}"' for name in names if name != "status")
+        expired = (
+            f"r.status = 'running' AND EXISTS (SELECT 1 FROM {self._table('leases')} l"
+            f" WHERE l.run_id = r.run_id AND l.expires_at <= {self._param('now')})"
+        )
+        runs = (
+            f"SELECT {kept}, CASE WHEN {expired} THEN 'interrupted' ELSE r.status END AS status"
+            f" FROM {self._table('runs')} r"
+        )
+        return f"SELECT {_quoted(names)} FROM ({runs}) AS runs{where}"
 
     def delete_runs(self, *, older_than_s: float | None = None, keep: int | None = None) -> int:
         if older_than_s is None and keep is None:
@@ -289,8 +312,17 @@ class SQLStore(ABC):
 
     # tasks
 
-    def put_task(self, record: TaskRecord) -> None:
-        self._put("record a task", "tasks", record, ("run_id", "task_id", "index", "attempt"))
+    def put_task(self, record: TaskRecord, *, board: BoardRecord | None = None) -> None:
+        key = ("run_id", "task_id", "index", "attempt")
+        task = self._upsert("tasks", _columns(TaskRecord), key)
+        if board is None:
+            self._write("record a task", task, _row_values(record), record.run_id)
+            return
+        version = self._upsert("board", _columns(BoardRecord), _BOARD_KEY)
+        values = _row_values(board), _row_values(record)
+        with self._tx("record a task and its board version", record.run_id) as conn:
+            conn.execute(version, values[0])
+            conn.execute(task, values[1])
 
     def task_records(self, run_id: str) -> list[TaskRecord]:
         where, params = self._by(run_id=run_id)
@@ -305,7 +337,7 @@ class SQLStore(ABC):
     # board
 
     def put_board_entry(self, record: BoardRecord) -> None:
-        self._put("record a board entry", "board", record, ("run_id", "key", "version"))
+        self._put("record a board entry", "board", record, _BOARD_KEY)
 
     def board_entries(self, run_id: str) -> list[BoardRecord]:
         where, params = self._by(run_id=run_id)
@@ -318,8 +350,8 @@ class SQLStore(ABC):
         self, run_id: str, type: str, payload: dict[str, Any] | None = None
     ) -> EventRecord:
         text = _dump_json(payload or {}, f"the payload of a {type} event")
-        seq, at = self._insert_event(run_id, type, text)
-        return EventRecord(run_id=run_id, seq=seq, type=type, payload=json.loads(text), at=at)
+        seq, at = self._insert_event(_escape(run_id), _escape(type), text)
+        return EventRecord(run_id=run_id, seq=seq, type=type, payload=_load_json(text), at=at)
 
     def events(self, run_id: str, after_seq: int = 0) -> list[EventRecord]:
         where, params = self._by(run_id=run_id)
@@ -351,9 +383,9 @@ class SQLStore(ABC):
         self, request_hash: str, run_id: str, *, model: str, response: dict[str, Any]
     ) -> None:
         params = {
-            "request_hash": request_hash,
-            "run_id": run_id,
-            "model": model,
+            "request_hash": _escape(request_hash),
+            "run_id": _escape(run_id),
+            "model": _escape(model),
             "response": _dump_json(response, f"the response to {request_hash}"),
             "at": self._clock(),
         }
