@@ -27,7 +27,8 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("store",),
     ("replay",),
     # The runtime: planning a crew and running it.
-    ("plan", "attempt", "hooks"),
+    ("plan", "attempt", "hooks", "instances"),
+    ("maps", "loops"),
     ("scheduler", "checkpoint", "process"),
     ("run",),
     ("crew",),
