@@ -39,6 +39,9 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("spec.python", "spec.checks"),
     ("spec.loader",),
     ("spec",),
+    ("crewai.python",),
+    ("crewai.models",),
+    ("crewai.loader",),
     ("crewai",),
     # Face: what a person sees (terminal views) and types (the CLI); then the public names.
     ("console.text",),
