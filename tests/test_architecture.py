@@ -33,6 +33,7 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("run",),
     ("crew",),
     # Spec: crews from files (YAML, CrewAI projects, Python), settings, fakes for tests.
+    ("dotenv", "config_layers"),
     ("templates", "config", "testing", "testserver"),
     ("inputs",),
     ("spec.models",),
