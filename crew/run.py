@@ -19,11 +19,12 @@ from crew.attempt import Attempt, TaskRun
 from crew.board import Board, BoardEntry, plain
 from crew.checkpoint import Checkpoint
 from crew.errors import ConfigError, TaskError
+from crew.instances import TaskAttempt
 from crew.llm import as_chat_model
 from crew.plan import Plan, build_plan
 from crew.replay import Exchanges
 from crew.results import CrewResult, RunStatus, TaskOutput, TaskResult
-from crew.scheduler import FailurePolicy, Scheduler, Slots, TaskAttempt
+from crew.scheduler import FailurePolicy, Scheduler, Slots
 from crew.store import Store
 from crew.task import Task
 from crew.usage import RunUsage, Usage

@@ -5,7 +5,8 @@ task's ``join`` says what its dependencies must have done (all succeeded, any, a
 ended), its ``when`` whether it runs at all, and a router's choice which of its routes run.
 At most ``max_concurrency`` agents work at once (one slot each, shared with the loops, maps and
 subcrews inside the run); when more are ready, the one with the longest estimated path to the
-end of the graph goes first (critical-path priority).
+end of the graph goes first (critical-path priority). Maps (``crew.maps``) and loops
+(``crew.loops``) are started here like any task and run their items and rounds through it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from typing import Any, Literal
 
 from crew import events
 from crew.board import Board
-from crew.errors import ConfigError, TaskError, TaskTimeoutError
+from crew.errors import ConfigError, TaskTimeoutError
+from crew.instances import TaskAttempt, describe, failed, instance_index
+from crew.loops import run_loop
+from crew.maps import run_map
 from crew.plan import Plan
 from crew.results import TaskOutput, TaskResult
 from crew.retry import RetryPolicy, retrying, worth_another_attempt
@@ -29,42 +33,11 @@ from crew.task import Task
 from crew.usage import Usage
 
 FailurePolicy = Literal["fail_fast", "continue"]
-Attempt = Callable[[str, "TaskAttempt"], Awaitable[TaskOutput]]
+Attempt = Callable[[str, TaskAttempt], Awaitable[TaskOutput]]
 """Runs one attempt of a task and returns its output (the crew wires in the agent)."""
 
 # A failed task attempt is tried again quickly: the model layer already waited on provider errors.
 TASK_RETRY = RetryPolicy(initial_s=0.05, max_s=2.0, jitter_s=0.05)
-ROUND = 10_000
-"""Stored outputs are keyed by (task id, index): index = round * ROUND + item + 1, where round
-is 0 outside loops and item + 1 is 0 for a task's own output (so a map has < ROUND items)."""
-
-
-def instance_index(round_: int = 0, item: int | None = None) -> int:
-    """The store index of a task's output in loop round ``round_``, or of one map item."""
-    return round_ * ROUND + (item + 1 if item is not None else 0)
-
-
-@dataclass
-class TaskAttempt:
-    """Mutable bookkeeping of one task across its attempts (owned by the scheduler)."""
-
-    number: int = 0
-    usage: Usage = Usage()
-    item: Any = None
-    """The item of a map instance."""
-    item_index: int | None = None
-    """Its position among the map's items (None: not a map instance)."""
-    round: int = 0
-    """The loop round (0: not in a loop)."""
-    context: tuple[str, ...] = ()
-    """More board keys the prompt shows: a loop's outputs from the round before."""
-    missing: tuple[str, ...] = ()
-    """Dependencies that did not succeed (``join`` other than all): the prompt says so."""
-    index: int = 0
-    """Where the output is stored (see ``instance_index``)."""
-
-    def add_usage(self, usage: Usage) -> None:
-        self.usage = self.usage + usage
 
 
 class Slots:
@@ -273,30 +246,30 @@ class Scheduler:
             return  # the run is stopping: nothing new starts (the rest is skipped)
         task = self.plan.tasks[task_id]
         try:
-            runs = self._holds(task_id, "when")
+            runs = self.holds(task_id, "when")
         except Exception as exc:  # a condition that cannot be evaluated fails its task
             self._fail_now(task_id, exc)
             return
         if not runs:
             self._why[task_id] = f"the condition of '{task_id}' is false"
-            self._skip(task_id, f"its condition is false: {_describe(task.when)}")
+            self._skip(task_id, f"its condition is false: {describe(task.when)}")
             return
         if task.kind == "loop":
-            job = self._run_loop(task_id)
+            job = run_loop(self, task_id)
         elif task.kind == "map":
-            job = self._run_map(task_id, missing)
+            job = run_map(self, task_id, missing)
         else:
             earlier = tuple(self.plan.tasks) if self.round > 1 else ()  # the last round's
             state = TaskAttempt(missing=missing, round=self.round, context=earlier)
             if task.kind == "agent":
                 assert self.slots is not None
                 self._tickets[task_id] = self.slots.reserve(self._priority(task_id))
-            job = self._run_task(task_id, state, ticket=self._tickets.get(task_id))
+            job = self.run_task(task_id, state, ticket=self._tickets.get(task_id))
         running = asyncio.create_task(job, name=f"crew-task-{task_id}")
         running.add_done_callback(functools.partial(_notify, self._finished, task_id))
         self._running[task_id] = running
 
-    def _holds(self, task_id: str, name: str) -> bool:
+    def holds(self, task_id: str, name: str) -> bool:
         condition = getattr(self.plan.tasks[task_id], name)
         if condition is None:
             return True
@@ -304,13 +277,28 @@ class Scheduler:
             return bool(condition(self.board))
         return self.plan.expressions[(task_id, name)].holds(self.scope())
 
+    def announce(self, task_id: str, agent: str) -> None:
+        """A map or loop began: say so; from now on, a stop cancels it instead of skipping it."""
+        self.emit(events.TaskStarted, task_id=task_id, agent=agent, attempt=1)
+        self._began.add(task_id)
+
+    async def run_round(
+        self, body: Plan, stored: dict[str, TaskResult], number: int
+    ) -> tuple[dict[str, TaskResult], set[str]]:
+        """Round ``number`` of a loop's body, as a scheduler of its own sharing the slots: the
+        results (recorded with this run's too) and the failures its dependants tolerated."""
+        inner = replace(self, plan=body, results=dict(stored), round=number, tolerated=set())
+        results = await inner.run()
+        self.results.update(results)
+        return results, inner.tolerated
+
     def scope(self) -> Mapping[str, Any]:
         """What expressions read: ``inputs`` and the board's latest entries by task id."""
         return _Scope(self.board, self.inputs)
 
     def _fail_now(self, task_id: str, exc: Exception) -> None:
         self.emit(events.TaskFailed, task_id=task_id, error=str(exc), error_type=type(exc).__name__)
-        self._resolve(task_id, _failed(task_id, exc, 0, None, self.clock(), Usage()))
+        self._resolve(task_id, failed(task_id, exc, 0, None, self.clock(), Usage()))
 
     def _free(self, task_id: str) -> None:
         ticket = self._tickets.pop(task_id, None)
@@ -318,7 +306,7 @@ class Scheduler:
             assert self.slots is not None
             self.slots.release(ticket)
 
-    async def _run_task(
+    async def run_task(
         self,
         task_id: str,
         state: TaskAttempt,
@@ -378,7 +366,7 @@ class Scheduler:
                     error=str(exc),
                     error_type=type(exc).__name__,
                 )
-            return _failed(task_id, exc, state.number, started, self.clock(), state.usage)
+            return failed(task_id, exc, state.number, started, self.clock(), state.usage)
         output = replace(output, usage=state.usage, item=state.item_index)
         self.on_output(output, state.number, state.index)  # durable before the task is done
         waiting = False
@@ -404,153 +392,14 @@ class Scheduler:
         assert self.slots is not None
         return self.slots.hold(self._priority(task_id))
 
-    async def _run_map(self, task_id: str, missing: tuple[str, ...]) -> TaskResult:
-        """One instance per item, in parallel under the slots; the output lists theirs."""
-        task, started = self.plan.tasks[task_id], self.clock()
-        agent = task.agent.role if task.agent is not None else ""
-        self.emit(events.TaskStarted, task_id=task_id, agent=agent, attempt=1)
-        self._began.add(task_id)
-        try:
-            items = self._items(task_id)
-        except Exception as exc:
-            self.emit(events.TaskFailed, task_id=task_id, error=str(exc), error_type="ConfigError")
-            return _failed(task_id, exc, 1, started, self.clock(), Usage())
-        self.emit(events.MapStarted, task_id=task_id, items=len(items))
-        done: dict[int, TaskResult] = {}
-
-        async def instance(i: int, item: Any) -> None:
-            index = instance_index(self.round, i)
-            result = self.stored.get((task_id, index))
-            if result is None:
-                state = TaskAttempt(item=item, item_index=i, round=self.round, missing=missing)
-                result = await self._run_task(task_id, state, announce=False)
-            done[i] = result
-            if result.status == "succeeded":
-                self.emit(events.ItemFinished, task_id=task_id, item=i, items=len(items))
-            elif self.on_failure == "fail_fast":
-                raise _ItemFailed(i, result)
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                for i, item in enumerate(items):
-                    group.create_task(instance(i, item))
-        except* _ItemFailed:
-            pass  # reported below, from ``done``
-        usage = Usage.sum(r.usage for r in done.values())
-        failed = sorted(i for i, r in done.items() if r.status != "succeeded")
-        if failed or len(done) < len(items):
-            first = done[failed[0]] if failed else None
-            error = TaskError(
-                f"Task '{task_id}': item {failed[0] + 1 if failed else '?'} of {len(items)}"
-                f" failed: {first.error if first else 'cancelled'}",
-                task_id=task_id,
-            )
-            self.emit(events.TaskFailed, task_id=task_id, error=str(error), error_type="TaskError")
-            return _failed(task_id, error, 1, started, self.clock(), usage)
-        outputs = [done[i].output for i in range(len(items))]
-        output = _mapped(task_id, agent, [o for o in outputs if o is not None], usage)
-        return self._finish(task_id, output, started)
-
-    def _items(self, task_id: str) -> list[Any]:
-        task = self.plan.tasks[task_id]
-        source = task.for_each
-        if callable(source):
-            items = source(self.board)
-        else:
-            items = self.plan.expressions[(task_id, "for_each")].evaluate(self.scope())
-        if isinstance(items, str | bytes | Mapping) or not hasattr(items, "__iter__"):
-            raise ConfigError(
-                f"Task '{task_id}': for_each {_describe(source)} gave a {type(items).__name__},"
-                " not a list; point it at a list field of a structured output."
-            )
-        items = list(items)
-        if len(items) >= ROUND:
-            raise ConfigError(
-                f"Task '{task_id}': for_each gave {len(items)} items; the most is {ROUND - 1}."
-            )
-        return items
-
-    def _finish(self, task_id: str, output: TaskOutput, started: float) -> TaskResult:
+    def finish(self, task_id: str, output: TaskOutput, started: float) -> TaskResult:
+        """Store the output of a map or loop and say it finished (its instances stored theirs)."""
         self.on_output(output, 1, instance_index(self.round))
         self.emit(events.TaskFinished, task_id=task_id, output=output)
         return TaskResult(
             task_id=task_id, status="succeeded", output=output, attempts=1,
             started_at=started, finished_at=self.clock(), usage=output.usage,
         )  # fmt: skip
-
-    async def _run_loop(self, task_id: str) -> TaskResult:
-        """The loop's body, round after round, until its condition holds or the bound."""
-        task, started = self.plan.tasks[task_id], self.clock()
-        self.emit(events.TaskStarted, task_id=task_id, agent="", attempt=1)
-        self._began.add(task_id)
-        rounds = task.max_rounds or 1
-        try:
-            body = self.plan.groups.get(task_id) or self._plan_body(task)
-        except Exception as exc:
-            self.emit(
-                events.TaskFailed, task_id=task_id, error=str(exc), error_type=type(exc).__name__
-            )
-            return _failed(task_id, exc, 1, started, self.clock(), Usage())
-        usage, stopped, number, last = Usage(), "max_rounds", 0, None
-        for number in range(1, rounds + 1):
-            stored = {
-                t: r
-                for (t, i), r in self.stored.items()
-                if i == instance_index(number) and t in body.tasks
-            }
-            resumed_past = any(
-                i == instance_index(number + 1) and t in body.tasks for (t, i) in self.stored
-            )
-            if len(stored) < len(body.tasks) or not resumed_past:
-                self.emit(events.RoundStarted, task_id=task_id, round=number, max_rounds=rounds)
-            inner = replace(self, plan=body, results=dict(stored), round=number, tolerated=set())
-            results = await inner.run()
-            self.results.update(results)
-            usage = usage + Usage.sum(r.usage for r in results.values() if r.task_id not in stored)
-            broken = [
-                r
-                for r in results.values()
-                if r.status == "failed" and r.task_id not in inner.tolerated
-            ]
-            if broken:
-                error = TaskError(
-                    f"Loop '{task_id}', round {number}: task '{broken[0].task_id}' failed:"
-                    f" {broken[0].error}",
-                    task_id=task_id,
-                )
-                self.emit(
-                    events.TaskFailed, task_id=task_id, error=str(error), error_type="TaskError"
-                )
-                return _failed(task_id, error, number, started, self.clock(), usage)
-            last = next((r.output for r in reversed(results.values()) if r.output), last)
-            if resumed_past:
-                continue  # the stored next round shows this one's condition did not hold
-            try:
-                done = task.until is not None and self._holds(task_id, "until")
-            except Exception as exc:  # a condition that cannot be evaluated fails the loop
-                self.emit(
-                    events.TaskFailed,
-                    task_id=task_id,
-                    error=str(exc),
-                    error_type=type(exc).__name__,
-                )
-                return _failed(task_id, exc, number, started, self.clock(), usage)
-            if done:
-                stopped = "until"
-                break
-        self.emit(events.LoopFinished, task_id=task_id, rounds=number, stopped=stopped)
-        output = TaskOutput(
-            task_id=task_id, agent=last.agent if last else "", text=last.text if last else "",
-            data=last.data if last else None, usage=usage,
-        )  # fmt: skip
-        return self._finish(task_id, output, started)
-
-    def _plan_body(self, task: Task) -> Plan:
-        if self.plan_body is None:
-            raise ConfigError(
-                f"Loop '{task.id}': its body is made at run time; nothing can plan it."
-            )
-        return self.plan_body(task)
 
     async def _stop(self, reason: str) -> None:
         """Cancel every running task and wait until each has really stopped."""
@@ -594,12 +443,6 @@ class Scheduler:
             self.results[task_id] = result
 
 
-class _ItemFailed(Exception):
-    def __init__(self, item: int, result: TaskResult) -> None:
-        super().__init__(item)
-        self.result = result
-
-
 class _Scope(Mapping[str, Any]):
     """What expressions read: ``inputs``, and every other name as a task's board entry."""
 
@@ -615,29 +458,6 @@ class _Scope(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return 1 + len(self._board)
-
-
-def _mapped(task_id: str, agent: str, outputs: list[TaskOutput], usage: Usage) -> TaskOutput:
-    """The output of a map: every item's, in item order."""
-    text = "\n\n".join(f"## Item {i + 1}\n{o.text}" for i, o in enumerate(outputs))
-    structured = any(o.data is not None for o in outputs)
-    data = [o.data if structured else o.text for o in outputs]
-    return TaskOutput(task_id=task_id, agent=agent, text=text, data=data, usage=usage)
-
-
-def _failed(
-    task_id: str, exc: Exception, attempts: int, started: float | None, now: float, usage: Usage
-) -> TaskResult:
-    return TaskResult(
-        task_id=task_id, status="failed", error=str(exc), error_type=type(exc).__name__,
-        exception=exc, attempts=attempts, started_at=started, finished_at=now, usage=usage,
-    )  # fmt: skip
-
-
-def _describe(condition: Any) -> str:
-    if isinstance(condition, str):
-        return f"`{condition}`"
-    return getattr(condition, "__name__", repr(condition))
 
 
 def _notify(queue: asyncio.Queue[str], task_id: str, _job: object) -> None:

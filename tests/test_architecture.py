@@ -28,17 +28,22 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("store",),
     ("replay",),
     # The runtime: planning a crew and running it.
-    ("plan", "attempt", "hooks"),
+    ("plan", "attempt", "hooks", "instances"),
+    ("maps", "loops"),
     ("scheduler", "checkpoint", "process"),
     ("run",),
     ("crew",),
     # Spec: crews from files (YAML, CrewAI projects, Python), settings, fakes for tests.
+    ("dotenv", "config_layers"),
     ("templates", "config", "testing", "testserver"),
     ("inputs",),
     ("spec.models",),
     ("spec.python", "spec.checks"),
     ("spec.loader",),
     ("spec",),
+    ("crewai.python",),
+    ("crewai.models",),
+    ("crewai.loader",),
     ("crewai",),
     # Face: what a person sees (terminal views) and types (the CLI); then the public names.
     ("console.text",),

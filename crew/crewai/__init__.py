@@ -1,0 +1,79 @@
+"""CrewAI projects, run unchanged: ``crew run DIR`` on a folder made by ``crewai create crew``.
+
+Two layouts are read: ``DIR/config/{agents,tasks}.yaml``, and ``DIR/src/<package>/`` holding
+``config/``, ``crew.py`` and ``main.py``. crew.py and main.py are read with ``ast``: no code of
+the project is ever imported or run. CrewAI's semantics are kept:
+
+- Task order is that of the ``@task`` methods of the ``@CrewBase`` class (or the
+  ``tasks=[self.a(), ...]`` of its ``@crew`` method); without crew.py, that of tasks.yaml, whose
+  entries no ``@task`` method uses are ignored (with a warning).
+- A task without ``context`` depends on every earlier task, as CrewAI hands it all earlier
+  outputs; an ``async_execution`` task without ``context`` depends on none. ``context`` lists a
+  task's only dependencies, so tasks with disjoint contexts run in parallel.
+- A value set in crew.py (``Task(agent=self.researcher(), output_file=...)``) overrides YAML.
+- Every ``{placeholder}`` is a required input. Literal values of main.py's ``inputs = {...}``
+  (strings, numbers, booleans, lists) are defaults; computed ones such as
+  ``str(datetime.now().year)`` are skipped, so those inputs must be given.
+- ``output_pydantic``/``output_json`` classes of the package are rebuilt from their annotations
+  with ``pydantic.create_model`` when their field types are simple.
+
+What cannot run here (tools, callbacks, custom LLM objects, a hierarchical process, memory,
+planning, knowledge sources) gives one warning each, never a failure. Mistakes in the project
+raise one ConfigError listing every problem with its file, line and field.
+
+``python`` reads crew.py and main.py, ``models`` rebuilds the output models, and ``loader`` turns
+what was read into a crew.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from crew.crewai.loader import CrewAIProject, Loader
+from crew.errors import ConfigError
+from crew.llm import LLM
+
+__all__ = ["CrewAIProject", "is_crewai_project", "load_crewai_project"]
+
+
+def is_crewai_project(path: Path) -> bool:
+    """Whether ``path`` is a CrewAI project folder, in either layout."""
+    return _package_dir(Path(path)) is not None
+
+
+def load_crewai_project(
+    path: Path, *, resolve_llm: Callable[[str], Any] | None = None
+) -> CrewAIProject:
+    """Read the CrewAI project in ``path`` as a crew, without running any of its code.
+
+    Args:
+        path: the project folder.
+        resolve_llm: turns an agent's ``llm:`` string into a model; by default ``LLM(value)``.
+
+    Raises:
+        ConfigError: listing every problem, each with its file, line and field.
+    """
+    path = Path(path)
+    package = _package_dir(path)
+    if package is None:
+        raise ConfigError(
+            f"{path}: not a CrewAI project: expected config/agents.yaml and config/tasks.yaml"
+            " in it or in src/<package>/."
+        )
+    return Loader(path, package, resolve_llm or LLM).load()
+
+
+def _package_dir(path: Path) -> Path | None:
+    """The folder holding ``config/`` and ``crew.py``: ``path`` or ``path/src/<package>``."""
+    if not path.is_dir():
+        return None
+    src = path / "src"
+    for folder in [path, *sorted(p for p in src.glob("*") if p.is_dir())]:
+        if any((folder / "config" / name).is_file() for name in ("agents.yaml", "tasks.yaml")):
+            return folder
+        crew_py = folder / "crew.py"
+        if crew_py.is_file() and "CrewBase" in crew_py.read_text("utf-8", errors="replace"):
+            return folder
+    return None
