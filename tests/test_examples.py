@@ -35,7 +35,9 @@ def instance(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> Any:
         return {k: instance(v, defs) for k, v in schema.get("properties", {}).items()}
     if kind == "array":
         return [instance(schema.get("items", {}), defs)] * max(1, schema.get("minItems", 1))
-    return {"integer": 1, "number": 1.5, "boolean": True, "null": None}.get(kind, "text")
+    if kind == "string":
+        return "text".ljust(schema.get("minLength", 0), ".")
+    return {"integer": 1, "number": 1.5, "boolean": True, "null": None}[kind]
 
 
 def answer(body: dict[str, Any]) -> ServerReply:

@@ -354,9 +354,10 @@ def test_a_crash_in_the_model_fails_the_task_and_the_run_resumes(tmp_path):
 
 _NO_PROCESS_LEFT = """
 import asyncio, os, signal, sys, time
-from crew import LLM, local
+from crew import LLM
 from crew.llm import ChatRequest
-llm = LLM(local.MODEL, max_tokens=8)
+from crew.local import client
+llm = LLM(client.MODEL, max_tokens=8)
 asyncio.run(llm.complete(ChatRequest(messages=[{"role": "user", "content": "Hi"}])))
 print(client.WORKER.pid, flush=True)
 how = sys.argv[1]
