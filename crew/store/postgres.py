@@ -209,7 +209,7 @@ class PostgresStore(SQLStore):
         pg = self._pg
         with self._lock:
             try:
-                if self._conn.broken:
+                if self._conn.closed and not self._closed:  # lost (broken), not closed by us
                     self._conn = self._connect()
                 yield self._conn
             except pg.errors.ForeignKeyViolation as exc:
