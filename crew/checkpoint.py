@@ -19,7 +19,14 @@ from typing import Any, NamedTuple
 
 from crew import events
 from crew.board import Board, BoardEntry, plain
-from crew.errors import ConfigError, LeaseHeldError, StoreError, did_you_mean, redact
+from crew.errors import (
+    ConfigError,
+    LeaseHeldError,
+    StoreError,
+    StoreUnavailableError,
+    did_you_mean,
+    redact,
+)
 from crew.plan import Plan
 from crew.results import TaskOutput, TaskResult
 from crew.store import (
@@ -172,11 +179,19 @@ class Checkpoint:
 
     def _append_event(self, type_: str, payload: dict[str, Any]) -> None:
         """Append an event, trying a few times: a busy database often takes it a moment later.
-        A StoreError after the last try reaches the event bus, which reports it (SinkFailed)."""
+        A StoreError after the last try reaches the event bus, which reports it (SinkFailed).
+
+        ``StoreUnavailableError`` is not tried again here: the SQL stores raise it only after
+        trying for their whole ``retry_budget_s``, and retries are never stacked."""
         for attempt in range(1, EVENT_TRIES + 1):
             try:
                 self.store.append_event(self.run_id, type_, payload)
                 return
+            except StoreUnavailableError as exc:
+                raise StoreError(
+                    f"event {type_} of run {self.run_id} was not recorded, so `crew logs` "
+                    f"lacks it: {exc}"
+                ) from exc
             except StoreError as exc:
                 if attempt == EVENT_TRIES:
                     raise StoreError(

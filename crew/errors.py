@@ -20,7 +20,8 @@ The tree::
     │   ├── OutputValidationError the output did not match ``output_model``     retryable
     │   └── MaxIterationsError   the tool loop did not converge                 retryable
     ├── StoreError               the run store could not be opened, read or written
-    │   └── LeaseHeldError       another live process holds the run's lease
+    │   ├── LeaseHeldError       another live process holds the run's lease
+    │   └── StoreUnavailableError its database was unreachable or locked (the store retries it)
     ├── HookError                a review hook failed (the run goes on; it emits ReviewHookFailed)
     └── RunFailedError           ``CrewResult.raise_for_status()`` on a run that did not succeed
 
@@ -234,6 +235,12 @@ class LeaseHeldError(StoreError):
         self.run_id = run_id
         self.holder = holder
         self.expires_at = expires_at
+
+
+class StoreUnavailableError(StoreError):
+    """The store's database could not be reached for a moment: its connection dropped, the server
+    is restarting, another process holds its write lock. The store tries again by itself, for up
+    to its ``retry_budget_s``; this reaches its caller only once that is spent."""
 
 
 class HookError(CrewError):

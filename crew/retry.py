@@ -93,3 +93,42 @@ async def retrying(
         reraise=True,
     )
     return await retryer(attempt)
+
+
+def retrying_for(
+    fn: Callable[[], T],
+    budget_s: float,
+    policy: RetryPolicy,
+    *,
+    on_retry: OnRetry | None = None,
+    retry_if: Callable[[BaseException], bool] = is_retryable,
+) -> T:
+    """Call ``fn()`` under tenacity, trying again while ``retry_if`` holds for the error, for up
+    to ``budget_s`` seconds after the first try began; re-raise the last error.
+
+    A time budget rather than a number of tries (``policy.attempts`` is not used): a database
+    that is down for a while comes back after so long, however many tries that takes. The waits
+    follow ``policy``; the last is cut short so that a last try starts when the budget is spent,
+    so an outage shorter than ``budget_s`` is outlasted. It blocks: for synchronous callers.
+    """
+    from tenacity import Retrying, retry_if_exception, stop_after_delay
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        left = max(0.0, budget_s - (state.seconds_since_start or 0.0))
+        return min(policy.wait_s(state.attempt_number, error), left)
+
+    def before_sleep(state: RetryCallState) -> None:
+        if on_retry is not None and state.outcome is not None and state.next_action is not None:
+            error = state.outcome.exception()
+            assert error is not None
+            on_retry(state.attempt_number, error, state.next_action.sleep)
+
+    retryer = Retrying(
+        stop=stop_after_delay(budget_s),
+        retry=retry_if_exception(retry_if),
+        wait=wait,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    return retryer(fn)

@@ -644,7 +644,7 @@ def test_a_reopened_store_has_its_data(backend: Backend):
     assert again.task_records("r1") == store.task_records("r1")
     if backend.sql is not None:
         versions = backend.sql([f"SELECT version FROM {backend.prefix}schema_version"])[0]
-        assert versions == [(1,), (2,)]  # applied once, not again on reopening
+        assert versions == [(1,), (2,), (3,)]  # applied once, not again on reopening
 
 
 @pytest.mark.parametrize("name", ["sqlite", "postgres"])
@@ -686,7 +686,8 @@ def test_an_older_database_is_migrated_and_keeps_its_data(
         store.put_review(review(run_id="old"))  # the tables of version 2 are there
         store.acquire_lease("old", "host:1", ttl_s=5)
         assert store.append_event("old", "RunResumed").seq == 1
-    assert sql([f"SELECT version FROM {prefix}schema_version ORDER BY version"])[0] == [(1,), (2,)]
+    versions = sql([f"SELECT version FROM {prefix}schema_version ORDER BY version"])[0]
+    assert versions == [(1,), (2,), (3,)]
     sql([f"INSERT INTO {prefix}schema_version VALUES (99, 0)"])
     with pytest.raises(StoreError, match="schema version 99, newer than this crew knows"):
         current()
@@ -737,14 +738,18 @@ def test_postgres_without_psycopg_says_what_to_install(monkeypatch: pytest.Monke
         open_store("postgresql://crew@127.0.0.1/app")
 
 
-def test_a_lost_postgres_connection_is_reopened(postgres_url: str, _postgres: Any):
+def test_a_lost_postgres_connection_is_reopened_and_the_call_tried_again(
+    postgres_url: str, _postgres: Any, caplog: pytest.LogCaptureFixture
+):
     with closing(PostgresStore(postgres_url)) as store:
         new_run(store)
         pid = store._conn.info.backend_pid
         _postgres.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        with pytest.raises(StoreError, match=r"cannot read a run: .*reopened on the next call"):
-            store.get_run("r1")
         assert store.get_run("r1") is not None
+        assert store._conn.info.backend_pid != pid
+    [retried] = [r for r in caplog.records if r.name == "crew.store"]
+    assert "cannot read a run: terminating connection" in retried.getMessage()
+    assert "trying again in" in retried.getMessage()
 
 
 # open_store

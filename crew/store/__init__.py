@@ -10,7 +10,10 @@ default, ``.crew/crew.db``) and ``PostgresStore`` (shared by several machines). 
     open_store("postgresql://crew@db.internal/app")
 
 Every method is synchronous and each write is one short transaction, committed before the
-method returns: the scheduler calls them from its event loop thread.
+method returns: the scheduler calls them from its event loop thread. A SQL store outlasts a
+glitch of its database (a dropped connection, a write lock held by another process) by trying
+again for up to ``retry_budget_s`` (30 s), blocking its caller meanwhile; then it raises
+``StoreUnavailableError``.
 
 Write-ahead discipline: the scheduler must call :meth:`Store.put_task` with a succeeded attempt,
 and let it return, *before* it counts the task as done (before dependents start, before the run

@@ -3,6 +3,9 @@
 The tables are prefixed ``crew_`` so they can live in an application's database (or put them in
 a schema of their own: ``?options=-csearch_path%3Dcrew`` in the URL). JSON fields are ``jsonb``.
 psycopg's errors become ``StoreError`` here and nowhere else; it is imported nowhere else.
+
+A lost connection (the server restarted, an administrator ended it, the network broke) is
+reopened and the write tried again (``SQLStore``), for up to ``retry_budget_s``.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from crew.errors import ConfigError
+from crew.errors import ConfigError, redact
 from crew.store.records import _no_run, _run_exists
-from crew.store.sql import SQLStore
+from crew.store.sql import RETRY_BUDGET_S, SQLStore
 
 if TYPE_CHECKING:
     import psycopg
@@ -60,6 +63,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f" ON DELETE CASCADE, holder text NOT NULL, acquired_at {_TIME} NOT NULL,"
         f" expires_at {_TIME} NOT NULL)",
     ),
+    (  # 3: an event's token, so that a write tried again after a glitch finds it, not repeats it
+        "ALTER TABLE crew_events ADD COLUMN token text",
+        "CREATE UNIQUE INDEX crew_events_token ON crew_events (run_id, token)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -79,8 +86,9 @@ def _psycopg() -> ModuleType:
 
 _APPEND_EVENT = (
     "WITH counter AS (UPDATE crew_runs SET last_seq = last_seq + 1 WHERE run_id = %(run_id)s"
-    " RETURNING last_seq) INSERT INTO crew_events (run_id, seq, type, payload, at)"
-    " SELECT %(run_id)s, last_seq, %(type)s, %(payload)s::jsonb, %(at)s FROM counter RETURNING seq"
+    " RETURNING last_seq) INSERT INTO crew_events (run_id, seq, type, payload, at, token)"
+    " SELECT %(run_id)s, last_seq, %(type)s, %(payload)s::jsonb, %(at)s, %(token)s FROM counter"
+    " RETURNING seq"
 )
 
 
@@ -88,6 +96,12 @@ def _redact(url: str) -> str:
     """The URL without its password, for messages."""
     url = re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", url)
     return re.sub(r"(password=)[^&\s]*", r"\1***", url)
+
+
+def _password(url: str) -> str | None:
+    """The password in a libpq URL, if it has one."""
+    found = re.search(r"://[^/@:]*:([^/@]*)@", url) or re.search(r"password=([^&\s]*)", url)
+    return found.group(1) if found else None
 
 
 class PostgresStore(SQLStore):
@@ -101,6 +115,8 @@ class PostgresStore(SQLStore):
         clock: returns wall-clock seconds; a parameter so tests can move time. Lease expiry is
             decided on the clients' clocks, so keep the machines' clocks in sync (NTP).
         connect_timeout_s: how long to wait for the server.
+        retry_budget_s: how long the store keeps trying (reconnecting) while the server is
+            unreachable.
 
     Raises:
         ConfigError: psycopg is not installed.
@@ -129,11 +145,13 @@ class PostgresStore(SQLStore):
         *,
         clock: Callable[[], float] = time.time,
         connect_timeout_s: int = 5,
+        retry_budget_s: float = RETRY_BUDGET_S,
     ) -> None:
         self._pg = _psycopg()
         self.url = url
-        super().__init__(_redact(url), clock=clock)
+        super().__init__(_redact(url), clock=clock, retry_budget_s=retry_budget_s)
         self._connect_timeout_s = connect_timeout_s
+        self._closed = False  # by its owner: then "the connection is closed" does not pass
         try:
             self._conn = self._connect()
         except self._pg.Error as exc:
@@ -149,6 +167,7 @@ class PostgresStore(SQLStore):
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._conn.close()
 
     def _connect(self) -> psycopg.Connection[DictRow]:
@@ -170,16 +189,27 @@ class PostgresStore(SQLStore):
         if isinstance(exc, self._pg.OperationalError):
             return (
                 "check the server is running, and the URL's host, port, user, password and "
-                "database; a lost connection is reopened on the next call"
+                "database; a lost connection is reopened, and the call tried again for up to "
+                "retry_budget_s"
             )
         return "see the server's log"
+
+    def _transient(self, exc: BaseException) -> bool:
+        """A lost or refused connection, the server shutting down or overloaded, and a
+        transaction the server rolled back (deadlock, serialization): all pass."""
+        pg = self._pg
+        passing = isinstance(exc, pg.OperationalError | pg.errors.TransactionRollback)
+        return passing and not self._closed
+
+    def _redact(self, text: str) -> str:
+        return _redact(redact(text, [_password(self.url)]))
 
     @contextmanager
     def _use(self, action: str, run_id: str = "") -> Iterator[psycopg.Connection[DictRow]]:
         pg = self._pg
         with self._lock:
             try:
-                if self._conn.broken:
+                if self._conn.closed and not self._closed:  # lost (broken), not closed by us
                     self._conn = self._connect()
                 yield self._conn
             except pg.errors.ForeignKeyViolation as exc:
@@ -199,11 +229,11 @@ class PostgresStore(SQLStore):
     def _lock_schema(self, conn: _Connection) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
 
-    def _insert_event(self, run_id: str, type: str, payload: str) -> tuple[int, float]:
+    def _insert_event(self, run_id: str, type: str, payload: str, token: str) -> tuple[int, float]:
         """One statement: the run's row lock orders concurrent appends from any connection."""
         with self._use("record an event", run_id) as conn:
             at = self._clock()
-            params = {"run_id": run_id, "type": type, "payload": payload, "at": at}
+            params = {"run_id": run_id, "type": type, "payload": payload, "at": at, "token": token}
             row = conn.execute(_APPEND_EVENT, params).fetchone()
         if row is None:
             raise _no_run(run_id)

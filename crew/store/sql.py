@@ -12,6 +12,13 @@ differs, to :class:`SQLStore`:
   migrations apart (``_lock_schema``), and the hint that goes with a driver error;
 - its schema, ``MIGRATIONS`` (the column types differ).
 
+A glitch of the database (a dropped connection, another process's write lock) is outlasted:
+the backend says which driver errors are passing ones (``_transient``), and every method tries
+again on them, with backoff, for up to ``retry_budget_s`` (``_retried``). So every write must be
+harmless to do twice, since a try may have committed though its reply was lost: rows are upserted
+on their keys, a run created again is recognised as ours by its creation time, and an event
+carries a token so that its try again finds it rather than appending it twice.
+
 Leases are taken alike: ``INSERT ... ON CONFLICT DO NOTHING`` first, then, if someone holds the
 lease, its row is read and locked. PostgreSQL needs the insert first and ``FOR UPDATE`` since two
 transactions could each see no row; SQLite's ``BEGIN IMMEDIATE`` already holds the write lock.
@@ -22,13 +29,17 @@ dicts, JSON columns decoded; every statement takes named parameters, in a dict.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
-from crew.errors import StoreError
+from crew.errors import StoreError, StoreUnavailableError, redact
+from crew.retry import RetryPolicy, retrying_for
 from crew.store.records import (
     _JSON_FIELDS,
     BoardRecord,
@@ -49,12 +60,22 @@ from crew.store.records import (
     _no_run,
     _row_values,
     _run_changes,
+    _run_exists,
     _unescape,
 )
 
 _EXCHANGE = ("request_hash", "run_id", "model", "response", "at")
 _LEASE = ("run_id", "holder", "acquired_at", "expires_at")
 _BOARD_KEY = ("run_id", "key", "version")
+
+RETRY_BUDGET_S = 30.0
+"""How long a store keeps trying while its database is unreachable or locked: a glitch up to this
+long never fails a task. Then it raises ``StoreUnavailableError``."""
+RETRY_WAITS = RetryPolicy(initial_s=0.1, max_s=2.0, jitter_s=0.1)
+"""The waits between tries: 0.1 s, doubling up to 2 s (its ``attempts`` is not used)."""
+
+T = TypeVar("T")
+_log = logging.getLogger("crew.store")
 
 
 class _Cursor(Protocol):
@@ -83,6 +104,7 @@ class SQLStore(ABC):
     Args:
         location: where the database is, for messages (a path, or a URL without its password).
         clock: returns wall-clock seconds; a parameter so tests can move time.
+        retry_budget_s: how long to keep trying while the database is unreachable or locked.
     """
 
     _NAME: ClassVar[str]  # for messages: "SQLite"
@@ -95,10 +117,15 @@ class SQLStore(ABC):
     _LOCK_ROW: ClassVar[str] = ""  # after a SELECT in a transaction: lock the rows till it ends
     _NO_LIMIT: ClassVar[int | None]  # LIMIT's value for "every row"
 
-    def __init__(self, location: str, *, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, location: str, *, clock: Callable[[], float], retry_budget_s: float = RETRY_BUDGET_S
+    ) -> None:
+        if not retry_budget_s >= 0:
+            raise ValueError(f"retry_budget_s must be >= 0 seconds, not {retry_budget_s!r}")
         self._location = location
         self._clock = clock
         self._lock = threading.Lock()
+        self.retry_budget_s = retry_budget_s
 
     def __enter__(self) -> Self:
         return self
@@ -121,12 +148,18 @@ class SQLStore(ABC):
         """Like :meth:`_use`, in one transaction, committed on leaving, rolled back on an error."""
 
     @abstractmethod
-    def _insert_event(self, run_id: str, type: str, payload: str) -> tuple[int, float]:
-        """Number and insert an event (``payload`` is JSON text); its ``seq`` and ``at``."""
+    def _insert_event(self, run_id: str, type: str, payload: str, token: str) -> tuple[int, float]:
+        """Number and insert an event (``payload`` is JSON text, ``token`` its unique mark, for
+        ``_event_by_token``); its ``seq`` and ``at``."""
 
     @abstractmethod
     def _hint(self, exc: BaseException) -> str:
         """How to fix what the driver's error says."""
+
+    @abstractmethod
+    def _transient(self, exc: BaseException) -> bool:
+        """Whether the driver's error is a passing one (a lost connection, a lock held by another
+        process), which trying again after a while may get past."""
 
     @abstractmethod
     def _lock_schema(self, conn: _Connection) -> None:
@@ -162,19 +195,64 @@ class SQLStore(ABC):
         return f"{self._insert(table, names)} ON CONFLICT ({_quoted(key)}) DO UPDATE SET {updates}"
 
     def _error(self, action: str, exc: BaseException) -> StoreError:
+        """The driver's error as ours: ``StoreUnavailableError`` if it is a passing one."""
         where, hint = f"the {self._NAME} store at {self._location}", self._hint(exc)
+        error = StoreUnavailableError if self._transient(exc) else StoreError
+        cause = self._redact(" ".join(str(exc).split()))
         if action == "open":
-            return StoreError(f"cannot open {where}: {exc} ({hint})")
-        return StoreError(f"{where} cannot {action}: {exc} ({hint})")
+            return error(f"cannot open {where}: {cause} ({hint})")
+        return error(f"{where} cannot {action}: {cause} ({hint})")
+
+    def _redact(self, text: str) -> str:
+        """A driver's message without secrets (a backend adds those of its own, a password)."""
+        return redact(text)
+
+    def _retried(self, action: str, attempt: Callable[[bool], T]) -> T:
+        """``attempt(again)``, tried again while the database is unavailable, for up to
+        ``retry_budget_s``; ``again`` says an earlier try failed, and may have committed all the
+        same (its reply lost). Each try is logged; after the last, the error says so."""
+        tries, started = 0, time.monotonic()
+
+        def one_try() -> T:
+            nonlocal tries
+            tries += 1
+            return attempt(tries > 1)
+
+        def note(_: int, error: BaseException, wait_s: float) -> None:
+            _log.warning("%s; trying again in %.1f s", error, wait_s)
+
+        try:
+            return retrying_for(
+                one_try,
+                self.retry_budget_s,
+                RETRY_WAITS,
+                on_retry=note,
+                retry_if=lambda error: isinstance(error, StoreUnavailableError),
+            )
+        except StoreUnavailableError as exc:
+            spent = time.monotonic() - started
+            raise StoreUnavailableError(
+                f"{exc}; gave up after {tries} tries in {spent:.1f} s (the store tries for "
+                f"retry_budget_s={self.retry_budget_s:g} s)"
+            ) from exc
+
+    def _on(self, action: str, run_id: str, body: Callable[[_Connection], T], tx: bool = True) -> T:
+        """``body(conn)``, in one transaction (``_tx``) or not (``_use``), tried again whole."""
+        use = self._tx if tx else self._use
+
+        def attempt(_: bool) -> T:
+            with use(action, run_id) as conn:
+                return body(conn)
+
+        return self._retried(action, attempt)
 
     def _write(self, action: str, sql: str, params: dict[str, Any], run_id: str = "") -> int:
-        with self._use(action, run_id) as conn:
-            return conn.execute(sql, params).rowcount
+        return self._on(action, run_id, lambda conn: conn.execute(sql, params).rowcount, False)
 
     def _read(self, action: str, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         """The rows, their text as it was written (``_unescape``)."""
-        with self._use(action) as conn:
-            return [_unescape(row) for row in conn.execute(sql, params).fetchall()]
+        rows = self._on(action, "", lambda conn: conn.execute(sql, params).fetchall(), False)
+        return [_unescape(row) for row in rows]
 
     def _update(
         self, conn: _Connection, table: str, key: dict[str, object], values: dict[str, Any]
@@ -226,9 +304,10 @@ class SQLStore(ABC):
         parent_run_id: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> RunRecord:
+        now = self._clock()
         record = _new_run(
             run_id,
-            self._clock(),
+            now,
             task_ids,
             crew=crew,
             inputs=inputs,
@@ -238,9 +317,18 @@ class SQLStore(ABC):
             metadata=metadata,
         )
         params = _row_values(record)
-        with self._tx("create a run", run_id) as conn:
-            conn.execute(self._insert("runs", _columns(RunRecord)), params)
-            return self._run_as_stored(conn, run_id)  # so JSON data comes back through JSON
+        insert = self._insert("runs", _columns(RunRecord)) + " ON CONFLICT (run_id) DO NOTHING"
+
+        def attempt(again: bool) -> RunRecord:
+            with self._tx("create a run", run_id) as conn:
+                if conn.execute(insert, params).rowcount == 0:
+                    # an earlier try may have committed, its reply lost: ours has our created_at
+                    stored = self._run_as_stored(conn, run_id)
+                    if not again or (stored.created_at, stored.crew) != (now, crew):
+                        raise _run_exists(run_id)
+                return self._run_as_stored(conn, run_id)  # so JSON data comes back through JSON
+
+        return self._retried("create a run", attempt)
 
     def update_run(self, run_id: str, **fields: Any) -> RunRecord:
         changes = {
@@ -249,11 +337,14 @@ class SQLStore(ABC):
             else _escape(value)
             for name, value in _run_changes(run_id, fields).items()
         }
-        with self._tx("update a run", run_id) as conn:
+
+        def update(conn: _Connection) -> RunRecord:
             changes["updated_at"] = self._clock()
             if self._update(conn, "runs", {"run_id": run_id}, changes) == 0:
                 raise _no_run(run_id)
             return self._run_as_stored(conn, run_id)
+
+        return self._on("update a run", run_id, update)
 
     def _run_as_stored(self, conn: _Connection, run_id: str) -> RunRecord:
         where, params = self._by(run_id=run_id)
@@ -303,12 +394,16 @@ class SQLStore(ABC):
             f" AND run_id NOT IN (SELECT run_id FROM {self._table('leases')}"
             f" WHERE expires_at > {param('now')})"
         )
-        with self._tx("delete runs") as conn:
+
+        def delete(conn: _Connection) -> int:
             now = self._clock()
             params: dict[str, Any] = {"keep": keep or 0, "now": now}
             if older_than_s is not None:
                 params["cutoff"] = now - older_than_s
             return conn.execute(sql, params).rowcount
+
+        # a try again after a commit whose reply was lost counts 0: the runs are gone all the same
+        return self._on("delete runs", "", delete)
 
     # tasks
 
@@ -320,9 +415,12 @@ class SQLStore(ABC):
             return
         version = self._upsert("board", _columns(BoardRecord), _BOARD_KEY)
         values = _row_values(board), _row_values(record)
-        with self._tx("record a task and its board version", record.run_id) as conn:
+
+        def put(conn: _Connection) -> None:
             conn.execute(version, values[0])
             conn.execute(task, values[1])
+
+        self._on("record a task and its board version", record.run_id, put)
 
     def task_records(self, run_id: str) -> list[TaskRecord]:
         where, params = self._by(run_id=run_id)
@@ -350,8 +448,25 @@ class SQLStore(ABC):
         self, run_id: str, type: str, payload: dict[str, Any] | None = None
     ) -> EventRecord:
         text = _dump_json(payload or {}, f"the payload of a {type} event")
-        seq, at = self._insert_event(_escape(run_id), _escape(type), text)
+        token = uuid.uuid4().hex
+
+        def attempt(again: bool) -> tuple[int, float]:
+            if again:  # an earlier try may have committed, its reply lost: then it is there
+                done = self._event_by_token(run_id, token)
+                if done is not None:
+                    return done
+            return self._insert_event(_escape(run_id), _escape(type), text, token)
+
+        seq, at = self._retried("record an event", attempt)
         return EventRecord(run_id=run_id, seq=seq, type=type, payload=_load_json(text), at=at)
+
+    def _event_by_token(self, run_id: str, token: str) -> tuple[int, float] | None:
+        """The ``seq`` and ``at`` of the event inserted with ``token``, if it was."""
+        where, params = self._by(run_id=run_id, token=token)
+        with self._use("record an event", run_id) as conn:
+            sql = f"SELECT seq, at FROM {self._table('events')}{where}"
+            row = conn.execute(sql, params).fetchone()
+        return (row["seq"], row["at"]) if row is not None else None
 
     def events(self, run_id: str, after_seq: int = 0) -> list[EventRecord]:
         where, params = self._by(run_id=run_id)
@@ -412,25 +527,31 @@ class SQLStore(ABC):
     def acquire_lease(self, run_id: str, holder: str, *, ttl_s: float) -> None:
         _check_ttl(ttl_s)
         take = self._insert("leases", _LEASE) + " ON CONFLICT (run_id) DO NOTHING"
-        while True:  # at most twice: once more if the lease was released meanwhile
-            with self._tx("take a lease", run_id) as conn:
-                now = self._clock()
-                lease = {"run_id": run_id, "holder": holder, "acquired_at": now}
-                if conn.execute(take, {**lease, "expires_at": now + ttl_s}).rowcount == 1:
-                    return
-                row = self._locked_lease(conn, run_id)
-                if row is None:
-                    continue
-                now = self._clock()  # read under the row lock: no one else decides meanwhile
-                if row["holder"] != holder and row["expires_at"] > now:
-                    raise _lease_held(run_id, row["holder"], row["expires_at"], now)
-                taken = {"holder": holder, "acquired_at": now, "expires_at": now + ttl_s}
-                self._update(conn, "leases", {"run_id": run_id}, taken)
-                return
+
+        def acquire(conn: _Connection) -> bool:
+            """Whether the lease is ours now; False if it was released meanwhile."""
+            now = self._clock()
+            lease = {"run_id": run_id, "holder": holder, "acquired_at": now}
+            if conn.execute(take, {**lease, "expires_at": now + ttl_s}).rowcount == 1:
+                return True
+            row = self._locked_lease(conn, run_id)
+            if row is None:
+                return False
+            now = self._clock()  # read under the row lock: no one else decides meanwhile
+            # a try again after a commit whose reply was lost finds our own lease: renewed
+            if row["holder"] != holder and row["expires_at"] > now:
+                raise _lease_held(run_id, row["holder"], row["expires_at"], now)
+            taken = {"holder": holder, "acquired_at": now, "expires_at": now + ttl_s}
+            self._update(conn, "leases", {"run_id": run_id}, taken)
+            return True
+
+        while not self._on("take a lease", run_id, acquire):
+            pass  # at most twice: once more if the lease was released meanwhile
 
     def renew_lease(self, run_id: str, holder: str, *, ttl_s: float) -> None:
         _check_ttl(ttl_s)
-        with self._tx("renew a lease", run_id) as conn:
+
+        def renew(conn: _Connection) -> None:
             row = self._locked_lease(conn, run_id)
             now = self._clock()
             if row is None:
@@ -438,6 +559,8 @@ class SQLStore(ABC):
             if row["holder"] != holder:
                 raise _lease_held(run_id, row["holder"], row["expires_at"], now)
             self._update(conn, "leases", {"run_id": run_id}, {"expires_at": now + ttl_s})
+
+        self._on("renew a lease", run_id, renew)
 
     def release_lease(self, run_id: str, holder: str) -> None:
         where, params = self._by(run_id=run_id, holder=holder)

@@ -4,6 +4,10 @@ WAL mode lets readers (``crew runs`` in another terminal) work while a run write
 ``synchronous=NORMAL`` makes a commit cost microseconds instead of an fsync: a commit survives a
 crash of the process, though the last ones may be lost if the machine loses power (the run then
 re-does those tasks on resume). sqlite3's errors become ``StoreError`` here and nowhere else.
+
+Another process's write (a run, ``crew approve``, a tool holding a transaction open) keeps ours
+waiting: sqlite3 waits ``busy_timeout_s`` for it, then the store tries again (``SQLStore``), up
+to ``retry_budget_s`` in all.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crew.store.records import _JSON_FIELDS, EventRecord, _columns, _no_run, _run_exists
-from crew.store.sql import SQLStore
+from crew.store.sql import RETRY_BUDGET_S, SQLStore
 
 if TYPE_CHECKING:
     from crew.store.sql import _Connection
@@ -54,6 +58,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE leases (run_id TEXT PRIMARY KEY REFERENCES runs ON DELETE CASCADE,"
         " holder TEXT NOT NULL, acquired_at REAL NOT NULL, expires_at REAL NOT NULL)",
     ),
+    (  # 3: an event's token, so that a write tried again after a glitch finds it, not repeats it
+        "ALTER TABLE events ADD COLUMN token TEXT",
+        "CREATE UNIQUE INDEX events_token ON events (run_id, token)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -80,7 +88,8 @@ class SQLiteStore(SQLStore):
     Args:
         path: the database file; it and its folder are created if missing.
         clock: returns wall-clock seconds; a parameter so tests can move time.
-        busy_timeout_s: how long a write waits for another process's write to finish.
+        busy_timeout_s: how long one try of a write waits for another process's write to finish.
+        retry_budget_s: how long the store keeps trying while the database is locked.
 
     Raises:
         StoreError: the file cannot be created or opened, or is not a crew store.
@@ -100,9 +109,10 @@ class SQLiteStore(SQLStore):
         *,
         clock: Callable[[], float] = time.time,
         busy_timeout_s: float = 5.0,
+        retry_budget_s: float = RETRY_BUDGET_S,
     ) -> None:
         self.path = Path(path).expanduser()
-        super().__init__(str(self.path), clock=clock)
+        super().__init__(str(self.path), clock=clock, retry_budget_s=retry_budget_s)
         try:
             _create_private(self.path)
             self._conn = sqlite3.connect(
@@ -131,7 +141,7 @@ class SQLiteStore(SQLStore):
     def _hint(self, exc: BaseException) -> str:
         message = str(exc).lower()
         if "locked" in message or "busy" in message:
-            return "another process is writing to it: try again, or raise busy_timeout_s"
+            return "another process held its write lock: let it finish, or raise retry_budget_s"
         if "not a database" in message or "malformed" in message:
             return "the file is not a crew store, or is damaged: move it aside or pick another path"
         if "full" in message:
@@ -139,6 +149,13 @@ class SQLiteStore(SQLStore):
         if "closed" in message:
             return "the store was closed: open it again"
         return "check the folder exists and is writable"
+
+    def _transient(self, exc: BaseException) -> bool:
+        """SQLITE_BUSY and SQLITE_LOCKED: another connection holds the lock we need."""
+        name = getattr(exc, "sqlite_errorname", "")
+        return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or (
+            isinstance(exc, sqlite3.OperationalError) and "database is locked" in str(exc)
+        )
 
     @contextmanager
     def _use(self, action: str, run_id: str = "") -> Iterator[sqlite3.Connection]:
@@ -171,7 +188,7 @@ class SQLiteStore(SQLStore):
     def _lock_schema(self, conn: _Connection) -> None:
         """Nothing more to do: BEGIN IMMEDIATE has taken the write lock for the transaction."""
 
-    def _insert_event(self, run_id: str, type: str, payload: str) -> tuple[int, float]:
+    def _insert_event(self, run_id: str, type: str, payload: str, token: str) -> tuple[int, float]:
         """The next seq is MAX(seq) + 1, which no one can change under BEGIN IMMEDIATE."""
         with self._tx("record an event", run_id) as conn:
             last = conn.execute(
@@ -180,5 +197,6 @@ class SQLiteStore(SQLStore):
             seq = (last.fetchone()["seq"] or 0) + 1
             at = self._clock()
             row = {"run_id": run_id, "seq": seq, "type": type, "payload": payload, "at": at}
-            conn.execute(self._insert("events", _columns(EventRecord)), row)
+            insert = self._insert("events", [*_columns(EventRecord), "token"])
+            conn.execute(insert, {**row, "token": token})
         return seq, at
