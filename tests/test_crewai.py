@@ -161,7 +161,7 @@ def test_crew_py_task_methods_set_which_tasks_exist_and_their_order(tmp_path):
     assert [t.id for t in project.crew_file.crew.tasks] == ["second", "first"]
     assert edges(project) == {("second", "first")}
     assert project.crew_file.warnings == (
-        f"{root}/config/tasks.yaml:7 spare: not used by any @task method of crew.py; ignored",
+        f"{root}/config/tasks.yaml:7 spare: not used by any @task method; ignored",
     )
 
 
@@ -445,7 +445,7 @@ def test_what_cannot_run_here_is_one_warning_each():
     warnings = load(MARKET).crew_file.warnings
     tasks_yaml = MARKET / "src/market_research/config/tasks.yaml"
     assert warnings == (
-        f"{tasks_yaml}:36 legacy_summary: not used by any @task method of crew.py; ignored",
+        f"{tasks_yaml}:36 legacy_summary: not used by any @task method; ignored",
         "tool SerperDevTool (agent researcher) is not available here; the task runs without it",
         "tool ScrapeWebsiteTool (agent researcher) is not available here; the task runs without it",
         "step_callback (agent researcher) is ignored: callbacks are not run here",

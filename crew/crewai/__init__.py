@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from crew.crewai.loader import CrewAIProject, Loader
+from crew.crewai.python import declares_crew, modules_of
 from crew.errors import ConfigError
 from crew.llm import LLM
 
@@ -44,13 +45,18 @@ def is_crewai_project(path: Path) -> bool:
 
 
 def load_crewai_project(
-    path: Path, *, resolve_llm: Callable[[str], Any] | None = None
+    path: Path,
+    *,
+    resolve_llm: Callable[[str], Any] | None = None,
+    crew_class: str | None = None,
 ) -> CrewAIProject:
     """Read the CrewAI project in ``path`` as a crew, without running any of its code.
 
     Args:
         path: the project folder.
         resolve_llm: turns an agent's ``llm:`` string into a model; by default ``LLM(value)``.
+        crew_class: the ``@CrewBase`` class to run (``--crew``); by default the only one, or
+            the one main.py kicks off.
 
     Raises:
         ConfigError: listing every problem, each with its file, line and field.
@@ -62,18 +68,20 @@ def load_crewai_project(
             f"{path}: not a CrewAI project: expected config/agents.yaml and config/tasks.yaml"
             " in it or in src/<package>/."
         )
-    return Loader(path, package, resolve_llm or LLM).load()
+    return Loader(path, package, resolve_llm or LLM, crew_class).load()
 
 
 def _package_dir(path: Path) -> Path | None:
-    """The folder holding ``config/`` and ``crew.py``: ``path`` or ``path/src/<package>``."""
+    """The folder holding the project's ``config/`` or ``@CrewBase`` modules: ``path`` (the
+    flat layout), or ``path/src/<package>``, where a crew may sit in any module (a flow's
+    ``crews/<name>/<name>_crew.py``)."""
     if not path.is_dir():
         return None
     src = path / "src"
     for folder in [path, *sorted(p for p in src.glob("*") if p.is_dir())]:
         if any((folder / "config" / name).is_file() for name in ("agents.yaml", "tasks.yaml")):
             return folder
-        crew_py = folder / "crew.py"
-        if crew_py.is_file() and "CrewBase" in crew_py.read_text("utf-8", errors="replace"):
+        modules = sorted(folder.glob("*.py")) if folder == path else modules_of(folder)
+        if any(declares_crew(module) for module in modules):
             return folder
     return None

@@ -14,7 +14,19 @@ from typing import Any
 from crew.agent import Agent
 from crew.crew import Crew
 from crew.crewai.models import Models
-from crew.crewai.python import Code, CrewPy, Entry, is_ref, label, main_inputs, read_crew_py
+from crew.crewai.python import (
+    Code,
+    CrewPy,
+    Entry,
+    Module,
+    choose_crew,
+    declares_crew,
+    is_ref,
+    label,
+    main_inputs,
+    modules_of,
+    read_module,
+)
 from crew.errors import ConfigError, did_you_mean
 from crew.inputs import InputSpec
 from crew.prompts import placeholders
@@ -81,21 +93,43 @@ _IGNORED = {
 class Loader:
     """One load of one project: collects every problem and warning on the way."""
 
-    def __init__(self, path: Path, package: Path, resolve_llm: Callable[[str], Any]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        package: Path,
+        resolve_llm: Callable[[str], Any],
+        crew_class: str | None = None,
+    ) -> None:
         self.path, self.package, self.resolve_llm = path, package, resolve_llm
+        self.crew_class = crew_class
         self.problems: list[str] = []
         self.warnings: list[str] = []
         self.agents: dict[str, Entry] = {}
         self.built: dict[str, Agent | None] = {}
         self.crew_py = CrewPy()
+        self.module: Module | None = None
+        self._parsed: set[Path] = set()
+        self.tools: dict[str, tuple[str, list[str]]] = {}
+        """Tool class -> why it cannot run here, and who uses it: one warning per tool."""
 
     def load(self) -> CrewAIProject:
-        tree = self._parse(self.package / "crew.py")
-        self.crew_py = read_crew_py(tree, self.package / "crew.py") if tree else CrewPy()
-        self.models = Models(self.package, tree)
+        modules = [
+            read_module(tree, path)
+            for path in modules_of(self.package)
+            if path != self.package / "main.py"
+            and declares_crew(path)
+            and (tree := self._parse(path))
+        ]
         main = self._parse(self.package / "main.py")
-        tasks_file = self.package / self.crew_py.configs["tasks"]
-        agents_yaml = self._yaml(self.package / self.crew_py.configs["agents"], "agents")
+        classes = [c for module in modules for c in module.classes]
+        chosen, problem = choose_crew(classes, main, self.crew_class, self.package)
+        self.problems += [problem] if problem else []
+        self.crew_py = chosen or CrewPy()
+        self.module = next((m for m in modules if any(c is chosen for c in m.classes)), None)
+        self.models = Models(self.package, self.module)
+        folder = self.crew_py.folder or self.package
+        tasks_file = folder / self.crew_py.configs["tasks"]
+        agents_yaml = self._yaml(folder / self.crew_py.configs["agents"], "agents")
         tasks_yaml = self._yaml(tasks_file, "tasks")
         if self.problems:  # a file is missing or broken: checking the wiring would add noise
             raise ConfigError(self.problems)
@@ -104,7 +138,14 @@ class Loader:
         self.agents.update(
             {n: self._merge(m, agents_yaml, "agents") for n, m in methods["agent"].items()}
         )
-        order, entries = self._task_entries(tasks_yaml)
+        # A task another class of the project uses (from the same tasks.yaml) is not unused.
+        used = {
+            method.config_key
+            for c in classes
+            if (c.folder or folder).joinpath(c.configs["tasks"]).resolve() == tasks_file.resolve()
+            for method in c.methods["task"].values()
+        }
+        order, entries = self._task_entries(tasks_yaml, used)
         if not order:
             self.problems.append(f"{tasks_file}: the project has no tasks.")
         tasks = [self._task(entries[n], order[:i], set(order)) for i, n in enumerate(order)]
@@ -126,8 +167,9 @@ class Loader:
         return CrewAIProject(crew_file, output_files)
 
     def _parse(self, path: Path) -> ast.Module | None:
-        if not path.is_file():
+        if not path.is_file() or path in self._parsed:
             return None
+        self._parsed.add(path)
         try:
             return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         except SyntaxError as exc:
@@ -179,17 +221,16 @@ class Loader:
             entry.where[name] = method.where[name]
         return entry
 
-    def _task_entries(self, tasks_yaml: dict[str, Entry]) -> tuple[list[str], dict[str, Entry]]:
-        """The task order and entries: crew.py's ``@task`` methods if any, else tasks.yaml."""
+    def _task_entries(
+        self, tasks_yaml: dict[str, Entry], used: set[str | None]
+    ) -> tuple[list[str], dict[str, Entry]]:
+        """The task order and entries: the class's ``@task`` methods if any, else tasks.yaml."""
         methods = self.crew_py.methods
         if not methods["task"]:
             return list(tasks_yaml), tasks_yaml
         entries = {n: self._merge(m, tasks_yaml, "tasks") for n, m in methods["task"].items()}
-        used = {m.config_key for m in methods["task"].values()}
         for entry in (e for name, e in tasks_yaml.items() if name not in used):
-            self.warnings.append(
-                f"{entry.origin}: not used by any @task method of crew.py; ignored"
-            )
+            self.warnings.append(f"{entry.origin}: not used by any @task method; ignored")
         crew = next(iter(methods["crew"].values()), Entry("crew", ""))
         listed = crew.values.get("tasks")  # Crew(tasks=[self.a(), self.b()]) sets the order
         if not isinstance(listed, list) or not listed:
