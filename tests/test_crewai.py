@@ -93,7 +93,9 @@ def test_src_layout_agents_are_wired_in_crew_py_only():
     assert resolved == ["openai/gpt-4o-mini"]  # reporting_analyst's llm: in agents.yaml
     assert project.output_files == {"reporting_task": Path("report.md")}
     assert project.crew_file.warnings == (
-        "tool SerperDevTool (agent researcher) is not available here; the task runs without it",
+        "tool SerperDevTool (agent researcher) is not available here: it needs credentials"
+        " (SERPER_API_KEY) and its package crewai_tools is not installed; the tasks run without"
+        " it",
     )
 
 
@@ -446,8 +448,6 @@ def test_what_cannot_run_here_is_one_warning_each():
     tasks_yaml = MARKET / "src/market_research/config/tasks.yaml"
     assert warnings == (
         f"{tasks_yaml}:36 legacy_summary: not used by any @task method; ignored",
-        "tool SerperDevTool (agent researcher) is not available here; the task runs without it",
-        "tool ScrapeWebsiteTool (agent researcher) is not available here; the task runs without it",
         "step_callback (agent researcher) is ignored: callbacks are not run here",
         "llm LLM(model='gpt-4o', temperature=0.2) (agent analyst) is a custom LLM object; the"
         " agent uses the crew's default model",
@@ -461,6 +461,11 @@ def test_what_cannot_run_here_is_one_warning_each():
         " the board",
         "planning (crew) is ignored: planning is not supported; the task graph is the plan",
         "manager_llm (crew) is ignored: there is no manager; the tasks run as a dependency graph",
+        "tool SerperDevTool (agent researcher) is not available here: it needs credentials"
+        " (SERPER_API_KEY) and its package crewai_tools is not installed; the tasks run without"
+        " it",
+        "tool ScrapeWebsiteTool (agent researcher) is not available here: its package"
+        " crewai_tools is not installed; the tasks run without it",
     )
 
 
@@ -489,8 +494,10 @@ def test_tools_named_in_yaml_and_on_tasks_are_warned_about(tmp_path):
     assert project.output_files == {}
     assert project.crew_file.warnings == (
         "llm my_llm (agent writer) is a custom LLM object; the agent uses the crew's default model",
-        "tool search_tool (agent writer) is not available here; the task runs without it",
-        "tool FileReadTool (task write) is not available here; the task runs without it",
+        "tool search_tool (agent writer) is not available here: it is the project's own code,"
+        " which crew never runs; the tasks run without it",
+        "tool FileReadTool (task write) is not available here: it is the project's own code,"
+        " which crew never runs; the tasks run without it",
         "output_file f'{self.name}.md' (task write) is not a literal path; the output is not"
         " written to a file",
     )
@@ -600,3 +607,119 @@ def test_allow_delegation_is_carried_over():
     crew = load(MARKET).crew_file.crew
     delegating = {agent.role.split()[0]: agent.allow_delegation for agent in crew.agents}
     assert True in delegating.values() and False in delegating.values()
+
+
+# --- crews in any module ---------------------------------------------------------------------
+
+FLOW = Path(__file__).parent / "fixtures" / "crewai_flow"
+FLOW_CONFIG = FLOW / "src/content_flow/crews/content_crew/config"
+
+
+def test_a_flow_crew_is_read_from_its_own_module_with_its_models_and_tools():
+    assert is_crewai_project(FLOW)
+    project = load(FLOW)  # main.py kicks off ContentCrew; EditingCrew sits beside it
+    crew = project.crew_file.crew
+    assert [t.id for t in crew.tasks] == ["planning_task", "writing_task"]
+    assert project.crew_file.description == "Content Crew"
+    outline = crew.tasks[0].output_model
+    assert outline is not None and outline.__doc__ == "The outline of a post."
+    assert project.crew_file.inputs["words"].default == 600  # kickoff(inputs={...}) literals
+    # editing_task is EditingCrew's, so only stale_task is unused.
+    assert project.crew_file.warnings[0] == (
+        f"{FLOW_CONFIG}/tasks.yaml:16 stale_task: not used by any @task method; ignored"
+    )
+
+
+def test_crew_chooses_the_class_to_run():
+    project = load_crewai_project(FLOW, crew_class="EditingCrew")
+    assert [t.id for t in project.crew_file.crew.tasks] == ["editing_task"]
+    assert project.crew_file.description == "Editing Crew: the same config folder, another task."
+    with pytest.raises(ConfigError) as caught:
+        load_crewai_project(FLOW, crew_class="EditCrew")
+    assert caught.value.problems == [
+        "--crew EditCrew: the project has no @CrewBase class EditCrew (did you mean"
+        " 'EditingCrew'?)."
+    ]
+
+
+def test_several_classes_and_no_main_py_to_tell_them_apart_ask_for_crew(tmp_path):
+    root = tmp_path / "two"
+    shutil.copytree(FLOW, root)
+    (root / "src/content_flow/main.py").write_text("print('no crew here')\n")
+    crews = root / "src/content_flow/crews/content_crew"
+    assert problems(root) == [
+        f"{root}/src/content_flow: the project has 2 @CrewBase classes: ContentCrew"
+        f" ({crews}/content_crew.py), EditingCrew ({crews}/editing_crew.py); main.py kicks off"
+        " none of them. Choose one with --crew ContentCrew."
+    ]
+
+
+def test_crew_plan_takes_crew_and_shows_the_tool_warnings(capsys, monkeypatch, tmp_path):
+    from crew.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CREW_MODEL", "openai/fake")  # planning calls no model
+    assert main(["plan", str(FLOW), "--crew", "EditingCrew"]) == 0
+    out = capsys.readouterr()
+    assert "editing_task" in out.out and "planning_task" not in out.out
+    assert main(["plan", str(FLOW), "-i", "topic=AI"]) == 0
+    out = capsys.readouterr()
+    assert "tool SerperDevTool (agent planner) is not available here" in out.err
+    assert main(["plan", str(TRIP), "--crew", "X"]) == 2
+    assert "--crew X: " in capsys.readouterr().err
+
+
+# --- tool warnings ---------------------------------------------------------------------------
+
+
+def test_one_warning_per_tool_naming_its_class_and_why_it_cannot_run():
+    warnings = [w for w in load(FLOW).crew_file.warnings if w.startswith("tool ")]
+    assert warnings == [
+        "tool SerperDevTool (agent planner) is not available here: it needs credentials"
+        " (SERPER_API_KEY) and its package crewai_tools is not installed; the tasks run without"
+        " it",
+        # scrape_tool = ScrapeWebsiteTool(), given to an agent and to a task: one line.
+        "tool ScrapeWebsiteTool (agent planner; task writing_task) is not available here: its"
+        " package crewai_tools is not installed; the tasks run without it",
+        # agents.yaml's tools: [counter] names the @tool method counter(), which makes one.
+        "tool WordCountTool (agent writer) is not available here: it is the project's own code,"
+        " which crew never runs; the tasks run without it",
+    ]
+
+
+def test_a_tool_shared_by_every_agent_is_one_warning(tmp_path):
+    agents = "\n".join(
+        f"{name}:\n  role: {name}\n  goal: Help.\n  backstory: Helps.\n" for name in "abc"
+    )
+    root = write_project(
+        tmp_path / "trip",
+        {
+            "config/agents.yaml": agents,
+            "config/tasks.yaml": "".join(
+                f"t{n}:\n  description: T.\n  agent: {n}\n" for n in "abc"
+            ),
+            "crew.py": """
+                from crewai_tools import SerperDevTool
+                from trip.tools.calculator import CalculatorTool
+                search = SerperDevTool()
+
+                @CrewBase
+                class Trip:
+                    @agent
+                    def a(self):
+                        return Agent(config=self.agents_config["a"], tools=[search, CalculatorTool()])
+                    @agent
+                    def b(self):
+                        return Agent(config=self.agents_config["b"], tools=[search, CalculatorTool()])
+                    @agent
+                    def c(self):
+                        return Agent(config=self.agents_config["c"], tools=[search])
+            """,
+        },
+    )
+    warnings = load(root).crew_file.warnings
+    assert [w.split(" is not")[0] for w in warnings] == [
+        "tool SerperDevTool (agents a, b, c)",
+        "tool CalculatorTool (agents a, b)",
+    ]
+    assert "the project's own code" in warnings[1]

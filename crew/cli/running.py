@@ -40,6 +40,10 @@ def add_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--inputs-file", type=Path, metavar="FILE.json", help="inputs as a JSON object"
     )
+    parser.add_argument(
+        "--crew", dest="crew_class", metavar="CLASS",
+        help="the @CrewBase class to run, in a CrewAI project that has several",
+    )  # fmt: skip
 
 
 def add_run(commands: Commands) -> None:
@@ -64,7 +68,7 @@ def add_run(commands: Commands) -> None:
 def _run(args: argparse.Namespace) -> int:
     settings = read_settings(args)
     given = given_inputs(args)
-    loaded, output_files = load(args.target, settings, given)
+    loaded, output_files = load(args.target, settings, given, crew_class=args.crew_class)
     inputs = loaded.resolve_inputs(given)
     crew = configure(loaded.crew, settings).replace(
         stream=args.stream, source=str(args.target.resolve())
@@ -271,19 +275,24 @@ def given_inputs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load(
-    target: Path, settings: Settings, given: Mapping[str, Any]
+    target: Path, settings: Settings, given: Mapping[str, Any], *, crew_class: str | None = None
 ) -> tuple[CrewFile, dict[str, Path]]:
-    """The crew at ``target`` and, for CrewAI projects, the files to write outputs to."""
+    """The crew at ``target`` and, for CrewAI projects, the files to write outputs to;
+    ``crew_class`` (``--crew``) picks a CrewAI project's ``@CrewBase`` class."""
     from crew import crewai, spec
 
     resolve = settings.resolve_llm
     if not target.exists():
         raise ConfigError(f"{target}: no such file or folder.")
+    if crew_class is not None and not (target.is_dir() and crewai.is_crewai_project(target)):
+        raise ConfigError(f"--crew {crew_class}: {target} is not a CrewAI project; remove --crew.")
     if target.is_dir():
         if (target / "crew.yaml").is_file():
             return spec.load_crew_yaml(target / "crew.yaml", resolve_llm=resolve), {}
         if crewai.is_crewai_project(target):
-            project = crewai.load_crewai_project(target, resolve_llm=resolve)
+            project = crewai.load_crewai_project(
+                target, resolve_llm=resolve, crew_class=crew_class
+            )
             return project.crew_file, project.output_files
         raise ConfigError(
             f"{target}: no crew.yaml here, and it is not a CrewAI project"

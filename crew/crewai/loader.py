@@ -6,6 +6,7 @@ cannot run here, one ConfigError listing every mistake.
 from __future__ import annotations
 
 import ast
+import importlib.util
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,11 +69,43 @@ def _inputs(
     return {name: _input_spec(name, defaults.get(name)) for name in names}
 
 
+def _owners(owners: list[str]) -> str:
+    """``agents researcher, analyst; task write`` from ``agent researcher``, ..."""
+    kinds: dict[str, list[str]] = {}
+    for owner in dict.fromkeys(owners):
+        kind, _, name = owner.partition(" ")
+        kinds.setdefault(kind, []).append(name)
+    return "; ".join(
+        f"{kind}{'s' if len(names) > 1 else ''} {', '.join(names)}" for kind, names in kinds.items()
+    )
+
+
 def _input_spec(name: str, default: Any) -> InputSpec:
     types = ((bool, "boolean"), (int, "integer"), (float, "number"), (list, "list"))
     kind = next((k for t, k in types if isinstance(default, t)), "string")
     return InputSpec(name, type=kind, default=default)  # type: ignore[arg-type]
 
+
+# crewai_tools' tools that call a paid service, and the variable holding its key.
+_CREDENTIALS = {
+    "SerperDevTool": "SERPER_API_KEY",
+    "SerplyWebSearchTool": "SERPLY_API_KEY",
+    "SerplyNewsSearchTool": "SERPLY_API_KEY",
+    "EXASearchTool": "EXA_API_KEY",
+    "BraveSearchTool": "BRAVE_API_KEY",
+    "TavilySearchTool": "TAVILY_API_KEY",
+    "TavilyExtractorTool": "TAVILY_API_KEY",
+    "FirecrawlScrapeWebsiteTool": "FIRECRAWL_API_KEY",
+    "FirecrawlSearchTool": "FIRECRAWL_API_KEY",
+    "FirecrawlCrawlWebsiteTool": "FIRECRAWL_API_KEY",
+    "BrowserbaseLoadTool": "BROWSERBASE_API_KEY",
+    "ScrapflyScrapeWebsiteTool": "SCRAPFLY_API_KEY",
+    "SpiderTool": "SPIDER_API_KEY",
+    "ApifyActorsTool": "APIFY_API_TOKEN",
+    "ComposioTool": "COMPOSIO_API_KEY",
+    "DallETool": "OPENAI_API_KEY",
+    "GithubSearchTool": "GITHUB_TOKEN",
+}
 
 _NO_MANAGER = "there is no manager; the tasks run as a dependency graph"
 _IGNORED = {
@@ -123,7 +156,8 @@ class Loader:
         main = self._parse(self.package / "main.py")
         classes = [c for module in modules for c in module.classes]
         chosen, problem = choose_crew(classes, main, self.crew_class, self.package)
-        self.problems += [problem] if problem else []
+        if problem is not None:  # which config files to read depends on the class
+            raise ConfigError([*self.problems, problem])
         self.crew_py = chosen or CrewPy()
         self.module = next((m for m in modules if any(c is chosen for c in m.classes)), None)
         self.models = Models(self.package, self.module)
@@ -153,6 +187,11 @@ class Loader:
             self.warnings.append(f"{hook} (crew) is ignored: hooks are not run here")
         for entry in methods["crew"].values():
             self._ignored(entry, "crew")
+        for tool, (reason, owners) in self.tools.items():
+            self.warnings.append(
+                f"tool {tool} ({_owners(owners)}) is not available here: {reason}; the tasks"
+                " run without it"
+            )
         output_files = self._output_files(order, entries)
         if self.problems:
             raise ConfigError(self.problems)
@@ -360,9 +399,8 @@ class Loader:
         """Warn about each setting of ``entry`` that cannot run here."""
         tools = entry.values.get("tools") or []
         for tool in tools if isinstance(tools, list) else [tools]:
-            self.warnings.append(
-                f"tool {label(tool)} ({owner}) is not available here; the task runs without it"
-            )
+            name, reason = self._tool(tool)
+            self.tools.setdefault(name, (reason, []))[1].append(owner)
         process = entry.values.get("process")
         if label(process) == "hierarchical":
             text = process.text if isinstance(process, Code) else repr(process)
@@ -370,6 +408,43 @@ class Loader:
         for key, reason in _IGNORED.items():
             if entry.values.get(key) not in (None, False, [], ""):
                 self.warnings.append(f"{key} ({owner}) is ignored: {reason}")
+
+    def _tool(self, value: Any) -> tuple[str, str]:
+        """A tool's class, found through the names that hold it (tools.yaml's ``search_tool``:
+        an ``@tool`` method or a module variable), and why it cannot run here."""
+        methods, names = self.crew_py.tools, self.module.names if self.module else {}
+        for _ in range(4):  # search_tool -> self.search_tool() -> SerperDevTool()
+            name = label(value)
+            is_name = isinstance(value, str) or value.self_call or value.text == name
+            found = methods.get(name) if isinstance(value, str) or value.self_call else None
+            found = names.get(name) if found is None else found
+            if not is_name or found is None or found == value:
+                break
+            value = found
+        name = label(value)
+        origin = self.module.imports.get(name, "") if self.module else ""
+        package = origin.split(".")[0]
+        defined = isinstance(value, Code) and value.text in ("def", "class")
+        if defined or not package or self._is_project(package):
+            return name, "it is the project's own code, which crew never runs"
+        reasons = [f"it needs credentials ({_CREDENTIALS[name]})"] if name in _CREDENTIALS else []
+        try:
+            installed = importlib.util.find_spec(package) is not None
+        except (ImportError, ValueError):
+            installed = False
+        reasons.append(
+            f"crew does not run {package}'s tools"
+            if installed
+            else f"its package {package} is not installed"
+        )
+        return name, " and ".join(reasons)
+
+    def _is_project(self, package: str) -> bool:
+        """Whether an import's top-level name is the project's own package or module."""
+        folder = self.package
+        return package == folder.name or any(
+            p.exists() for p in (folder / package, folder / f"{package}.py")
+        )
 
     def _output_files(self, order: list[str], entries: dict[str, Entry]) -> dict[str, Path]:
         files = {}

@@ -82,8 +82,8 @@ class Module:
     imports: dict[str, str] = field(default_factory=dict)
     """Name -> the module it is imported from (``.tools`` for a relative import)."""
     names: dict[str, Any] = field(default_factory=dict)
-    """Module-level names -> their value (``search_tool = SerperDevTool()``), or ``Code``
-    naming the kind of definition (``def``, ``class``) for functions and classes."""
+    """Module-level names -> their value (``search_tool = SerperDevTool()``); a function or
+    class defined here is ``Code("def" or "class", its name)``."""
 
 
 _BUILDS = {"agent": "Agent", "task": "Task", "crew": "Crew"}
@@ -104,7 +104,7 @@ def read_module(tree: ast.Module, path: Path) -> Module:
                 module.names[name_of(target)] = _value(node.value)
         elif isinstance(node, ast.FunctionDef | ast.ClassDef):
             kind = "class" if isinstance(node, ast.ClassDef) else "def"
-            module.names[node.name] = Code(f"{kind} {node.name}", kind)
+            module.names[node.name] = Code(kind, node.name)
             if kind == "class" and "CrewBase" in map(name_of, node.decorator_list):
                 module.classes.append(_crew_class(node, path))  # type: ignore[arg-type]
     return module
