@@ -401,19 +401,49 @@ def test_main_py_literals_are_defaults_and_computed_values_are_skipped():
     assert (inputs["topic"].default, inputs["topic"].required) == ("AI LLMs", True)
     # str(datetime.now().year) is computed: no default, so it must be given; train()'s
     # inputs = {...} is not the one run() uses.
-    assert (inputs["current_year"].default, inputs["current_year"].type) == (None, "string")
+    assert (inputs["current_year"].default, inputs["current_year"].type) == (None, "text")
 
 
 def test_inputs_may_be_strings_numbers_booleans_and_lists():
-    inputs = load(MARKET).crew_file.inputs
-    assert {n: (s.type, s.default) for n, s in inputs.items()} == {
-        "market": ("string", "home coffee roasters"),
-        "region": ("string", "Europe"),
-        "channels": ("list", ["online", "retail"]),
-        "max_competitors": ("integer", 5),
-        "include_prices": ("boolean", True),
-        "as_of": ("string", None),
+    crew_file = load(MARKET).crew_file
+    assert {n: (s.type, s.default) for n, s in crew_file.inputs.items()} == {
+        "market": ("text", "home coffee roasters"),
+        "region": ("text", "Europe"),
+        "channels": ("text", ["online", "retail"]),
+        "max_competitors": ("text", 5),
+        "include_prices": ("text", True),
+        "as_of": ("text", None),
     }
+    # CrewAI fills a placeholder with str(value): Python's True and ['a'], not JSON's.
+    assert crew_file.resolve_inputs({"as_of": "2025"}) == {
+        "as_of": "2025",
+        "market": "home coffee roasters",
+        "region": "Europe",
+        "channels": "['online', 'retail']",
+        "max_competitors": "5",
+        "include_prices": "True",
+    }
+
+
+def test_given_inputs_of_any_json_type_are_filled_in_as_crewai_does(tmp_path):
+    root = write_project(
+        tmp_path / "typed",
+        {
+            "config/agents.yaml": AGENTS,
+            "config/tasks.yaml": """
+                t:
+                  description: "days={days} ok={ok} none={none} cities={cities} f={f} s={s}"
+                  agent: writer
+            """,
+        },
+    )
+    crew_file = load(root).crew_file
+    # What --inputs-file gives: numbers, booleans, null and lists as well as strings.
+    given = {"days": 3, "ok": True, "none": None, "cities": ["Porto", "Lisbon"], "f": 1.5}
+    inputs = crew_file.resolve_inputs(given | {"s": "x"})
+    llm = ScriptedLLM()
+    crew_file.crew.with_llm(llm).run(inputs).raise_for_status()
+    assert "days=3 ok=True none=None cities=['Porto', 'Lisbon'] f=1.5 s=x" in llm.calls[0].prompt
 
 
 def test_every_placeholder_is_a_required_string_input_and_json_braces_are_not():
@@ -425,7 +455,7 @@ def test_every_placeholder_is_a_required_string_input_and_json_braces_are_not():
         "travel-dates",
         "days",
     ]
-    assert all(s.required and s.type == "string" for s in project.crew_file.inputs.values())
+    assert all(s.required and s.type == "text" for s in project.crew_file.inputs.values())
     assert project.output_files == {"plan_task": Path("itinerary_{origin}.md")}
     assert '{"city": "...", "highlights": ["..."]}' in project.crew_file.crew.tasks[1].description
 

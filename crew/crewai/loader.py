@@ -58,7 +58,7 @@ def _hint(name: str, options: Iterable[str], what: str) -> str:
 def _inputs(
     tasks: list[Task], output_files: dict[str, Path], defaults: dict[str, Any]
 ) -> dict[str, InputSpec]:
-    """One input per placeholder (and per main.py input), typed by its default."""
+    """One input per placeholder (and per main.py input), with main.py's value as default."""
     texts = [str(file) for file in output_files.values()]
     for task in tasks:
         agent = task.agent
@@ -81,9 +81,8 @@ def _owners(owners: list[str]) -> str:
 
 
 def _input_spec(name: str, default: Any) -> InputSpec:
-    types = ((bool, "boolean"), (int, "integer"), (float, "number"), (list, "list"))
-    kind = next((k for t, k in types if isinstance(default, t)), "string")
-    return InputSpec(name, type=kind, default=default)  # type: ignore[arg-type]
+    """CrewAI takes any value and fills it in as ``str(value)`` does: ``text``."""
+    return InputSpec(name, type="text", default=default)
 
 
 # crewai_tools' tools that call a paid service, and the variable holding its key.
