@@ -753,3 +753,30 @@ def test_a_tool_shared_by_every_agent_is_one_warning(tmp_path):
         "tool CalculatorTool (agents a, b)",
     ]
     assert "the project's own code" in warnings[1]
+
+
+# --- placeholders in roles -------------------------------------------------------------------
+
+
+def test_a_role_with_a_placeholder_is_filled_in_wherever_it_is_shown():
+    import io
+
+    from rich.console import Console
+
+    from crew.console import ConsoleView, plan_mermaid, render_plan, render_result
+
+    crew = load(LATEST).crew_file.crew.with_llm(ScriptedLLM())
+    inputs = {"topic": "Rust", "current_year": "2025"}
+    console = Console(file=io.StringIO(), record=True, width=160)
+    view = ConsoleView(console, live=False, agents={t.id: t.agent.role for t in crew.tasks})
+    result = crew.run(inputs, on_event=view).raise_for_status()
+    render_result(result, console, show_board=True)
+    render_plan(crew.plan(inputs), console, inputs=inputs)
+    shown = console.export_text() + plan_mermaid(crew.plan(inputs), inputs=inputs)
+    assert "{topic}" not in shown
+    assert "started research_task (Rust Senior Data Researcher)" in shown  # progress line
+    assert shown.count("Rust Reporting Analyst") >= 4  # progress, board, usage, plan, mermaid
+    report = result.tasks["reporting_task"]
+    assert report.status == "succeeded"
+    prompt = crew.llm.calls_for("reporting_task")[0].prompt  # type: ignore[union-attr]
+    assert "### research_task (by Rust Senior Data Researcher)" in prompt

@@ -56,9 +56,9 @@ def _plan(args: argparse.Namespace) -> int:
     inputs = loaded.resolve_inputs({**placeholders, **given})
     plan = configure(loaded.crew, settings).plan(inputs)
     if args.mermaid:
-        sys.stdout.write(plan_mermaid(plan) + "\n")
+        sys.stdout.write(plan_mermaid(plan, inputs=inputs) + "\n")
     else:
-        render_plan(plan, Console(highlight=False))
+        render_plan(plan, Console(highlight=False), inputs=inputs)
     return 0
 
 

@@ -290,9 +290,7 @@ def load(
         if (target / "crew.yaml").is_file():
             return spec.load_crew_yaml(target / "crew.yaml", resolve_llm=resolve), {}
         if crewai.is_crewai_project(target):
-            project = crewai.load_crewai_project(
-                target, resolve_llm=resolve, crew_class=crew_class
-            )
+            project = crewai.load_crewai_project(target, resolve_llm=resolve, crew_class=crew_class)
             return project.crew_file, project.output_files
         raise ConfigError(
             f"{target}: no crew.yaml here, and it is not a CrewAI project"
