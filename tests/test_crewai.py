@@ -737,10 +737,14 @@ def test_a_tool_shared_by_every_agent_is_one_warning(tmp_path):
                 class Trip:
                     @agent
                     def a(self):
-                        return Agent(config=self.agents_config["a"], tools=[search, CalculatorTool()])
+                        return Agent(
+                            config=self.agents_config["a"], tools=[search, CalculatorTool()]
+                        )
                     @agent
                     def b(self):
-                        return Agent(config=self.agents_config["b"], tools=[search, CalculatorTool()])
+                        return Agent(
+                            config=self.agents_config["b"], tools=[search, CalculatorTool()]
+                        )
                     @agent
                     def c(self):
                         return Agent(config=self.agents_config["c"], tools=[search])
@@ -780,3 +784,65 @@ def test_a_role_with_a_placeholder_is_filled_in_wherever_it_is_shown():
     assert report.status == "succeeded"
     prompt = crew.llm.calls_for("reporting_task")[0].prompt  # type: ignore[union-attr]
     assert "### research_task (by Rust Senior Data Researcher)" in prompt
+
+
+# --- structured outputs that do not parse ----------------------------------------------------
+
+
+def test_an_answer_that_never_matches_output_json_is_kept_as_text_with_one_warning(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from crew import events
+    from crew.console import ConsoleView
+
+    root = write_project(
+        tmp_path / "lenient",
+        {
+            "config/agents.yaml": AGENTS,
+            "config/tasks.yaml": """
+                pick:
+                  description: Pick a city.
+                  agent: writer
+                  output_json: City
+                write:
+                  description: Write about it.
+                  agent: writer
+            """,
+            "crew.py": """
+                from pydantic import BaseModel
+
+                class City(BaseModel):
+                    name: str
+            """,
+        },
+    )
+    crew = load(root).crew_file.crew
+    assert crew.tasks[0].output_model is not None
+    llm = ScriptedLLM({"pick": "Porto, of course.", "write": "Porto is lovely."})
+    seen: list[events.Event] = []
+    console = Console(file=io.StringIO(), record=True, width=200)
+    view = ConsoleView(console, live=False)
+    result = crew.with_llm(llm).run(on_event=lambda e: (seen.append(e), view(e)))
+    assert result.status == "succeeded"
+    assert len(llm.calls_for("pick")) == 2  # the answer, then the repair turn
+    assert (result.outputs["pick"].text, result.outputs["pick"].data) == ("Porto, of course.", None)
+    assert "Porto, of course." in llm.calls_for("write")[0].prompt
+    kept = [e for e in seen if isinstance(e, events.OutputKeptAsText)]
+    assert [(e.task_id, e.model) for e in kept] == [("pick", "City")]
+    assert console.export_text().count("warning: pick: the answer does not match City") == 1
+
+
+def test_crews_own_output_model_stays_strict():
+    from pydantic import BaseModel
+
+    from crew import Agent, Crew, Task
+
+    class City(BaseModel):
+        name: str
+
+    writer = Agent(role="Writer", goal="Write")
+    crew = Crew([Task("pick", "Pick a city.", "", writer, output_model=City)])
+    result = crew.with_llm(ScriptedLLM({"pick": "Porto, of course."})).run()
+    assert result.status == "failed"

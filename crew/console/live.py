@@ -121,6 +121,7 @@ class ConsoleView:
             events.RoundStarted: self._round_started,
             events.LoopFinished: self._loop_finished,
             events.MapStarted: self._map_started,
+            events.OutputKeptAsText: self._output_kept_as_text,
             events.ItemFinished: self._item_finished,
         }
         token_delta = getattr(events, "TokenDelta", None)  # streaming may not exist yet
@@ -282,6 +283,14 @@ class ConsoleView:
         if row is not None:
             row.detail = f"falling back to {event.next_model} ({_reason(event.error)})"
             self._say(row, f"{row.task_id} {row.detail}", "yellow")
+
+    def _output_kept_as_text(self, event: events.OutputKeptAsText) -> None:
+        # Printed even while animating: the run goes on, but this task's data is missing.
+        line = (
+            f"warning: {event.task_id}: the answer does not match {event.model}"
+            f" ({_reason(event.error)}); kept as text, as CrewAI does"
+        )
+        self.console.print(Text(line, style="yellow"), soft_wrap=True, highlight=False)
 
     def _llm_called(self, event: events.LLMCalled) -> None:
         row = self._rows.get(event.task_id)

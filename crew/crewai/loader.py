@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from crew.agent import Agent
+from crew.attempt import KEEPS_TEXT
 from crew.crew import Crew
 from crew.crewai.models import Models
 from crew.crewai.python import (
@@ -386,7 +387,9 @@ class Loader:
             if (ref := entry.values.get(key)) is None:
                 continue
             try:
-                return self.models.build(label(ref))
+                model = self.models.build(label(ref))
+                setattr(model, KEEPS_TEXT, True)  # CrewAI keeps an answer that does not parse
+                return model
             except (ValueError, TypeError) as exc:  # TypeError: pydantic refused the rebuild
                 self.warnings.append(
                     f"{key} {label(ref)} (task {entry.name}) cannot be rebuilt here: {exc};"
