@@ -846,3 +846,29 @@ def test_crews_own_output_model_stays_strict():
     crew = Crew([Task("pick", "Pick a city.", "", writer, output_model=City)])
     result = crew.with_llm(ScriptedLLM({"pick": "Porto, of course."})).run()
     assert result.status == "failed"
+
+
+def test_an_async_task_without_context_is_given_no_context_as_in_a_crewai_kickoff(tmp_path):
+    root = write_project(
+        tmp_path / "async",
+        {
+            "config/agents.yaml": AGENTS,
+            "config/tasks.yaml": """
+                first:
+                  description: First.
+                  agent: writer
+                background:
+                  description: In the background.
+                  agent: writer
+                  async_execution: true
+                last:
+                  description: Last.
+                  agent: writer
+            """,
+        },
+    )
+    llm = ScriptedLLM({"first": "first done", "background": "background done"})
+    load(root).crew_file.crew.with_llm(llm).run().raise_for_status()
+    assert "## Context from earlier tasks" not in llm.calls_for("background")[0].prompt
+    last = llm.calls_for("last")[0].prompt
+    assert "first done" in last and "background done" in last

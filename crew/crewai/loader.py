@@ -368,7 +368,12 @@ class Loader:
         return None
 
     def _dependencies(self, entry: Entry, earlier: list[str], known: set[str]) -> list[str]:
-        """CrewAI's rule: no context means every earlier task, or none for an async task."""
+        """CrewAI's rule: no context means every earlier task, or none for an async task.
+
+        CrewAI's ``Crew._execute_tasks`` hands an async task ``[last_sync_output]``, but sets
+        ``last_sync_output`` only for tasks skipped when replaying (``crewai replay``); in a
+        kickoff it stays None, so an async task without ``context`` gets no context.
+        """
         context = entry.values.get("context")
         if context is None:
             return [] if entry.values.get("async_execution") is True else list(earlier)
