@@ -872,3 +872,62 @@ def test_an_async_task_without_context_is_given_no_context_as_in_a_crewai_kickof
     assert "## Context from earlier tasks" not in llm.calls_for("background")[0].prompt
     last = llm.calls_for("last")[0].prompt
     assert "first done" in last and "background done" in last
+
+
+# --- the project folder's settings and store -------------------------------------------------
+
+
+def test_the_project_folders_crew_toml_ranks_between_the_working_folders_and_the_environment(
+    tmp_path,
+):
+    from crew.config import Settings
+
+    project = tmp_path / "mycrew"
+    project.mkdir()
+    (tmp_path / "crew.toml").write_text('[llm]\nmodel = "openai/here"\ntemperature = 0.5\n')
+    (project / "crew.toml").write_text('[llm]\nmodel = "openai/project"\n')
+    (tmp_path / ".env").write_text("OPENAI_API_KEY=sk-here\nGROQ_API_KEY=gsk-here\n")
+    (project / ".env").write_text("OPENAI_API_KEY=sk-project\n")
+    settings = Settings.load(cwd=tmp_path, env={}, project=project)
+    assert (settings.llm.model, settings.llm.temperature) == ("openai/project", 0.5)
+    assert settings.sources["llm.model"] == f"{project}/crew.toml"
+    assert settings.sources["llm.temperature"] == "./crew.toml"
+    assert settings.provider_keys["OPENAI_API_KEY"] == ("sk-project", ".env")
+    assert settings.provider_keys["GROQ_API_KEY"] == ("gsk-here", ".env")
+    from_env = Settings.load(cwd=tmp_path, env={"CREW_MODEL": "openai/env"}, project=project)
+    assert from_env.llm.model == "openai/env"
+    alone = Settings.load(cwd=tmp_path, env={})  # no project: the working folder only
+    assert alone.llm.model == "openai/here"
+
+
+def test_crew_run_dir_reads_the_projects_settings_and_keeps_its_runs_there(tmp_path, server):
+    import os
+    import subprocess
+
+    project = tmp_path / "trip"
+    shutil.copytree(TRIP, project)
+    agents = project / "config/agents.yaml"  # every agent on the project's default model
+    agents.write_text(agents.read_text().replace("  llm: openai/gpt-4o-mini\n", ""))
+    (project / "crew.toml").write_text(f'[llm]\nmodel = "openai/fake"\napi_base = "{server.url}"\n')
+    (project / ".env").write_text("OPENAI_API_KEY=sk-test\nCREW_TEMPERATURE=0.7\n")
+    (tmp_path / "inputs.json").write_text(
+        '{"origin": "Porto", "cities": ["Lisbon", "Madrid"], "interests": "food",'
+        ' "travel-dates": null, "days": 3}'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CREW_", "OPENAI_"))}
+    command = [str(Path(sys.executable).with_name("crew"))]
+    done = subprocess.run(
+        [*command, "run", "trip", "--inputs-file", "inputs.json", "--quiet"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert server.calls[0].body["temperature"] == 0.7  # from the project's .env
+    prompts = [call.body["messages"][1]["content"] for call in server.calls]
+    assert any("Compare these cities: ['Lisbon', 'Madrid']." in p for p in prompts)
+    assert any("travels on None." in p for p in prompts)
+    assert (project / "itinerary_Porto.md").is_file()
+    assert (project / ".crew/crew.db").is_file() and not (tmp_path / ".crew").exists()
+    listed = subprocess.run(
+        [*command, "runs"], capture_output=True, text=True, timeout=120, cwd=project, env=env
+    )
+    assert listed.returncode == 0 and "trip" in listed.stdout, listed.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
@@ -73,6 +74,8 @@ def _run(args: argparse.Namespace) -> int:
     crew = configure(loaded.crew, settings).replace(
         stream=args.stream, source=str(args.target.resolve())
     )
+    if (store := project_store(args)) is not None:
+        crew = crew.replace(store=store)
     needs_a_model(crew)
     crew.plan(inputs)  # every setup problem surfaces here, before the view starts
     replay = {"replay": args.replay, "replay_strict": args.replay_strict}
@@ -236,16 +239,17 @@ def report(args: argparse.Namespace, result: CrewResult, out: Console) -> int:
         sys.stdout.write(result_json(result) + "\n")
     else:
         render_result(result, out)
+    where = f"cd {project_dir(args)} && " if project_store(args) else ""  # the run's store
     if result.status == "waiting":
         waiting = [t for t, r in result.tasks.items() if r.status == "waiting"]
         stderr().print(
             f"Run {result.run_id} waits for a review of: {', '.join(waiting)}. Answer with"
-            f" crew approve|reject|edit {result.run_id} TASK --resume-now (or answer, then:"
-            f" crew resume {result.run_id})"
+            f" {where}crew approve|reject|edit {result.run_id} TASK --resume-now (or answer,"
+            f" then: crew resume {result.run_id})"
         )
         return 0
     if result.status != "succeeded":
-        stderr().print(f"Fix the cause, then continue with: crew resume {result.run_id}")
+        stderr().print(f"Fix the cause, then continue with: {where}crew resume {result.run_id}")
     return 0 if result.status == "succeeded" else EXIT_FAILED
 
 
@@ -257,7 +261,21 @@ def read_settings(args: argparse.Namespace) -> Settings:
         for key in ("llm", "max_concurrency", "on_failure")
         if (value := getattr(args, key, None)) is not None
     }
-    return Settings.load(overrides=overrides)
+    return Settings.load(overrides=overrides, project=project_dir(args))
+
+
+def project_dir(args: argparse.Namespace) -> Path | None:
+    """The folder ``crew run DIR`` names: its crew.toml, .env and run store are the project's."""
+    target = getattr(args, "target", None)
+    return target if isinstance(target, Path) and target.is_dir() else None
+
+
+def project_store(args: argparse.Namespace) -> str | None:
+    """``DIR/.crew/crew.db`` for ``crew run DIR`` from another folder, unless CREW_STORE says."""
+    project = project_dir(args)
+    if project is None or os.environ.get("CREW_STORE") or project.resolve() == Path.cwd().resolve():
+        return None
+    return str(project / ".crew" / "crew.db")
 
 
 def given_inputs(args: argparse.Namespace) -> dict[str, Any]:
