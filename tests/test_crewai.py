@@ -931,3 +931,30 @@ def test_crew_run_dir_reads_the_projects_settings_and_keeps_its_runs_there(tmp_p
         [*command, "runs"], capture_output=True, text=True, timeout=120, cwd=project, env=env
     )
     assert listed.returncode == 0 and "trip" in listed.stdout, listed.stderr
+
+
+def test_a_tool_reached_through_its_module_or_given_oddly_is_still_one_clear_warning(tmp_path):
+    root = write_project(
+        tmp_path / "odd",
+        {
+            "config/agents.yaml": textwrap.dedent(AGENTS) + "  tools: [3]\n",
+            "config/tasks.yaml": "t:\n  description: T.\n  agent: writer\n",
+            "crew.py": """
+                import crewai_tools
+
+                @CrewBase
+                class Odd:
+                    @task
+                    def t(self):
+                        return Task(
+                            config=self.tasks_config["t"], tools=[crewai_tools.EXASearchTool()]
+                        )
+            """,
+        },
+    )
+    assert [w.split(" is not")[0] + w.split("here:")[1] for w in load(root).crew_file.warnings] == [
+        "tool 3 (agent writer) it is not a tool (expected a name or a tool object); the tasks run"
+        " without it",
+        "tool EXASearchTool (task t) it needs credentials (EXA_API_KEY) and its package"
+        " crewai_tools is not installed; the tasks run without it",
+    ]

@@ -422,6 +422,8 @@ class Loader:
         methods, names = self.crew_py.tools, self.module.names if self.module else {}
         for _ in range(4):  # search_tool -> self.search_tool() -> SerperDevTool()
             name = label(value)
+            if not isinstance(value, str | Code):
+                break
             is_name = isinstance(value, str) or value.self_call or value.text == name
             found = methods.get(name) if isinstance(value, str) or value.self_call else None
             found = names.get(name) if found is None else found
@@ -429,8 +431,12 @@ class Loader:
                 break
             value = found
         name = label(value)
-        origin = self.module.imports.get(name, "") if self.module else ""
+        imports = self.module.imports if self.module else {}
+        head = value.text.split("(")[0].split(".")[0] if isinstance(value, Code) else name
+        origin = imports.get(name) or imports.get(head, "")  # SerperDevTool, crewai_tools.X
         package = origin.split(".")[0]
+        if not isinstance(value, str | Code):
+            return name, "it is not a tool (expected a name or a tool object)"
         defined = isinstance(value, Code) and value.text in ("def", "class")
         if defined or not package or self._is_project(package):
             return name, "it is the project's own code, which crew never runs"
