@@ -1,6 +1,6 @@
-"""Turning what was read of a CrewAI project (its YAML config and crew.py) into a crew: agents,
-tasks in CrewAI's order and dependencies, inputs, output files; one warning for each thing that
-cannot run here, one ConfigError listing every mistake.
+"""Turning what was read of a CrewAI project (its YAML config and its ``@CrewBase`` class) into
+a crew: agents, tasks in CrewAI's order and dependencies, inputs, output files; one warning for
+each thing that cannot run here, one ConfigError listing every mistake.
 """
 
 from __future__ import annotations
@@ -363,7 +363,7 @@ class Loader:
         elif value is not None:
             self.problems.append(
                 f"{entry.where_of(key)}: expected a literal string, got {label(value)}; crew"
-                " reads crew.py without running it."
+                " reads the project's Python without running it."
             )
         return None
 
