@@ -958,3 +958,26 @@ def test_a_tool_reached_through_its_module_or_given_oddly_is_still_one_clear_war
         "tool EXASearchTool (task t) it needs credentials (EXA_API_KEY) and its package"
         " crewai_tools is not installed; the tasks run without it",
     ]
+
+
+def test_config_paths_may_be_annotated_and_are_relative_to_the_classs_module(tmp_path):
+    team = "src/annotated/crews/team"
+    root = write_project(
+        tmp_path / "annotated",
+        {
+            f"{team}/settings/agents.yaml": AGENTS,
+            f"{team}/settings/tasks.yaml": "t:\n  description: T.\n  agent: writer\n",
+            f"{team}/team.py": """
+                @CrewBase
+                class Team:
+                    agents_config: str = "settings/agents.yaml"
+                    tasks_config: str = "settings/tasks.yaml"
+
+                    @task
+                    def t(self):
+                        return Task(config=self.tasks_config["t"])
+            """,
+        },
+    )
+    assert is_crewai_project(root)
+    assert [t.id for t in load(root).crew_file.crew.tasks] == ["t"]

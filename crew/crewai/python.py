@@ -113,8 +113,9 @@ def read_module(tree: ast.Module, path: Path) -> Module:
 def _crew_class(found: ast.ClassDef, path: Path) -> CrewPy:
     result = CrewPy(name=found.name, path=path, doc=ast.get_docstring(found) or "")
     for stmt in found.body:
-        if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant):
-            for target in stmt.targets:  # agents_config = 'config/agents.yaml'
+        if isinstance(stmt, ast.Assign | ast.AnnAssign) and isinstance(stmt.value, ast.Constant):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            for target in targets:  # agents_config = 'config/agents.yaml' (or ...: str = ...)
                 kind = name_of(target).removesuffix("_config")
                 if kind in result.configs and isinstance(stmt.value.value, str):
                     result.configs[kind] = stmt.value.value
