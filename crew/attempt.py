@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from crew.board import Board
     from crew.task import Task
 
+KEEPS_TEXT = "__crew_keeps_text__"
+"""Set to True on an output model whose task keeps an answer that still does not match after
+the repair turn, as text without data (CrewAI's rule; crew's own ``output_model`` is strict)."""
+
 MAX_DELEGATION_DEPTH = 2
 """A coworker may delegate once more; below that, no delegation tools (no endless ping-pong)."""
 
@@ -93,6 +97,10 @@ class Attempt:
             try:
                 data = parse_output(text, output_model, task_id=task.id)
             except OutputValidationError as exc:
+                if (repaired or last) and getattr(output_model, KEEPS_TEXT, False):
+                    name, error = output_model.__name__, str(exc.details)
+                    run.emit(events.OutputKeptAsText, task_id=task.id, model=name, error=error)
+                    return AgentAnswer(text=text, data=None, model=response.model)
                 if repaired or last:
                     raise
                 repaired = True

@@ -1,8 +1,9 @@
 """Settings: the default model, named model profiles and run limits, from files and environment.
 
 In rising priority: defaults, ``~/.config/crew/config.toml`` (``$XDG_CONFIG_HOME/crew/...``),
-``./crew.toml``, ``CREW_*`` environment variables (a ``.env`` file in the working directory
-fills in those not set), and command-line flags::
+``./crew.toml``, the project's ``crew.toml`` (``crew run DIR``: ``DIR/crew.toml``), ``CREW_*``
+environment variables (``DIR/.env``, then ``./.env``, fill in those not set), and command-line
+flags::
 
     [llm]                          # the model of agents that name none
     model = "openai/gpt-4o-mini"   # one line to switch: "anthropic/...", "ollama/llama3.1", ...
@@ -40,6 +41,7 @@ from crew.config_layers import (
     ModelSettings,
     RunSection,
     mask,
+    project_folders,
     read_layers,
 )
 from crew.dotenv import PROVIDER_NAMES, export, read_env_file
@@ -70,6 +72,7 @@ class Settings:
         env: Mapping[str, str] | None = None,
         overrides: Mapping[str, Any] | None = None,
         read_dotenv: bool = True,
+        project: Path | None = None,
     ) -> Settings:
         """Read every layer and check them all, raising one ``ConfigError`` for every problem.
 
@@ -81,15 +84,23 @@ class Settings:
             overrides: command-line flags by name (``llm``, ``max_concurrency``, ``on_failure``,
                 ``model``, ...) or dotted key (``llm.temperature``); None values are ignored.
             read_dotenv: whether to read ``.env``.
+            project: the folder ``crew run DIR`` names: its ``crew.toml`` ranks above
+                ``./crew.toml``, and its ``.env`` above ``./.env``.
         """
         cwd = Path.cwd() if cwd is None else cwd
         environ: Mapping[str, str] = os.environ if env is None else env
         problems: list[str] = []
-        dotenv = read_env_file(cwd / ".env", problems) if read_dotenv else {}
+        dotenv: dict[str, str] = {}
+        for folder in project_folders(cwd, project) if read_dotenv else []:
+            shown = ".env" if folder == cwd else str(folder / ".env")
+            for name, value in read_env_file(folder / ".env", problems, shown).items():
+                dotenv.setdefault(name, value)  # the project's first
         dotenv = {k: v for k, v in dotenv.items() if k not in environ}
         if env is None:
             export(dotenv, os.environ)
-        file, values, sources = read_layers(cwd, environ, dotenv, overrides or {}, problems)
+        file, values, sources = read_layers(
+            cwd, environ, dotenv, overrides or {}, problems, project=project
+        )
         override = values.get("llm_override")
         if override is not None and file is not None:
             problems += _check_name(override, file.llm.profiles, f"{sources['llm_override']}: ")

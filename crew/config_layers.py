@@ -1,6 +1,7 @@
 """Where settings come from: the shape of crew.toml (one pydantic model per section) and one
-layer per place (the user's config.toml, ./crew.toml, ``CREW_*`` variables and ``.env``,
-command-line flags), each checked against that shape, then merged in rising priority.
+layer per place (the user's config.toml, ./crew.toml, the project's crew.toml for ``crew run
+DIR``, ``CREW_*`` variables and ``.env``, command-line flags), each checked against that shape,
+then merged in rising priority.
 ``crew.config.Settings`` is what they make.
 """
 
@@ -119,18 +120,35 @@ def read_layers(
     dotenv: Mapping[str, str],
     overrides: Mapping[str, Any],
     problems: list[str],
+    *,
+    project: Path | None = None,
 ) -> tuple[SettingsFile | None, dict[str, Any], dict[str, str]]:
     """Every layer, merged in rising priority and checked: the settings (None after a problem),
-    the merged values by dotted key, and where each came from."""
+    the merged values by dotted key, and where each came from. ``project`` is the folder
+    ``crew run DIR`` names: its crew.toml ranks above ./crew.toml."""
+    here = project_folders(cwd, project)
     layers = [
         _file_layer(_user_config(environ), _show(_user_config(environ), environ), problems),
-        _file_layer(cwd / "crew.toml", "./crew.toml", problems),
+        *(_file_layer(f / "crew.toml", _shown_in(f, cwd), problems) for f in reversed(here)),
         _env_layer(environ, dotenv, problems),
         _override_layer(overrides, problems),
     ]
     values, sources = _merge(layers)
     file = _validate(_nest(values), lambda key: f"{_lookup(sources, key)}: {key}", problems)
     return file, values, sources
+
+
+def project_folders(cwd: Path, project: Path | None) -> list[Path]:
+    """Where crew.toml and .env are read, nearest the crew first: the project folder (when it
+    is not the working directory), then the working directory."""
+    if project is None or project.resolve() == cwd.resolve():
+        return [cwd]
+    return [project, cwd]
+
+
+def _shown_in(folder: Path, cwd: Path) -> str:
+    """``./crew.toml`` for the working directory, ``mycrew/crew.toml`` for a project."""
+    return "./crew.toml" if folder == cwd else str(folder / "crew.toml")
 
 
 def _user_config(environ: Mapping[str, str]) -> Path:

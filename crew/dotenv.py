@@ -17,14 +17,15 @@ PROVIDER_NAMES = re.compile(
 _LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
 
 
-def read_env_file(path: Path, problems: list[str]) -> dict[str, str]:
-    """Provider keys and ``CREW_*`` from ``KEY=VALUE`` lines (``export``, quotes, comments)."""
+def read_env_file(path: Path, problems: list[str], shown: str = ".env") -> dict[str, str]:
+    """Provider keys and ``CREW_*`` from ``KEY=VALUE`` lines (``export``, quotes, comments);
+    ``shown`` names the file in problems."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
-        problems.append(f".env: cannot read it: {exc}.")
+        problems.append(f"{shown}: cannot read it: {exc}.")
         return {}
     found: dict[str, str] = {}
     for number, line in enumerate(lines, 1):
@@ -33,7 +34,7 @@ def read_env_file(path: Path, problems: list[str]) -> dict[str, str]:
             continue
         match = _LINE.match(line)
         if match is None:
-            problems.append(f".env:{number}: expected NAME=VALUE, got {line[:40]!r}.")
+            problems.append(f"{shown}:{number}: expected NAME=VALUE, got {line[:40]!r}.")
             continue
         name, value = match.groups()
         if PROVIDER_NAMES.search(name):

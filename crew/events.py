@@ -180,6 +180,18 @@ class BoardPosted(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class OutputKeptAsText(Event):
+    """A CrewAI project's answer still did not match its ``output_pydantic``/``output_json``
+    model after the repair turn: as CrewAI does, the task keeps the text (no data) and the run
+    goes on."""
+
+    task_id: str
+    model: str
+    """The output model's name."""
+    error: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class ReviewHookFailed(Event):
     """The review hook failed for a task's pending review; the run goes on, the review waits."""
 

@@ -26,7 +26,11 @@ if TYPE_CHECKING:
     from crew.crew import Crew
     from crew.yamlfile import Location
 
-InputType = Literal["string", "integer", "number", "boolean", "list", "object"]
+DeclaredType = Literal["string", "integer", "number", "boolean", "list", "object"]
+"""The types a crew file or a Python crew declares."""
+InputType = DeclaredType | Literal["text"]
+"""``text``: any JSON value, used as Python's ``str()`` writes it (``True``, ``None``,
+``['a', 'b']``): CrewAI's rule, for the inputs of CrewAI projects."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ class InputModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     description: str = ""
-    type: InputType = "string"
+    type: DeclaredType = "string"
     default: Any = None
 
     @model_validator(mode="before")
@@ -95,6 +99,7 @@ def declared_inputs(declared: Any, path: Path) -> dict[str, InputSpec]:
 
 
 _A = {
+    "text": "a value",
     "string": "a string",
     "integer": "an integer",
     "number": "a number",
@@ -107,6 +112,8 @@ _BOOLEANS = {"true": True, "yes": True, "on": True, "1": True,
 
 
 def _matches(value: Any, kind: InputType) -> bool:
+    if kind == "text":
+        return isinstance(value, str)
     if kind == "integer":
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "number":
@@ -120,6 +127,8 @@ def _convert(value: Any, kind: InputType) -> Any:
     are parsed; raises ValueError saying what was expected."""
     if _matches(value, kind):
         return value
+    if kind == "text":
+        return str(value)
     if isinstance(value, str) and kind != "string":
         text = value.strip()
         if kind == "integer" and re.fullmatch(r"[+-]?\d+", text):
@@ -160,7 +169,7 @@ def resolve_inputs(
         if name in given:
             continue
         if spec.default is not None:
-            resolved[name] = spec.default
+            resolved[name] = str(spec.default) if spec.type == "text" else spec.default
         elif spec.required:
             about = f" ({spec.description})" if spec.description else ""
             problems.append(

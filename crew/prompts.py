@@ -65,7 +65,8 @@ def task_prompt(
     if entries:
         lines += ["", "## Context from earlier tasks"]
         for entry in entries:
-            lines += ["", f"### {entry.key} (by {entry.author})", entry.render()]
+            author = interpolate(entry.author, inputs)  # a role may hold {placeholders}
+            lines += ["", f"### {entry.key} (by {author})", entry.render()]
     if feedback is not None:
         previous, said = feedback
         lines += ["", "## A reviewer rejected your previous answer", f"Their feedback: {said}"]

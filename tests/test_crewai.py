@@ -93,7 +93,9 @@ def test_src_layout_agents_are_wired_in_crew_py_only():
     assert resolved == ["openai/gpt-4o-mini"]  # reporting_analyst's llm: in agents.yaml
     assert project.output_files == {"reporting_task": Path("report.md")}
     assert project.crew_file.warnings == (
-        "tool SerperDevTool (agent researcher) is not available here; the task runs without it",
+        "tool SerperDevTool (agent researcher) is not available here: it needs credentials"
+        " (SERPER_API_KEY) and its package crewai_tools is not installed; the tasks run without"
+        " it",
     )
 
 
@@ -161,7 +163,7 @@ def test_crew_py_task_methods_set_which_tasks_exist_and_their_order(tmp_path):
     assert [t.id for t in project.crew_file.crew.tasks] == ["second", "first"]
     assert edges(project) == {("second", "first")}
     assert project.crew_file.warnings == (
-        f"{root}/config/tasks.yaml:7 spare: not used by any @task method of crew.py; ignored",
+        f"{root}/config/tasks.yaml:7 spare: not used by any @task method; ignored",
     )
 
 
@@ -399,19 +401,49 @@ def test_main_py_literals_are_defaults_and_computed_values_are_skipped():
     assert (inputs["topic"].default, inputs["topic"].required) == ("AI LLMs", True)
     # str(datetime.now().year) is computed: no default, so it must be given; train()'s
     # inputs = {...} is not the one run() uses.
-    assert (inputs["current_year"].default, inputs["current_year"].type) == (None, "string")
+    assert (inputs["current_year"].default, inputs["current_year"].type) == (None, "text")
 
 
 def test_inputs_may_be_strings_numbers_booleans_and_lists():
-    inputs = load(MARKET).crew_file.inputs
-    assert {n: (s.type, s.default) for n, s in inputs.items()} == {
-        "market": ("string", "home coffee roasters"),
-        "region": ("string", "Europe"),
-        "channels": ("list", ["online", "retail"]),
-        "max_competitors": ("integer", 5),
-        "include_prices": ("boolean", True),
-        "as_of": ("string", None),
+    crew_file = load(MARKET).crew_file
+    assert {n: (s.type, s.default) for n, s in crew_file.inputs.items()} == {
+        "market": ("text", "home coffee roasters"),
+        "region": ("text", "Europe"),
+        "channels": ("text", ["online", "retail"]),
+        "max_competitors": ("text", 5),
+        "include_prices": ("text", True),
+        "as_of": ("text", None),
     }
+    # CrewAI fills a placeholder with str(value): Python's True and ['a'], not JSON's.
+    assert crew_file.resolve_inputs({"as_of": "2025"}) == {
+        "as_of": "2025",
+        "market": "home coffee roasters",
+        "region": "Europe",
+        "channels": "['online', 'retail']",
+        "max_competitors": "5",
+        "include_prices": "True",
+    }
+
+
+def test_given_inputs_of_any_json_type_are_filled_in_as_crewai_does(tmp_path):
+    root = write_project(
+        tmp_path / "typed",
+        {
+            "config/agents.yaml": AGENTS,
+            "config/tasks.yaml": """
+                t:
+                  description: "days={days} ok={ok} none={none} cities={cities} f={f} s={s}"
+                  agent: writer
+            """,
+        },
+    )
+    crew_file = load(root).crew_file
+    # What --inputs-file gives: numbers, booleans, null and lists as well as strings.
+    given = {"days": 3, "ok": True, "none": None, "cities": ["Porto", "Lisbon"], "f": 1.5}
+    inputs = crew_file.resolve_inputs(given | {"s": "x"})
+    llm = ScriptedLLM()
+    crew_file.crew.with_llm(llm).run(inputs).raise_for_status()
+    assert "days=3 ok=True none=None cities=['Porto', 'Lisbon'] f=1.5 s=x" in llm.calls[0].prompt
 
 
 def test_every_placeholder_is_a_required_string_input_and_json_braces_are_not():
@@ -423,7 +455,7 @@ def test_every_placeholder_is_a_required_string_input_and_json_braces_are_not():
         "travel-dates",
         "days",
     ]
-    assert all(s.required and s.type == "string" for s in project.crew_file.inputs.values())
+    assert all(s.required and s.type == "text" for s in project.crew_file.inputs.values())
     assert project.output_files == {"plan_task": Path("itinerary_{origin}.md")}
     assert '{"city": "...", "highlights": ["..."]}' in project.crew_file.crew.tasks[1].description
 
@@ -445,9 +477,7 @@ def test_what_cannot_run_here_is_one_warning_each():
     warnings = load(MARKET).crew_file.warnings
     tasks_yaml = MARKET / "src/market_research/config/tasks.yaml"
     assert warnings == (
-        f"{tasks_yaml}:36 legacy_summary: not used by any @task method of crew.py; ignored",
-        "tool SerperDevTool (agent researcher) is not available here; the task runs without it",
-        "tool ScrapeWebsiteTool (agent researcher) is not available here; the task runs without it",
+        f"{tasks_yaml}:36 legacy_summary: not used by any @task method; ignored",
         "step_callback (agent researcher) is ignored: callbacks are not run here",
         "llm LLM(model='gpt-4o', temperature=0.2) (agent analyst) is a custom LLM object; the"
         " agent uses the crew's default model",
@@ -461,6 +491,11 @@ def test_what_cannot_run_here_is_one_warning_each():
         " the board",
         "planning (crew) is ignored: planning is not supported; the task graph is the plan",
         "manager_llm (crew) is ignored: there is no manager; the tasks run as a dependency graph",
+        "tool SerperDevTool (agent researcher) is not available here: it needs credentials"
+        " (SERPER_API_KEY) and its package crewai_tools is not installed; the tasks run without"
+        " it",
+        "tool ScrapeWebsiteTool (agent researcher) is not available here: its package"
+        " crewai_tools is not installed; the tasks run without it",
     )
 
 
@@ -489,8 +524,10 @@ def test_tools_named_in_yaml_and_on_tasks_are_warned_about(tmp_path):
     assert project.output_files == {}
     assert project.crew_file.warnings == (
         "llm my_llm (agent writer) is a custom LLM object; the agent uses the crew's default model",
-        "tool search_tool (agent writer) is not available here; the task runs without it",
-        "tool FileReadTool (task write) is not available here; the task runs without it",
+        "tool search_tool (agent writer) is not available here: it is the project's own code,"
+        " which crew never runs; the tasks run without it",
+        "tool FileReadTool (task write) is not available here: it is the project's own code,"
+        " which crew never runs; the tasks run without it",
         "output_file f'{self.name}.md' (task write) is not a literal path; the output is not"
         " written to a file",
     )
@@ -600,3 +637,347 @@ def test_allow_delegation_is_carried_over():
     crew = load(MARKET).crew_file.crew
     delegating = {agent.role.split()[0]: agent.allow_delegation for agent in crew.agents}
     assert True in delegating.values() and False in delegating.values()
+
+
+# --- crews in any module ---------------------------------------------------------------------
+
+FLOW = Path(__file__).parent / "fixtures" / "crewai_flow"
+FLOW_CONFIG = FLOW / "src/content_flow/crews/content_crew/config"
+
+
+def test_a_flow_crew_is_read_from_its_own_module_with_its_models_and_tools():
+    assert is_crewai_project(FLOW)
+    project = load(FLOW)  # main.py kicks off ContentCrew; EditingCrew sits beside it
+    crew = project.crew_file.crew
+    assert [t.id for t in crew.tasks] == ["planning_task", "writing_task"]
+    assert project.crew_file.description == "Content Crew"
+    outline = crew.tasks[0].output_model
+    assert outline is not None and outline.__doc__ == "The outline of a post."
+    assert project.crew_file.inputs["words"].default == 600  # kickoff(inputs={...}) literals
+    # editing_task is EditingCrew's, so only stale_task is unused.
+    assert project.crew_file.warnings[0] == (
+        f"{FLOW_CONFIG}/tasks.yaml:16 stale_task: not used by any @task method; ignored"
+    )
+
+
+def test_crew_chooses_the_class_to_run():
+    project = load_crewai_project(FLOW, crew_class="EditingCrew")
+    assert [t.id for t in project.crew_file.crew.tasks] == ["editing_task"]
+    assert project.crew_file.description == "Editing Crew: the same config folder, another task."
+    with pytest.raises(ConfigError) as caught:
+        load_crewai_project(FLOW, crew_class="EditCrew")
+    assert caught.value.problems == [
+        "--crew EditCrew: the project has no @CrewBase class EditCrew (did you mean"
+        " 'EditingCrew'?)."
+    ]
+
+
+def test_several_classes_and_no_main_py_to_tell_them_apart_ask_for_crew(tmp_path):
+    root = tmp_path / "two"
+    shutil.copytree(FLOW, root)
+    (root / "src/content_flow/main.py").write_text("print('no crew here')\n")
+    crews = root / "src/content_flow/crews/content_crew"
+    assert problems(root) == [
+        f"{root}/src/content_flow: the project has 2 @CrewBase classes: ContentCrew"
+        f" ({crews}/content_crew.py), EditingCrew ({crews}/editing_crew.py); main.py kicks off"
+        " none of them. Choose one with --crew ContentCrew."
+    ]
+
+
+def test_crew_plan_takes_crew_and_shows_the_tool_warnings(capsys, monkeypatch, tmp_path):
+    from crew.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CREW_MODEL", "openai/fake")  # planning calls no model
+    assert main(["plan", str(FLOW), "--crew", "EditingCrew"]) == 0
+    out = capsys.readouterr()
+    assert "editing_task" in out.out and "planning_task" not in out.out
+    assert main(["plan", str(FLOW), "-i", "topic=AI"]) == 0
+    out = capsys.readouterr()
+    assert "tool SerperDevTool (agent planner) is not available here" in out.err
+    assert main(["plan", str(TRIP), "--crew", "X"]) == 2
+    assert "--crew X: " in capsys.readouterr().err
+
+
+# --- tool warnings ---------------------------------------------------------------------------
+
+
+def test_one_warning_per_tool_naming_its_class_and_why_it_cannot_run():
+    warnings = [w for w in load(FLOW).crew_file.warnings if w.startswith("tool ")]
+    assert warnings == [
+        "tool SerperDevTool (agent planner) is not available here: it needs credentials"
+        " (SERPER_API_KEY) and its package crewai_tools is not installed; the tasks run without"
+        " it",
+        # scrape_tool = ScrapeWebsiteTool(), given to an agent and to a task: one line.
+        "tool ScrapeWebsiteTool (agent planner; task writing_task) is not available here: its"
+        " package crewai_tools is not installed; the tasks run without it",
+        # agents.yaml's tools: [counter] names the @tool method counter(), which makes one.
+        "tool WordCountTool (agent writer) is not available here: it is the project's own code,"
+        " which crew never runs; the tasks run without it",
+    ]
+
+
+def test_a_tool_shared_by_every_agent_is_one_warning(tmp_path):
+    agents = "\n".join(
+        f"{name}:\n  role: {name}\n  goal: Help.\n  backstory: Helps.\n" for name in "abc"
+    )
+    root = write_project(
+        tmp_path / "trip",
+        {
+            "config/agents.yaml": agents,
+            "config/tasks.yaml": "".join(
+                f"t{n}:\n  description: T.\n  agent: {n}\n" for n in "abc"
+            ),
+            "crew.py": """
+                from crewai_tools import SerperDevTool
+                from trip.tools.calculator import CalculatorTool
+                search = SerperDevTool()
+
+                @CrewBase
+                class Trip:
+                    @agent
+                    def a(self):
+                        return Agent(
+                            config=self.agents_config["a"], tools=[search, CalculatorTool()]
+                        )
+                    @agent
+                    def b(self):
+                        return Agent(
+                            config=self.agents_config["b"], tools=[search, CalculatorTool()]
+                        )
+                    @agent
+                    def c(self):
+                        return Agent(config=self.agents_config["c"], tools=[search])
+            """,
+        },
+    )
+    warnings = load(root).crew_file.warnings
+    assert [w.split(" is not")[0] for w in warnings] == [
+        "tool SerperDevTool (agents a, b, c)",
+        "tool CalculatorTool (agents a, b)",
+    ]
+    assert "the project's own code" in warnings[1]
+
+
+# --- placeholders in roles -------------------------------------------------------------------
+
+
+def test_a_role_with_a_placeholder_is_filled_in_wherever_it_is_shown():
+    import io
+
+    from rich.console import Console
+
+    from crew.console import ConsoleView, plan_mermaid, render_plan, render_result
+
+    crew = load(LATEST).crew_file.crew.with_llm(ScriptedLLM())
+    inputs = {"topic": "Rust", "current_year": "2025"}
+    console = Console(file=io.StringIO(), record=True, width=160)
+    view = ConsoleView(console, live=False, agents={t.id: t.agent.role for t in crew.tasks})
+    result = crew.run(inputs, on_event=view).raise_for_status()
+    render_result(result, console, show_board=True)
+    render_plan(crew.plan(inputs), console, inputs=inputs)
+    shown = console.export_text() + plan_mermaid(crew.plan(inputs), inputs=inputs)
+    assert "{topic}" not in shown
+    assert "started research_task (Rust Senior Data Researcher)" in shown  # progress line
+    assert shown.count("Rust Reporting Analyst") >= 4  # progress, board, usage, plan, mermaid
+    report = result.tasks["reporting_task"]
+    assert report.status == "succeeded"
+    prompt = crew.llm.calls_for("reporting_task")[0].prompt  # type: ignore[union-attr]
+    assert "### research_task (by Rust Senior Data Researcher)" in prompt
+
+
+# --- structured outputs that do not parse ----------------------------------------------------
+
+
+def test_an_answer_that_never_matches_output_json_is_kept_as_text_with_one_warning(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from crew import events
+    from crew.console import ConsoleView
+
+    root = write_project(
+        tmp_path / "lenient",
+        {
+            "config/agents.yaml": AGENTS,
+            "config/tasks.yaml": """
+                pick:
+                  description: Pick a city.
+                  agent: writer
+                  output_json: City
+                write:
+                  description: Write about it.
+                  agent: writer
+            """,
+            "crew.py": """
+                from pydantic import BaseModel
+
+                class City(BaseModel):
+                    name: str
+            """,
+        },
+    )
+    crew = load(root).crew_file.crew
+    assert crew.tasks[0].output_model is not None
+    llm = ScriptedLLM({"pick": "Porto, of course.", "write": "Porto is lovely."})
+    seen: list[events.Event] = []
+    console = Console(file=io.StringIO(), record=True, width=200)
+    view = ConsoleView(console, live=False)
+    result = crew.with_llm(llm).run(on_event=lambda e: (seen.append(e), view(e)))
+    assert result.status == "succeeded"
+    assert len(llm.calls_for("pick")) == 2  # the answer, then the repair turn
+    assert (result.outputs["pick"].text, result.outputs["pick"].data) == ("Porto, of course.", None)
+    assert "Porto, of course." in llm.calls_for("write")[0].prompt
+    kept = [e for e in seen if isinstance(e, events.OutputKeptAsText)]
+    assert [(e.task_id, e.model) for e in kept] == [("pick", "City")]
+    assert console.export_text().count("warning: pick: the answer does not match City") == 1
+
+
+def test_crews_own_output_model_stays_strict():
+    from pydantic import BaseModel
+
+    from crew import Agent, Crew, Task
+
+    class City(BaseModel):
+        name: str
+
+    writer = Agent(role="Writer", goal="Write")
+    crew = Crew([Task("pick", "Pick a city.", "", writer, output_model=City)])
+    result = crew.with_llm(ScriptedLLM({"pick": "Porto, of course."})).run()
+    assert result.status == "failed"
+
+
+def test_an_async_task_without_context_is_given_no_context_as_in_a_crewai_kickoff(tmp_path):
+    root = write_project(
+        tmp_path / "async",
+        {
+            "config/agents.yaml": AGENTS,
+            "config/tasks.yaml": """
+                first:
+                  description: First.
+                  agent: writer
+                background:
+                  description: In the background.
+                  agent: writer
+                  async_execution: true
+                last:
+                  description: Last.
+                  agent: writer
+            """,
+        },
+    )
+    llm = ScriptedLLM({"first": "first done", "background": "background done"})
+    load(root).crew_file.crew.with_llm(llm).run().raise_for_status()
+    assert "## Context from earlier tasks" not in llm.calls_for("background")[0].prompt
+    last = llm.calls_for("last")[0].prompt
+    assert "first done" in last and "background done" in last
+
+
+# --- the project folder's settings and store -------------------------------------------------
+
+
+def test_the_project_folders_crew_toml_ranks_between_the_working_folders_and_the_environment(
+    tmp_path,
+):
+    from crew.config import Settings
+
+    project = tmp_path / "mycrew"
+    project.mkdir()
+    (tmp_path / "crew.toml").write_text('[llm]\nmodel = "openai/here"\ntemperature = 0.5\n')
+    (project / "crew.toml").write_text('[llm]\nmodel = "openai/project"\n')
+    (tmp_path / ".env").write_text("OPENAI_API_KEY=sk-here\nGROQ_API_KEY=gsk-here\n")
+    (project / ".env").write_text("OPENAI_API_KEY=sk-project\n")
+    settings = Settings.load(cwd=tmp_path, env={}, project=project)
+    assert (settings.llm.model, settings.llm.temperature) == ("openai/project", 0.5)
+    assert settings.sources["llm.model"] == f"{project}/crew.toml"
+    assert settings.sources["llm.temperature"] == "./crew.toml"
+    assert settings.provider_keys["OPENAI_API_KEY"] == ("sk-project", ".env")
+    assert settings.provider_keys["GROQ_API_KEY"] == ("gsk-here", ".env")
+    from_env = Settings.load(cwd=tmp_path, env={"CREW_MODEL": "openai/env"}, project=project)
+    assert from_env.llm.model == "openai/env"
+    alone = Settings.load(cwd=tmp_path, env={})  # no project: the working folder only
+    assert alone.llm.model == "openai/here"
+
+
+def test_crew_run_dir_reads_the_projects_settings_and_keeps_its_runs_there(tmp_path, server):
+    import os
+    import subprocess
+
+    project = tmp_path / "trip"
+    shutil.copytree(TRIP, project)
+    agents = project / "config/agents.yaml"  # every agent on the project's default model
+    agents.write_text(agents.read_text().replace("  llm: openai/gpt-4o-mini\n", ""))
+    (project / "crew.toml").write_text(f'[llm]\nmodel = "openai/fake"\napi_base = "{server.url}"\n')
+    (project / ".env").write_text("OPENAI_API_KEY=sk-test\nCREW_TEMPERATURE=0.7\n")
+    (tmp_path / "inputs.json").write_text(
+        '{"origin": "Porto", "cities": ["Lisbon", "Madrid"], "interests": "food",'
+        ' "travel-dates": null, "days": 3}'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CREW_", "OPENAI_"))}
+    command = [str(Path(sys.executable).with_name("crew"))]
+    done = subprocess.run(
+        [*command, "run", "trip", "--inputs-file", "inputs.json", "--quiet"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert server.calls[0].body["temperature"] == 0.7  # from the project's .env
+    prompts = [call.body["messages"][1]["content"] for call in server.calls]
+    assert any("Compare these cities: ['Lisbon', 'Madrid']." in p for p in prompts)
+    assert any("travels on None." in p for p in prompts)
+    assert (project / "itinerary_Porto.md").is_file()
+    assert (project / ".crew/crew.db").is_file() and not (tmp_path / ".crew").exists()
+    listed = subprocess.run(
+        [*command, "runs"], capture_output=True, text=True, timeout=120, cwd=project, env=env
+    )
+    assert listed.returncode == 0 and "trip" in listed.stdout, listed.stderr
+
+
+def test_a_tool_reached_through_its_module_or_given_oddly_is_still_one_clear_warning(tmp_path):
+    root = write_project(
+        tmp_path / "odd",
+        {
+            "config/agents.yaml": textwrap.dedent(AGENTS) + "  tools: [3]\n",
+            "config/tasks.yaml": "t:\n  description: T.\n  agent: writer\n",
+            "crew.py": """
+                import crewai_tools
+
+                @CrewBase
+                class Odd:
+                    @task
+                    def t(self):
+                        return Task(
+                            config=self.tasks_config["t"], tools=[crewai_tools.EXASearchTool()]
+                        )
+            """,
+        },
+    )
+    assert [w.split(" is not")[0] + w.split("here:")[1] for w in load(root).crew_file.warnings] == [
+        "tool 3 (agent writer) it is not a tool (expected a name or a tool object); the tasks run"
+        " without it",
+        "tool EXASearchTool (task t) it needs credentials (EXA_API_KEY) and its package"
+        " crewai_tools is not installed; the tasks run without it",
+    ]
+
+
+def test_config_paths_may_be_annotated_and_are_relative_to_the_classs_module(tmp_path):
+    team = "src/annotated/crews/team"
+    root = write_project(
+        tmp_path / "annotated",
+        {
+            f"{team}/settings/agents.yaml": AGENTS,
+            f"{team}/settings/tasks.yaml": "t:\n  description: T.\n  agent: writer\n",
+            f"{team}/team.py": """
+                @CrewBase
+                class Team:
+                    agents_config: str = "settings/agents.yaml"
+                    tasks_config: str = "settings/tasks.yaml"
+
+                    @task
+                    def t(self):
+                        return Task(config=self.tasks_config["t"])
+            """,
+        },
+    )
+    assert is_crewai_project(root)
+    assert [t.id for t in load(root).crew_file.crew.tasks] == ["t"]

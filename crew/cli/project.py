@@ -8,7 +8,15 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crew.cli.running import add_target, configure, given_inputs, load, read_settings
+from crew.cli.running import (
+    add_target,
+    configure,
+    given_inputs,
+    load,
+    markup,
+    read_settings,
+    stderr,
+)
 from crew.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -36,7 +44,9 @@ def _plan(args: argparse.Namespace) -> int:
 
     settings = read_settings(args)
     given = given_inputs(args)
-    loaded, _ = load(args.target, settings, given)
+    loaded, _ = load(args.target, settings, given, crew_class=args.crew_class)
+    for warning in loaded.warnings:  # what `crew run` will warn about, said before it runs
+        stderr().print(f"[yellow]warning:[/] {markup(warning)}", highlight=False)
     # Planning needs no real values: each missing input gets a stand-in of its declared type.
     stand_ins = {"integer": 1, "number": 1.0, "boolean": True, "list": [], "object": {}}
     placeholders = {
@@ -46,9 +56,9 @@ def _plan(args: argparse.Namespace) -> int:
     inputs = loaded.resolve_inputs({**placeholders, **given})
     plan = configure(loaded.crew, settings).plan(inputs)
     if args.mermaid:
-        sys.stdout.write(plan_mermaid(plan) + "\n")
+        sys.stdout.write(plan_mermaid(plan, inputs=inputs) + "\n")
     else:
-        render_plan(plan, Console(highlight=False))
+        render_plan(plan, Console(highlight=False), inputs=inputs)
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
@@ -40,6 +41,10 @@ def add_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--inputs-file", type=Path, metavar="FILE.json", help="inputs as a JSON object"
     )
+    parser.add_argument(
+        "--crew", dest="crew_class", metavar="CLASS",
+        help="the @CrewBase class to run, in a CrewAI project that has several",
+    )  # fmt: skip
 
 
 def add_run(commands: Commands) -> None:
@@ -64,11 +69,13 @@ def add_run(commands: Commands) -> None:
 def _run(args: argparse.Namespace) -> int:
     settings = read_settings(args)
     given = given_inputs(args)
-    loaded, output_files = load(args.target, settings, given)
+    loaded, output_files = load(args.target, settings, given, crew_class=args.crew_class)
     inputs = loaded.resolve_inputs(given)
     crew = configure(loaded.crew, settings).replace(
         stream=args.stream, source=str(args.target.resolve())
     )
+    if (store := project_store(args)) is not None:
+        crew = crew.replace(store=store)
     needs_a_model(crew)
     crew.plan(inputs)  # every setup problem surfaces here, before the view starts
     replay = {"replay": args.replay, "replay_strict": args.replay_strict}
@@ -232,16 +239,17 @@ def report(args: argparse.Namespace, result: CrewResult, out: Console) -> int:
         sys.stdout.write(result_json(result) + "\n")
     else:
         render_result(result, out)
+    where = f"cd {project_dir(args)} && " if project_store(args) else ""  # the run's store
     if result.status == "waiting":
         waiting = [t for t, r in result.tasks.items() if r.status == "waiting"]
         stderr().print(
             f"Run {result.run_id} waits for a review of: {', '.join(waiting)}. Answer with"
-            f" crew approve|reject|edit {result.run_id} TASK --resume-now (or answer, then:"
-            f" crew resume {result.run_id})"
+            f" {where}crew approve|reject|edit {result.run_id} TASK --resume-now (or answer,"
+            f" then: crew resume {result.run_id})"
         )
         return 0
     if result.status != "succeeded":
-        stderr().print(f"Fix the cause, then continue with: crew resume {result.run_id}")
+        stderr().print(f"Fix the cause, then continue with: {where}crew resume {result.run_id}")
     return 0 if result.status == "succeeded" else EXIT_FAILED
 
 
@@ -253,7 +261,21 @@ def read_settings(args: argparse.Namespace) -> Settings:
         for key in ("llm", "max_concurrency", "on_failure")
         if (value := getattr(args, key, None)) is not None
     }
-    return Settings.load(overrides=overrides)
+    return Settings.load(overrides=overrides, project=project_dir(args))
+
+
+def project_dir(args: argparse.Namespace) -> Path | None:
+    """The folder ``crew run DIR`` names: its crew.toml, .env and run store are the project's."""
+    target = getattr(args, "target", None)
+    return target if isinstance(target, Path) and target.is_dir() else None
+
+
+def project_store(args: argparse.Namespace) -> str | None:
+    """``DIR/.crew/crew.db`` for ``crew run DIR`` from another folder, unless CREW_STORE says."""
+    project = project_dir(args)
+    if project is None or os.environ.get("CREW_STORE") or project.resolve() == Path.cwd().resolve():
+        return None
+    return str(project / ".crew" / "crew.db")
 
 
 def given_inputs(args: argparse.Namespace) -> dict[str, Any]:
@@ -271,19 +293,22 @@ def given_inputs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def load(
-    target: Path, settings: Settings, given: Mapping[str, Any]
+    target: Path, settings: Settings, given: Mapping[str, Any], *, crew_class: str | None = None
 ) -> tuple[CrewFile, dict[str, Path]]:
-    """The crew at ``target`` and, for CrewAI projects, the files to write outputs to."""
+    """The crew at ``target`` and, for CrewAI projects, the files to write outputs to;
+    ``crew_class`` (``--crew``) picks a CrewAI project's ``@CrewBase`` class."""
     from crew import crewai, spec
 
     resolve = settings.resolve_llm
     if not target.exists():
         raise ConfigError(f"{target}: no such file or folder.")
+    if crew_class is not None and not (target.is_dir() and crewai.is_crewai_project(target)):
+        raise ConfigError(f"--crew {crew_class}: {target} is not a CrewAI project; remove --crew.")
     if target.is_dir():
         if (target / "crew.yaml").is_file():
             return spec.load_crew_yaml(target / "crew.yaml", resolve_llm=resolve), {}
         if crewai.is_crewai_project(target):
-            project = crewai.load_crewai_project(target, resolve_llm=resolve)
+            project = crewai.load_crewai_project(target, resolve_llm=resolve, crew_class=crew_class)
             return project.crew_file, project.output_files
         raise ConfigError(
             f"{target}: no crew.yaml here, and it is not a CrewAI project"

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from crew import events
 from crew.console.text import count, first_line
+from crew.prompts import interpolate
 from crew.usage import Usage
 
 if TYPE_CHECKING:
@@ -93,6 +94,8 @@ class ConsoleView:
         self._clock = clock
         self._rows: dict[str, _Row] = {}
         self._declared = set(task_ids or ())
+        self._inputs: Mapping[str, Any] = {}
+        """The run's inputs, to fill in the roles shown (``{topic} Researcher``)."""
         self._loops: list[str] = []
         """Loops running, innermost last: a task id they did not declare is in one's body."""
         for task_id in task_ids or ():
@@ -118,6 +121,7 @@ class ConsoleView:
             events.RoundStarted: self._round_started,
             events.LoopFinished: self._loop_finished,
             events.MapStarted: self._map_started,
+            events.OutputKeptAsText: self._output_kept_as_text,
             events.ItemFinished: self._item_finished,
         }
         token_delta = getattr(events, "TokenDelta", None)  # streaming may not exist yet
@@ -241,6 +245,9 @@ class ConsoleView:
 
     def _run_started(self, event: events.RunStarted) -> None:
         self.crew, self.run_id = event.crew, event.run_id
+        self._inputs = event.inputs
+        for row in self._rows.values():
+            row.agent = interpolate(row.agent, self._inputs)
         self._declared.update(event.task_ids)
         for task_id in event.task_ids:
             self._row(task_id)
@@ -256,7 +263,8 @@ class ConsoleView:
 
     def _task_started(self, event: events.TaskStarted) -> None:
         row = self._row(event.task_id)
-        row.state, row.agent, row.detail = "running", event.agent or row.agent, ""
+        agent = interpolate(event.agent, self._inputs) if event.agent else row.agent
+        row.state, row.agent, row.detail = "running", agent, ""
         row.streamed = ""
         if row.started_at is None or row.finished_at is not None:  # first, or a new round
             row.started_at, row.finished_at = event.at, None
@@ -275,6 +283,14 @@ class ConsoleView:
         if row is not None:
             row.detail = f"falling back to {event.next_model} ({_reason(event.error)})"
             self._say(row, f"{row.task_id} {row.detail}", "yellow")
+
+    def _output_kept_as_text(self, event: events.OutputKeptAsText) -> None:
+        # Printed even while animating: the run goes on, but this task's data is missing.
+        line = (
+            f"warning: {event.task_id}: the answer does not match {event.model}"
+            f" ({_reason(event.error)}); kept as text, as CrewAI does"
+        )
+        self.console.print(Text(line, style="yellow"), soft_wrap=True, highlight=False)
 
     def _llm_called(self, event: events.LLMCalled) -> None:
         row = self._rows.get(event.task_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.text import Text
@@ -13,20 +13,22 @@ from rich.tree import Tree
 
 from crew.console.text import count
 from crew.plan import Plan
+from crew.prompts import interpolate
 
 if TYPE_CHECKING:
     from crew.task import Task
 
 
-def render_plan(plan: Plan, console: Console) -> None:
+def render_plan(plan: Plan, console: Console, *, inputs: Mapping[str, Any] | None = None) -> None:
     """Print the task graph by levels, each task with its control flow and a loop with its
-    body; then the critical path and how parallel the graph can run."""
+    body; then the critical path and how parallel the graph can run. ``inputs`` fill in the
+    roles shown (``{topic} Researcher``)."""
     critical = set(plan.critical_path)
     tree = Tree(Text(f"Plan: {count(len(plan.tasks), 'task')}", style="bold"))
     for number, level in enumerate(plan.levels):
         branch = tree.add(Text(f"level {number} ({count(len(level), 'task')})", style="cyan"))
         for task_id in level:
-            _plan_node(branch, plan, task_id, critical=critical)
+            _plan_node(branch, plan, task_id, critical=critical, inputs=inputs or {})
     console.print(tree)
     path = " -> ".join(plan.critical_path)
     console.print(f"Critical path: {path} ({plan.critical_path_s:g} s estimated)", markup=False)
@@ -35,11 +37,13 @@ def render_plan(plan: Plan, console: Console) -> None:
     )
 
 
-def _plan_node(branch: Tree, plan: Plan, task_id: str, *, critical: set[str]) -> None:
+def _plan_node(
+    branch: Tree, plan: Plan, task_id: str, *, critical: set[str], inputs: Mapping[str, Any]
+) -> None:
     """``id  who  after deps  flow``, and under a loop its body's tasks in order."""
     task = plan.tasks[task_id]
     label = Text(task_id, style="bold red" if task_id in critical else "bold")
-    label.append(f"  {_doer(task)}", style="green")
+    label.append(f"  {_doer(task, inputs)}", style="green")
     deps = plan.dependencies(task_id)
     if deps:
         label.append(f"  after {', '.join(deps)}", style="dim")
@@ -50,12 +54,12 @@ def _plan_node(branch: Tree, plan: Plan, task_id: str, *, critical: set[str]) ->
     body = plan.groups.get(task_id)
     if body is not None:
         for inner in body.order:
-            _plan_node(node, body, inner, critical=set())
+            _plan_node(node, body, inner, critical=set(), inputs=inputs)
     elif task.kind == "loop":
         node.add(Text("tasks made at run time", style="dim"))
 
 
-def _doer(task: Task, missing: str = "?") -> str:
+def _doer(task: Task, inputs: Mapping[str, Any], missing: str = "?") -> str:
     """What does the task: its agent (else ``missing``), a subcrew (and the inputs mapped to
     it) or a loop."""
     if task.crew is not None:
@@ -64,7 +68,7 @@ def _doer(task: Task, missing: str = "?") -> str:
     if task.kind == "loop":
         until = f"until {_expression(task.until)}, " if task.until is not None else ""
         return f"loop: {until}max {count(task.max_rounds or 1, 'round')}"
-    return task.agent.role if task.agent is not None else missing
+    return interpolate(task.agent.role, inputs) if task.agent is not None else missing
 
 
 def _flow(task: Task) -> list[str]:
@@ -83,7 +87,7 @@ _MERMAID_WORDS = {"end", "graph", "flowchart", "subgraph", "class", "classdef", 
 _MERMAID_ESCAPES = str.maketrans({"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;"})
 
 
-def plan_mermaid(plan: Plan) -> str:
+def plan_mermaid(plan: Plan, *, inputs: Mapping[str, Any] | None = None) -> str:
     """The task graph as a Mermaid flowchart, critical path highlighted. A loop is a subgraph
     of its body, a router's edges are labelled with their routes; a conditional task is a
     hexagon, a router a rhombus, a map a subroutine box, a subcrew a stadium."""
@@ -95,23 +99,25 @@ def plan_mermaid(plan: Plan) -> str:
         while node in ids.values():
             node += "_"
         ids[task_id] = node
-    lines = ["flowchart TD", *_mermaid_graph(plan, ids, "    ")]
+    lines = ["flowchart TD", *_mermaid_graph(plan, ids, "    ", inputs or {})]
     lines.append("    classDef critical stroke:#e5484d,stroke-width:3px")
     lines.append(f"    class {','.join(ids[t] for t in plan.critical_path)} critical")
     return "\n".join(lines)
 
 
-def _mermaid_graph(plan: Plan, ids: Mapping[str, str], indent: str) -> list[str]:
+def _mermaid_graph(
+    plan: Plan, ids: Mapping[str, str], indent: str, inputs: Mapping[str, Any]
+) -> list[str]:
     """The nodes (a loop's as a subgraph of its body), then the edges, of one plan."""
     lines = []
     for task_id, task in plan.tasks.items():
-        parts = [task_id, _doer(task, missing=""), *_flow(task)]
+        parts = [task_id, _doer(task, inputs, missing=""), *_flow(task)]
         if task.kind == "loop" and task_id not in plan.groups:
             parts.append("tasks made at run time")
         label = "<br/>".join(p.translate(_MERMAID_ESCAPES) for p in parts if p)
         if task_id in plan.groups:
             lines.append(f'{indent}subgraph {ids[task_id]} ["{label}"]')
-            lines += _mermaid_graph(plan.groups[task_id], ids, indent + "    ")
+            lines += _mermaid_graph(plan.groups[task_id], ids, indent + "    ", inputs)
             lines.append(f"{indent}end")
             continue
         shape = (

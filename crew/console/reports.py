@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from crew.console.text import first_line
+from crew.prompts import interpolate
 from crew.results import CrewResult
 
 if TYPE_CHECKING:
@@ -58,7 +59,8 @@ def _board_table(result: CrewResult) -> Table:
     for key, versions in result.board.snapshot().items():
         for entry in versions:
             text = first_line(entry["text"])
-            table.add_row(key, str(entry["version"]), entry["author"], entry["kind"], text)
+            author = interpolate(entry["author"], result.inputs)  # roles may hold {topic}
+            table.add_row(key, str(entry["version"]), author, entry["kind"], text)
     return table
 
 
@@ -75,7 +77,10 @@ def _usage_table(result: CrewResult) -> Table:
     table.add_column("agent")
     for name in ("calls", "prompt tokens", "completion tokens", "cost", "duration"):
         table.add_column(name, justify="right")
-    rows = [(role, usage, busy.get(role)) for role, usage in result.usage.by_agent.items()]
+    rows = [
+        (interpolate(role, result.inputs), usage, busy.get(role))  # roles may hold {topic}
+        for role, usage in result.usage.by_agent.items()
+    ]
     for index, (name, usage, seconds) in enumerate(
         [*rows, ("total", result.usage.total, result.duration_s)]
     ):

@@ -1,20 +1,34 @@
-"""Turning what was read of a CrewAI project (its YAML config and crew.py) into a crew: agents,
-tasks in CrewAI's order and dependencies, inputs, output files; one warning for each thing that
-cannot run here, one ConfigError listing every mistake.
+"""Turning what was read of a CrewAI project (its YAML config and its ``@CrewBase`` class) into
+a crew: agents, tasks in CrewAI's order and dependencies, inputs, output files; one warning for
+each thing that cannot run here, one ConfigError listing every mistake.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from crew.agent import Agent
+from crew.attempt import KEEPS_TEXT
 from crew.crew import Crew
 from crew.crewai.models import Models
-from crew.crewai.python import Code, CrewPy, Entry, is_ref, label, main_inputs, read_crew_py
+from crew.crewai.python import (
+    Code,
+    CrewPy,
+    Entry,
+    Module,
+    choose_crew,
+    declares_crew,
+    is_ref,
+    label,
+    main_inputs,
+    modules_of,
+    read_module,
+)
 from crew.errors import ConfigError, did_you_mean
 from crew.inputs import InputSpec
 from crew.prompts import placeholders
@@ -45,7 +59,7 @@ def _hint(name: str, options: Iterable[str], what: str) -> str:
 def _inputs(
     tasks: list[Task], output_files: dict[str, Path], defaults: dict[str, Any]
 ) -> dict[str, InputSpec]:
-    """One input per placeholder (and per main.py input), typed by its default."""
+    """One input per placeholder (and per main.py input), with main.py's value as default."""
     texts = [str(file) for file in output_files.values()]
     for task in tasks:
         agent = task.agent
@@ -56,11 +70,42 @@ def _inputs(
     return {name: _input_spec(name, defaults.get(name)) for name in names}
 
 
-def _input_spec(name: str, default: Any) -> InputSpec:
-    types = ((bool, "boolean"), (int, "integer"), (float, "number"), (list, "list"))
-    kind = next((k for t, k in types if isinstance(default, t)), "string")
-    return InputSpec(name, type=kind, default=default)  # type: ignore[arg-type]
+def _owners(owners: list[str]) -> str:
+    """``agents researcher, analyst; task write`` from ``agent researcher``, ..."""
+    kinds: dict[str, list[str]] = {}
+    for owner in dict.fromkeys(owners):
+        kind, _, name = owner.partition(" ")
+        kinds.setdefault(kind, []).append(name)
+    return "; ".join(
+        f"{kind}{'s' if len(names) > 1 else ''} {', '.join(names)}" for kind, names in kinds.items()
+    )
 
+
+def _input_spec(name: str, default: Any) -> InputSpec:
+    """CrewAI takes any value and fills it in as ``str(value)`` does: ``text``."""
+    return InputSpec(name, type="text", default=default)
+
+
+# crewai_tools' tools that call a paid service, and the variable holding its key.
+_CREDENTIALS = {
+    "SerperDevTool": "SERPER_API_KEY",
+    "SerplyWebSearchTool": "SERPLY_API_KEY",
+    "SerplyNewsSearchTool": "SERPLY_API_KEY",
+    "EXASearchTool": "EXA_API_KEY",
+    "BraveSearchTool": "BRAVE_API_KEY",
+    "TavilySearchTool": "TAVILY_API_KEY",
+    "TavilyExtractorTool": "TAVILY_API_KEY",
+    "FirecrawlScrapeWebsiteTool": "FIRECRAWL_API_KEY",
+    "FirecrawlSearchTool": "FIRECRAWL_API_KEY",
+    "FirecrawlCrawlWebsiteTool": "FIRECRAWL_API_KEY",
+    "BrowserbaseLoadTool": "BROWSERBASE_API_KEY",
+    "ScrapflyScrapeWebsiteTool": "SCRAPFLY_API_KEY",
+    "SpiderTool": "SPIDER_API_KEY",
+    "ApifyActorsTool": "APIFY_API_TOKEN",
+    "ComposioTool": "COMPOSIO_API_KEY",
+    "DallETool": "OPENAI_API_KEY",
+    "GithubSearchTool": "GITHUB_TOKEN",
+}
 
 _NO_MANAGER = "there is no manager; the tasks run as a dependency graph"
 _IGNORED = {
@@ -81,21 +126,44 @@ _IGNORED = {
 class Loader:
     """One load of one project: collects every problem and warning on the way."""
 
-    def __init__(self, path: Path, package: Path, resolve_llm: Callable[[str], Any]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        package: Path,
+        resolve_llm: Callable[[str], Any],
+        crew_class: str | None = None,
+    ) -> None:
         self.path, self.package, self.resolve_llm = path, package, resolve_llm
+        self.crew_class = crew_class
         self.problems: list[str] = []
         self.warnings: list[str] = []
         self.agents: dict[str, Entry] = {}
         self.built: dict[str, Agent | None] = {}
         self.crew_py = CrewPy()
+        self.module: Module | None = None
+        self._parsed: set[Path] = set()
+        self.tools: dict[str, tuple[str, list[str]]] = {}
+        """Tool class -> why it cannot run here, and who uses it: one warning per tool."""
 
     def load(self) -> CrewAIProject:
-        tree = self._parse(self.package / "crew.py")
-        self.crew_py = read_crew_py(tree, self.package / "crew.py") if tree else CrewPy()
-        self.models = Models(self.package, tree)
+        modules = [
+            read_module(tree, path)
+            for path in modules_of(self.package)
+            if path != self.package / "main.py"
+            and declares_crew(path)
+            and (tree := self._parse(path))
+        ]
         main = self._parse(self.package / "main.py")
-        tasks_file = self.package / self.crew_py.configs["tasks"]
-        agents_yaml = self._yaml(self.package / self.crew_py.configs["agents"], "agents")
+        classes = [c for module in modules for c in module.classes]
+        chosen, problem = choose_crew(classes, main, self.crew_class, self.package)
+        if problem is not None:  # which config files to read depends on the class
+            raise ConfigError([*self.problems, problem])
+        self.crew_py = chosen or CrewPy()
+        self.module = next((m for m in modules if any(c is chosen for c in m.classes)), None)
+        self.models = Models(self.package, self.module)
+        folder = self.crew_py.folder or self.package
+        tasks_file = folder / self.crew_py.configs["tasks"]
+        agents_yaml = self._yaml(folder / self.crew_py.configs["agents"], "agents")
         tasks_yaml = self._yaml(tasks_file, "tasks")
         if self.problems:  # a file is missing or broken: checking the wiring would add noise
             raise ConfigError(self.problems)
@@ -104,7 +172,14 @@ class Loader:
         self.agents.update(
             {n: self._merge(m, agents_yaml, "agents") for n, m in methods["agent"].items()}
         )
-        order, entries = self._task_entries(tasks_yaml)
+        # A task another class of the project uses (from the same tasks.yaml) is not unused.
+        used = {
+            method.config_key
+            for c in classes
+            if (c.folder or folder).joinpath(c.configs["tasks"]).resolve() == tasks_file.resolve()
+            for method in c.methods["task"].values()
+        }
+        order, entries = self._task_entries(tasks_yaml, used)
         if not order:
             self.problems.append(f"{tasks_file}: the project has no tasks.")
         tasks = [self._task(entries[n], order[:i], set(order)) for i, n in enumerate(order)]
@@ -112,6 +187,11 @@ class Loader:
             self.warnings.append(f"{hook} (crew) is ignored: hooks are not run here")
         for entry in methods["crew"].values():
             self._ignored(entry, "crew")
+        for tool, (reason, owners) in self.tools.items():
+            self.warnings.append(
+                f"tool {tool} ({_owners(owners)}) is not available here: {reason}; the tasks"
+                " run without it"
+            )
         output_files = self._output_files(order, entries)
         if self.problems:
             raise ConfigError(self.problems)
@@ -126,8 +206,9 @@ class Loader:
         return CrewAIProject(crew_file, output_files)
 
     def _parse(self, path: Path) -> ast.Module | None:
-        if not path.is_file():
+        if not path.is_file() or path in self._parsed:
             return None
+        self._parsed.add(path)
         try:
             return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         except SyntaxError as exc:
@@ -179,17 +260,16 @@ class Loader:
             entry.where[name] = method.where[name]
         return entry
 
-    def _task_entries(self, tasks_yaml: dict[str, Entry]) -> tuple[list[str], dict[str, Entry]]:
-        """The task order and entries: crew.py's ``@task`` methods if any, else tasks.yaml."""
+    def _task_entries(
+        self, tasks_yaml: dict[str, Entry], used: set[str | None]
+    ) -> tuple[list[str], dict[str, Entry]]:
+        """The task order and entries: the class's ``@task`` methods if any, else tasks.yaml."""
         methods = self.crew_py.methods
         if not methods["task"]:
             return list(tasks_yaml), tasks_yaml
         entries = {n: self._merge(m, tasks_yaml, "tasks") for n, m in methods["task"].items()}
-        used = {m.config_key for m in methods["task"].values()}
         for entry in (e for name, e in tasks_yaml.items() if name not in used):
-            self.warnings.append(
-                f"{entry.origin}: not used by any @task method of crew.py; ignored"
-            )
+            self.warnings.append(f"{entry.origin}: not used by any @task method; ignored")
         crew = next(iter(methods["crew"].values()), Entry("crew", ""))
         listed = crew.values.get("tasks")  # Crew(tasks=[self.a(), self.b()]) sets the order
         if not isinstance(listed, list) or not listed:
@@ -283,12 +363,17 @@ class Loader:
         elif value is not None:
             self.problems.append(
                 f"{entry.where_of(key)}: expected a literal string, got {label(value)}; crew"
-                " reads crew.py without running it."
+                " reads the project's Python without running it."
             )
         return None
 
     def _dependencies(self, entry: Entry, earlier: list[str], known: set[str]) -> list[str]:
-        """CrewAI's rule: no context means every earlier task, or none for an async task."""
+        """CrewAI's rule: no context means every earlier task, or none for an async task.
+
+        CrewAI's ``Crew._execute_tasks`` hands an async task ``[last_sync_output]``, but sets
+        ``last_sync_output`` only for tasks skipped when replaying (``crewai replay``); in a
+        kickoff it stays None, so an async task without ``context`` gets no context.
+        """
         context = entry.values.get("context")
         if context is None:
             return [] if entry.values.get("async_execution") is True else list(earlier)
@@ -307,7 +392,9 @@ class Loader:
             if (ref := entry.values.get(key)) is None:
                 continue
             try:
-                return self.models.build(label(ref))
+                model = self.models.build(label(ref))
+                setattr(model, KEEPS_TEXT, True)  # CrewAI keeps an answer that does not parse
+                return model
             except (ValueError, TypeError) as exc:  # TypeError: pydantic refused the rebuild
                 self.warnings.append(
                     f"{key} {label(ref)} (task {entry.name}) cannot be rebuilt here: {exc};"
@@ -319,9 +406,8 @@ class Loader:
         """Warn about each setting of ``entry`` that cannot run here."""
         tools = entry.values.get("tools") or []
         for tool in tools if isinstance(tools, list) else [tools]:
-            self.warnings.append(
-                f"tool {label(tool)} ({owner}) is not available here; the task runs without it"
-            )
+            name, reason = self._tool(tool)
+            self.tools.setdefault(name, (reason, []))[1].append(owner)
         process = entry.values.get("process")
         if label(process) == "hierarchical":
             text = process.text if isinstance(process, Code) else repr(process)
@@ -329,6 +415,49 @@ class Loader:
         for key, reason in _IGNORED.items():
             if entry.values.get(key) not in (None, False, [], ""):
                 self.warnings.append(f"{key} ({owner}) is ignored: {reason}")
+
+    def _tool(self, value: Any) -> tuple[str, str]:
+        """A tool's class, found through the names that hold it (tools.yaml's ``search_tool``:
+        an ``@tool`` method or a module variable), and why it cannot run here."""
+        methods, names = self.crew_py.tools, self.module.names if self.module else {}
+        for _ in range(4):  # search_tool -> self.search_tool() -> SerperDevTool()
+            name = label(value)
+            if not isinstance(value, str | Code):
+                break
+            is_name = isinstance(value, str) or value.self_call or value.text == name
+            found = methods.get(name) if isinstance(value, str) or value.self_call else None
+            found = names.get(name) if found is None else found
+            if not is_name or found is None or found == value:
+                break
+            value = found
+        name = label(value)
+        imports = self.module.imports if self.module else {}
+        head = value.text.split("(")[0].split(".")[0] if isinstance(value, Code) else name
+        origin = imports.get(name) or imports.get(head, "")  # SerperDevTool, crewai_tools.X
+        package = origin.split(".")[0]
+        if not isinstance(value, str | Code):
+            return name, "it is not a tool (expected a name or a tool object)"
+        defined = isinstance(value, Code) and value.text in ("def", "class")
+        if defined or not package or self._is_project(package):
+            return name, "it is the project's own code, which crew never runs"
+        reasons = [f"it needs credentials ({_CREDENTIALS[name]})"] if name in _CREDENTIALS else []
+        try:
+            installed = importlib.util.find_spec(package) is not None
+        except (ImportError, ValueError):
+            installed = False
+        reasons.append(
+            f"crew does not run {package}'s tools"
+            if installed
+            else f"its package {package} is not installed"
+        )
+        return name, " and ".join(reasons)
+
+    def _is_project(self, package: str) -> bool:
+        """Whether an import's top-level name is the project's own package or module."""
+        folder = self.package
+        return package == folder.name or any(
+            p.exists() for p in (folder / package, folder / f"{package}.py")
+        )
 
     def _output_files(self, order: list[str], entries: dict[str, Entry]) -> dict[str, Path]:
         files = {}

@@ -9,7 +9,7 @@ import operator
 from pathlib import Path
 from typing import Any
 
-from crew.crewai.python import name_of
+from crew.crewai.python import Module, modules_of, name_of
 
 _SIMPLE_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 _FIELD_SETTINGS = {"default", "description", "title", "examples", "ge", "gt", "le", "lt"}
@@ -18,17 +18,18 @@ _FIELD_SETTINGS = {"default", "description", "title", "examples", "ge", "gt", "l
 class Models:
     """Pydantic models rebuilt from the class definitions of the package, never imported."""
 
-    def __init__(self, package: Path, crew_tree: ast.Module | None) -> None:
-        self._package, self._crew_tree = package, crew_tree
+    def __init__(self, package: Path, crew_module: Module | None) -> None:
+        self._package, self._crew_module = package, crew_module
         self._built: dict[str, Any] = {}
         self._building: set[str] = set()
 
     @functools.cached_property
     def classes(self) -> dict[str, ast.ClassDef]:
-        """Classes by name: crew.py's first, then those of the package's other modules."""
-        trees = [self._crew_tree] if self._crew_tree is not None else []
-        for path in sorted([*self._package.glob("*.py"), *self._package.glob("*/*.py")]):
-            if path != self._package / "crew.py" and not path.parent.name.startswith("."):
+        """Classes by name: the crew's module's first, then those of the package's others."""
+        first = self._crew_module
+        trees = [first.tree] if first is not None else []
+        for path in modules_of(self._package):
+            if first is None or path != first.path:
                 try:
                     trees.append(ast.parse(path.read_text(encoding="utf-8")))
                 except (OSError, UnicodeDecodeError, SyntaxError, ValueError):

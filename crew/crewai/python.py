@@ -1,7 +1,8 @@
-"""Reading a CrewAI project's Python without running it: the ``@CrewBase`` class of crew.py
-(its ``@agent``, ``@task`` and ``@crew`` methods, config paths, ``@llm`` methods and hooks) and
-the literal ``inputs`` of main.py, parsed with ``ast``. Expressions that are not literals are
-kept as ``Code``, so the loader can say what it cannot run.
+"""Reading a CrewAI project's Python without running it, with ``ast``: the ``@CrewBase`` classes
+of any module (their ``@agent``, ``@task``, ``@crew`` and ``@tool`` methods, config paths,
+``@llm`` methods and hooks), what each module imports and assigns (to tell where a tool comes
+from), and main.py's literal ``inputs`` and the classes it kicks off. Expressions that are not
+literals are kept as ``Code``, so the loader can say what it cannot run.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import ast
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from crew.errors import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,12 @@ class Entry:
 
 @dataclass
 class CrewPy:
-    """What the ``@CrewBase`` class of crew.py declares."""
+    """What one ``@CrewBase`` class declares."""
 
+    name: str = ""
+    """The class name, which ``--crew`` chooses."""
+    path: Path | None = None
+    """Its module; ``agents_config`` and ``tasks_config`` are relative to its folder."""
     doc: str = ""
     configs: dict[str, str] = field(
         default_factory=lambda: {"agents": "config/agents.yaml", "tasks": "config/tasks.yaml"}
@@ -56,21 +63,59 @@ class CrewPy:
     hooks: list[str] = field(default_factory=list)
     llms: set[str] = field(default_factory=set)
     """``@llm`` methods, which a YAML ``llm:`` may name."""
+    tools: dict[str, Any] = field(default_factory=dict)
+    """``@tool`` methods, which a YAML ``tools:`` may name -> what they return."""
+
+    @property
+    def folder(self) -> Path | None:
+        return self.path.parent if self.path is not None else None
+
+
+@dataclass
+class Module:
+    """One module of the project, as read."""
+
+    path: Path
+    tree: ast.Module
+    classes: list[CrewPy]
+    """Its ``@CrewBase`` classes, in order."""
+    imports: dict[str, str] = field(default_factory=dict)
+    """Name -> the module it is imported from (``.tools`` for a relative import)."""
+    names: dict[str, Any] = field(default_factory=dict)
+    """Module-level names -> their value (``search_tool = SerperDevTool()``); a function or
+    class defined here is ``Code("def" or "class", its name)``."""
 
 
 _BUILDS = {"agent": "Agent", "task": "Task", "crew": "Crew"}
-_DECORATORS = (*_BUILDS, "llm", "before_kickoff", "after_kickoff")
+_DECORATORS = (*_BUILDS, "llm", "tool", "before_kickoff", "after_kickoff")
 
 
-def read_crew_py(tree: ast.Module, path: Path) -> CrewPy:
-    classes = [n for n in tree.body if isinstance(n, ast.ClassDef)]
-    found = next((c for c in classes if "CrewBase" in map(name_of, c.decorator_list)), None)
-    if found is None:
-        return CrewPy()
-    result = CrewPy(doc=ast.get_docstring(found) or "")
+def read_module(tree: ast.Module, path: Path) -> Module:
+    """The ``@CrewBase`` classes of a module, its imports and its top-level names."""
+    module = Module(path, tree, [])
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            origin = "." * node.level + (node.module or "")
+            module.imports.update({a.asname or a.name: origin for a in node.names})
+        elif isinstance(node, ast.Import):
+            module.imports.update({a.asname or a.name: a.name for a in node.names})
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                module.names[name_of(target)] = _value(node.value)
+        elif isinstance(node, ast.FunctionDef | ast.ClassDef):
+            kind = "class" if isinstance(node, ast.ClassDef) else "def"
+            module.names[node.name] = Code(kind, node.name)
+            if kind == "class" and "CrewBase" in map(name_of, node.decorator_list):
+                module.classes.append(_crew_class(node, path))  # type: ignore[arg-type]
+    return module
+
+
+def _crew_class(found: ast.ClassDef, path: Path) -> CrewPy:
+    result = CrewPy(name=found.name, path=path, doc=ast.get_docstring(found) or "")
     for stmt in found.body:
-        if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Constant):
-            for target in stmt.targets:  # agents_config = 'config/agents.yaml'
+        if isinstance(stmt, ast.Assign | ast.AnnAssign) and isinstance(stmt.value, ast.Constant):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            for target in targets:  # agents_config = 'config/agents.yaml' (or ...: str = ...)
                 kind = name_of(target).removesuffix("_config")
                 if kind in result.configs and isinstance(stmt.value.value, str):
                     result.configs[kind] = stmt.value.value
@@ -81,6 +126,10 @@ def read_crew_py(tree: ast.Module, path: Path) -> CrewPy:
                 result.methods[decorator][stmt.name] = _method(path, stmt, _BUILDS[decorator])
             elif decorator == "llm":
                 result.llms.add(stmt.name)
+            elif decorator == "tool":
+                returns = (n.value for n in ast.walk(stmt) if isinstance(n, ast.Return))
+                returned = next((value for value in returns if value is not None), None)
+                result.tools[stmt.name] = _value(returned) if returned is not None else None
             elif decorator:
                 result.hooks.append(f"@{decorator} {stmt.name}")
     return result
@@ -144,21 +193,77 @@ def is_ref(value: Any) -> bool:
 
 
 def main_inputs(tree: ast.Module) -> dict[str, Any]:
-    """The literal values of main.py's ``inputs = {...}``, preferring the one in ``run()``."""
+    """The literal values of main.py's ``inputs = {...}`` (or ``kickoff(inputs={...})``),
+    preferring the one in ``run()``."""
     runs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "run"]
     for scope in (*runs, tree):
         for node in ast.walk(scope):
-            if (
-                isinstance(node, ast.Assign)
-                and isinstance(node.value, ast.Dict)
-                and any(name_of(t) == "inputs" for t in node.targets)
-            ):
-                pairs = zip(node.value.keys, node.value.values, strict=True)
+            if isinstance(node, ast.Assign) and any(name_of(t) == "inputs" for t in node.targets):
+                value: ast.expr = node.value
+            elif isinstance(node, ast.keyword) and node.arg == "inputs":
+                value = node.value
+            else:
+                continue
+            if isinstance(value, ast.Dict):
+                pairs = zip(value.keys, value.values, strict=True)
                 found = {k.value: _value(v) for k, v in pairs if isinstance(k, ast.Constant)}
                 return {k: v for k, v in found.items() if isinstance(k, str) and _plain(v)}
     return {}
 
 
+def called(tree: ast.Module) -> list[str]:
+    """The names main.py calls, in order: ``ContentCrew`` in ``ContentCrew().crew().kickoff()``."""
+    calls = (name_of(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call))
+    return list(dict.fromkeys(calls))
+
+
 def _plain(value: Any) -> bool:
     items = value if isinstance(value, list) else [value]
     return all(isinstance(item, str | int | float | bool) for item in items)
+
+
+_NOT_PROJECT_CODE = {"__pycache__", "node_modules", "site-packages", "venv", "tests", "test"}
+
+
+def modules_of(folder: Path) -> list[Path]:
+    """The Python files under ``folder``, sorted, leaving out tests, virtualenvs and hidden
+    folders."""
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        parts = path.relative_to(folder).parts[:-1]
+        if not any(p.startswith(".") or p in _NOT_PROJECT_CODE for p in parts):
+            found.append(path)
+    return found
+
+
+def declares_crew(path: Path) -> bool:
+    """Whether a module's text names ``CrewBase`` (so it is worth parsing)."""
+    try:
+        return "CrewBase" in path.read_text("utf-8", errors="replace")
+    except OSError:
+        return False
+
+
+def choose_crew(
+    classes: list[CrewPy], main: ast.Module | None, chosen: str | None, where: Path
+) -> tuple[CrewPy | None, str | None]:
+    """The ``@CrewBase`` class to run, else a problem: the one ``--crew`` names, the only one,
+    or the one main.py kicks off."""
+    names = list(dict.fromkeys(c.name for c in classes))
+    if chosen is not None:
+        found = next((c for c in classes if c.name == chosen), None)
+        if found is None:
+            hint = did_you_mean(chosen, names) or f" (classes: {', '.join(names) or 'none'})"
+            return None, f"--crew {chosen}: the project has no @CrewBase class {chosen}{hint}."
+        return found, None
+    if len(classes) <= 1:
+        return (classes[0] if classes else None), None
+    started = [n for n in called(main) if n in names] if main is not None else []
+    if len(started) == 1:
+        return next(c for c in classes if c.name == started[0]), None
+    listed = ", ".join(f"{c.name} ({c.path})" for c in classes)
+    why = "main.py kicks off several of them" if started else "main.py kicks off none of them"
+    return None, (
+        f"{where}: the project has {len(classes)} @CrewBase classes: {listed}; {why}."
+        f" Choose one with --crew {names[0]}."
+    )
