@@ -283,13 +283,17 @@ def _instance(
 
 
 def _status(scheduler: Scheduler) -> RunStatus:
-    """failed if a task failed and its dependants could not go on without it."""
+    """failed: a task was cancelled, or failed and the run did not go on without it (a
+    dependant needed it, or it has none: see ``Scheduler.went_on_without``); waiting: a task
+    waits for a review (so may a failure's dependant); else succeeded."""
     results = scheduler.results.values()
-    if any(r.status == "failed" and r.task_id not in scheduler.tolerated for r in results):
+    broken = {
+        r.task_id for r in results if r.status == "failed" and r.task_id not in scheduler.tolerated
+    }
+    if broken - scheduler.undecided or any(r.status == "cancelled" for r in results):
         return "failed"
-    if any(r.status == "cancelled" for r in results):
-        return "failed"
-    return "waiting" if any(r.status == "waiting" for r in results) else "succeeded"
+    waiting = broken or any(r.status == "waiting" for r in results)
+    return "waiting" if waiting else "succeeded"
 
 
 def _stop_if_lease_lost(run: asyncio.Task[Any] | None, lease: asyncio.Task[None]) -> None:

@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from crew import Agent, Crew, Task, events
-from crew.errors import BadRequestError, PlanError
+from crew.errors import BadRequestError, PlanError, RunFailedError
 from crew.store import Store
 from crew.store.memory import MemoryStore
 from crew.task import loop
@@ -128,6 +128,84 @@ def test_best_effort_goes_on_without_a_failed_dependency_and_says_what_is_missin
     assert result.status == "succeeded"
     prompt = llm.calls_for("report")[0].prompt
     assert "'flaky' did not succeed" in prompt and "### solid" in prompt
+
+
+FAIL = BadRequestError("no", model="m")
+
+
+@pytest.mark.parametrize("on_failure", ["fail_fast", "continue"])
+@pytest.mark.parametrize(
+    ("join", "failing", "ran", "status"),
+    [
+        ("all", {"b"}, False, "failed"),
+        ("any", {"a"}, True, "succeeded"),
+        ("any", {"a", "b", "c"}, False, "failed"),
+        ("quorum(2)", {"a"}, True, "succeeded"),
+        ("quorum(2)", {"a", "b"}, False, "failed"),
+        ("best_effort", {"a", "c"}, True, "succeeded"),
+        ("best_effort", {"a", "b", "c"}, False, "failed"),
+    ],
+)
+def test_a_failure_is_tolerated_only_when_its_dependant_went_on_without_it(
+    join: str, failing: set[str], ran: bool, status: str, on_failure: str
+):
+    llm = ScriptedLLM({t: FAIL for t in failing})
+    tasks = [task("a"), task("b"), task("c"), task("join", "a", "b", "c", join=join)]
+    result = Crew(tasks, llm=llm, on_failure=on_failure).run()
+
+    assert result.tasks["join"].status == ("succeeded" if ran else "skipped")
+    assert result.status == status
+    if status == "failed":
+        with pytest.raises(RunFailedError, match="'a'|'b'"):
+            result.raise_for_status()
+    else:
+        result.raise_for_status()
+
+
+def test_an_unmet_quorum_stops_a_fail_fast_run_and_fails_it():
+    async def script(call: Call) -> str:
+        if call.task_id in ("a", "b"):
+            raise FAIL
+        await asyncio.sleep(0.5 if call.task_id == "slow" else 0)
+        return call.task_id
+
+    tasks = [task("a"), task("b"), task("c"), task("two", "a", "b", "c", join="quorum(2)")]
+    result = Crew([*tasks, task("slow")], llm=ScriptedLLM(script)).run()
+
+    assert result.status == "failed"
+    assert result.tasks["two"].status == "skipped"
+    assert "fewer than 2" in result.tasks["two"].reason
+    assert result.tasks["slow"].status in ("cancelled", "skipped")  # the run stopped
+
+
+def test_a_failure_is_tolerated_when_its_dependant_is_skipped_by_its_condition_or_a_router():
+    llm = ScriptedLLM({"a": FAIL, "ok": "fine"})
+    when = [task("a"), task("ok"), task("d", "a", "ok", join="any", when="ok.text == 'other'")]
+    result = Crew(when, llm=llm).run()
+    assert (result.tasks["d"].status, result.status) == ("skipped", "succeeded")
+
+    llm = ScriptedLLM({"a": FAIL, "r": {"route": "right"}})
+    routed = [
+        task("r", routes={"left": ["x"], "right": ["y"]}),
+        task("a"),
+        task("x", "r", "a", join="any"),
+        task("y", "r"),
+    ]
+    result = Crew(routed, llm=llm).run()
+    assert result.tasks["x"].status == "skipped" and result.tasks["y"].status == "succeeded"
+    assert result.status == "succeeded"
+
+
+def test_a_failure_a_loop_body_went_on_without_does_not_fail_the_run():
+    body = [task("x"), task("a"), task("b", "x", "a", join="any")]
+    result = Crew([loop("l", body, max_rounds=1)], llm=ScriptedLLM({"a": FAIL})).run()
+    assert result.tasks["a"].status == "failed" and result.tasks["b"].status == "succeeded"
+    assert result.status == "succeeded"
+
+
+def test_a_failure_without_dependants_fails_the_run():
+    result = Crew([task("a"), task("b")], llm=ScriptedLLM({"b": FAIL}), on_failure="continue").run()
+    assert result.status == "failed"
 
 
 def test_join_all_still_stops_a_fail_fast_run():
