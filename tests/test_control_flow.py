@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import textwrap
 
 import pytest
 from pydantic import BaseModel
 
 from crew import Agent, Crew, Task, events
-from crew.errors import BadRequestError, PlanError, RunFailedError
+from crew.errors import BadRequestError, ConfigError, PlanError, RunFailedError
 from crew.store import Store
 from crew.store.memory import MemoryStore
 from crew.task import loop
@@ -156,7 +157,7 @@ def test_a_failure_is_tolerated_only_when_its_dependant_went_on_without_it(
     assert result.tasks["join"].status == ("succeeded" if ran else "skipped")
     assert result.status == status
     if status == "failed":
-        with pytest.raises(RunFailedError, match="'a'|'b'"):
+        with pytest.raises(RunFailedError, match=r"'a'|'b'"):
             result.raise_for_status()
     else:
         result.raise_for_status()
@@ -511,6 +512,54 @@ def test_the_planner_rejects_bad_control_flow_before_any_model_call():
     assert "goes to 'fixx', which is not defined" in message
     assert "needs inputs topic" in message
     assert llm.calls == []
+
+
+def test_a_quorum_of_zero_or_of_more_than_the_dependencies_is_refused_before_any_model_call():
+    with pytest.raises(ConfigError, match=r"Task 'two': join 'quorum\(0\)'.*n >= 1"):
+        task("two", "a", join="quorum(0)")
+    llm = ScriptedLLM()
+    tasks = [
+        task("a"),
+        task("b"),
+        task("three", "a", "b", join="quorum(3)"),
+        task("z", join="quorum(1)"),
+    ]
+    with pytest.raises(PlanError) as caught:
+        Crew(tasks, llm=llm).run()
+    assert caught.value.problems == [
+        "Task 'three' join='quorum(3)' needs 3 of its dependencies to succeed, but it has"
+        " only 2 ('a', 'b'). Lower n to at most 2 or add tasks to its depends_on.",
+        "Task 'z' join='quorum(1)' needs 1 of its dependencies to succeed, but it has none."
+        " Add tasks to its depends_on.",
+    ]
+    assert llm.calls == []
+    body = loop("l", [task("x", "a", "b", join="quorum(2)")], max_rounds=1)
+    Crew([task("a"), task("b"), body], llm=llm).plan()  # dependencies before the loop count
+
+
+def test_a_quorum_is_checked_in_a_crew_file_too(tmp_path):
+    from crew.spec import load_crew_yaml
+
+    text = """\
+        agents:
+          w: {role: Writer}
+        tasks:
+          a: {agent: w, description: A}
+          b: {agent: w, description: B, depends_on: [a], join: quorum(0)}
+          c: {agent: w, description: C, depends_on: [a], join: quorum(2)}
+        """
+    path = tmp_path / "crew.yaml"
+    path.write_text(textwrap.dedent(text))
+    with pytest.raises(ConfigError) as caught:
+        load_crew_yaml(path)
+    assert "crew.yaml:5 tasks.b: Task 'b': join 'quorum(0)'" in str(caught.value)
+
+    path.write_text(textwrap.dedent(text).replace("quorum(0)", "any"))
+    crew = load_crew_yaml(path).crew.with_llm(ScriptedLLM())
+    with pytest.raises(
+        PlanError, match=r"Task 'c' join='quorum\(2\)' needs 2 of .* only 1 \('a'\)"
+    ):
+        crew.plan()
 
 
 def test_the_planner_finds_a_task_that_can_never_run():
