@@ -3,7 +3,9 @@ bound (``until``, ``max_rounds``).
 
 Each round runs the body as a scheduler of its own, sharing the run's slots; each body task
 stores its output per round (``crew.instances``), so a resumed run goes on from the round it
-stopped in. The loop's output is the last output of its last round. The scheduler starts a
+stopped in. The loop's output is the last output of its last round. A loop that ran out of
+rounds before its ``until`` held still succeeds, with the outputs it has, but its result's
+``reason`` says so (a warning of the run) and ``LoopExhausted`` is emitted. The scheduler starts a
 loop like any task and hands it itself as the ``Host``.
 """
 
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from crew import events
 from crew.errors import ConfigError, TaskError
-from crew.instances import failed, instance_index
+from crew.instances import describe, failed, instance_index
 from crew.results import TaskOutput, TaskResult
 from crew.usage import Usage
 
@@ -41,7 +43,9 @@ class Host(Protocol):
         self, body: Plan, stored: dict[str, TaskResult], number: int
     ) -> tuple[dict[str, TaskResult], set[str]]: ...
     def holds(self, task_id: str, name: str) -> bool: ...
-    def finish(self, task_id: str, output: TaskOutput, started: float) -> TaskResult: ...
+    def finish(
+        self, task_id: str, output: TaskOutput, started: float, *, reason: str | None = None
+    ) -> TaskResult: ...
 
 
 async def run_loop(host: Host, task_id: str) -> TaskResult:
@@ -92,12 +96,19 @@ async def run_loop(host: Host, task_id: str) -> TaskResult:
         if done:
             stopped = "until"
             break
+    reason = None
+    if stopped == "max_rounds" and task.until is not None:
+        reason = (
+            f"loop '{task_id}' stopped after {number} round{'s' if number > 1 else ''} without"
+            f" meeting its condition {describe(task.until)}"
+        )
+        host.emit(events.LoopExhausted, task_id=task_id, rounds=number, reason=reason)
     host.emit(events.LoopFinished, task_id=task_id, rounds=number, stopped=stopped)
     output = TaskOutput(
         task_id=task_id, agent=last.agent if last else "", text=last.text if last else "",
         data=last.data if last else None, usage=usage,
     )  # fmt: skip
-    return host.finish(task_id, output, started)
+    return host.finish(task_id, output, started, reason=reason)
 
 
 def _plan_body(host: Host, task: Task) -> Plan:

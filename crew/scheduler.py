@@ -443,12 +443,15 @@ class Scheduler:
         assert self.slots is not None
         return self.slots.hold(self._priority(task_id))
 
-    def finish(self, task_id: str, output: TaskOutput, started: float) -> TaskResult:
-        """Store the output of a map or loop and say it finished (its instances stored theirs)."""
+    def finish(
+        self, task_id: str, output: TaskOutput, started: float, *, reason: str | None = None
+    ) -> TaskResult:
+        """Store the output of a map or loop and say it finished (its instances stored theirs);
+        ``reason``: a warning (a loop that ran out of rounds)."""
         self.on_output(output, 1, instance_index(self.round))
         self.emit(events.TaskFinished, task_id=task_id, output=output)
         return TaskResult(
-            task_id=task_id, status="succeeded", output=output, attempts=1,
+            task_id=task_id, status="succeeded", output=output, attempts=1, reason=reason,
             started_at=started, finished_at=self.clock(), usage=output.usage,
         )  # fmt: skip
 

@@ -320,14 +320,48 @@ def test_a_loop_repeats_until_its_condition_holds_keeping_every_round_on_the_boa
     assert result.outputs["refine"].text == '{"approved": true}'
 
 
-def test_a_loop_stops_at_max_rounds():
-    llm = ScriptedLLM({"critique": {"approved": False}})
+def test_a_loop_out_of_rounds_keeps_its_outputs_and_warns_why():
+    llm = ScriptedLLM({"critique": {"approved": False}, "draft": ["one", "two", "three"]})
     result, seen = run(refine_crew(llm, max_rounds=3))
 
-    assert result.status == "succeeded"
+    assert result.status == "succeeded"  # max_rounds is a documented end: dependants go on
     assert len(llm.calls_for("draft")) == 3
+    assert "three" in llm.calls_for("publish")[0].prompt
     finished = next(e for e in seen if isinstance(e, events.LoopFinished))
     assert (finished.rounds, finished.stopped) == (3, "max_rounds")
+    why = (
+        "loop 'refine' stopped after 3 rounds without meeting its condition"
+        " `critique.data.approved`"
+    )
+    loop_result = result.tasks["refine"]
+    assert (loop_result.status, loop_result.reason) == ("succeeded", why)
+    assert loop_result.output is not None and loop_result.output.data.approved is False
+    assert result.warnings == [why] and result.to_dict()["warnings"] == [why]
+    exhausted = [e for e in seen if isinstance(e, events.LoopExhausted)]
+    assert [(e.task_id, e.rounds, e.reason) for e in exhausted] == [("refine", 3, why)]
+    assert seen.index(exhausted[0]) < seen.index(finished)
+
+
+def test_a_loop_whose_condition_holds_or_that_has_none_gives_no_warning():
+    llm = ScriptedLLM({"critique": [{"approved": False}, {"approved": True}]})
+    result, seen = run(refine_crew(llm, max_rounds=2))
+    assert result.tasks["refine"].reason is None and result.warnings == []
+
+    result, seen = run(Crew([loop("twice", [task("a")], max_rounds=2)], llm=ScriptedLLM()))
+    assert result.tasks["twice"].reason is None and result.warnings == []
+    assert not any(isinstance(e, events.LoopExhausted) for e in seen)
+
+
+def test_a_dependant_can_refuse_the_output_of_a_loop_out_of_rounds():
+    crew = refine_crew(ScriptedLLM({"critique": {"approved": False}}), max_rounds=1)
+    strict = crew.replace(
+        tasks=[*crew.tasks[:-1], task("publish", "draft", when="critique.data.approved")]
+    )
+    result = strict.run()
+    assert result.tasks["publish"].status == "skipped"
+    assert result.warnings == [
+        "loop 'refine' stopped after 1 round without meeting its condition `critique.data.approved`"
+    ]
 
 
 def test_a_loop_resumes_in_the_round_where_it_stopped(durable_store: Store):
