@@ -7,7 +7,7 @@ all speak these types.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from crew.board import Board, plain
@@ -60,6 +60,9 @@ class TaskResult:
     finished_at: float | None = None
     usage: Usage = Usage()
     """Every call of every attempt, failed ones included."""
+    usage_by_agent: dict[str, Usage] = field(default_factory=dict)
+    """``usage`` by the role of the agent that made the calls: a coworker's delegated work
+    under the coworker. Empty when not known (restored from the store): all the task's agent's."""
 
     @property
     def duration_s(self) -> float | None:

@@ -417,7 +417,10 @@ class Scheduler:
                     error=str(exc),
                     error_type=type(exc).__name__,
                 )
-            return failed(task_id, exc, state.number, started, self.clock(), state.usage)
+            return failed(
+                task_id, exc, state.number, started, self.clock(), state.usage,
+                by_agent=state.by_agent,
+            )  # fmt: skip
         output = replace(output, usage=state.usage, item=state.item_index)
         self.on_output(output, state.number, state.index)  # durable before the task is done
         waiting = False
@@ -433,6 +436,7 @@ class Scheduler:
             started_at=started,
             finished_at=self.clock(),
             usage=state.usage,
+            usage_by_agent=dict(state.by_agent),
         )
 
     def _slot(
@@ -444,15 +448,22 @@ class Scheduler:
         return self.slots.hold(self._priority(task_id))
 
     def finish(
-        self, task_id: str, output: TaskOutput, started: float, *, reason: str | None = None
+        self,
+        task_id: str,
+        output: TaskOutput,
+        started: float,
+        *,
+        by_agent: Mapping[str, Usage],
+        reason: str | None = None,
     ) -> TaskResult:
         """Store the output of a map or loop and say it finished (its instances stored theirs);
-        ``reason``: a warning (a loop that ran out of rounds)."""
+        ``by_agent``: its usage by agent role; ``reason``: a warning (a loop out of rounds)."""
         self.on_output(output, 1, instance_index(self.round))
         self.emit(events.TaskFinished, task_id=task_id, output=output)
         return TaskResult(
             task_id=task_id, status="succeeded", output=output, attempts=1, reason=reason,
             started_at=started, finished_at=self.clock(), usage=output.usage,
+            usage_by_agent=dict(by_agent),
         )  # fmt: skip
 
     async def _stop(self, reason: str) -> None:

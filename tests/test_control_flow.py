@@ -510,6 +510,7 @@ def test_a_subcrew_does_a_task_with_inputs_from_the_board_and_nests_its_run():
     nested = [e.task_id for e in seen if isinstance(e, events.TaskFinished)]
     assert nested == ["pick_topic", "research/search", "research/summary", "research", "write"]
     assert result.usage.total.calls == 4
+    assert result.usage.by_agent == {"Worker": result.usage.total}  # the subcrew's agent's calls
 
 
 def test_a_subcrew_resumes_inside_itself(durable_store: Store):
