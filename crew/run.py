@@ -89,6 +89,8 @@ class Run:
         self.coworkers = {agent.role: agent for agent in settings.agents}
         self.exchanges = Exchanges(store, run_id, replay=replay, strict=replay_strict)
         self.rejected: dict[str, str] = {}
+        self.notices: set[asyncio.Task[None]] = set()
+        """Review hooks still running (off the loop); the run ends once they are done."""
         self.scheduler = Scheduler(
             plan,
             self._attempt,
@@ -129,8 +131,11 @@ class Run:
         status: RunStatus = "cancelled"
         try:
             await scheduler.run()
+            await asyncio.gather(*self.notices)
             status = _status(scheduler)
         finally:
+            for notice in self.notices:
+                notice.cancel()  # the run was cancelled: a command still runs to its timeout
             results = {t: scheduler.results[t] for t in self.tasks if t in scheduler.results}
             result = CrewResult(
                 run_id=emit.run_id, crew=self.settings.name, status=status, tasks=results,
@@ -194,9 +199,14 @@ class Run:
         if not self.tasks[output.task_id].human_review:
             return False
         self.checkpoint.request_review(output)
-        hooks.announce_review(
-            self.settings.review_hook, self.emit, crew=self.settings.name, output=output
+        notice = asyncio.create_task(
+            hooks.announce_review(
+                self.settings.review_hook, self.emit, crew=self.settings.name, output=output
+            ),
+            name=f"crew-review-hook-{output.task_id}",
         )
+        self.notices.add(notice)
+        notice.add_done_callback(self.notices.discard)
         return True
 
     def _plan_body(self, task: Task) -> Plan:
