@@ -296,7 +296,7 @@ def _instance(
 
 def _status(scheduler: Scheduler) -> RunStatus:
     """failed: a task was cancelled, or failed and the run did not go on without it (a
-    dependant needed it, or it has none: see ``Scheduler.went_on_without``); waiting: a task
+    dependant needed it, or it has none: see ``Scheduler.tolerated``); waiting: a task
     waits for a review (so may a failure's dependant); else succeeded."""
     results = scheduler.results.values()
     broken = {

@@ -118,8 +118,8 @@ class Scheduler:
     slots: Slots | None = None
     round: int = 0
     tolerated: set[str] = field(default_factory=set)
-    """Failed tasks every dependant of which went on without them (see ``went_on_without``);
-    known once the run (or, for a loop's body, the round) has ended."""
+    """Failed tasks the run went on without (see ``_judge_failures``), known once the run (or,
+    for a loop's body, the round) has ended."""
     undecided: set[str] = field(default_factory=set)
     """Failed tasks with a dependant that has not decided yet (it waits for a review)."""
 
@@ -169,32 +169,23 @@ class Scheduler:
         self._judge_failures()
         return {t: self.results[t] for t in plan.tasks}
 
-    def went_on_without(self, task_id: str) -> bool | None:
-        """Whether the run went on without failed task ``task_id``: it has dependants, and each
-        either ran or was skipped by its own condition or a router. A dependant skipped because
-        its ``join`` could not be met (``all``, too few successes for ``any``/``quorum(n)``,
-        none for ``best_effort``), or because the run stopped, did not go on. None: a dependant
-        has not decided yet (it waits for a review)."""
-        dependants = self.plan.dependants(task_id)
-        if not dependants:
-            return False  # its output was wanted as a result of the run
-        decided = True
-        for dependant in dependants:
-            result = self.results.get(dependant)
-            if result is None or result.status == "pending":
-                decided = False
-            elif result.status == "skipped" and dependant not in self._passed_over:
-                return False
-        return True if decided else None
-
     def _judge_failures(self) -> None:
-        for task_id, result in self.results.items():
-            if result.status != "failed" or task_id not in self.plan.tasks:
+        """Sort the failures into ``tolerated`` and ``undecided``. The run went on without a
+        failed task if it has dependants and each ran, or was skipped by its own condition or a
+        router; not if one was skipped because its ``join`` could not be met (``all``, too few
+        successes for ``any`` or ``quorum(n)``, none for ``best_effort``) or the run stopped.
+        Undecided: a dependant has not decided yet (it waits for a review)."""
+        for task_id in [t for t, r in self.results.items() if r.status == "failed"]:
+            dependants = self.plan.dependants(task_id) if task_id in self.plan.tasks else []
+            ended = [self.results.get(d) for d in dependants]
+            if not dependants or any(  # without dependants, its output was the point
+                r is not None and r.status == "skipped" and r.task_id not in self._passed_over
+                for r in ended
+            ):
                 continue
-            verdict = self.went_on_without(task_id)
-            if verdict:
+            if all(r is not None and r.status != "pending" for r in ended):
                 self.tolerated.add(task_id)
-            elif verdict is None:
+            else:
                 self.undecided.add(task_id)
 
     def _priority(self, task_id: str) -> tuple[float, int]:

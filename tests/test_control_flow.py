@@ -204,6 +204,13 @@ def test_a_failure_a_loop_body_went_on_without_does_not_fail_the_run():
     assert result.status == "succeeded"
 
 
+def test_a_failure_whose_dependant_waits_for_a_review_leaves_the_run_waiting():
+    tasks = [task("r", human_review=True), task("f"), task("d", "r", "f", join="any")]
+    result = Crew(tasks, llm=ScriptedLLM({"f": FAIL})).run()
+    assert result.tasks["d"].status == "pending"
+    assert result.status == "waiting"  # d may still go on once 'r' is approved
+
+
 def test_a_failure_without_dependants_fails_the_run():
     result = Crew([task("a"), task("b")], llm=ScriptedLLM({"b": FAIL}), on_failure="continue").run()
     assert result.status == "failed"
