@@ -160,7 +160,7 @@ class Attempt:
             on_fallback=on_fallback,
         )
         response = await run.llm.complete(request)
-        run.on_usage(response.usage)
+        run.on_usage(response.usage, self.agent.role)  # a coworker's calls are its own
         emit(
             events.LLMCalled,
             task_id=task.id,
@@ -275,7 +275,8 @@ class TaskRun:
     board: Board
     inputs: Mapping[str, Any]
     emit: events.Emitter
-    on_usage: Callable[[Usage], None]
+    on_usage: Callable[[Usage, str], None]
+    """Counts a model call's usage against the task, made by the agent of that role."""
     reserved: frozenset[str] = frozenset()
     """Board keys notes may not use: the task ids of the crew."""
     coworkers: Mapping[str, Agent] = field(default_factory=dict)

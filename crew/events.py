@@ -106,6 +106,17 @@ class LoopFinished(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class LoopExhausted(Event):
+    """A loop ran out of rounds before its ``until`` held: a warning. It still succeeds with
+    its last round's outputs; ``LoopFinished`` follows."""
+
+    task_id: str
+    rounds: int
+    reason: str
+    """``loop 'refine' stopped after 3 rounds without meeting its condition `...```."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class MapStarted(Event):
     """A map task found its items; one instance runs per item."""
 

@@ -5,17 +5,19 @@ A hook is one of:
 - a webhook URL (``http://`` or ``https://``): the notice is POSTed to it as JSON;
 - a shell command: it runs with the notice as JSON on stdin, and ``CREW_RUN_ID``,
   ``CREW_TASK_ID`` and ``CREW_REVIEW_PREVIEW`` in its environment;
-- from Python, a function of the :class:`ReviewNotice`.
+- from Python, a function of the :class:`ReviewNotice` (called in a worker thread).
 
 Set it with ``Crew(review_hook=...)``, ``[run] review_hook`` in crew.toml, or
-``CREW_REVIEW_HOOK``. The hook runs in the run's process, before the run goes on, for at most
-``HOOK_TIMEOUT_S``: a run that only waits for reviews ends right after, and its notices must
-be out by then. A hook that fails does not fail the run: the run emits ``ReviewHookFailed``
-(kept in its event log: ``crew logs RUN``) and the review is pending all the same.
+``CREW_REVIEW_HOOK``. The hook runs in the run's process, in a worker thread so that the tasks
+running meanwhile go on, for at most ``HOOK_TIMEOUT_S``; the run ends only once its notices are
+out (a run that only waits for reviews ends right after them). A hook that fails does not fail
+the run: the run emits ``ReviewHookFailed`` (kept in its event log: ``crew logs RUN``) and the
+review is pending all the same.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shlex
@@ -82,7 +84,7 @@ def review_notice(run_id: str, crew: str, output: TaskOutput) -> ReviewNotice:
     )
 
 
-def announce_review(
+async def announce_review(
     hook: ReviewHook | None,
     emit: events.Emitter,
     *,
@@ -90,16 +92,20 @@ def announce_review(
     output: TaskOutput,
     timeout_s: float = HOOK_TIMEOUT_S,
 ) -> None:
-    """Run the review hook (``hook``, else ``CREW_REVIEW_HOOK``, else none) for ``output``.
+    """Run the review hook (``hook``, else ``CREW_REVIEW_HOOK``, else none) for ``output``, in a
+    worker thread: a webhook or a command may take seconds, and every task of the run shares
+    this event loop.
 
-    A failure is emitted as ``ReviewHookFailed``, never raised: the run goes on.
+    A failure is emitted as ``ReviewHookFailed`` (from the loop, like every event), never
+    raised: the run goes on.
     """
     if hook is None:
         hook = os.environ.get("CREW_REVIEW_HOOK", "").strip() or None
     if hook is None:
         return
+    notice = review_notice(emit.run_id, crew, output)
     try:
-        run_hook(hook, review_notice(emit.run_id, crew, output), timeout_s=timeout_s)
+        await asyncio.to_thread(run_hook, hook, notice, timeout_s=timeout_s)
     except HookError as exc:
         emit(events.ReviewHookFailed, task_id=output.task_id, hook=describe(hook), error=str(exc))
 

@@ -6,7 +6,8 @@ under its own index (``instance_index``), so a resumed run finds every finished 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from crew.results import TaskResult
@@ -28,6 +29,9 @@ class TaskAttempt:
 
     number: int = 0
     usage: Usage = Usage()
+    by_agent: dict[str, Usage] = field(default_factory=dict)
+    """``usage`` by the role of the agent that made the calls: the task's own, and the
+    coworkers it delegated to (their work is charged to the task, but done by them)."""
     item: Any = None
     """The item of a map instance."""
     item_index: int | None = None
@@ -41,18 +45,39 @@ class TaskAttempt:
     index: int = 0
     """Where the output is stored (see ``instance_index``)."""
 
-    def add_usage(self, usage: Usage) -> None:
+    def add_usage(self, usage: Usage, agent: str) -> None:
         self.usage = self.usage + usage
+        self.by_agent[agent] = self.by_agent.get(agent, Usage()) + usage
 
 
 def failed(
-    task_id: str, exc: Exception, attempts: int, started: float | None, now: float, usage: Usage
+    task_id: str,
+    exc: Exception,
+    attempts: int,
+    started: float | None,
+    now: float,
+    usage: Usage,
+    *,
+    by_agent: Mapping[str, Usage] | None = None,
 ) -> TaskResult:
     """The result of a task (or instance) that failed with ``exc``."""
     return TaskResult(
         task_id=task_id, status="failed", error=str(exc), error_type=type(exc).__name__,
         exception=exc, attempts=attempts, started_at=started, finished_at=now, usage=usage,
+        usage_by_agent=dict(by_agent or {}),
     )  # fmt: skip
+
+
+def by_agent(results: Iterable[tuple[TaskResult, str]]) -> dict[str, Usage]:
+    """The usage of ``results`` by agent role; each comes with the role of its task's agent,
+    who made the calls its breakdown does not name (a result restored from the store)."""
+    total: dict[str, Usage] = {}
+    for result, role in results:
+        if not result.usage_by_agent and result.usage == Usage():
+            continue  # no calls (skipped, say): no agent did anything
+        for agent, usage in (result.usage_by_agent or {role: result.usage}).items():
+            total[agent] = total.get(agent, Usage()) + usage
+    return total
 
 
 def describe(condition: Any) -> str:

@@ -3,7 +3,9 @@ bound (``until``, ``max_rounds``).
 
 Each round runs the body as a scheduler of its own, sharing the run's slots; each body task
 stores its output per round (``crew.instances``), so a resumed run goes on from the round it
-stopped in. The loop's output is the last output of its last round. The scheduler starts a
+stopped in. The loop's output is the last output of its last round. A loop that ran out of
+rounds before its ``until`` held still succeeds, with the outputs it has, but its result's
+``reason`` says so (a warning of the run) and ``LoopExhausted`` is emitted. The scheduler starts a
 loop like any task and hands it itself as the ``Host``.
 """
 
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from crew import events
 from crew.errors import ConfigError, TaskError
-from crew.instances import failed, instance_index
+from crew.instances import by_agent, describe, failed, instance_index
 from crew.results import TaskOutput, TaskResult
 from crew.usage import Usage
 
@@ -41,7 +43,15 @@ class Host(Protocol):
         self, body: Plan, stored: dict[str, TaskResult], number: int
     ) -> tuple[dict[str, TaskResult], set[str]]: ...
     def holds(self, task_id: str, name: str) -> bool: ...
-    def finish(self, task_id: str, output: TaskOutput, started: float) -> TaskResult: ...
+    def finish(
+        self,
+        task_id: str,
+        output: TaskOutput,
+        started: float,
+        *,
+        by_agent: Mapping[str, Usage],
+        reason: str | None = None,
+    ) -> TaskResult: ...
 
 
 async def run_loop(host: Host, task_id: str) -> TaskResult:
@@ -55,6 +65,7 @@ async def run_loop(host: Host, task_id: str) -> TaskResult:
         host.emit(events.TaskFailed, task_id=task_id, error=str(exc), error_type=type(exc).__name__)
         return failed(task_id, exc, 1, started, host.clock(), Usage())
     usage, stopped, number, last = Usage(), "max_rounds", 0, None
+    charged: list[tuple[TaskResult, str]] = []  # the rounds' results, each with its agent
     for number in range(1, rounds + 1):
         stored = {
             t: r
@@ -67,7 +78,9 @@ async def run_loop(host: Host, task_id: str) -> TaskResult:
         if len(stored) < len(body.tasks) or not resumed_past:
             host.emit(events.RoundStarted, task_id=task_id, round=number, max_rounds=rounds)
         results, tolerated = await host.run_round(body, stored, number)
-        usage = usage + Usage.sum(r.usage for r in results.values() if r.task_id not in stored)
+        new = [r for r in results.values() if r.task_id not in stored]
+        usage = usage + Usage.sum(r.usage for r in new)
+        charged += [(r, _role(body, r.task_id)) for r in new]
         broken = [
             r for r in results.values() if r.status == "failed" and r.task_id not in tolerated
         ]
@@ -78,7 +91,9 @@ async def run_loop(host: Host, task_id: str) -> TaskResult:
                 task_id=task_id,
             )
             host.emit(events.TaskFailed, task_id=task_id, error=str(error), error_type="TaskError")
-            return failed(task_id, error, number, started, host.clock(), usage)
+            return failed(
+                task_id, error, number, started, host.clock(), usage, by_agent=by_agent(charged)
+            )
         last = next((r.output for r in reversed(results.values()) if r.output), last)
         if resumed_past:
             continue  # the stored next round shows this one's condition did not hold
@@ -88,16 +103,30 @@ async def run_loop(host: Host, task_id: str) -> TaskResult:
             host.emit(
                 events.TaskFailed, task_id=task_id, error=str(exc), error_type=type(exc).__name__
             )
-            return failed(task_id, exc, number, started, host.clock(), usage)
+            return failed(
+                task_id, exc, number, started, host.clock(), usage, by_agent=by_agent(charged)
+            )
         if done:
             stopped = "until"
             break
+    reason = None
+    if stopped == "max_rounds" and task.until is not None:
+        reason = (
+            f"loop '{task_id}' stopped after {number} round{'s' if number > 1 else ''} without"
+            f" meeting its condition {describe(task.until)}"
+        )
+        host.emit(events.LoopExhausted, task_id=task_id, rounds=number, reason=reason)
     host.emit(events.LoopFinished, task_id=task_id, rounds=number, stopped=stopped)
     output = TaskOutput(
         task_id=task_id, agent=last.agent if last else "", text=last.text if last else "",
         data=last.data if last else None, usage=usage,
     )  # fmt: skip
-    return host.finish(task_id, output, started)
+    return host.finish(task_id, output, started, by_agent=by_agent(charged), reason=reason)
+
+
+def _role(body: Plan, task_id: str) -> str:
+    agent = body.tasks[task_id].agent
+    return agent.role if agent is not None else ""
 
 
 def _plan_body(host: Host, task: Task) -> Plan:

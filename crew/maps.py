@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from crew import events
 from crew.errors import ConfigError, TaskError
-from crew.instances import ROUND, TaskAttempt, describe, failed, instance_index
+from crew.instances import ROUND, TaskAttempt, by_agent, describe, failed, instance_index
 from crew.results import TaskOutput, TaskResult
 from crew.usage import Usage
 
@@ -43,7 +43,15 @@ class Host(Protocol):
     def scope(self) -> Mapping[str, Any]: ...
     def announce(self, task_id: str, agent: str) -> None: ...
     async def run_task(self, task_id: str, state: TaskAttempt, *, announce: bool) -> TaskResult: ...
-    def finish(self, task_id: str, output: TaskOutput, started: float) -> TaskResult: ...
+    def finish(
+        self,
+        task_id: str,
+        output: TaskOutput,
+        started: float,
+        *,
+        by_agent: Mapping[str, Usage],
+        reason: str | None = None,
+    ) -> TaskResult: ...
 
 
 async def run_map(host: Host, task_id: str, missing: tuple[str, ...]) -> TaskResult:
@@ -78,6 +86,7 @@ async def run_map(host: Host, task_id: str, missing: tuple[str, ...]) -> TaskRes
     except* _ItemFailed:
         pass  # reported below, from ``done``
     usage = Usage.sum(r.usage for r in done.values())
+    spent = by_agent((r, agent) for r in done.values())
     failures = sorted(i for i, r in done.items() if r.status != "succeeded")
     if failures or len(done) < len(items):
         first = done[failures[0]] if failures else None
@@ -87,10 +96,10 @@ async def run_map(host: Host, task_id: str, missing: tuple[str, ...]) -> TaskRes
             task_id=task_id,
         )
         host.emit(events.TaskFailed, task_id=task_id, error=str(error), error_type="TaskError")
-        return failed(task_id, error, 1, started, host.clock(), usage)
+        return failed(task_id, error, 1, started, host.clock(), usage, by_agent=spent)
     outputs = [done[i].output for i in range(len(items))]
     output = _mapped(task_id, agent, [o for o in outputs if o is not None], usage)
-    return host.finish(task_id, output, started)
+    return host.finish(task_id, output, started, by_agent=spent)
 
 
 def _items(host: Host, task_id: str) -> list[Any]:

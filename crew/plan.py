@@ -149,6 +149,7 @@ def build_plan(
             (task.id, t) for ts in task.route_targets.values() for t in ts if t in by_id
         )
     problems += _check_cycles(graph)
+    problems += _check_quorums(by_id.values(), graph, [*(outer or {})], expressions)
     problems += _check_agents(by_id.values(), default_llm)
     problems += _check_coworkers(by_id.values(), agents, default_llm)
     problems += _check_placeholders(by_id.values(), inputs)
@@ -325,6 +326,25 @@ def _check_cycles(graph: nx.DiGraph) -> list[str]:
         " depends on the next). Remove one of these dependencies."
         for cycle in find_cycles(dependencies)
     ]
+
+
+def _check_quorums(
+    tasks: Iterable[Task], graph: nx.DiGraph, outer: list[str], expressions: Any
+) -> list[str]:
+    """A quorum no larger than the dependencies (a loop body's may be before the loop)."""
+    problems = []
+    for task in tasks:
+        need = task.quorum if task.join.startswith("quorum") else None
+        deps = {*graph.predecessors(task.id), *(d for d in _needs(task, expressions) if d in outer)}
+        if need is None or need <= len(deps):
+            continue
+        has = f"only {len(deps)} ({', '.join(map(repr, sorted(deps)))})" if deps else "none"
+        fix = f"Lower n to at most {len(deps)} or add" if deps else "Add"
+        problems.append(
+            f"Task '{task.id}' join='{task.join}' needs {need} of its dependencies to succeed,"
+            f" but it has {has}. {fix} tasks to its depends_on."
+        )
+    return problems
 
 
 def _check_agents(tasks: Any, default_llm: ChatModel | None) -> list[str]:

@@ -7,7 +7,7 @@ all speak these types.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from crew.board import Board, plain
@@ -53,12 +53,16 @@ class TaskResult:
     error_type: str | None = None
     exception: BaseException | None = None
     reason: str | None = None
-    """Why the task was skipped or cancelled."""
+    """Why the task was skipped or cancelled; on a task that succeeded, a warning (a loop that
+    ran out of rounds before its condition held)."""
     attempts: int = 0
     started_at: float | None = None
     finished_at: float | None = None
     usage: Usage = Usage()
     """Every call of every attempt, failed ones included."""
+    usage_by_agent: dict[str, Usage] = field(default_factory=dict)
+    """``usage`` by the role of the agent that made the calls: a coworker's delegated work
+    under the coworker. Empty when not known (restored from the store): all the task's agent's."""
 
     @property
     def duration_s(self) -> float | None:
@@ -116,6 +120,12 @@ class CrewResult:
         return next(reversed(self.tasks.values())).output if self.tasks else None
 
     @property
+    def warnings(self) -> list[str]:
+        """What went less well than asked in tasks that succeeded: a loop that ran out of rounds
+        before its condition held (its ``reason``). The run still succeeded."""
+        return [r.reason for r in self.tasks.values() if r.status == "succeeded" and r.reason]
+
+    @property
     def duration_s(self) -> float:
         return self.finished_at - self.started_at
 
@@ -136,6 +146,7 @@ class CrewResult:
             "inputs": self.inputs,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "warnings": self.warnings,
             "tasks": {t: r.to_dict() for t, r in self.tasks.items()},
             "board": self.board.snapshot(),
             "usage": self.usage.to_dict(),

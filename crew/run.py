@@ -19,7 +19,7 @@ from crew.attempt import Attempt, TaskRun
 from crew.board import Board, BoardEntry, plain
 from crew.checkpoint import Checkpoint
 from crew.errors import ConfigError, TaskError
-from crew.instances import TaskAttempt
+from crew.instances import TaskAttempt, by_agent
 from crew.llm import as_chat_model
 from crew.plan import Plan, build_plan
 from crew.replay import Exchanges
@@ -89,6 +89,8 @@ class Run:
         self.coworkers = {agent.role: agent for agent in settings.agents}
         self.exchanges = Exchanges(store, run_id, replay=replay, strict=replay_strict)
         self.rejected: dict[str, str] = {}
+        self.notices: set[asyncio.Task[None]] = set()
+        """Review hooks still running (off the loop); the run ends once they are done."""
         self.scheduler = Scheduler(
             plan,
             self._attempt,
@@ -129,12 +131,16 @@ class Run:
         status: RunStatus = "cancelled"
         try:
             await scheduler.run()
+            await asyncio.gather(*self.notices)
             status = _status(scheduler)
         finally:
+            for notice in self.notices:
+                notice.cancel()  # the run was cancelled: a command still runs to its timeout
             results = {t: scheduler.results[t] for t in self.tasks if t in scheduler.results}
             result = CrewResult(
                 run_id=emit.run_id, crew=self.settings.name, status=status, tasks=results,
-                board=self.board, usage=_run_usage(self.tasks, results), inputs=self.inputs,
+                board=self.board, usage=_run_usage(self.plan.tasks, self.tasks, results),
+                inputs=self.inputs,
                 started_at=started, finished_at=self.clock(),
             )  # fmt: skip
             lease.cancel()
@@ -193,9 +199,14 @@ class Run:
         if not self.tasks[output.task_id].human_review:
             return False
         self.checkpoint.request_review(output)
-        hooks.announce_review(
-            self.settings.review_hook, self.emit, crew=self.settings.name, output=output
+        notice = asyncio.create_task(
+            hooks.announce_review(
+                self.settings.review_hook, self.emit, crew=self.settings.name, output=output
+            ),
+            name=f"crew-review-hook-{output.task_id}",
         )
+        self.notices.add(notice)
+        notice.add_done_callback(self.notices.discard)
         return True
 
     def _plan_body(self, task: Task) -> Plan:
@@ -238,7 +249,8 @@ class Run:
             slots=self.scheduler.slots,
             parent_run_id=self.emit.run_id,
         )
-        state.add_usage(result.usage.total)
+        for role, usage in result.usage.by_agent.items():  # the subcrew's agents did the work
+            state.add_usage(usage, role)
         output = result.output
         if result.status != "succeeded" or output is None:
             failed = [f"'{r.task_id}': {r.error}" for r in result.tasks.values() if r.error]
@@ -283,13 +295,17 @@ def _instance(
 
 
 def _status(scheduler: Scheduler) -> RunStatus:
-    """failed if a task failed and its dependants could not go on without it."""
+    """failed: a task was cancelled, or failed and the run did not go on without it (a
+    dependant needed it, or it has none: see ``Scheduler.tolerated``); waiting: a task
+    waits for a review (so may a failure's dependant); else succeeded."""
     results = scheduler.results.values()
-    if any(r.status == "failed" and r.task_id not in scheduler.tolerated for r in results):
+    broken = {
+        r.task_id for r in results if r.status == "failed" and r.task_id not in scheduler.tolerated
+    }
+    if broken - scheduler.undecided or any(r.status == "cancelled" for r in results):
         return "failed"
-    if any(r.status == "cancelled" for r in results):
-        return "failed"
-    return "waiting" if any(r.status == "waiting" for r in results) else "succeeded"
+    waiting = broken or any(r.status == "waiting" for r in results)
+    return "waiting" if waiting else "succeeded"
 
 
 def _stop_if_lease_lost(run: asyncio.Task[Any] | None, lease: asyncio.Task[None]) -> None:
@@ -298,16 +314,19 @@ def _stop_if_lease_lost(run: asyncio.Task[Any] | None, lease: asyncio.Task[None]
         run.cancel()
 
 
-def _run_usage(tasks: Mapping[str, Task], results: Mapping[str, TaskResult]) -> RunUsage:
-    """Usage by task and agent; a loop's own usage sums its tasks', so the total counts only
-    the tasks that called models themselves."""
-    by_task = {t: r.usage for t, r in results.items()}
-    by_agent: dict[str, Usage] = {}
-    for task_id, usage in by_task.items():
-        if tasks[task_id].kind == "loop":
-            continue
-        agent = tasks[task_id].agent
-        role = agent.role if agent is not None else ""
-        by_agent[role] = by_agent.get(role, Usage()) + usage
-    own = [u for t, u in by_task.items() if tasks[t].kind != "loop"]
-    return RunUsage(total=Usage.sum(own), by_task=by_task, by_agent=by_agent)
+def _run_usage(
+    top: Mapping[str, Task], tasks: Mapping[str, Task], results: Mapping[str, TaskResult]
+) -> RunUsage:
+    """Usage by task, and in total and by agent over the crew's own tasks: a loop's usage sums
+    every round of its body (``by_task`` keeps a body task's last round), and each task's is
+    split among the agents that made the calls (a coworker's delegated work is the coworker's)."""
+    own = [(results[t], _role(tasks[t])) for t in top if t in results]
+    return RunUsage(
+        total=Usage.sum(result.usage for result, _ in own),
+        by_task={t: r.usage for t, r in results.items()},
+        by_agent=by_agent(own),
+    )
+
+
+def _role(task: Task) -> str:
+    return task.agent.role if task.agent is not None else ""

@@ -118,7 +118,10 @@ class Scheduler:
     slots: Slots | None = None
     round: int = 0
     tolerated: set[str] = field(default_factory=set)
-    """Failed tasks whose dependants went on anyway (their ``join`` allows it)."""
+    """Failed tasks the run went on without (see ``_judge_failures``), known once the run (or,
+    for a loop's body, the round) has ended."""
+    undecided: set[str] = field(default_factory=set)
+    """Failed tasks with a dependant that has not decided yet (it waits for a review)."""
 
     def __post_init__(self) -> None:
         check_settings(self.max_concurrency, self.on_failure)
@@ -136,6 +139,8 @@ class Scheduler:
         self._open = {t: set(plan.dependencies(t)) for t in plan.order}
         self._ok: dict[str, set[str]] = {t: set() for t in plan.order}
         self._excluded: dict[str, str] = {}
+        self._passed_over: set[str] = set()
+        """Tasks skipped by their condition or a router: not for want of a dependency."""
         self._why: dict[str, str] = {}
         self._began: set[str] = set()
         self._running: dict[str, asyncio.Task[TaskResult]] = {}
@@ -161,7 +166,27 @@ class Scheduler:
             self._skip_rest("the run was cancelled before it started", status="pending")
             raise
         self._skip_rest("it waits for a review of an earlier task", status="pending")
+        self._judge_failures()
         return {t: self.results[t] for t in plan.tasks}
+
+    def _judge_failures(self) -> None:
+        """Sort the failures into ``tolerated`` and ``undecided``. The run went on without a
+        failed task if it has dependants and each ran, or was skipped by its own condition or a
+        router; not if one was skipped because its ``join`` could not be met (``all``, too few
+        successes for ``any`` or ``quorum(n)``, none for ``best_effort``) or the run stopped.
+        Undecided: a dependant has not decided yet (it waits for a review)."""
+        for task_id in [t for t, r in self.results.items() if r.status == "failed"]:
+            dependants = self.plan.dependants(task_id) if task_id in self.plan.tasks else []
+            ended = [self.results.get(d) for d in dependants]
+            if not dependants or any(  # without dependants, its output was the point
+                r is not None and r.status == "skipped" and r.task_id not in self._passed_over
+                for r in ended
+            ):
+                continue
+            if all(r is not None and r.status != "pending" for r in ended):
+                self.tolerated.add(task_id)
+            else:
+                self.undecided.add(task_id)
 
     def _priority(self, task_id: str) -> tuple[float, int]:
         return (-self.plan.remaining_s[task_id], self._position[task_id])
@@ -175,15 +200,27 @@ class Scheduler:
             self._route(task_id, result)
         if result.status == "failed":
             dependants = self.plan.dependants(task_id)
-            if dependants and all(self.plan.tasks[d].join != "all" for d in dependants):
-                self.tolerated.add(task_id)
-            elif self.on_failure == "fail_fast" and self._stopping is None:
-                self._stopping = f"the run stopped after task '{task_id}' failed"
+            if not dependants or any(self.plan.tasks[d].join == "all" for d in dependants):
+                self._stop_after(task_id)  # else its dependants may go on without it
         for dependant in self.plan.dependants(task_id):
             self._open[dependant].discard(task_id)
             if result.status == "succeeded":
                 self._ok[dependant].add(task_id)
             self._decide(dependant)
+
+    def _stop_after(self, task_id: str) -> None:
+        """A failure the run cannot go on without: a ``fail_fast`` run stops."""
+        if self.on_failure == "fail_fast" and self._stopping is None:
+            self._stopping = f"the run stopped after task '{task_id}' failed"
+
+    def _cannot_join(self, task_id: str, reason: str) -> None:
+        """Skip a task whose ``join`` can no longer be met; a failed dependency it could not do
+        without stops a ``fail_fast`` run."""
+        for dep in self.plan.dependencies(task_id):
+            if self.results.get(dep) is not None and self.results[dep].status == "failed":
+                self._stop_after(dep)
+                break
+        self._skip(task_id, reason)
 
     def _route(self, task_id: str, result: TaskResult) -> None:
         task = self.plan.tasks[task_id]
@@ -209,6 +246,7 @@ class Scheduler:
             return
         if task_id in self._excluded:
             self._why[task_id] = self._excluded[task_id]
+            self._passed_over.add(task_id)
             self._skip(task_id, self._excluded[task_id])
             return
         task = self.plan.tasks[task_id]
@@ -226,13 +264,13 @@ class Scheduler:
             if still_open:
                 return
             if deps and not ok:
-                self._skip(task_id, "none of its dependencies succeeded")
+                self._cannot_join(task_id, "none of its dependencies succeeded")
             else:
                 self._start(task_id, missing=tuple(ended_badly))
         elif need is not None and len(ok) >= need:
             self._start(task_id, missing=tuple(d for d in deps if d not in ok))
         elif need is not None and len(ok) + len(still_open) < need:
-            self._skip(task_id, f"fewer than {need} of its dependencies succeeded")
+            self._cannot_join(task_id, f"fewer than {need} of its dependencies succeeded")
 
     def _skipped_because(self, dep: str) -> str:
         status = self.results[dep].status
@@ -252,6 +290,7 @@ class Scheduler:
             return
         if not runs:
             self._why[task_id] = f"the condition of '{task_id}' is false"
+            self._passed_over.add(task_id)
             self._skip(task_id, f"its condition is false: {describe(task.when)}")
             return
         if task.kind == "loop":
@@ -287,9 +326,12 @@ class Scheduler:
     ) -> tuple[dict[str, TaskResult], set[str]]:
         """Round ``number`` of a loop's body, as a scheduler of its own sharing the slots: the
         results (recorded with this run's too) and the failures its dependants tolerated."""
-        inner = replace(self, plan=body, results=dict(stored), round=number, tolerated=set())
+        inner = replace(
+            self, plan=body, results=dict(stored), round=number, tolerated=set(), undecided=set()
+        )
         results = await inner.run()
         self.results.update(results)
+        self.tolerated |= inner.tolerated  # the run's status reads the body's failures too
         return results, inner.tolerated
 
     def scope(self) -> Mapping[str, Any]:
@@ -366,7 +408,10 @@ class Scheduler:
                     error=str(exc),
                     error_type=type(exc).__name__,
                 )
-            return failed(task_id, exc, state.number, started, self.clock(), state.usage)
+            return failed(
+                task_id, exc, state.number, started, self.clock(), state.usage,
+                by_agent=state.by_agent,
+            )  # fmt: skip
         output = replace(output, usage=state.usage, item=state.item_index)
         self.on_output(output, state.number, state.index)  # durable before the task is done
         waiting = False
@@ -382,6 +427,7 @@ class Scheduler:
             started_at=started,
             finished_at=self.clock(),
             usage=state.usage,
+            usage_by_agent=dict(state.by_agent),
         )
 
     def _slot(
@@ -392,13 +438,23 @@ class Scheduler:
         assert self.slots is not None
         return self.slots.hold(self._priority(task_id))
 
-    def finish(self, task_id: str, output: TaskOutput, started: float) -> TaskResult:
-        """Store the output of a map or loop and say it finished (its instances stored theirs)."""
+    def finish(
+        self,
+        task_id: str,
+        output: TaskOutput,
+        started: float,
+        *,
+        by_agent: Mapping[str, Usage],
+        reason: str | None = None,
+    ) -> TaskResult:
+        """Store the output of a map or loop and say it finished (its instances stored theirs);
+        ``by_agent``: its usage by agent role; ``reason``: a warning (a loop out of rounds)."""
         self.on_output(output, 1, instance_index(self.round))
         self.emit(events.TaskFinished, task_id=task_id, output=output)
         return TaskResult(
-            task_id=task_id, status="succeeded", output=output, attempts=1,
+            task_id=task_id, status="succeeded", output=output, attempts=1, reason=reason,
             started_at=started, finished_at=self.clock(), usage=output.usage,
+            usage_by_agent=dict(by_agent),
         )  # fmt: skip
 
     async def _stop(self, reason: str) -> None:

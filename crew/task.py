@@ -175,12 +175,7 @@ def _check(task: Task) -> list[str]:
 
 def _check_flow(task: Task, where: str) -> list[str]:
     """The control-flow fields, each on its own; the planner checks them against the crew."""
-    problems = []
-    if task.join not in ("all", "any", "best_effort") and not _QUORUM.match(str(task.join)):
-        problems.append(
-            f"{where}: join must be one of all, any, best_effort or quorum(n) (e.g. 'quorum(2)'),"
-            f" got {task.join!r}."
-        )
+    problems = _check_join(task, where)
     for name in ("when", "until", "for_each"):
         value = getattr(task, name)
         if value is not None and not (isinstance(value, str) or callable(value)):
@@ -209,6 +204,20 @@ def _check_flow(task: Task, where: str) -> list[str]:
     if (task.crew is not None or task.group) and task.agent is not None:
         problems.append(f"{where}: a subcrew or loop task has no agent of its own; remove agent=.")
     return problems
+
+
+def _check_join(task: Task, where: str) -> list[str]:
+    if task.join not in ("all", "any", "best_effort") and not _QUORUM.match(str(task.join)):
+        return [
+            f"{where}: join must be one of all, any, best_effort or quorum(n) (e.g. 'quorum(2)'),"
+            f" got {task.join!r}."
+        ]
+    if task.quorum == 0:
+        return [
+            f"{where}: join 'quorum(0)' would start the task with no dependency succeeded; use"
+            " quorum(n) with n >= 1, or join='best_effort' to go on with whatever succeeded."
+        ]
+    return []  # a quorum above the number of dependencies is the planner's to find
 
 
 def _check_routes(task: Task, where: str) -> list[str]:

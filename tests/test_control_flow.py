@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import textwrap
 
 import pytest
 from pydantic import BaseModel
 
 from crew import Agent, Crew, Task, events
-from crew.errors import BadRequestError, PlanError
+from crew.errors import BadRequestError, ConfigError, PlanError, RunFailedError
 from crew.store import Store
 from crew.store.memory import MemoryStore
 from crew.task import loop
@@ -130,6 +131,91 @@ def test_best_effort_goes_on_without_a_failed_dependency_and_says_what_is_missin
     assert "'flaky' did not succeed" in prompt and "### solid" in prompt
 
 
+FAIL = BadRequestError("no", model="m")
+
+
+@pytest.mark.parametrize("on_failure", ["fail_fast", "continue"])
+@pytest.mark.parametrize(
+    ("join", "failing", "ran", "status"),
+    [
+        ("all", {"b"}, False, "failed"),
+        ("any", {"a"}, True, "succeeded"),
+        ("any", {"a", "b", "c"}, False, "failed"),
+        ("quorum(2)", {"a"}, True, "succeeded"),
+        ("quorum(2)", {"a", "b"}, False, "failed"),
+        ("best_effort", {"a", "c"}, True, "succeeded"),
+        ("best_effort", {"a", "b", "c"}, False, "failed"),
+    ],
+)
+def test_a_failure_is_tolerated_only_when_its_dependant_went_on_without_it(
+    join: str, failing: set[str], ran: bool, status: str, on_failure: str
+):
+    llm = ScriptedLLM({t: FAIL for t in failing})
+    tasks = [task("a"), task("b"), task("c"), task("join", "a", "b", "c", join=join)]
+    result = Crew(tasks, llm=llm, on_failure=on_failure).run()
+
+    assert result.tasks["join"].status == ("succeeded" if ran else "skipped")
+    assert result.status == status
+    if status == "failed":
+        with pytest.raises(RunFailedError, match=r"'a'|'b'"):
+            result.raise_for_status()
+    else:
+        result.raise_for_status()
+
+
+def test_an_unmet_quorum_stops_a_fail_fast_run_and_fails_it():
+    async def script(call: Call) -> str:
+        if call.task_id in ("a", "b"):
+            raise FAIL
+        await asyncio.sleep(0.5 if call.task_id == "slow" else 0)
+        return call.task_id
+
+    tasks = [task("a"), task("b"), task("c"), task("two", "a", "b", "c", join="quorum(2)")]
+    result = Crew([*tasks, task("slow")], llm=ScriptedLLM(script)).run()
+
+    assert result.status == "failed"
+    assert result.tasks["two"].status == "skipped"
+    assert "fewer than 2" in result.tasks["two"].reason
+    assert result.tasks["slow"].status in ("cancelled", "skipped")  # the run stopped
+
+
+def test_a_failure_is_tolerated_when_its_dependant_is_skipped_by_its_condition_or_a_router():
+    llm = ScriptedLLM({"a": FAIL, "ok": "fine"})
+    when = [task("a"), task("ok"), task("d", "a", "ok", join="any", when="ok.text == 'other'")]
+    result = Crew(when, llm=llm).run()
+    assert (result.tasks["d"].status, result.status) == ("skipped", "succeeded")
+
+    llm = ScriptedLLM({"a": FAIL, "r": {"route": "right"}})
+    routed = [
+        task("r", routes={"left": ["x"], "right": ["y"]}),
+        task("a"),
+        task("x", "r", "a", join="any"),
+        task("y", "r"),
+    ]
+    result = Crew(routed, llm=llm).run()
+    assert result.tasks["x"].status == "skipped" and result.tasks["y"].status == "succeeded"
+    assert result.status == "succeeded"
+
+
+def test_a_failure_a_loop_body_went_on_without_does_not_fail_the_run():
+    body = [task("x"), task("a"), task("b", "x", "a", join="any")]
+    result = Crew([loop("l", body, max_rounds=1)], llm=ScriptedLLM({"a": FAIL})).run()
+    assert result.tasks["a"].status == "failed" and result.tasks["b"].status == "succeeded"
+    assert result.status == "succeeded"
+
+
+def test_a_failure_whose_dependant_waits_for_a_review_leaves_the_run_waiting():
+    tasks = [task("r", human_review=True), task("f"), task("d", "r", "f", join="any")]
+    result = Crew(tasks, llm=ScriptedLLM({"f": FAIL})).run()
+    assert result.tasks["d"].status == "pending"
+    assert result.status == "waiting"  # d may still go on once 'r' is approved
+
+
+def test_a_failure_without_dependants_fails_the_run():
+    result = Crew([task("a"), task("b")], llm=ScriptedLLM({"b": FAIL}), on_failure="continue").run()
+    assert result.status == "failed"
+
+
 def test_join_all_still_stops_a_fail_fast_run():
     llm = ScriptedLLM({"b": BadRequestError("no", model="m")})
     result = Crew([task("a"), task("b"), task("c", "a", "b")], llm=llm).run()
@@ -241,14 +327,48 @@ def test_a_loop_repeats_until_its_condition_holds_keeping_every_round_on_the_boa
     assert result.outputs["refine"].text == '{"approved": true}'
 
 
-def test_a_loop_stops_at_max_rounds():
-    llm = ScriptedLLM({"critique": {"approved": False}})
+def test_a_loop_out_of_rounds_keeps_its_outputs_and_warns_why():
+    llm = ScriptedLLM({"critique": {"approved": False}, "draft": ["one", "two", "three"]})
     result, seen = run(refine_crew(llm, max_rounds=3))
 
-    assert result.status == "succeeded"
+    assert result.status == "succeeded"  # max_rounds is a documented end: dependants go on
     assert len(llm.calls_for("draft")) == 3
+    assert "three" in llm.calls_for("publish")[0].prompt
     finished = next(e for e in seen if isinstance(e, events.LoopFinished))
     assert (finished.rounds, finished.stopped) == (3, "max_rounds")
+    why = (
+        "loop 'refine' stopped after 3 rounds without meeting its condition"
+        " `critique.data.approved`"
+    )
+    loop_result = result.tasks["refine"]
+    assert (loop_result.status, loop_result.reason) == ("succeeded", why)
+    assert loop_result.output is not None and loop_result.output.data.approved is False
+    assert result.warnings == [why] and result.to_dict()["warnings"] == [why]
+    exhausted = [e for e in seen if isinstance(e, events.LoopExhausted)]
+    assert [(e.task_id, e.rounds, e.reason) for e in exhausted] == [("refine", 3, why)]
+    assert seen.index(exhausted[0]) < seen.index(finished)
+
+
+def test_a_loop_whose_condition_holds_or_that_has_none_gives_no_warning():
+    llm = ScriptedLLM({"critique": [{"approved": False}, {"approved": True}]})
+    result, seen = run(refine_crew(llm, max_rounds=2))
+    assert result.tasks["refine"].reason is None and result.warnings == []
+
+    result, seen = run(Crew([loop("twice", [task("a")], max_rounds=2)], llm=ScriptedLLM()))
+    assert result.tasks["twice"].reason is None and result.warnings == []
+    assert not any(isinstance(e, events.LoopExhausted) for e in seen)
+
+
+def test_a_dependant_can_refuse_the_output_of_a_loop_out_of_rounds():
+    crew = refine_crew(ScriptedLLM({"critique": {"approved": False}}), max_rounds=1)
+    strict = crew.replace(
+        tasks=[*crew.tasks[:-1], task("publish", "draft", when="critique.data.approved")]
+    )
+    result = strict.run()
+    assert result.tasks["publish"].status == "skipped"
+    assert result.warnings == [
+        "loop 'refine' stopped after 1 round without meeting its condition `critique.data.approved`"
+    ]
 
 
 def test_a_loop_resumes_in_the_round_where_it_stopped(durable_store: Store):
@@ -397,6 +517,7 @@ def test_a_subcrew_does_a_task_with_inputs_from_the_board_and_nests_its_run():
     nested = [e.task_id for e in seen if isinstance(e, events.TaskFinished)]
     assert nested == ["pick_topic", "research/search", "research/summary", "research", "write"]
     assert result.usage.total.calls == 4
+    assert result.usage.by_agent == {"Worker": result.usage.total}  # the subcrew's agent's calls
 
 
 def test_a_subcrew_resumes_inside_itself(durable_store: Store):
@@ -433,6 +554,54 @@ def test_the_planner_rejects_bad_control_flow_before_any_model_call():
     assert "goes to 'fixx', which is not defined" in message
     assert "needs inputs topic" in message
     assert llm.calls == []
+
+
+def test_a_quorum_of_zero_or_of_more_than_the_dependencies_is_refused_before_any_model_call():
+    with pytest.raises(ConfigError, match=r"Task 'two': join 'quorum\(0\)'.*n >= 1"):
+        task("two", "a", join="quorum(0)")
+    llm = ScriptedLLM()
+    tasks = [
+        task("a"),
+        task("b"),
+        task("three", "a", "b", join="quorum(3)"),
+        task("z", join="quorum(1)"),
+    ]
+    with pytest.raises(PlanError) as caught:
+        Crew(tasks, llm=llm).run()
+    assert caught.value.problems == [
+        "Task 'three' join='quorum(3)' needs 3 of its dependencies to succeed, but it has"
+        " only 2 ('a', 'b'). Lower n to at most 2 or add tasks to its depends_on.",
+        "Task 'z' join='quorum(1)' needs 1 of its dependencies to succeed, but it has none."
+        " Add tasks to its depends_on.",
+    ]
+    assert llm.calls == []
+    body = loop("l", [task("x", "a", "b", join="quorum(2)")], max_rounds=1)
+    Crew([task("a"), task("b"), body], llm=llm).plan()  # dependencies before the loop count
+
+
+def test_a_quorum_is_checked_in_a_crew_file_too(tmp_path):
+    from crew.spec import load_crew_yaml
+
+    text = """\
+        agents:
+          w: {role: Writer}
+        tasks:
+          a: {agent: w, description: A}
+          b: {agent: w, description: B, depends_on: [a], join: quorum(0)}
+          c: {agent: w, description: C, depends_on: [a], join: quorum(2)}
+        """
+    path = tmp_path / "crew.yaml"
+    path.write_text(textwrap.dedent(text))
+    with pytest.raises(ConfigError) as caught:
+        load_crew_yaml(path)
+    assert "crew.yaml:5 tasks.b: Task 'b': join 'quorum(0)'" in str(caught.value)
+
+    path.write_text(textwrap.dedent(text).replace("quorum(0)", "any"))
+    crew = load_crew_yaml(path).crew.with_llm(ScriptedLLM())
+    with pytest.raises(
+        PlanError, match=r"Task 'c' join='quorum\(2\)' needs 2 of .* only 1 \('a'\)"
+    ):
+        crew.plan()
 
 
 def test_the_planner_finds_a_task_that_can_never_run():

@@ -20,7 +20,7 @@ from crew.config import Settings
 from crew.errors import HookError
 from crew.hooks import ReviewNotice, describe, run_hook
 from crew.store.memory import MemoryStore
-from crew.testing import ScriptedLLM
+from crew.testing import Reply, ScriptedLLM
 
 WORKER = Agent(role="Writer", goal="Write")
 TASKS = [
@@ -196,3 +196,20 @@ def test_the_hook_is_a_setting_from_crew_toml_or_the_environment(tmp_path: Path)
     )
     assert from_env.review_hook == "notify-send review"
     assert from_env.sources["run.review_hook"] == "env CREW_REVIEW_HOOK"
+
+
+def test_a_slow_hook_does_not_hold_up_the_tasks_running_meanwhile(tmp_path: Path):
+    done = tmp_path / "hook-done"
+    script = f"import time; time.sleep(1.5); open({str(done)!r}, 'w').write(str(time.time()))"
+    hook = f"{shlex.quote(sys.executable)} -c {shlex.quote(script)}"
+    tasks = [*TASKS, Task(id="other", description="Other work", agent=WORKER)]
+    llm = ScriptedLLM({"draft": "the draft", "other": Reply(text="other done", delay_s=0.2)})
+    seen: list[events.Event] = []
+    result = Crew(tasks, llm=llm, store=MemoryStore(), review_hook=hook).run(on_event=seen.append)
+
+    assert result.status == "waiting" and result.tasks["other"].status == "succeeded"
+    assert done.exists()  # the run ended only once the notice was out
+    hook_ended = float(done.read_text())
+    finished = {e.task_id: e.at for e in seen if isinstance(e, events.TaskFinished)}
+    assert finished["draft"] < finished["other"] < hook_ended  # other went on meanwhile
+    assert hook_failures(seen) == []

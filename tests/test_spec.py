@@ -630,7 +630,7 @@ FLOW = """\
         description: Triage {topic}
         routes: {bug: [fix, log], question: answer}
       fix: {agent: writer, description: Fix, when: "triage.data.reason == 'crash'", join: any}
-      log: {agent: writer, description: Log, join: quorum(2)}
+      log: {agent: writer, description: Log, join: quorum(2), depends_on: [answer]}
       answer: {agent: writer, description: Answer}
       ideas:
         agent: analyst

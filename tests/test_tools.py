@@ -426,3 +426,47 @@ def test_a_model_that_never_answers_fails_with_max_iterations():
     assert result.tasks["t"].error_type == "MaxIterationsError"
     assert "max_iterations" in (result.tasks["t"].error or "")
     assert len(llm.calls_for("t")) == 2
+
+
+# --- delegation: the coworker's calls ------------------------------------------------------------
+
+
+LEAD = Agent(role="Lead", allow_delegation=True)
+RESEARCHER = Agent(role="Researcher")
+
+
+def delegate_then_answer(call: Call) -> str | Reply:
+    """The lead delegates first, then answers; the coworker answers at once."""
+    if call.agent == "Researcher":
+        return "facts"
+    if not call.tool_results:
+        return Reply(
+            tool_calls=[
+                ("delegate_work", {"coworker": "Researcher", "task_description": "Find facts"})
+            ]
+        )
+    return "the draft"
+
+
+def test_a_coworkers_calls_count_under_the_coworker_and_are_charged_to_the_task():
+    task = Task(id="draft", description="Write", agent=LEAD)
+    result = Crew([task], agents=[RESEARCHER], llm=ScriptedLLM(delegate_then_answer)).run()
+
+    usage = result.usage
+    assert usage.by_agent["Lead"].calls == 2 and usage.by_agent["Researcher"].calls == 1
+    assert usage.by_agent["Researcher"].prompt_tokens > 0
+    assert usage.by_task["draft"].calls == usage.total.calls == 3
+    assert usage.total == usage.by_agent["Lead"] + usage.by_agent["Researcher"]
+    assert result.tasks["draft"].usage_by_agent["Researcher"].calls == 1
+
+
+def test_delegated_calls_in_a_map_and_a_loop_count_under_the_coworker():
+    from crew.task import loop
+
+    each = Task(id="each", description="Do {item}", agent=LEAD, for_each=lambda board: [1, 2])
+    again = loop("again", [Task(id="step", description="Step", agent=LEAD)], max_rounds=2)
+    crew = Crew([each, again], agents=[RESEARCHER], llm=ScriptedLLM(delegate_then_answer))
+    usage = crew.run().usage
+
+    assert usage.by_agent["Lead"].calls == 8 and usage.by_agent["Researcher"].calls == 4
+    assert usage.total.calls == 12 and usage.by_task["again"].calls == 6
