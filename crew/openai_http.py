@@ -21,6 +21,7 @@ import email.utils
 import json
 import os
 import re
+import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -106,9 +107,12 @@ async def complete(
                 data = await _stream(client, body, headers, timeout_s, model, request.on_token)
     except (TimeoutError, httpx.TimeoutException) as exc:
         raise errors.LLMTimeoutError(str(exc) or "no answer in time", model=model) from exc
-    except httpx.TransportError as exc:
+    except httpx.TransportError as exc:  # refused, dropped, reset: the connection failed
         message = str(exc) or type(exc).__name__
         raise errors.LLMConnectionError(message, model=model) from exc
+    except httpx.HTTPError as exc:  # the answer came, unreadable (a broken encoding, say)
+        message = str(exc) or type(exc).__name__
+        raise errors.ProviderError(message, model=model) from exc
     latency_ms = (time.perf_counter() - started) * 1000
     return _response(data, model, latency_ms)
 
@@ -338,6 +342,8 @@ def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
     weakref.WeakKeyDictionary()
 )
+"""Each loop's clients by base URL, and under "" the generator that closes them."""
+_pools_lock = threading.Lock()
 
 
 async def _client(base_url: str) -> httpx.AsyncClient:
@@ -347,9 +353,12 @@ async def _client(base_url: str) -> httpx.AsyncClient:
     import httpx
 
     loop = asyncio.get_running_loop()
-    pool = _pools.get(loop)
-    if not pool:  # the loop's first call (or its first after shutting its generators down)
-        pool = _pools[loop] = {}
+    with _pools_lock:  # loops of other threads (crew.run() from async code) share the map
+        pool = _pools.get(loop) or {}
+        first = not pool  # the loop's first call (or its first after shutting down)
+        if first:
+            _pools[loop] = pool
+    if first:
         closer = _closing(pool)
         pool[""] = closer  # held here: the loop itself keeps only a weak reference
         await closer.__anext__()  # now the loop knows it, and will close it at shutdown
