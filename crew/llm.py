@@ -7,9 +7,9 @@ paths share the retries, fallbacks, rate limits and error messages here.
 litellm is imported on the first call that needs it, not on ``import crew`` (it takes ~2.5 s);
 the only other module that touches it is ``crew.local``, the bundled model's litellm provider.
 
-``ChatModel`` (in ``crew.chat``) is the protocol the agent loop talks to; ``LLM`` is its litellm
-implementation (a model string plus settings) and ``crew.testing.ScriptedLLM`` an in-process one
-for tests.
+``ChatModel`` (in ``crew.chat``) is the protocol the agent loop talks to; ``LLM`` is its
+implementation for providers (a model string plus settings) and ``crew.testing.ScriptedLLM`` an
+in-process one for tests.
 """
 
 from __future__ import annotations
@@ -211,8 +211,8 @@ def _client(client: str) -> str:
 def prepare(models: Iterable[object]) -> None:
     """Load now what the calls of ``models`` (and their fallbacks) will need: litellm, only if
     one of them goes through it (its ~2.5 s import must not be charged to the first task and its
-    ``timeout_s``), and the direct path's HTTP client and price map. Raises ``ConfigError`` for
-    a wrong ``CREW_LLM_CLIENT``, before any model call."""
+    ``timeout_s``), and the direct path's HTTP client. Raises ``ConfigError`` for a wrong
+    ``CREW_LLM_CLIENT``, before any model call."""
     chains = [llm for model in models if isinstance(model, LLM) for llm in model.chain()]
     if any(not llm.direct for llm in chains):
         _litellm()
