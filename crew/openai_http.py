@@ -11,7 +11,8 @@ httpx is imported on the first call (or by ``prepare``), not on ``import crew``.
 keeps one client per server, so a run reuses its connections; a client never outlives its loop
 (``crew.run()`` starts a new loop per run, and a pooled connection belongs to the loop that
 opened it). A loop's clients are closed when it shuts down its async generators, which
-``asyncio.run()`` does before closing the loop.
+``asyncio.run()`` does before closing the loop; a loop closed without that leaves its
+connections to the garbage collector.
 """
 
 from __future__ import annotations
