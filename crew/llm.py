@@ -370,10 +370,7 @@ async def _streamed(
 
 def _to_chat_response(response: Any, model: str, latency_ms: float) -> ChatResponse:
     message = response.choices[0].message
-    tool_calls = tuple(
-        ToolCall.from_raw(call.id, call.function.name, call.function.arguments)
-        for call in (getattr(message, "tool_calls", None) or ())
-    )
+    tool_calls = tuple(_tool_call(call) for call in (getattr(message, "tool_calls", None) or ()))
     raw_usage = getattr(response, "usage", None)
     hidden = getattr(response, "_hidden_params", None) or {}
     usage = Usage(
@@ -389,6 +386,10 @@ def _to_chat_response(response: Any, model: str, latency_ms: float) -> ChatRespo
         model=model,
         latency_ms=latency_ms,
     )
+
+
+def _tool_call(call: Any) -> ToolCall:
+    return ToolCall.from_raw(call.id, call.function.name, call.function.arguments)
 
 
 def translate_error(exc: Exception, llm: LLM) -> Exception:
