@@ -127,7 +127,9 @@ def _request(model: str, options: Mapping[str, Any]) -> tuple[dict[str, Any], di
         headers.update(options.get(name) or {})
     if options.get("organization"):
         headers["OpenAI-Organization"] = str(options["organization"])
-    if prices.supports(model, "supports_reasoning"):
+    if ("max_tokens" in body or "temperature" in body) and prices.supports(
+        model, "supports_reasoning"
+    ):
         # OpenAI's reasoning models take max_completion_tokens and only the default temperature;
         # litellm rewrites the call the same way (its drop_params is on).
         if "max_tokens" in body:

@@ -476,3 +476,10 @@ def test_one_client_per_loop_and_server_is_reused_within_a_run(server):
     assert asyncio.run(three_calls()) == 1
     assert asyncio.run(three_calls()) == 1  # a new loop, a new client
     assert len(server.calls) == 6
+
+
+def test_reasoning_models_get_max_completion_tokens_and_no_temperature(server, path):
+    complete(make(path, server.url, "openai/o3-mini", temperature=0.2, max_tokens=50))
+    body = server.calls[0].body
+    assert body["max_completion_tokens"] == 50
+    assert "max_tokens" not in body and "temperature" not in body
