@@ -1,9 +1,10 @@
 """What a model call is: the request the agent loop makes, the response, and ``ChatModel``, the
-protocol every model implements (``crew.llm.LLM`` through litellm, ``crew.testing.ScriptedLLM``
-in-process, ``crew.replay`` from the store)."""
+protocol every model implements (``crew.llm.LLM`` over HTTP or through litellm,
+``crew.testing.ScriptedLLM`` in-process, ``crew.replay`` from the store)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -18,6 +19,18 @@ class ToolCall:
     arguments: dict[str, Any]
     raw_arguments: str = ""
     """The arguments exactly as the model sent them (may be invalid JSON)."""
+
+    @classmethod
+    def from_raw(cls, id: str, name: str, raw: str | None) -> ToolCall:
+        """A call as the model sent it; ``arguments`` is {} when ``raw`` is not a JSON object."""
+        raw = raw or "{}"
+        try:
+            arguments = json.loads(raw)
+        except json.JSONDecodeError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            arguments = {}
+        return cls(id=id, name=name, arguments=arguments, raw_arguments=raw)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,6 +12,7 @@ flags::
     fallbacks = ["openai/gpt-4o"]
     timeout_s = 120
     max_rpm = 60                   # calls started per minute, at most
+    client = "litellm"             # every model through litellm (default "auto": openai/* direct)
     [llm.profiles.fast]            # a named model: Agent(llm="fast"), crew run --llm fast
     model = "groq/llama-3.1-8b-instant"
     [run]
@@ -159,8 +160,8 @@ class Settings:
     def resolve_llm(self, name_or_model: str) -> LLM:
         """A profile by name, else a litellm model string (which has a ``provider/`` prefix).
 
-        A profile or model string takes ``temperature``, ``max_tokens`` and ``timeout_s`` from
-        ``[llm]`` where it sets none; its server, key and fallbacks are its own.
+        A profile or model string takes ``temperature``, ``max_tokens``, ``timeout_s`` and
+        ``client`` from ``[llm]`` where it sets none; its server, key and fallbacks are its own.
         """
         name = name_or_model.strip()
         problems = _check_name(name, self.llm.profiles)
@@ -169,7 +170,7 @@ class Settings:
         profile = self.llm.profiles.get(name) or ModelSettings(model=name)
         inherited = {
             key: getattr(self.llm, key)
-            for key in ("temperature", "max_tokens", "timeout_s")
+            for key in ("temperature", "max_tokens", "timeout_s", "client")
             if getattr(profile, key) is None
         }
         return _to_llm(profile.model_copy(update=inherited))
@@ -213,6 +214,8 @@ def _to_llm(settings: ModelSettings, *, connection: bool = True) -> LLM:
         }
     if settings.timeout_s is not None:
         options["timeout_s"] = settings.timeout_s
+    if settings.client is not None:
+        options["client"] = settings.client
     return LLM(settings.model, **options)
 
 

@@ -25,6 +25,7 @@ _ENV = {
     "CREW_API_BASE": "llm.api_base",
     "CREW_API_KEY": "llm.api_key",
     "CREW_TEMPERATURE": "llm.temperature",
+    "CREW_LLM_CLIENT": "llm.client",
     "CREW_MAX_CONCURRENCY": "run.max_concurrency",
     "CREW_ON_FAILURE": "run.on_failure",
     "CREW_REVIEW_HOOK": "run.review_hook",
@@ -63,6 +64,9 @@ class ModelSettings(BaseModel):
     """Models tried in order when this one keeps failing."""
     max_rpm: int | None = Field(default=None, ge=1)
     """Calls started per minute, at most, counted per model and server across the process."""
+    client: Literal["auto", "litellm"] | None = None
+    """How calls are sent: "auto" (``openai/*`` models over HTTP, the others through litellm) or
+    "litellm" (every model through litellm)."""
 
 
 class LLMSection(ModelSettings):

@@ -1,18 +1,21 @@
-"""The model layer. Every call goes through ``litellm.acompletion``. litellm is imported here on
-the first call, not on ``import crew`` (it takes ~2.5 s); the only other module that touches it is
-``crew.local``, the bundled model's litellm provider.
+"""The model layer. ``openai/*`` models (OpenAI, or any OpenAI-compatible server named by
+``api_base``) are called directly over HTTP (``crew.openai_http``); every other provider goes
+through ``litellm.acompletion``, and so does every model when the client is set to litellm
+(``LLM(client="litellm")``, ``CREW_LLM_CLIENT=litellm``, ``[llm] client`` in crew.toml). Both
+paths share the retries, fallbacks, rate limits and error messages here.
 
-``ChatModel`` (in ``crew.chat``) is the protocol the agent loop talks to; ``LLM`` is its litellm
-implementation (a model string plus settings) and ``crew.testing.ScriptedLLM`` an in-process one
-for tests.
+litellm is imported on the first call that needs it, not on ``import crew`` (it takes ~2.5 s);
+the only other module that touches it is ``crew.local``, the bundled model's litellm provider.
+
+``ChatModel`` (in ``crew.chat``) is the protocol the agent loop talks to; ``LLM`` is its
+implementation for providers (a model string plus settings) and ``crew.testing.ScriptedLLM`` an
+in-process one for tests.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import functools
-import json
 import os
 import threading
 import time
@@ -20,9 +23,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass, field, replace
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
-from crew import errors, local
+from crew import errors, local, openai_http, prices
 from crew.chat import ChatModel, ChatRequest, ChatResponse, ToolCall
 from crew.retry import RetryPolicy, retrying
 from crew.usage import Usage
@@ -30,7 +33,7 @@ from crew.usage import Usage
 
 @dataclass(frozen=True)
 class LLM:
-    """A litellm model string with the settings to call it.
+    """A model string (litellm's ``provider/name``) with the settings to call it.
 
     Switching provider is a change of ``model`` (and ``api_base`` for self-hosted servers):
     ``LLM("openai/gpt-4o-mini")``, ``LLM("anthropic/claude-3-5-haiku-latest")``,
@@ -53,7 +56,12 @@ class LLM:
     """At most this many calls start in any 60 s, counted per (model, api_base) across the whole
     process (every LLM, crew and run); calls over the limit wait their turn."""
     params: Mapping[str, Any] = field(default_factory=dict)
-    """Extra keyword arguments for litellm.acompletion (e.g. top_p, seed, extra_headers)."""
+    """Extra keyword arguments for litellm.acompletion (e.g. top_p, seed, extra_headers); the
+    direct path sends them in the request body (headers as headers)."""
+    client: Literal["auto", "litellm"] = "auto"
+    """How calls are sent. "auto": ``openai/*`` models straight to the OpenAI-compatible API over
+    HTTP, the others through litellm (and ``CREW_LLM_CLIENT`` may say "litellm"); "litellm":
+    every call through litellm."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -62,11 +70,21 @@ class LLM:
             )
         if self.max_rpm is not None and self.max_rpm < 1:
             raise errors.ConfigError(f"LLM(max_rpm=...) must be at least 1, got {self.max_rpm}.")
+        if self.client not in CLIENTS:
+            raise errors.ConfigError(
+                f"LLM(client={self.client!r}) is not a client: use 'auto' (openai/* models over"
+                " HTTP, others through litellm) or 'litellm' (every model through litellm)."
+            )
         object.__setattr__(self, "fallbacks", tuple(self.fallbacks))
 
     @property
     def name(self) -> str:
         return self.model
+
+    @property
+    def direct(self) -> bool:
+        """Whether calls skip litellm and go straight to the OpenAI-compatible API."""
+        return openai_http.handles(self.model) and _client(self.client) == "auto"
 
     @property
     def enforces_schema(self) -> bool:
@@ -110,10 +128,25 @@ class LLM:
         raise AssertionError("unreachable: the chain always has this model")
 
     async def _call(self, request: ChatRequest) -> ChatResponse:
-        litellm = _litellm()
-        kwargs = self._kwargs(request)
         if self.max_rpm is not None:
             await rate_limiter(self.model, self.api_base).acquire(self.max_rpm)
+        if not self.direct:
+            return await self._call_litellm(request)
+        try:
+            return await openai_http.complete(
+                request,
+                self._options(request),
+                model=self.model,
+                api_base=self.api_base,
+                api_key=self.api_key,
+                timeout_s=self.timeout_s,
+            )
+        except errors.LLMError as exc:
+            raise _explained(type(exc), self, exc.status_code, str(exc), exc) from exc
+
+    async def _call_litellm(self, request: ChatRequest) -> ChatResponse:
+        litellm = _litellm()
+        kwargs = self._kwargs(request)
         started = time.perf_counter()
         try:
             if request.on_token is None:
@@ -126,40 +159,65 @@ class LLM:
         return _to_chat_response(response, self.model, latency_ms)
 
     def _kwargs(self, request: ChatRequest) -> dict[str, Any]:
+        """litellm.acompletion's keyword arguments."""
         kwargs: dict[str, Any] = {
             "model": self.model,
-            "messages": request.messages,
             "timeout": self.timeout_s,
             "num_retries": 0,  # our tenacity policy is the only one that retries
-            **self.params,
+            **self._options(request),
         }
-        for key, value in (
-            ("api_base", self.api_base),
-            ("api_key", self.api_key),
-            ("temperature", self.temperature),
-            ("max_tokens", self.max_tokens),
-        ):
+        for key, value in (("api_base", self.api_base), ("api_key", self.api_key)):
             if value is not None:
                 kwargs[key] = value
+        if request.tools and _reads_skip_mcp_handler():
+            # Our tools are plain functions. litellm's MCP bridge inspects any `tools` and, to
+            # do so, imports the optional `mcp` package, failing the call when it is missing.
+            kwargs["_skip_mcp_handler"] = True
+        return kwargs
+
+    def _options(self, request: ChatRequest) -> dict[str, Any]:
+        """What either path sends: the messages, the settings, tools and response format."""
+        options: dict[str, Any] = {"messages": request.messages, **self.params}
+        for key, value in (("temperature", self.temperature), ("max_tokens", self.max_tokens)):
+            if value is not None:
+                options[key] = value
         if request.tools:
-            kwargs["tools"] = request.tools
-            if _reads_skip_mcp_handler():
-                # Our tools are plain functions. litellm's MCP bridge inspects any `tools` and, to
-                # do so, imports the optional `mcp` package, failing the call when it is missing.
-                kwargs["_skip_mcp_handler"] = True
+            options["tools"] = request.tools
         if request.output_schema is not None and supports_response_schema(self.model):
-            kwargs["response_format"] = {
+            options["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": request.output_name, "schema": request.output_schema},
             }
-        return kwargs
+        return options
+
+
+CLIENTS = ("auto", "litellm")
+CLIENT_VARIABLE = "CREW_LLM_CLIENT"
+
+
+def _client(client: str) -> str:
+    """The client in effect: ``client``, or for "auto" the ``CREW_LLM_CLIENT`` variable's."""
+    if client != "auto":
+        return client
+    chosen = os.environ.get(CLIENT_VARIABLE, "").strip().lower() or "auto"
+    if chosen not in CLIENTS:
+        raise errors.ConfigError(
+            f"{CLIENT_VARIABLE}={chosen!r} is not a client: set it to 'litellm' (every model"
+            " through litellm) or 'auto' (openai/* models over HTTP), or unset it."
+        )
+    return chosen
 
 
 def prepare(models: Iterable[object]) -> None:
-    """Import litellm now if any of ``models`` needs it, so that its ~2.5 s import is not
-    charged to the first task (and its ``timeout_s``)."""
-    if any(isinstance(model, LLM) for model in models):
+    """Load now what the calls of ``models`` (and their fallbacks) will need: litellm, only if
+    one of them goes through it (its ~2.5 s import must not be charged to the first task and its
+    ``timeout_s``), and the direct path's HTTP client. Raises ``ConfigError`` for a wrong
+    ``CREW_LLM_CLIENT``, before any model call."""
+    chains = [llm for model in models if isinstance(model, LLM) for llm in model.chain()]
+    if any(not llm.direct for llm in chains):
         _litellm()
+    if any(llm.direct for llm in chains):
+        openai_http.prepare()
 
 
 KEY_DEFAULTS = {
@@ -232,6 +290,9 @@ def _reads_skip_mcp_handler() -> bool:
 def supports_response_schema(model: str) -> bool:
     if _provider(model) == local.PROVIDER:
         return True  # llama.cpp's grammar holds the output to the schema
+    if openai_http.handles(model):
+        # What litellm answers for these, read from its price map without importing it.
+        return prices.supports(model, "supports_response_schema")
     try:
         return bool(_litellm().supports_response_schema(model=model))
     except Exception:  # litellm raises for models it has never heard of
@@ -328,14 +389,7 @@ def _to_chat_response(response: Any, model: str, latency_ms: float) -> ChatRespo
 
 
 def _tool_call(call: Any) -> ToolCall:
-    raw = call.function.arguments or "{}"
-    try:
-        arguments = json.loads(raw)
-    except json.JSONDecodeError:
-        arguments = None
-    if not isinstance(arguments, dict):
-        arguments = {}
-    return ToolCall(id=call.id, name=call.function.name, arguments=arguments, raw_arguments=raw)
+    return ToolCall.from_raw(call.id, call.function.name, call.function.arguments)
 
 
 def translate_error(exc: Exception, llm: LLM) -> Exception:
@@ -343,57 +397,97 @@ def translate_error(exc: Exception, llm: LLM) -> Exception:
 
     Exceptions that did not come from litellm (bugs) pass through unchanged.
     """
-    found = _classify(exc, llm)
-    if found is None:
+    kind = _classify(exc, llm)
+    if kind is None:
         return exc
-    kind, why = found
     status = getattr(exc, "status_code", None)
-    message = str(getattr(exc, "message", None) or exc)
-    detail = errors.shorten(errors.redact(message, [llm.api_key]), 300)
-    return kind(
-        f"Model '{llm.model}': {why}. Provider said: {detail}",
-        model=llm.model,
-        status_code=status if isinstance(status, int) else None,
-        retry_after_s=_retry_after_s(exc),
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or getattr(exc, "litellm_response_headers", None)
+    return _explained(
+        kind,
+        llm,
+        status if isinstance(status, int) else None,
+        str(getattr(exc, "message", None) or exc),
+        exc,
+        retry_after_s=openai_http.retry_after_s(headers),
     )
 
 
-def _classify(exc: Exception, llm: LLM) -> tuple[type[errors.LLMError], str] | None:
+def _explained(
+    kind: type[errors.LLMError],
+    llm: LLM,
+    status: int | None,
+    said: str,
+    exc: BaseException,
+    *,
+    retry_after_s: float | None = None,
+) -> errors.LLMError:
+    """The error of either path, as the user sees it: the model, the reason and the fix, then
+    what the provider said (keys redacted)."""
+    if retry_after_s is None:
+        retry_after_s = getattr(exc, "retry_after_s", None)
+    detail = errors.shorten(errors.redact(said, [llm.api_key]), 300)
+    return kind(
+        f"Model '{llm.model}': {_reason(kind, llm, status)}. Provider said: {detail}",
+        model=llm.model,
+        status_code=status,
+        retry_after_s=retry_after_s,
+    )
+
+
+def _reason(kind: type[errors.LLMError], llm: LLM, status: int | None) -> str:
+    if kind is errors.AuthenticationError:
+        return _auth_hint(llm)
+    if kind is errors.ContextWindowError:
+        return (
+            "the prompt is longer than the model's context window;"
+            " shorten the task or choose a model with a longer one"
+        )
+    if kind is errors.RateLimitError:
+        return "rate limited (429)"
+    if kind is errors.LLMTimeoutError:
+        return f"no answer within {llm.timeout_s:g} s"
+    if kind is errors.LLMConnectionError:
+        where = f" to {llm.api_base}" if llm.api_base else ""
+        return f"could not connect{where}; is the server up?"
+    if kind is errors.ModelNotFoundError:
+        return "the provider does not know this model (404); check the model name and api_base"
+    if kind is errors.ProviderError:
+        code = f" ({status})" if status is not None else ""
+        return f"provider error{code}; it may pass, so it is retried"
+    return f"request rejected ({status})"
+
+
+def _classify(exc: Exception, llm: LLM) -> type[errors.LLMError] | None:
     litellm = _litellm()
     chain = _chain(exc)
     text = " ".join(str(e) for e in chain)
     status = getattr(exc, "status_code", None)
     # litellm reports a missing key and a refused connection as 500s; look at what caused them.
     if "Missing credentials" in text or "api_key client option must be set" in text:
-        return errors.AuthenticationError, _auth_hint(llm)
+        return errors.AuthenticationError
     if isinstance(exc, litellm.ContextWindowExceededError):
-        return errors.ContextWindowError, (
-            "the prompt is longer than the model's context window;"
-            " shorten the task or choose a model with a longer one"
-        )
+        return errors.ContextWindowError
     if isinstance(exc, litellm.RateLimitError):
-        return errors.RateLimitError, "rate limited (429)"
+        return errors.RateLimitError
     if isinstance(exc, litellm.Timeout):
-        return errors.LLMTimeoutError, f"no answer within {llm.timeout_s:g} s"
+        return errors.LLMTimeoutError
     if isinstance(exc, litellm.APIConnectionError) or any(
         isinstance(e, ConnectionError) for e in chain
     ):
-        where = f" to {llm.api_base}" if llm.api_base else ""
-        return errors.LLMConnectionError, f"could not connect{where}; is the server up?"
+        return errors.LLMConnectionError
     if isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError):
-        return errors.AuthenticationError, _auth_hint(llm)
+        return errors.AuthenticationError
     if isinstance(exc, litellm.NotFoundError):
-        return errors.ModelNotFoundError, (
-            "the provider does not know this model (404); check the model name and api_base"
-        )
+        return errors.ModelNotFoundError
     if (isinstance(status, int) and status >= 500) or isinstance(
         exc, litellm.InternalServerError | litellm.ServiceUnavailableError | litellm.BadGatewayError
     ):
-        return errors.ProviderError, f"provider error ({status}); it may pass, so it is retried"
+        return errors.ProviderError
     if isinstance(exc, litellm.exceptions.OpenAIError) or type(exc).__module__.startswith(
         "litellm"
     ):
-        return errors.BadRequestError, f"request rejected ({status})"
+        return errors.BadRequestError
     return None
 
 
@@ -409,6 +503,11 @@ def _chain(exc: BaseException) -> list[BaseException]:
 def _auth_hint(llm: LLM) -> str:
     if llm.api_key is not None:
         return "the api_key given in LLM(api_key=...) was rejected (401)"
+    if llm.direct:
+        variable = openai_http.KEY_VARIABLE
+        if not os.environ.get(variable):
+            return f"no API key: crew looked for {variable}; set it (or pass LLM(api_key=...))"
+        return f"the API key was rejected (401); crew read it from {variable}: check its value"
     litellm = _litellm()
     try:
         missing = litellm.validate_environment(llm.model).get("missing_keys") or []
@@ -419,16 +518,3 @@ def _auth_hint(llm: LLM) -> str:
         return f"no API key: litellm looked for {names}; set it (or pass LLM(api_key=...))"
     variable = f"{_provider(llm.model).upper() or 'OPENAI'}_API_KEY"
     return f"the API key was rejected (401); litellm read it from {variable}: check its value"
-
-
-def _retry_after_s(exc: Exception) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or getattr(exc, "litellm_response_headers", None)
-    value = headers.get("retry-after") if headers else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None

@@ -1,10 +1,11 @@
 """Record and replay: every model exchange of a run kept in its store, answered from there later.
 
 Each request is hashed (:func:`request_hash`: the model and its sampling settings, the messages,
-the tools and the output schema; not keys, servers, timeouts or retry policy) and numbered by
-occurrence within the run, so the same request sent twice is two exchanges, ``HASH.0`` and
-``HASH.1``, replayed in the same order. Every answer, whether it came from the provider or
-from the store, is recorded in the run that got it (``Store.put_exchange``).
+the tools and the output schema; not keys, servers, timeouts, retry policy or whether the call
+goes directly over HTTP or through litellm) and numbered by occurrence within the run, so the
+same request sent twice is two exchanges, ``HASH.0`` and ``HASH.1``, replayed in the same order.
+Every answer, whether it came from the provider or from the store, is recorded in the run that
+got it (``Store.put_exchange``).
 
 A run started with ``replay=RUN`` looks each request up in RUN first, then in the runs RUN was
 forked from: a recorded answer comes back without a model call, with its token counts and a

@@ -19,9 +19,10 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("agent", "events"),
     ("task",),
     ("prompts",),
-    # The model layer: models (litellm, the bundled one, replay) and stores.
-    ("retry", "local.worker", "store.records"),
-    ("local.client",),
+    # The model layer: models (OpenAI-compatible over HTTP, litellm, the bundled one, replay) and
+    # stores.
+    ("retry", "prices", "local.worker", "store.records"),
+    ("local.client", "openai_http"),
     ("local",),
     ("llm", "store.memory", "store.sql"),
     ("store.sqlite", "store.postgres"),
@@ -60,6 +61,7 @@ LAYERS = {module: rank for rank, row in enumerate(ROWS) for module in row}
 # local/ is a litellm custom provider (its errors are litellm's), so it is litellm's second door.
 GATEWAYS: dict[str, set[str]] = {
     "litellm": {"llm", "local", "local.client"},
+    "httpx": {"openai_http"},  # the direct path to OpenAI-compatible servers
     "llama_cpp": {"local.worker"},  # the worker process is the only one that loads llama.cpp
     "tenacity": {"retry"},
     "networkx": {"plan"},

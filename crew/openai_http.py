@@ -1,0 +1,388 @@
+"""The direct path to OpenAI-compatible servers: ``POST {api_base}/chat/completions`` over httpx,
+without litellm. The only module that imports httpx.
+
+``crew.llm.LLM`` sends ``openai/*`` models here: OpenAI itself, or any server named by
+``api_base`` that speaks its API (vLLM, llama.cpp's server, Ollama's ``/v1``,
+``crew.testserver``). One call is one attempt: what goes wrong comes back as crew's error, with
+the provider's own words (``crew.llm`` adds the model and the fix). Retries, Retry-After waits,
+fallbacks and rate limits stay in ``crew.llm`` and ``crew.retry``, as for litellm's path.
+
+httpx is imported on the first call (or by ``prepare``), not on ``import crew``. Each event loop
+keeps one client per server, so a run reuses its connections; a client never outlives its loop
+(``crew.run()`` starts a new loop per run, and a pooled connection belongs to the loop that
+opened it). A loop's clients are closed when it shuts down its async generators, which
+``asyncio.run()`` does before closing the loop; a loop closed without that leaves its
+connections to the garbage collector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import os
+import re
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from crew import errors, prices
+from crew.chat import ChatRequest, ChatResponse, ToolCall
+from crew.usage import Usage
+
+if TYPE_CHECKING:
+    import httpx
+
+PROVIDER = "openai"
+KEY_VARIABLE = "OPENAI_API_KEY"
+OPENAI_BASE = "https://api.openai.com/v1"
+
+_HEADER_PARAMS = {"extra_headers", "headers"}
+_DROPPED_PARAMS = {
+    "timeout", "api_key", "api_base", "base_url", "api_version", "num_retries", "metadata",
+    "organization", "extra_body", "stream", "stream_options", "model",
+}  # fmt: skip
+"""``LLM.params`` that say how to reach the model (litellm's keywords), not what to send it."""
+_CONTEXT_WINDOW = re.compile(
+    r"maximum context length|context_length_exceeded|context window|prompt is too long"
+    r"|input is too long|too many tokens",
+    re.IGNORECASE,
+)
+
+
+def handles(model: str) -> bool:
+    """Whether ``model`` is one the direct path serves: ``openai/<name>``."""
+    return model.startswith(f"{PROVIDER}/") and len(model) > len(PROVIDER) + 1
+
+
+def prepare() -> None:
+    """Import httpx now, so the first call is not charged for it (the price map is read after
+    the first answer, when its cost is reckoned: the request goes out ~20 ms sooner)."""
+    import httpx  # noqa: F401
+
+
+async def complete(
+    request: ChatRequest,
+    options: Mapping[str, Any],
+    *,
+    model: str,
+    api_base: str | None,
+    api_key: str | None,
+    timeout_s: float,
+) -> ChatResponse:
+    """One chat completion of ``model`` (``openai/<name>``).
+
+    Args:
+        request: the messages, and ``on_token`` to stream the answer.
+        options: the request body's fields (messages, tools, temperature, response_format...)
+            and litellm-style extras (``extra_headers``, ``extra_body``, ``organization``).
+        api_base: the server; else ``OPENAI_BASE_URL``/``OPENAI_API_BASE``, else OpenAI's.
+        api_key: the key; else ``OPENAI_API_KEY``. Without one, nothing is sent.
+
+    Raises:
+        errors.LLMError: the subclass for what went wrong, its message the provider's words.
+    """
+    key = api_key if api_key is not None else os.environ.get(KEY_VARIABLE)
+    if not key:
+        raise errors.AuthenticationError("no API key was given", model=model)
+    body, headers = _request(model, options)
+    headers["Authorization"] = f"Bearer {key}"
+    base_url = (
+        api_base
+        or os.environ.get("OPENAI_BASE_URL")
+        or os.environ.get("OPENAI_API_BASE")
+        or OPENAI_BASE
+    )
+    import httpx
+
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout_s):
+            client = await _client(base_url)
+            if request.on_token is None:
+                data = await _post(client, body, headers, timeout_s, model)
+            else:
+                data = await _stream(client, body, headers, timeout_s, model, request.on_token)
+    except (TimeoutError, httpx.TimeoutException) as exc:
+        raise errors.LLMTimeoutError(str(exc) or "no answer in time", model=model) from exc
+    except httpx.TransportError as exc:  # refused, dropped, reset: the connection failed
+        message = str(exc) or type(exc).__name__
+        raise errors.LLMConnectionError(message, model=model) from exc
+    except httpx.HTTPError as exc:  # the answer came, unreadable (a broken encoding, say)
+        message = str(exc) or type(exc).__name__
+        raise errors.ProviderError(message, model=model) from exc
+    latency_ms = (time.perf_counter() - started) * 1000
+    return _response(data, model, latency_ms)
+
+
+def _request(model: str, options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The JSON body and headers of a call, from ``LLM`` options in litellm's terms."""
+    body = {k: v for k, v in options.items() if k not in _DROPPED_PARAMS | _HEADER_PARAMS}
+    body["model"] = model.removeprefix(f"{PROVIDER}/")
+    body.update(options.get("extra_body") or {})
+    headers: dict[str, str] = {}
+    for name in _HEADER_PARAMS:
+        headers.update(options.get(name) or {})
+    if options.get("organization"):
+        headers["OpenAI-Organization"] = str(options["organization"])
+    if ("max_tokens" in body or "temperature" in body) and prices.supports(
+        model, "supports_reasoning"
+    ):
+        # OpenAI's reasoning models take max_completion_tokens and only the default temperature;
+        # litellm rewrites the call the same way (its drop_params is on).
+        if "max_tokens" in body:
+            body.setdefault("max_completion_tokens", body.pop("max_tokens"))
+        if body.get("temperature") not in (None, 1):
+            del body["temperature"]
+    return body, headers
+
+
+async def _post(
+    client: httpx.AsyncClient,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    timeout_s: float,
+    model: str,
+) -> dict[str, Any]:
+    response = await client.post("chat/completions", json=body, headers=headers, timeout=timeout_s)
+    if response.status_code != 200:
+        raise _status_error(response, model)
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise errors.ProviderError(
+            f"the answer is not valid JSON ({exc}): {response.text[:200]}", model=model
+        ) from exc
+    if not isinstance(data, dict):
+        raise errors.ProviderError(f"the answer is not a JSON object: {data!r:.200}", model=model)
+    return data
+
+
+async def _stream(
+    client: httpx.AsyncClient,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    timeout_s: float,
+    model: str,
+    on_token: Callable[[str], None],
+) -> dict[str, Any]:
+    """Stream the answer (server-sent events), passing text on as it comes; return it whole,
+    shaped as a non-streamed answer, usage included (``stream_options.include_usage``)."""
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    answer = _Answer()
+    request = client.build_request(
+        "POST", "chat/completions", json=body, headers=headers, timeout=timeout_s
+    )
+    response = await client.send(request, stream=True)
+    try:
+        if response.status_code != 200:
+            await response.aread()
+            raise _status_error(response, model)
+        async for chunk in _events(response, model):
+            if text := answer.add(chunk):
+                on_token(text)
+    finally:
+        await response.aclose()
+    return answer.whole()
+
+
+async def _events(response: httpx.Response, model: str) -> AsyncIterator[dict[str, Any]]:
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue  # comments, event names, blank lines between events
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            chunk = json.loads(data)
+        except ValueError as exc:
+            raise errors.ProviderError(
+                f"a streamed piece is not valid JSON ({exc}): {data[:200]}", model=model
+            ) from exc
+        if isinstance(chunk, dict) and isinstance(chunk.get("error"), dict):
+            raise errors.ProviderError(str(chunk["error"].get("message")), model=model)
+        if isinstance(chunk, dict):
+            yield chunk
+
+
+class _Answer:
+    """A streamed answer put back together: text, tool calls (by index) and usage."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.usage: dict[str, Any] | None = None
+        self.chose = False
+
+    def add(self, chunk: dict[str, Any]) -> str:
+        """Take one chunk in; return its text."""
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        choices = chunk.get("choices") or []
+        delta = choices[0].get("delta") if choices and isinstance(choices[0], dict) else None
+        if not isinstance(delta, dict):
+            return ""
+        self.chose = True
+        for piece in delta.get("tool_calls") or ():
+            call = self.calls.setdefault(int(piece.get("index", 0)), {"id": "", "name": ""})
+            call["id"] = piece.get("id") or call["id"]
+            function = piece.get("function") or {}
+            call["name"] = function.get("name") or call["name"]
+            call["arguments"] = call.get("arguments", "") + (function.get("arguments") or "")
+        text = delta.get("content") or ""
+        self.text.append(text)
+        return text
+
+    def whole(self) -> dict[str, Any]:
+        calls = [
+            {"id": c["id"], "function": {"name": c["name"], "arguments": c.get("arguments")}}
+            for _, c in sorted(self.calls.items())
+        ]
+        text = "".join(self.text)
+        message = {"content": text if text or not calls else None, "tool_calls": calls}
+        choices = [{"message": message}] if self.chose else []
+        return {"choices": choices, "usage": self.usage}
+
+
+def _response(data: dict[str, Any], model: str, latency_ms: float) -> ChatResponse:
+    choices = data.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices else None
+    message = first.get("message") if isinstance(first, dict) else None
+    if not isinstance(message, dict):
+        raise errors.ProviderError(
+            f"the answer has no message (choices: {choices!r:.100})", model=model
+        )
+    tool_calls = tuple(
+        ToolCall.from_raw(
+            str(call.get("id") or ""),
+            str((call.get("function") or {}).get("name") or ""),
+            (call.get("function") or {}).get("arguments"),
+        )
+        for call in message.get("tool_calls") or ()
+        if isinstance(call, dict)
+    )
+    return ChatResponse(
+        content=message.get("content"),
+        tool_calls=tool_calls,
+        usage=_usage(data.get("usage"), model),
+        model=model,
+        latency_ms=latency_ms,
+    )
+
+
+def _usage(raw: Any, model: str) -> Usage:
+    raw = raw if isinstance(raw, dict) else {}
+    prompt = int(raw.get("prompt_tokens") or 0)
+    completion = int(raw.get("completion_tokens") or 0)
+    details = raw.get("prompt_tokens_details")
+    cached = int((details.get("cached_tokens") or 0) if isinstance(details, dict) else 0)
+    cost = prices.cost_usd(
+        model, prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached
+    )
+    return Usage(calls=1, prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost)
+
+
+def _status_error(response: httpx.Response, model: str) -> errors.LLMError:
+    """A non-200 answer as crew's error: the class by status, the provider's words as message."""
+    status = response.status_code
+    detail = _provider_message(response)
+    kind: type[errors.LLMError]
+    if status in (401, 403):
+        kind = errors.AuthenticationError
+    elif status == 404:
+        kind = errors.ModelNotFoundError
+    elif status == 408:
+        kind = errors.LLMTimeoutError
+    elif status == 429:
+        kind = errors.RateLimitError
+    elif status >= 500:
+        kind = errors.ProviderError
+    elif _CONTEXT_WINDOW.search(detail):
+        kind = errors.ContextWindowError
+    else:
+        kind = errors.BadRequestError
+    retry_after = retry_after_s(response.headers)
+    return kind(detail, model=model, status_code=status, retry_after_s=retry_after)
+
+
+def _provider_message(response: httpx.Response) -> str:
+    text = response.text
+    try:
+        error = json.loads(text).get("error")
+    except (ValueError, AttributeError):
+        return text.strip() or f"HTTP {response.status_code}"
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    return str(error) if error else text.strip()
+
+
+def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
+    """The wait a provider asked for: ``retry-after-ms``, or ``retry-after`` in seconds or as an
+    HTTP date; None when it asked for none."""
+    if not headers:
+        return None
+    if milliseconds := headers.get("retry-after-ms"):
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, parsed.timestamp() - time.time())
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Each loop's clients by base URL, and under "" the generator that closes them."""
+_pools_lock = threading.Lock()
+
+
+async def _client(base_url: str) -> httpx.AsyncClient:
+    """This loop's client for ``base_url``, made on first use."""
+    import ssl
+
+    import httpx
+
+    loop = asyncio.get_running_loop()
+    with _pools_lock:  # loops of other threads (crew.run() from async code) share the map
+        pool = _pools.get(loop) or {}
+        first = not pool  # the loop's first call (or its first after shutting down)
+        if first:
+            _pools[loop] = pool
+    if first:
+        closer = _closing(pool)
+        pool[""] = closer  # held here: the loop itself keeps only a weak reference
+        await closer.__anext__()  # now the loop knows it, and will close it at shutdown
+    client = pool.get(base_url)
+    if client is None:
+        verify: ssl.SSLContext | bool = True
+        if base_url.startswith("http://"):
+            # No TLS to a plain-HTTP server, so no need to load the CA bundle (~50 ms of CPU).
+            # This context still verifies, against no authority: a TLS proxy fails closed.
+            verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        # A trailing slash, so that "chat/completions" is joined after the base's path (/v1).
+        client = httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", verify=verify)
+        pool[base_url] = client
+    return client
+
+
+async def _closing(pool: dict[str, Any]) -> AsyncIterator[None]:
+    """Waits, as an async generator, for its loop's shutdown, then closes the loop's clients."""
+    try:
+        yield
+    finally:
+        clients = [c for name, c in pool.items() if name]
+        pool.clear()
+        for client in clients:
+            await client.aclose()
