@@ -4,7 +4,7 @@ Each problem goes to ``problem`` (the loader's, which adds the file and line).""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from crew.errors import did_you_mean
@@ -43,7 +43,7 @@ class Checks:
         for draft in agents.values():
             for key in draft.fields.get("delegates", []):
                 if key not in agent_keys or key == draft.loc[-1]:
-                    hint = did_you_mean(key, agent_keys) or f" (agents: {', '.join(agent_keys)})"
+                    hint = did_you_mean(key, agent_keys) or f" (agents: {listing(agent_keys)})"
                     self.problem((*draft.loc, "delegates"), f"no other agent '{key}'{hint}.")
         if not task_keys and isinstance(self.yf.data.get("tasks"), dict) and not self.hierarchical:
             self.problem(("tasks",), "the crew has no tasks; add at least one.")
@@ -70,7 +70,7 @@ class Checks:
         if agent is not None and agent not in agent_keys:
             self.problem((*draft.loc, "agent"), unknown("agent", agent, agent_keys))
         elif agent is None and not {"loop", "crew"} & draft.fields.keys():
-            listed = ", ".join(agent_keys) or "none yet"
+            listed = listing(agent_keys) or "none yet"
             self.problem(draft.loc, f"no agent: add `agent:` (agents: {listed}).")
 
     def routes(self, tasks: Mapping[str, Draft], task_keys: Mapping[str, Any]) -> None:
@@ -148,8 +148,15 @@ class Checks:
 
 
 def unknown(kind: str, name: str, keys: Mapping[str, Any]) -> str:
-    hint = did_you_mean(name, keys) or f" ({kind}s: {', '.join(keys)})"
+    hint = did_you_mean(name, keys) or f" ({kind}s: {listing(keys)})"
     return f"unknown {kind} '{name}'{hint}."
+
+
+def listing(keys: Iterable[Any], most: int = 10) -> str:
+    """``a, b, c``: the first ``most`` keys, and how many more (a file may have thousands)."""
+    names = [str(key) for key in keys]
+    more = f", ... ({len(names) - most:,} more)" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 def idle_agents(

@@ -215,11 +215,17 @@ class Loader:
             self._problem((*draft.loc, "inputs"), "maps a subcrew's inputs; add `crew:`.")
 
     def _expression(self, value: Any, location: Location) -> None:
-        """Parse an expression, for its syntax only: the planner checks what it reads."""
+        """Parse an expression, and check that the names it reads are tasks of this file (the
+        planner checks them again, and the fields read, but without the file's lines)."""
         try:
-            parse(value)
+            names = parse(value).names - {"inputs"}
         except ConfigError as exc:
             self._problems(location, exc)
+            return
+        tasks = _section(self.yf.data, "tasks")
+        for name in sorted(names - tasks.keys()):
+            hint = did_you_mean(name, tasks, sentence=True) or " Name a task or `inputs`."
+            self._problem(location, f"`{value.strip()}` reads '{name}', no task of the crew.{hint}")
 
     def _loop_fields(self, model: LoopModel, draft: Draft) -> None:
         for name in [n for n in draft.fields if n not in LOOP_FIELDS]:
