@@ -135,7 +135,9 @@ def _syntax_error(path: Path, text: str, exc: Any) -> ConfigError:
     problem = getattr(exc, "problem", None) or str(exc)
     hint = "Check the indentation and quotes."
     rows = text.splitlines()
-    if mark is not None and rows and "{" in rows[min(mark.line, len(rows) - 1)]:
+    if "'\\t'" in problem:
+        hint = "Indent with spaces: YAML does not allow tabs there."
+    elif mark is not None and rows and "{" in rows[min(mark.line, len(rows) - 1)]:
         hint += ' A {placeholder} inside {...} or [...] must be quoted: "Work on {topic}".'
     return ConfigError(f"{path}{line}: invalid YAML: {problem}. {hint}")
 

@@ -21,7 +21,7 @@ from crew.inputs import InputModel, InputSpec, input_spec, placeholder_inputs
 from crew.llm import LLM
 from crew.prompts import interpolate
 from crew.schema import camel_case, schema_model
-from crew.spec.checks import Checks, idle_agents
+from crew.spec.checks import Checks, Hints, idle_agents
 from crew.spec.models import (
     LOOP_FIELDS,
     AgentModel,
@@ -65,6 +65,7 @@ class Loader:
         self.hierarchical = False
         self.lines: dict[str, int] = {}
         """The line in this file of problems found in a subcrew's file, to sort them."""
+        self.hint = Hints()
 
     def load(self) -> CrewFile:
         data = self.yf.data
@@ -79,7 +80,9 @@ class Loader:
         inputs = self._inputs(_section(data, "inputs"))
         agents = self._drafts(_section(data, "agents"), "agents", AgentModel, self._agent)
         tasks = self._drafts(_section(data, "tasks"), "tasks", TaskModel, self._task)
-        check = Checks(self.yf, self._problem, hierarchical=self.hierarchical, owner=self.owner)
+        check = Checks(
+            self.yf, self._problem, hierarchical=self.hierarchical, owner=self.owner, hint=self.hint
+        )
         check.references(agents, tasks, _section(data, "agents"), _section(data, "tasks"))
         check.routes(tasks, _section(data, "tasks"))
         check.loops(tasks, _section(data, "tasks"))
@@ -224,7 +227,7 @@ class Loader:
             return
         tasks = _section(self.yf.data, "tasks")
         for name in sorted(names - tasks.keys()):
-            hint = did_you_mean(name, tasks, sentence=True) or " Name a task or `inputs`."
+            hint = self.hint(name, tasks, sentence=True) or " Name a task or `inputs`."
             self._problem(location, f"`{value.strip()}` reads '{name}', no task of the crew.{hint}")
 
     def _loop_fields(self, model: LoopModel, draft: Draft) -> None:
