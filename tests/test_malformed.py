@@ -168,6 +168,10 @@ GENERATED_CREWAI: dict[str, tuple[dict[str, bytes], list[str]]] = {
         },
         ["crew.py", "nested too deeply"],
     ),
+    "crew_py_syntax_error": (
+        {"crew.py": b"@CrewBase\nclass Broken:\n    def research_task(self)\n        return 1\n"},
+        ["crew.py:3", "invalid Python"],
+    ),
     "crew_py_binary": (
         {"crew.py": b"CrewBase\n" + random.Random(3).randbytes(512)},
         ["crew.py:", "save it as UTF-8"],
