@@ -101,13 +101,19 @@ def redact(
 MAX_LISTED = 20
 """The problems a ConfigError's message lists; it counts the rest ("... and 2,980 more")."""
 _MAX_PROBLEM_CHARS = 600
+_MAX_LISTED_CHARS = 6_000  # with the count and the bullets, a message stays under 8 KB
 
 
 def _summary(problems: list[str]) -> str:
     """The message of a ConfigError: its problems, each cut to a readable length, the first
-    ``MAX_LISTED`` of them. A hostile or generated crew file can have thousands; all are kept
-    in ``problems``, but a terminal or CI log gets a page, not megabytes."""
-    shown = [_cut(problem) for problem in problems[:MAX_LISTED]]
+    ``MAX_LISTED`` of them (fewer if they are long). A hostile or generated crew file can have
+    thousands; all are kept in ``problems``, but a terminal or CI log gets a page, not
+    megabytes."""
+    shown: list[str] = []
+    for problem in map(_cut, problems[:MAX_LISTED]):
+        if shown and sum(map(len, shown)) + len(problem) > _MAX_LISTED_CHARS:
+            break
+        shown.append(problem)
     if len(problems) == 1:
         return shown[0]
     listed = "\n".join(f"  - {p}" for p in shown)

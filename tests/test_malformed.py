@@ -207,6 +207,27 @@ def _generated_project(name: str) -> Callable[[Path], tuple[Path, list[str]]]:
     return make
 
 
+def _subcrew_chain(tmp: Path) -> tuple[Path, list[str]]:
+    """300 crew files, each running the next as a subcrew."""
+    for i in range(300):
+        task = f"{{crew: c{i + 1}.yaml}}" if i < 299 else "{description: d, agent: w}"
+        (tmp / f"c{i}.yaml").write_text(f"agents:\n  w: {{role: W}}\ntasks:\n  t: {task}\n")
+    return tmp / "c0.yaml", ["c15.yaml:4 tasks.t.crew", "more than 16 files deep"]
+
+
+def _broken_subcrew(tmp: Path) -> tuple[Path, list[str]]:
+    """A crew whose subcrew is Latin-1 text: the message names the subcrew's file and line."""
+    (tmp / "child").mkdir()
+    (tmp / "child" / "crew.yaml").write_bytes(GENERATED["latin1"][0])
+    parent = "agents:\n  w: {role: W}\ntasks:\n  t: {crew: child}\n"
+    (tmp / "crew.yaml").write_text(parent, encoding="utf-8")
+    return tmp / "crew.yaml", [f"{Path('child', 'crew.yaml')}:4", "save it as UTF-8"]
+
+
+CASES += [
+    ("generated/subcrew_chain", _subcrew_chain),
+    ("generated/broken_subcrew", _broken_subcrew),
+]
 CASES += [
     (f"crews/{p.name}", _fixture_file(p)) for p in sorted((MALFORMED / "crews").glob("*.yaml"))
 ]
@@ -277,6 +298,12 @@ def test_a_config_error_lists_twenty_problems_and_counts_the_rest():
     assert "  - problem 19" in message and "problem 20\n" not in message
     assert message.endswith("... and 2,980 more (fix these, then check again)")
     assert len(error.problems) == 3000  # all kept for callers
+
+
+def test_long_problems_are_listed_until_the_message_is_a_page():
+    message = str(ConfigError([f"crew.yaml:{i} " + "x" * 2_000 for i in range(20)]))
+    assert len(message) < MAX_OUTPUT
+    assert "crew.yaml:0 " in message and "... and " in message
 
 
 def test_a_long_problem_keeps_its_start_and_its_end():

@@ -38,6 +38,8 @@ from crew.templates import find_role, find_task, validate
 from crew.yamlfile import Location, YamlFile, load_yaml
 
 _M = TypeVar("_M", bound=BaseModel)
+MAX_SUBCREW_DEPTH = 16
+"""How many crew files may run each other as subcrews, one inside the next."""
 
 
 def load_crew_yaml(path: str | Path, *, resolve_llm: LLMResolver | None = None) -> CrewFile:
@@ -253,6 +255,13 @@ class Loader:
         if not path.is_file() or path.suffix not in (".yaml", ".yml"):
             message = f"no crew file '{ref}' next to this file; name a crew.yaml or its folder."
             self._problem(loc, message)
+            return
+        if len(self.files) >= MAX_SUBCREW_DEPTH:
+            self._problem(
+                loc,
+                f"subcrews nest more than {MAX_SUBCREW_DEPTH} files deep here ({self.files[0]}"
+                f" -> ... -> {path}); run fewer crews inside each other.",
+            )
             return
         again = [i for i, f in enumerate(self.files) if f.resolve() == path.resolve()]
         if again:
