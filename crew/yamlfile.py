@@ -24,11 +24,11 @@ _PLAIN_TAGS = frozenset(
 )
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _KINDS = {"int": "a whole number", "float": "a number", "timestamp": "a date", "bool": "a yes/no"}
-MAX_BYTES = 4 * 1024 * 1024
-"""The largest crew file read (4 MB); real ones are a few kilobytes."""
+MAX_BYTES = 2 * 1024 * 1024
+"""The largest crew file read (2 MB); real ones are a few kilobytes."""
 MAX_DEPTH = 64
 """How deep values may nest; a crew file needs fewer than ten levels."""
-MAX_VALUES = 100_000
+MAX_VALUES = 50_000
 """How many values a file may hold, counting each alias once per use."""
 # UTF-32's BOMs come first: UTF-32-LE's starts with UTF-16-LE's.
 _BOMS = (

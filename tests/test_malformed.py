@@ -112,7 +112,7 @@ GENERATED: dict[str, tuple[bytes, list[str]]] = {
         CREW.replace("Writer", "Wri\x07ter").encode(),
         ["control_char_on_line_2.yaml:2", "#x07"],
     ),
-    "huge": (_huge(), ["huge.yaml", "larger than 4 MB"]),
+    "huge": (_huge(), ["huge.yaml", "larger than 2 MB"]),
     "three_thousand_unknown_agents": (
         _many_tasks(3000, "nobody"),
         [
@@ -159,7 +159,7 @@ GENERATED_CREWAI: dict[str, tuple[dict[str, bytes], list[str]]] = {
         {"config/tasks.yaml": "research_task: {}\n".encode("utf-16-le")},
         ["tasks.yaml:1", "NUL byte"],
     ),
-    "tasks_huge": ({"config/tasks.yaml": _huge()}, ["tasks.yaml", "larger than 4 MB"]),
+    "tasks_huge": ({"config/tasks.yaml": _huge()}, ["tasks.yaml", "larger than 2 MB"]),
     "crew_py_too_deep": (
         {
             "crew.py": b"from crewai.project import CrewBase\n\n@CrewBase\nclass C:\n    x = "
