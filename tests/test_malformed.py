@@ -439,3 +439,47 @@ def test_structures_dumped_as_yaml_load_back_unchanged(fuzz_file, value, style):
         assert re.search(r"appears twice|NUL|control character", str(loaded)), str(loaded)
     else:
         assert loaded == value
+
+
+NAMES = ["a", "b", "w", "{x}", "a.text", "a.data.x == 1", "quorum(2)", "x:y", "", "crew.yaml"]
+FIELDS = [
+    *("name", "description", "inputs", "llm", "process", "manager", "goal", "templates"),
+    *("max_concurrency", "role", "tools", "use", "with", "agent", "depends_on", "when", "join"),
+    *("routes", "for_each", "crew", "loop", "until", "max_rounds", "output_model", "type"),
+    *("default", "properties", "delegates", "allow_delegation", "retries", "human_review"),
+]
+LEAVES = st.none() | st.booleans() | st.integers(-3, 5) | st.sampled_from(NAMES)
+FIELD_VALUES = st.recursive(
+    LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from([*FIELDS, "a", "b"]) | st.integers(0, 2), inner, max_size=4
+        )
+    ),
+    max_leaves=20,
+)
+CREW_SHAPED = st.fixed_dictionaries(
+    {},
+    optional={
+        "agents": st.dictionaries(st.sampled_from(["a", "w", "1"]), FIELD_VALUES, max_size=3),
+        "tasks": st.dictionaries(st.sampled_from(["a", "b", "w"]), FIELD_VALUES, max_size=3),
+        "inputs": FIELD_VALUES,
+        "process": LEAVES,
+        "manager": LEAVES,
+    },
+)
+
+
+@settings(
+    max_examples=150,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(document=CREW_SHAPED)
+def test_crew_shaped_documents_plan_or_exit_2(fuzz_file, plan, document):
+    fuzz_file.write_text(yaml.safe_dump(document), encoding="utf-8")
+    code, output = plan(fuzz_file)
+    assert code in (0, 2), output
+    assert code == 0 or (output.startswith("error: ") and str(fuzz_file) in output), output
