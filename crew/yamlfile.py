@@ -86,15 +86,17 @@ def read_text(path: str | Path) -> str:
             f"{path}:{_line_at(data, offset)}: a NUL byte at byte {offset}: this is a binary"
             f" file, or UTF-16 text without a BOM, not a crew file; {_SAVE_AS_UTF8}."
         )
+    encoding = encoding or "utf-8"
     try:
-        return data.decode(encoding or "utf-8")
+        return data.decode(encoding)
     except UnicodeDecodeError as exc:
-        line = _line_at(data, exc.start, encoding or "utf-8")
+        line = _line_at(data, exc.start, encoding)
         byte = data[exc.start : exc.start + 1].hex()
+        named = encoding.upper().removesuffix("-SIG")
+        guess = " (Latin-1 or Windows-1252 text, or a binary file?)" if named == "UTF-8" else ""
         raise ConfigError(
-            f"{path}:{line}: not {encoding or 'UTF-8'} text: byte 0x{byte} at byte {exc.start}"
-            f" cannot be decoded (Latin-1 or Windows-1252 text, or a binary file?);"
-            f" {_SAVE_AS_UTF8}."
+            f"{path}:{line}: not {named} text: byte 0x{byte} at byte {exc.start} cannot be"
+            f" decoded{guess}; {_SAVE_AS_UTF8}."
         ) from None
 
 

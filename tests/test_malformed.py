@@ -90,7 +90,7 @@ GENERATED: dict[str, tuple[bytes, list[str]]] = {
     "utf8_with_bom": (codecs.BOM_UTF8 + CREW.encode(), ["utf8_with_bom.yaml:4", *LINE_4]),
     "utf16_bom_broken": (
         codecs.BOM_UTF16_LE + b"a\x00b\x00\x00\xdc",
-        ["utf16_bom_broken.yaml:1", "not utf-16 text"],
+        ["utf16_bom_broken.yaml:1", "not UTF-16 text"],
     ),
     "binary_random": (
         random.Random(7).randbytes(4096),
