@@ -113,6 +113,10 @@ GENERATED: dict[str, tuple[bytes, list[str]]] = {
         ["control_char_on_line_2.yaml:2", "#x07"],
     ),
     "huge": (_huge(), ["huge.yaml", "larger than 2 MB"]),
+    "escape_sequences": (
+        CREW.replace("writr", '"\\e]0;owned\\a\\e[2J"').encode(),
+        ["escape_sequences.yaml:4", "'\\x1b]0;owned\\x07\\x1b[2J'"],
+    ),
     "three_thousand_unknown_agents": (
         _many_tasks(3000, "nobody"),
         [
@@ -264,6 +268,7 @@ def test_crew_plan_refuses_a_malformed_crew_in_one_short_message(make, tmp_path,
     code, output = plan(target)
     assert code == 2, output
     assert "Traceback" not in output
+    assert "\x1b" not in output  # no escape sequence from the file reaches the terminal
     assert output.startswith("error: ")
     assert len(output) < MAX_OUTPUT, output[:2000]
     for fragment in fragments:
