@@ -99,6 +99,38 @@ def redact(
     return _TOKENS.sub(REDACTED, text)
 
 
+MAX_LISTED = 20
+"""The problems a ConfigError's message lists; it counts the rest ("... and 2,980 more")."""
+_MAX_PROBLEM_CHARS = 600
+_MAX_LISTED_CHARS = 6_000  # with the count and the bullets, a message stays under 8 KB
+
+
+def _summary(problems: list[str]) -> str:
+    """The message of a ConfigError: its problems, each cut to a readable length, the first
+    ``MAX_LISTED`` of them (fewer if they are long). A hostile or generated crew file can have
+    thousands; all are kept in ``problems``, but a terminal or CI log gets a page, not
+    megabytes."""
+    shown: list[str] = []
+    for problem in map(_cut, problems[:MAX_LISTED]):
+        if shown and sum(map(len, shown)) + len(problem) > _MAX_LISTED_CHARS:
+            break
+        shown.append(problem)
+    if len(problems) == 1:
+        return shown[0]
+    listed = "\n".join(f"  - {p}" for p in shown)
+    more = len(problems) - len(shown)
+    rest = f"\n  ... and {more:,} more (fix these, then check again)" if more else ""
+    return f"{len(problems):,} problems in the crew:\n{listed}{rest}"
+
+
+def _cut(problem: str) -> str:
+    """``problem`` whole, or its start (where) and end (the fix) around an elision."""
+    if len(problem) <= _MAX_PROBLEM_CHARS:
+        return problem
+    head, tail = problem[: _MAX_PROBLEM_CHARS - 200], problem[-150:]
+    return f"{head} [... {len(problem) - len(head) - len(tail):,} characters ...] {tail}"
+
+
 class CrewError(Exception):
     """Base of every exception crew raises."""
 
@@ -109,17 +141,13 @@ class ConfigError(CrewError):
     """The crew, its inputs or its settings are wrong; nothing has been sent to a model.
 
     Attributes:
-        problems: every problem found, one message each (the exception message joins them).
+        problems: every problem found, one message each (the message lists the first
+            ``MAX_LISTED``).
     """
 
     def __init__(self, problems: str | Iterable[str]) -> None:
         self.problems: list[str] = [problems] if isinstance(problems, str) else list(problems)
-        if len(self.problems) == 1:
-            message = self.problems[0]
-        else:
-            listed = "\n".join(f"  - {p}" for p in self.problems)
-            message = f"{len(self.problems)} problems in the crew:\n{listed}"
-        super().__init__(message)
+        super().__init__(_summary(self.problems))
 
 
 class PlanError(ConfigError):

@@ -701,15 +701,24 @@ def test_a_yaml_crew_routes_maps_and_loops_when_run(tmp_path):
     assert [c.task_id for c in llm.calls][-4:] == ["draft", "critique", "draft", "critique"]
 
 
-def test_expressions_the_planner_rejects_name_the_task_and_field(tmp_path):
+def test_an_expression_reading_an_unknown_task_names_the_file_and_line(tmp_path):
     path = write(tmp_path, FLOW.replace("triage.data.reason", "triag.data.reason"))
-    crew = load_crew_yaml(path).crew.with_llm(ScriptedLLM())  # the syntax is fine
-    with pytest.raises(PlanError) as caught:
-        crew.plan({"topic": "tea"})  # what it reads is the planner's to check
+    with pytest.raises(ConfigError) as caught:
+        load_crew_yaml(path)
+    line = next(i for i, row in enumerate(path.read_text().splitlines(), 1) if "triag." in row)
     assert caught.value.problems == [
-        "Task 'fix' when: `triag.data.reason == 'crash'` reads 'triag', no task of the crew."
-        " Did you mean 'triage'?"
+        f"{path}:{line} tasks.fix.when: `triag.data.reason == 'crash'` reads 'triag', no task of"
+        " the crew. Did you mean 'triage'?"
     ]
+
+
+def test_expressions_the_planner_rejects_name_the_task_and_field(tmp_path):
+    path = write(tmp_path, FLOW.replace("triage.data.reason", "triage.data.raeson"))
+    crew = load_crew_yaml(path).crew.with_llm(ScriptedLLM())  # the names are tasks of the file
+    with pytest.raises(PlanError) as caught:
+        crew.plan({"topic": "tea"})  # the fields it reads are the planner's to check
+    assert len(caught.value.problems) == 1
+    assert "Task 'fix' when: `triage.data.raeson == 'crash'`" in caught.value.problems[0]
 
 
 def subcrew(folder: Path, text: str = "") -> Path:

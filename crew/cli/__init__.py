@@ -11,6 +11,7 @@ decisions, show, logs, prune), ``crew.cli.project`` (plan, init, templates, conf
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Sequence
 
 from crew.cli.history import add_logs, add_prune, add_review, add_runs, add_show
@@ -33,11 +34,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.command(args))
     except CrewError as exc:
-        stderr().print(f"[bold red]error:[/] {markup(str(exc))}", highlight=False)
+        stderr().print(f"[bold red]error:[/] {markup(_printable(str(exc)))}", highlight=False)
         return EXIT_USAGE
     except KeyboardInterrupt:
         stderr().print("[yellow]interrupted[/]")
         return EXIT_INTERRUPTED
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _printable(message: str) -> str:
+    """``message`` with control characters shown as ``\\x1b``: a crew file may quote any text,
+    and an escape sequence echoed from it would drive the terminal or the CI log."""
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", message)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -34,7 +34,7 @@ from crew.inputs import InputSpec
 from crew.prompts import placeholders
 from crew.spec import CrewFile
 from crew.task import Task
-from crew.yamlfile import load_yaml
+from crew.yamlfile import load_yaml, read_text
 
 
 @dataclass(frozen=True)
@@ -210,13 +210,21 @@ class Loader:
             return None
         self._parsed.add(path)
         try:
-            return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            return ast.parse(read_text(path), filename=str(path))
+        except ConfigError as exc:  # too large, or not UTF-8 text
+            self.problems.extend(exc.problems)
         except SyntaxError as exc:
             self.problems.append(
                 f"{path}:{exc.lineno}: invalid Python: {exc.msg}. crew reads this file without"
                 " running it, but it must parse."
             )
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+        except (MemoryError, RecursionError) as exc:  # the parser's limits: nested too deeply
+            self.problems.append(
+                f"{path}: invalid Python: nested too deeply for Python's parser"
+                f" ({type(exc).__name__}); crew reads this file without running it, but it must"
+                " parse."
+            )
+        except ValueError as exc:
             self.problems.append(f"{path}: cannot read the file: {exc}.")
         return None
 

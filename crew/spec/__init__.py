@@ -84,9 +84,10 @@ quoted: ``{description: "About {topic}"}``.
 the built-in library (``crew templates`` lists them; see ``crew.templates``). Agents that no
 task uses still join the crew, as coworkers others can delegate to.
 
-Loading is safe: nothing in the file runs except the ``module:callable`` references it names.
-Every problem is reported with the file, the line and the field, all at once, before any model
-call.
+Loading is safe: nothing in the file runs except the ``module:callable`` references it names,
+and reading is bounded (``crew.yamlfile``: size, nesting, aliases expanded; UTF-8 text, or
+UTF-16/32 with a byte order mark). Every problem is reported with the file, the line and the
+field, all at once, before any model call.
 """
 
 from crew.inputs import InputSpec

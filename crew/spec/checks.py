@@ -4,7 +4,7 @@ Each problem goes to ``problem`` (the loader's, which adds the file and line).""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from crew.errors import did_you_mean
@@ -17,6 +17,21 @@ Report = Callable[..., None]
 """``problem(location, message, *, line_at=())``."""
 
 
+class Hints:
+    """``did_you_mean`` for the first ``budget`` unknown names of a file, then nothing: each
+    search compares the name with every key, so thousands of unknown names among thousands of
+    keys would take minutes, and a message lists only the first problems anyway."""
+
+    def __init__(self, budget: int = 200) -> None:
+        self.left = budget
+
+    def __call__(self, name: str, options: Iterable[Any], *, sentence: bool = False) -> str:
+        if self.left <= 0:
+            return ""
+        self.left -= 1
+        return did_you_mean(name, options, sentence=sentence)
+
+
 class Checks:
     """The checks of one crew file.
 
@@ -25,12 +40,20 @@ class Checks:
         problem: records a problem at a location.
         hierarchical: the crew's manager plans its tasks.
         owner: task key -> the loop whose body it is in; filled by ``loops``.
+        hint: the close matches of the file's unknown names.
     """
 
     def __init__(
-        self, yf: YamlFile, problem: Report, *, hierarchical: bool, owner: dict[str, str]
+        self,
+        yf: YamlFile,
+        problem: Report,
+        *,
+        hierarchical: bool,
+        owner: dict[str, str],
+        hint: Hints,
     ) -> None:
         self.yf, self.problem, self.hierarchical, self.owner = yf, problem, hierarchical, owner
+        self.hint = hint
 
     def references(
         self,
@@ -43,7 +66,7 @@ class Checks:
         for draft in agents.values():
             for key in draft.fields.get("delegates", []):
                 if key not in agent_keys or key == draft.loc[-1]:
-                    hint = did_you_mean(key, agent_keys) or f" (agents: {', '.join(agent_keys)})"
+                    hint = self.hint(key, agent_keys) or f" (agents: {listing(agent_keys)})"
                     self.problem((*draft.loc, "delegates"), f"no other agent '{key}'{hint}.")
         if not task_keys and isinstance(self.yf.data.get("tasks"), dict) and not self.hierarchical:
             self.problem(("tasks",), "the crew has no tasks; add at least one.")
@@ -56,7 +79,7 @@ class Checks:
                 if dep == key:
                     self.problem((*draft.loc, "depends_on"), "a task cannot depend on itself.")
                 elif dep not in task_keys:
-                    self.problem((*draft.loc, "depends_on"), unknown("task", dep, task_keys))
+                    self.problem((*draft.loc, "depends_on"), self.unknown("task", dep, task_keys))
         for cycle in find_cycles(graph):
             self.problem(
                 ("tasks", cycle[0], "depends_on"),
@@ -68,9 +91,9 @@ class Checks:
         """A task names an agent of the file; a loop or a subcrew has none."""
         agent = draft.fields.get("agent")
         if agent is not None and agent not in agent_keys:
-            self.problem((*draft.loc, "agent"), unknown("agent", agent, agent_keys))
+            self.problem((*draft.loc, "agent"), self.unknown("agent", agent, agent_keys))
         elif agent is None and not {"loop", "crew"} & draft.fields.keys():
-            listed = ", ".join(agent_keys) or "none yet"
+            listed = listing(agent_keys) or "none yet"
             self.problem(draft.loc, f"no agent: add `agent:` (agents: {listed}).")
 
     def routes(self, tasks: Mapping[str, Draft], task_keys: Mapping[str, Any]) -> None:
@@ -80,7 +103,7 @@ class Checks:
                     if target not in task_keys:
                         self.problem(
                             (*draft.loc, "routes", name),
-                            unknown("task", target, task_keys),
+                            self.unknown("task", target, task_keys),
                             line_at=(*draft.loc, "routes", name, i),
                         )
 
@@ -93,7 +116,7 @@ class Checks:
                 if member == key:
                     self.problem(location, "a loop cannot contain itself.")
                 elif member not in task_keys:
-                    self.problem(location, unknown("task", member, task_keys))
+                    self.problem(location, self.unknown("task", member, task_keys))
                 elif member in self.owner:
                     where = f"loop '{self.owner[member]}'"
                     self.problem(location, f"already in {where}; a task is in one loop at most.")
@@ -123,11 +146,15 @@ class Checks:
         if header.manager is None:
             self.problem(("process",), "needs `manager:`, the key of the agent that plans.")
         elif header.manager not in agent_keys:
-            self.problem(("manager",), unknown("agent", header.manager, agent_keys))
+            self.problem(("manager",), self.unknown("agent", header.manager, agent_keys))
         elif not agent_keys.keys() - {header.manager}:
             self.problem(("agents",), "the manager needs other agents to plan the tasks for.")
         if not (header.goal or "").strip():
             self.problem(("process",), "needs `goal:`, what the crew is to achieve.")
+
+    def unknown(self, kind: str, name: str, keys: Mapping[str, Any]) -> str:
+        listed = f" ({kind}s: {listing(keys)})" if keys else f" (there are no {kind}s)"
+        return f"unknown {kind} '{name}'{self.hint(name, keys) or listed}."
 
     def placeholders(self, drafts: Sequence[Draft], inputs: Mapping[str, Any]) -> None:
         """Every ``{name}`` in a prompt must be a declared input: name them all, per field."""
@@ -137,7 +164,7 @@ class Checks:
                 missing = [n for n in placeholders(draft.fields.get(name, "")) if n not in known]
                 if not missing:
                     continue
-                listed = ", ".join(f"{{{n}}}{did_you_mean(n, inputs)}" for n in missing)
+                listed = ", ".join(f"{{{n}}}{self.hint(n, inputs)}" for n in missing)
                 verb = "is not a declared input" if len(missing) == 1 else "are not declared inputs"
                 line_at, via = draft.where(name)
                 self.problem(
@@ -147,9 +174,11 @@ class Checks:
                 )
 
 
-def unknown(kind: str, name: str, keys: Mapping[str, Any]) -> str:
-    hint = did_you_mean(name, keys) or f" ({kind}s: {', '.join(keys)})"
-    return f"unknown {kind} '{name}'{hint}."
+def listing(keys: Iterable[Any], most: int = 10) -> str:
+    """``a, b, c``: the first ``most`` keys, and how many more (a file may have thousands)."""
+    names = [str(key) for key in keys]
+    more = f", ... ({len(names) - most:,} more)" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 def idle_agents(

@@ -21,7 +21,7 @@ from crew.inputs import InputModel, InputSpec, input_spec, placeholder_inputs
 from crew.llm import LLM
 from crew.prompts import interpolate
 from crew.schema import camel_case, schema_model
-from crew.spec.checks import Checks, idle_agents
+from crew.spec.checks import Checks, Hints, idle_agents
 from crew.spec.models import (
     LOOP_FIELDS,
     AgentModel,
@@ -38,6 +38,8 @@ from crew.templates import find_role, find_task, validate
 from crew.yamlfile import Location, YamlFile, load_yaml
 
 _M = TypeVar("_M", bound=BaseModel)
+MAX_SUBCREW_DEPTH = 16
+"""How many crew files may run each other as subcrews, one inside the next."""
 
 
 def load_crew_yaml(path: str | Path, *, resolve_llm: LLMResolver | None = None) -> CrewFile:
@@ -65,6 +67,7 @@ class Loader:
         self.hierarchical = False
         self.lines: dict[str, int] = {}
         """The line in this file of problems found in a subcrew's file, to sort them."""
+        self.hint = Hints()
 
     def load(self) -> CrewFile:
         data = self.yf.data
@@ -79,7 +82,9 @@ class Loader:
         inputs = self._inputs(_section(data, "inputs"))
         agents = self._drafts(_section(data, "agents"), "agents", AgentModel, self._agent)
         tasks = self._drafts(_section(data, "tasks"), "tasks", TaskModel, self._task)
-        check = Checks(self.yf, self._problem, hierarchical=self.hierarchical, owner=self.owner)
+        check = Checks(
+            self.yf, self._problem, hierarchical=self.hierarchical, owner=self.owner, hint=self.hint
+        )
         check.references(agents, tasks, _section(data, "agents"), _section(data, "tasks"))
         check.routes(tasks, _section(data, "tasks"))
         check.loops(tasks, _section(data, "tasks"))
@@ -215,11 +220,17 @@ class Loader:
             self._problem((*draft.loc, "inputs"), "maps a subcrew's inputs; add `crew:`.")
 
     def _expression(self, value: Any, location: Location) -> None:
-        """Parse an expression, for its syntax only: the planner checks what it reads."""
+        """Parse an expression, and check that the names it reads are tasks of this file (the
+        planner checks them again, and the fields read, but without the file's lines)."""
         try:
-            parse(value)
+            names = parse(value).names - {"inputs"}
         except ConfigError as exc:
             self._problems(location, exc)
+            return
+        tasks = _section(self.yf.data, "tasks")
+        for name in sorted(names - tasks.keys()):
+            hint = self.hint(name, tasks, sentence=True) or " Name a task or `inputs`."
+            self._problem(location, f"`{value.strip()}` reads '{name}', no task of the crew.{hint}")
 
     def _loop_fields(self, model: LoopModel, draft: Draft) -> None:
         for name in [n for n in draft.fields if n not in LOOP_FIELDS]:
@@ -244,6 +255,13 @@ class Loader:
         if not path.is_file() or path.suffix not in (".yaml", ".yml"):
             message = f"no crew file '{ref}' next to this file; name a crew.yaml or its folder."
             self._problem(loc, message)
+            return
+        if len(self.files) >= MAX_SUBCREW_DEPTH:
+            self._problem(
+                loc,
+                f"subcrews nest more than {MAX_SUBCREW_DEPTH} files deep here ({self.files[0]}"
+                f" -> ... -> {path}); run fewer crews inside each other.",
+            )
             return
         again = [i for i, f in enumerate(self.files) if f.resolve() == path.resolve()]
         if again:
