@@ -344,6 +344,17 @@ def test_output_json_classes_are_found_in_other_modules_of_the_package():
     assert tasks["scan_news"].output_model is None  # dict[str, Any]: plain text, with a warning
 
 
+def test_unreadable_or_huge_modules_of_the_package_do_not_stop_the_project(tmp_path):
+    project = tmp_path / "market"
+    shutil.copytree(MARKET, project)
+    package = next(p.parent for p in project.rglob("crew.py"))
+    (package / "blob.py").write_bytes(b"\xff\xfe\x00binary" * 10)
+    (package / "huge.py").write_text("x = 1\n" * 400_000, encoding="utf-8")
+    (package / "deep.py").write_text("y = " + "[" * 5_000 + "]" * 5_000 + "\n", encoding="utf-8")
+    tasks = {t.id: t for t in load(project).crew_file.crew.tasks}
+    assert tasks["analyse_competitors"].output_model is not None
+
+
 def test_typing_style_annotations_and_inheritance_are_rebuilt(tmp_path):
     root = write_project(
         tmp_path / "typed",

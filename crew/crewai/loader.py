@@ -33,6 +33,7 @@ from crew.errors import ConfigError, did_you_mean
 from crew.inputs import InputSpec
 from crew.prompts import placeholders
 from crew.spec import CrewFile
+from crew.spec.checks import listing
 from crew.task import Task
 from crew.yamlfile import load_yaml, read_text
 
@@ -53,7 +54,7 @@ def _hint(name: str, options: Iterable[str], what: str) -> str:
     options = list(options)
     if hint := did_you_mean(name, options, cutoff=0.4, by_prefix=True):
         return hint
-    return f" (known {what}: {', '.join(options)})" if options else f" (there are no {what})"
+    return f" (known {what}: {listing(options)})" if options else f" (there are no {what})"
 
 
 def _inputs(

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from crew.crewai.python import Module, modules_of, name_of
+from crew.errors import ConfigError
+from crew.yamlfile import read_text
 
 _SIMPLE_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 _FIELD_SETTINGS = {"default", "description", "title", "examples", "ge", "gt", "le", "lt"}
@@ -31,8 +33,8 @@ class Models:
         for path in modules_of(self._package):
             if first is None or path != first.path:
                 try:
-                    trees.append(ast.parse(path.read_text(encoding="utf-8")))
-                except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+                    trees.append(ast.parse(read_text(path)))
+                except (ConfigError, SyntaxError, ValueError, RecursionError, MemoryError):
                     continue  # its classes are reported as not defined, if one is needed
         found: dict[str, ast.ClassDef] = {}
         for node in (n for tree in trees for n in ast.walk(tree)):

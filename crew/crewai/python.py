@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from crew.errors import did_you_mean
+from crew.yamlfile import MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,8 @@ def modules_of(folder: Path) -> list[Path]:
 def declares_crew(path: Path) -> bool:
     """Whether a module's text names ``CrewBase`` (so it is worth parsing)."""
     try:
-        return "CrewBase" in path.read_text("utf-8", errors="replace")
+        with path.open("rb") as file:
+            return b"CrewBase" in file.read(MAX_BYTES + 1)
     except OSError:
         return False
 
