@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -488,3 +490,99 @@ def test_a_key_alone_chooses_the_model_and_the_run_says_which_in_one_line(tmp_pa
         " (choose with CREW_MODEL)"
     ]
     assert {call.body["model"] for call in server.calls} == {"gpt-4.1-mini"}
+
+
+def start_crew(*args: str, cwd: Path, server: FakeOpenAIServer) -> subprocess.Popen[str]:
+    """``crew ARGS`` started in the background, against the fake server."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CREW_", "OPENAI_"))}
+    env = base | {"CREW_MODEL": "openai/fake", "CREW_API_BASE": server.url, "OPENAI_API_KEY": "k"}
+    return subprocess.Popen(
+        [str(CREW), *args], cwd=cwd, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def wait_for_summary(tmp_path: Path, process: subprocess.Popen[str]) -> str:
+    """The id of the run, once its notes are stored and its summary waits for the model."""
+    from crew.store import open_store
+
+    database = tmp_path / ".crew" / "crew.db"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and process.poll() is None:
+        if database.exists():
+            with open_store(str(database)) as store:
+                runs = store.list_runs(1)
+                if runs:
+                    run_id = runs[0].run_id
+                    started = {e.payload.get("task_id") for e in store.events(run_id)
+                               if e.type == "TaskStarted"}  # fmt: skip
+                    if "summary" in started and ("notes", 0) in store.finished_outputs(run_id):
+                        return run_id
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"the summary never started: {process.communicate()}")
+
+
+def status_of(run_id: str, tmp_path: Path) -> str:
+    shown = crew("show", run_id, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout.split()[4]  # run ID  crew NAME  STATUS ...
+
+
+@pytest.mark.parametrize(("sent", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stopped_run_is_interrupted_and_resumes_where_it_stopped(tmp_path, server, sent, code):
+    server.script("notes", ServerReply(text="- the notes"))
+    server.script("summary", ServerReply(text="too late", latency_ms=60_000))
+    write(tmp_path, "crew.yaml", SIMPLE)
+    process = start_crew("run", ".", "-i", "topic=x", "--quiet", cwd=tmp_path, server=server)
+    run_id = wait_for_summary(tmp_path, process)
+
+    process.send_signal(sent)
+    _, err = process.communicate(timeout=60)
+
+    assert process.returncode == code, err
+    assert "Traceback" not in err
+    assert f"interrupted: run {run_id} stopped. Continue with: crew resume {run_id}" in err
+    assert status_of(run_id, tmp_path) == "interrupted"
+    listed = crew("runs", cwd=tmp_path).stdout
+    assert "interrupted" in listed and "crew resume RUN" in listed
+    server.reset()
+    server.script("summary", ServerReply(text="the summary"))
+    resumed = crew("resume", run_id, "--json", cwd=tmp_path, server=server)
+    assert resumed.returncode == 0, resumed.stderr  # the lease was released: no wait
+    assert json.loads(resumed.stdout)["tasks"]["notes"]["text"] == "- the notes"
+    assert [call.key for call in server.calls] == ["summary"]  # notes was not called again
+
+
+def test_a_killed_run_shows_as_interrupted_with_the_resume_hint(tmp_path, server):
+    server.script("notes", ServerReply(text="- the notes"))
+    server.script("summary", ServerReply(text="too late", latency_ms=60_000))
+    write(tmp_path, "crew.yaml", SIMPLE)
+    process = start_crew("run", ".", "-i", "topic=x", "--quiet", cwd=tmp_path, server=server)
+    run_id = wait_for_summary(tmp_path, process)
+
+    process.kill()  # SIGKILL: the run cannot record anything, its lease stays
+    process.communicate(timeout=60)
+
+    listed = crew("runs", cwd=tmp_path).stdout
+    assert run_id in listed and "interrupted" in listed and "running" not in listed
+    assert "crew resume RUN" in listed
+    shown = crew("show", "latest", cwd=tmp_path).stdout
+    assert shown.split()[4] == "interrupted" and f"crew resume {run_id}" in shown
+    server.reset()
+    server.script("summary", ServerReply(text="the summary"))
+    resumed = crew("resume", "latest", "--json", cwd=tmp_path, server=server)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [call.key for call in server.calls] == ["summary"]
+
+
+def test_a_run_whose_lease_expired_shows_as_interrupted(tmp_path):
+    from crew.store import open_store
+
+    with open_store(str(tmp_path / ".crew" / "crew.db"), clock=lambda: 1000.0) as store:
+        store.create_run("elsewhere", crew="c", inputs={}, task_ids=["a"])
+        store.acquire_lease("elsewhere", "another-machine:1", ttl_s=30)  # expired long ago
+        store.create_run("alive", crew="c", inputs={}, task_ids=["a"])
+        store.acquire_lease("alive", "another-machine:2", ttl_s=10**10)
+    assert status_of("elsewhere", tmp_path) == "interrupted"
+    assert status_of("alive", tmp_path) == "running"
