@@ -506,8 +506,9 @@ def start_crew(*args: str, cwd: Path, server: FakeOpenAIServer) -> subprocess.Po
     )  # fmt: skip
 
 
-def wait_for_summary(tmp_path: Path, process: subprocess.Popen[str]) -> str:
-    """The id of the run, once its notes are stored and its summary waits for the model."""
+def wait_for_summary(tmp_path: Path, process: subprocess.Popen[str], starts: int = 1) -> str:
+    """The id of the run, once its notes are stored and its summary waits for the model (for
+    the ``starts``-th time)."""
     from crew.store import open_store
 
     database = tmp_path / ".crew" / "crew.db"
@@ -518,9 +519,10 @@ def wait_for_summary(tmp_path: Path, process: subprocess.Popen[str]) -> str:
                 runs = store.list_runs(1)
                 if runs:
                     run_id = runs[0].run_id
-                    started = {e.payload.get("task_id") for e in store.events(run_id)
-                               if e.type == "TaskStarted"}  # fmt: skip
-                    if "summary" in started and ("notes", 0) in store.finished_outputs(run_id):
+                    started = [e.payload.get("task_id") for e in store.events(run_id)
+                               if e.type == "TaskStarted"]  # fmt: skip
+                    stored = store.finished_outputs(run_id)
+                    if started.count("summary") >= starts and ("notes", 0) in stored:
                         return run_id
         time.sleep(0.1)
     process.kill()
@@ -550,6 +552,14 @@ def test_a_stopped_run_is_interrupted_and_resumes_where_it_stopped(tmp_path, ser
     assert status_of(run_id, tmp_path) == "interrupted"
     listed = crew("runs", cwd=tmp_path).stdout
     assert "interrupted" in listed and "crew resume RUN" in listed
+
+    again = start_crew("resume", run_id, "--quiet", cwd=tmp_path, server=server)  # stopped too
+    wait_for_summary(tmp_path, again, starts=2)
+    again.send_signal(sent)
+    _, err = again.communicate(timeout=60)
+    assert again.returncode == code and f"crew resume {run_id}" in err, err
+    assert status_of(run_id, tmp_path) == "interrupted"
+
     server.reset()
     server.script("summary", ServerReply(text="the summary"))
     resumed = crew("resume", run_id, "--json", cwd=tmp_path, server=server)
@@ -671,9 +681,10 @@ def test_run_ids_take_latest_and_unique_prefixes_in_every_command(tmp_path, serv
     with open_store(str(tmp_path / ".crew" / "crew.db")) as store:  # two more, of known ids
         for other in ("abc111", "abc222"):
             store.create_run(other, crew="c", inputs={}, task_ids=["a"], status="failed")
+        store.create_run("zsub", crew="c", inputs={}, task_ids=["a"], parent_run_id="abc222")
 
     assert run_id in crew("show", run_id[:6], cwd=tmp_path).stdout.splitlines()[0]
-    assert "abc222" in crew("show", "latest", cwd=tmp_path).stdout.splitlines()[0]
+    assert "abc222" in crew("show", "latest", cwd=tmp_path).stdout.splitlines()[0]  # not zsub
     assert "RunStarted" in crew("logs", run_id[:5], cwd=tmp_path).stdout
     assert "abc111" in crew("show", "abc1", cwd=tmp_path).stdout.splitlines()[0]
     for command in (["show"], ["logs"], ["resume"], ["fork", "--from", "draft"],

@@ -438,10 +438,12 @@ def find_run(store: Store, given: str) -> RunRecord:
         ConfigError: no run matches (with close matches), or a prefix matches several.
     """
     if given == "latest":
-        newest = store.list_runs(1)
-        if not newest:
+        # A subcrew's run is its parent's child, started after it: the parent is the latest.
+        started = (r for r in store.list_runs(None) if not r.parent_run_id or "fork" in r.metadata)
+        newest = next(started, None)
+        if newest is None:
             raise ConfigError("There are no runs in the store yet: `latest` names none.")
-        return newest[0]
+        return newest
     record = store.get_run(given)
     if record is not None:
         return record
