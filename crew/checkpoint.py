@@ -384,7 +384,11 @@ def fork_run(
     if parent is None:
         raise ConfigError(f"There is no run '{run_id}' in the store; `crew runs` lists the runs.")
     given = dict(outputs or {})
-    problems = [p for t in (from_task, *given) if (p := _not_a_task(t, plan)) is not None]
+    problems = [
+        p
+        for t, verb in [(from_task, "fork at"), *((t, "set the output of") for t in given)]
+        if (p := _not_a_task(t, plan, verb)) is not None
+    ]
     data = _given_data(plan, given, problems)
     if problems:
         raise ConfigError(problems)
@@ -418,16 +422,17 @@ def fork_run(
         )  # fmt: skip
 
 
-def _not_a_task(task_id: str, plan: Plan) -> str | None:
-    """None if ``task_id`` is a task of ``plan``, else the problem, with the closest match."""
+def _not_a_task(task_id: str, plan: Plan, verb: str = "fork at") -> str | None:
+    """None if ``task_id`` is a task of ``plan``, else the problem, with the closest match;
+    ``verb`` says what was asked of it ("fork at", "set the output of")."""
     if task_id in plan.tasks:
         return None
     loop = _owner(task_id, plan)
     if loop is not None:
-        return f"Cannot fork at task '{task_id}': it is inside loop '{loop}'; fork at '{loop}'."
+        return f"Cannot {verb} task '{task_id}': it is inside loop '{loop}'; {verb} '{loop}'."
     hint = did_you_mean(task_id, plan.tasks, sentence=True)
     return (
-        f"Cannot fork at task '{task_id}': the crew has no such task.{hint}"
+        f"Cannot {verb} task '{task_id}': the crew has no such task.{hint}"
         f" Its tasks: {', '.join(plan.tasks)}."
     )
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
+from crew.store import ReviewRecord
 from crew.testserver import FakeOpenAIServer, ServerReply
 
 CREW = Path(sys.executable).with_name("crew")
@@ -392,7 +395,10 @@ def test_replay_answers_from_the_store_without_the_provider(tmp_path, server):
     error = json.loads(other.stdout)["tasks"]["notes"]["error"]
     assert f"was not recorded in run '{run_id}'" in error
     unknown = crew("run", ".", "-i", "topic=x", "--replay", "nope", cwd=tmp_path, server=server)
-    assert_usage_error(unknown, "Cannot replay run 'nope': it is not in the store")
+    assert_usage_error(unknown, "There is no run 'nope' in the store")
+    latest = crew("run", ".", "-i", "topic=x", "--replay", "latest", "--replay-strict",
+                  "--json", cwd=tmp_path, server=server)  # fmt: skip
+    assert latest.returncode == 1 and server.calls == []  # the latest run recorded topic=y
 
 
 def test_fork_from_the_command_line(tmp_path, server):
@@ -488,3 +494,257 @@ def test_a_key_alone_chooses_the_model_and_the_run_says_which_in_one_line(tmp_pa
         " (choose with CREW_MODEL)"
     ]
     assert {call.body["model"] for call in server.calls} == {"gpt-4.1-mini"}
+
+
+def start_crew(*args: str, cwd: Path, server: FakeOpenAIServer) -> subprocess.Popen[str]:
+    """``crew ARGS`` started in the background, against the fake server."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CREW_", "OPENAI_"))}
+    env = base | {"CREW_MODEL": "openai/fake", "CREW_API_BASE": server.url, "OPENAI_API_KEY": "k"}
+    return subprocess.Popen(
+        [str(CREW), *args], cwd=cwd, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def wait_for_summary(tmp_path: Path, process: subprocess.Popen[str], starts: int = 1) -> str:
+    """The id of the run, once its notes are stored and its summary waits for the model (for
+    the ``starts``-th time)."""
+    from crew.store import open_store
+
+    database = tmp_path / ".crew" / "crew.db"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and process.poll() is None:
+        if database.exists():
+            with open_store(str(database)) as store:
+                runs = store.list_runs(1)
+                if runs:
+                    run_id = runs[0].run_id
+                    started = [e.payload.get("task_id") for e in store.events(run_id)
+                               if e.type == "TaskStarted"]  # fmt: skip
+                    stored = store.finished_outputs(run_id)
+                    if started.count("summary") >= starts and ("notes", 0) in stored:
+                        return run_id
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"the summary never started: {process.communicate()}")
+
+
+def status_of(run_id: str, tmp_path: Path) -> str:
+    shown = crew("show", run_id, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout.split()[4]  # run ID  crew NAME  STATUS ...
+
+
+@pytest.mark.parametrize(("sent", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stopped_run_is_interrupted_and_resumes_where_it_stopped(tmp_path, server, sent, code):
+    server.script("notes", ServerReply(text="- the notes"))
+    server.script("summary", ServerReply(text="too late", latency_ms=60_000))
+    write(tmp_path, "crew.yaml", SIMPLE)
+    process = start_crew("run", ".", "-i", "topic=x", "--quiet", cwd=tmp_path, server=server)
+    run_id = wait_for_summary(tmp_path, process)
+
+    process.send_signal(sent)
+    _, err = process.communicate(timeout=60)
+
+    assert process.returncode == code, err
+    assert "Traceback" not in err
+    assert f"interrupted: run {run_id} stopped. Continue with: crew resume {run_id}" in err
+    assert status_of(run_id, tmp_path) == "interrupted"
+    listed = crew("runs", cwd=tmp_path).stdout
+    assert "interrupted" in listed and "crew resume RUN" in listed
+
+    again = start_crew("resume", run_id, "--quiet", cwd=tmp_path, server=server)  # stopped too
+    wait_for_summary(tmp_path, again, starts=2)
+    again.send_signal(sent)
+    _, err = again.communicate(timeout=60)
+    assert again.returncode == code and f"crew resume {run_id}" in err, err
+    assert status_of(run_id, tmp_path) == "interrupted"
+
+    server.reset()
+    server.script("summary", ServerReply(text="the summary"))
+    resumed = crew("resume", run_id, "--json", cwd=tmp_path, server=server)
+    assert resumed.returncode == 0, resumed.stderr  # the lease was released: no wait
+    assert json.loads(resumed.stdout)["tasks"]["notes"]["text"] == "- the notes"
+    assert [call.key for call in server.calls] == ["summary"]  # notes was not called again
+
+
+def test_a_killed_run_shows_as_interrupted_with_the_resume_hint(tmp_path, server):
+    server.script("notes", ServerReply(text="- the notes"))
+    server.script("summary", ServerReply(text="too late", latency_ms=60_000))
+    write(tmp_path, "crew.yaml", SIMPLE)
+    process = start_crew("run", ".", "-i", "topic=x", "--quiet", cwd=tmp_path, server=server)
+    run_id = wait_for_summary(tmp_path, process)
+
+    process.kill()  # SIGKILL: the run cannot record anything, its lease stays
+    process.communicate(timeout=60)
+
+    listed = crew("runs", cwd=tmp_path).stdout
+    assert run_id in listed and "interrupted" in listed and "running" not in listed
+    assert "crew resume RUN" in listed
+    shown = crew("show", "latest", cwd=tmp_path).stdout
+    assert shown.split()[4] == "interrupted" and f"crew resume {run_id}" in shown
+    server.reset()
+    server.script("summary", ServerReply(text="the summary"))
+    resumed = crew("resume", "latest", "--json", cwd=tmp_path, server=server)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [call.key for call in server.calls] == ["summary"]
+
+
+def test_a_run_whose_lease_expired_shows_as_interrupted(tmp_path):
+    from crew.store import open_store
+
+    with open_store(str(tmp_path / ".crew" / "crew.db"), clock=lambda: 1000.0) as store:
+        store.create_run("elsewhere", crew="c", inputs={}, task_ids=["a"])
+        store.acquire_lease("elsewhere", "another-machine:1", ttl_s=30)  # expired long ago
+        store.create_run("alive", crew="c", inputs={}, task_ids=["a"])
+        store.acquire_lease("alive", "another-machine:2", ttl_s=10**10)
+    assert status_of("elsewhere", tmp_path) == "interrupted"
+    assert status_of("alive", tmp_path) == "running"
+
+
+def test_quiet_prints_the_final_output_without_the_usage_table(tmp_path, server):
+    server.script("summary", ServerReply(text="the summary"))
+    write(tmp_path, "crew.yaml", SIMPLE)
+    quiet = crew("run", ".", "-i", "topic=x", "--quiet", cwd=tmp_path, server=server)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "the summary" in quiet.stdout
+    assert "Usage" not in quiet.stdout and "completion tokens" not in quiet.stdout
+    loud = crew("run", ".", "-i", "topic=x", cwd=tmp_path, server=server)
+    assert "completion tokens" in loud.stdout  # the table is there without --quiet
+
+
+def test_review_shows_the_whole_output_as_written(tmp_path, server):
+    text = "[bold]Title[/bold]\n\nFirst paragraph.\n- a point [red]x[/]\nLast line."
+    server.script("draft", ServerReply(text=text))
+    write(tmp_path, "crew.yaml", REVIEWED)
+    run_id = json.loads(crew("run", ".", "--json", cwd=tmp_path, server=server).stdout)["run_id"]
+
+    listed = crew("review", cwd=tmp_path)
+
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[0] == f"{run_id} draft:"
+    shown = [line.strip() for line in listed.stdout.splitlines()[1:]]
+    assert shown == [line.strip() for line in text.splitlines()]  # markup printed as text
+
+
+def test_show_shows_a_reviewers_edit_not_the_models_text(tmp_path, server):
+    server.script("draft", ServerReply(text="the model's draft"))
+    server.script("publish", ServerReply(text="published"))
+    write(tmp_path, "crew.yaml", REVIEWED)
+    run_id = json.loads(crew("run", ".", "--json", cwd=tmp_path, server=server).stdout)["run_id"]
+    assert "the model's draft" in crew("show", run_id, cwd=tmp_path).stdout
+
+    crew("edit", run_id, "draft", "--text", "the human draft", cwd=tmp_path)
+    before = crew("show", run_id, cwd=tmp_path).stdout
+    crew("resume", run_id, "--json", cwd=tmp_path, server=server)
+    after = crew("show", run_id, cwd=tmp_path).stdout
+
+    for shown in (before, after):
+        tasks = shown.split("board key")[0]  # the board keeps each version, the model's too
+        assert "(edited) the human draft" in tasks and "the model's draft" not in tasks
+    assert "published" in after
+
+
+def test_runs_keeps_id_crew_and_status_whole_beside_forks_at_100_columns(tmp_path, server):
+    run_id = run_simple(tmp_path, server)
+    forked = crew("fork", run_id, "--from", "summary", "--json", cwd=tmp_path, server=server)
+    fork_id = json.loads(forked.stdout)["run_id"]
+
+    listed = crew("runs", cwd=tmp_path, COLUMNS="100")  # piped: not a terminal
+
+    assert listed.returncode == 0, listed.stderr
+    assert all(len(line) <= 100 for line in listed.stdout.splitlines())
+    assert "…" not in listed.stdout
+    rows = {line.split("│")[1].strip(): line for line in listed.stdout.splitlines()
+            if line.startswith("│") and line.split("│")[1].strip()}  # fmt: skip
+    for shown in (run_id, fork_id):
+        cells = [cell.strip() for cell in rows[shown].split("│")[1:4]]
+        assert cells == [shown, "simple", "succeeded"]
+    assert f"{fork_id}: fork of {run_id} at summary" in listed.stdout
+
+
+def test_fork_set_of_an_unknown_task_names_it_with_close_matches(tmp_path, server):
+    run_id = run_simple(tmp_path, server)
+    done = crew(
+        "fork", run_id, "--from", "summary", "--set", "note=text", cwd=tmp_path, server=server
+    )
+    assert_usage_error(done, "Cannot set the output of task 'note'", "Did you mean 'notes'?")
+    assert "Cannot fork at" not in done.stderr
+
+
+def test_run_ids_take_latest_and_unique_prefixes_in_every_command(tmp_path, server):
+    from crew.store import open_store
+
+    server.default = ServerReply(text="ok")
+    write(tmp_path, "crew.yaml", REVIEWED)
+    run_id = json.loads(crew("run", ".", "--json", cwd=tmp_path, server=server).stdout)["run_id"]
+    with open_store(str(tmp_path / ".crew" / "crew.db")) as store:  # two more, of known ids
+        for other in ("abc111", "abc222"):
+            store.create_run(other, crew="c", inputs={}, task_ids=["a"], status="failed")
+        store.create_run("zsub", crew="c", inputs={}, task_ids=["a"], parent_run_id="abc222")
+
+    assert run_id in crew("show", run_id[:6], cwd=tmp_path).stdout.splitlines()[0]
+    assert "abc222" in crew("show", "latest", cwd=tmp_path).stdout.splitlines()[0]  # not zsub
+    assert "RunStarted" in crew("logs", run_id[:5], cwd=tmp_path).stdout
+    assert "abc111" in crew("show", "abc1", cwd=tmp_path).stdout.splitlines()[0]
+    for command in (["show"], ["logs"], ["resume"], ["fork", "--from", "draft"],
+                    ["approve", "--", "draft"]):  # fmt: skip
+        ambiguous = crew(command[0], "abc", *command[1:], cwd=tmp_path)
+        assert_usage_error(ambiguous, "Run id 'abc' is ambiguous", "abc111", "abc222")
+        unknown = crew(command[0], "abc1110", *command[1:], cwd=tmp_path)
+        assert_usage_error(unknown, "no run 'abc1110'", "Did you mean 'abc111'?")
+    done = crew("approve", run_id[:4], "draft", "--resume-now", "--json", cwd=tmp_path,
+                server=server)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.split("\n", 1)[1])["status"] == "succeeded"
+
+
+def test_templates_list_the_parameters_of_task_templates(tmp_path):
+    done = crew("templates", cwd=tmp_path, COLUMNS="200")
+    assert done.returncode == 0, done.stderr
+    research = next(line for line in done.stdout.splitlines() if "│ research " in line)
+    assert "subject (required): What to research" in research
+    assert "focus = 'the most important and recent facts'" in done.stdout
+
+
+def test_prune_dry_run_lists_keeps_reviews_and_gives_the_space_back(tmp_path, server):
+    from crew.store import open_store
+
+    write(tmp_path, "crew.yaml", REVIEWED)
+    server.default = ServerReply(text="ok")
+    waiting = json.loads(crew("run", ".", "--json", cwd=tmp_path, server=server).stdout)
+    database = tmp_path / ".crew" / "crew.db"
+    with open_store(str(database)) as store:
+        for number in range(20):
+            run_id = f"old{number:02d}"
+            store.create_run(run_id, crew="c", inputs={}, task_ids=["a"], status="succeeded")
+            store.append_event(run_id, "Note", {"text": "x" * 100_000})
+    size = database.stat().st_size
+
+    planned = crew("prune", "--keep", "1", "--dry-run", cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    assert planned.stdout.splitlines()[-1] == "would delete 19 runs"
+    assert "old19" not in planned.stdout and waiting["run_id"] not in planned.stdout
+    assert "old00" in planned.stdout
+    assert crew("runs", "--limit", "100", cwd=tmp_path).stdout.count("old") == 20
+
+    pruned = crew("prune", "--keep", "1", cwd=tmp_path)
+    assert pruned.stdout.strip() == "deleted 19 runs"
+    listed = crew("runs", cwd=tmp_path).stdout
+    assert "old19" in listed and waiting["run_id"] in listed  # it waits for a review
+    assert database.stat().st_size < size / 10
+    assert "both conditions" in crew("prune", "--help", cwd=tmp_path).stdout
+
+
+def test_every_store_reads_leases_and_lists_what_a_prune_would_delete(durable_store):
+    store = durable_store
+    for run_id in ("a", "b", "c", "d"):
+        store.create_run(run_id, crew="c", inputs={}, task_ids=["t"], status="succeeded")
+    store.update_run("b", status="waiting")
+    store.put_review(ReviewRecord(run_id="c", task_id="t", status="pending", created_at=1.0))
+    store.acquire_lease("d", "here:1", ttl_s=60)
+
+    assert store.lease("d")[0] == "here:1" and store.lease("a") is None
+    assert store.prunable_runs(keep=0) == ["a"]
+    assert store.delete_runs(keep=0) == 1
+    assert sorted(r.run_id for r in store.list_runs()) == ["b", "c", "d"]

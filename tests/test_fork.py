@@ -171,7 +171,8 @@ def test_forking_at_an_unknown_task_says_what_is_there_and_writes_nothing():
     assert raised.value.problems == [
         "Cannot fork at task 'bb': the crew has no such task. Did you mean 'b'? Its tasks: a, b, "
         "c, x.",
-        "Cannot fork at task 'cc': the crew has no such task. Did you mean 'c'? Its tasks: a, b, "
+        "Cannot set the output of task 'cc': the crew has no such task. Did you mean 'c'? Its"
+        " tasks: a, b, "
         "c, x.",
     ]
     with pytest.raises(ConfigError, match="There is no run 'nope' in the store"):

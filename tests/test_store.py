@@ -482,7 +482,7 @@ def fill(store: Store, run_id: str) -> None:
     store.put_task(attempt(run_id=run_id))
     store.put_board_entry(board("k", 1, T0, run_id=run_id))
     store.append_event(run_id, "TaskFinished")
-    store.put_review(review(run_id=run_id))
+    store.put_review(review(run_id=run_id, status="approved"))  # a pending one is never pruned
     store.put_exchange("h", run_id, model="m", response={"run": run_id})
     store.acquire_lease(run_id, "host:1", ttl_s=1)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crew.cli.running import continue_run
+from crew.cli.running import as_shown, continue_run, find_run, markup
 from crew.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -34,18 +35,23 @@ def _runs(args: argparse.Namespace) -> int:
     from crew.console.history import render_runs
     from crew.store import open_store
 
-    render_runs(open_store(None).list_runs(args.limit), Console(highlight=False))
+    store = open_store(None)
+    runs = [as_shown(store, run) for run in store.list_runs(args.limit)]
+    render_runs(runs, Console(highlight=False))
+    if any(run.status == "interrupted" for run in runs):
+        sys.stdout.write("Continue an interrupted run with: crew resume RUN\n")
     return 0
 
 
-def _stored_run(run_id: str) -> tuple[Any, Any]:
+def _stored_run(given: str) -> tuple[Any, Any]:
+    """The store, and the run ``given`` names (an id, a unique prefix, or ``latest``)."""
     from crew.store import open_store
 
     store = open_store(None)
-    record = store.get_run(run_id)
-    if record is None:
-        raise ConfigError(f"There is no run '{run_id}' in the store; `crew runs` lists them.")
-    return store, record
+    return store, as_shown(store, find_run(store, given))
+
+
+_RUN_ID_HELP = "the run: its id, a unique prefix of it, or latest"
 
 
 def add_review(commands: Commands) -> None:
@@ -58,7 +64,7 @@ def add_review(commands: Commands) -> None:
         ("edit", "replace a task's output with your own text"),
     ):
         decide = commands.add_parser(name, help=help_text)
-        decide.add_argument("run_id")
+        decide.add_argument("run_id", help=_RUN_ID_HELP)
         decide.add_argument("task_id")
         if name == "reject":
             decide.add_argument("--feedback", required=True, help="what to change")
@@ -75,12 +81,21 @@ def add_review(commands: Commands) -> None:
 
 
 def _review(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
     from crew.store import open_store
 
+    console = Console(highlight=False)
     pending = open_store(None).reviews(status="pending")
     for review in pending:
-        first = (review.text or "").strip().splitlines()[:1]
-        sys.stdout.write(f"{review.run_id} {review.task_id}: {first[0] if first else ''}\n")
+        # The whole output: a reviewer approves all of it, not its first line.
+        text = (review.text or "").strip()
+        head = f"{review.run_id} {review.task_id}:"
+        if "\n" in text:
+            console.print(markup(head), soft_wrap=True)
+            console.print(markup(textwrap.indent(text, "  ")), soft_wrap=True)
+        else:
+            console.print(markup(f"{head} {text}"), soft_wrap=True)
     if not pending:
         sys.stdout.write("no outputs wait for a review\n")
     return 0
@@ -89,7 +104,8 @@ def _review(args: argparse.Namespace) -> int:
 def _decide(args: argparse.Namespace) -> int:
     from crew.checkpoint import decide_review
 
-    store, _ = _stored_run(args.run_id)
+    store, run = _stored_run(args.run_id)
+    args.run_id = run.run_id
     text = None
     if args.decision == "edit":
         text = args.text if args.text is not None else _read(args.file)
@@ -119,7 +135,7 @@ def _read(path: Path) -> str:
 def add_show(commands: Commands) -> None:
     """``crew show``."""
     show = commands.add_parser("show", help="a run's tasks, outputs, board and errors")
-    show.add_argument("run_id")
+    show.add_argument("run_id", help=_RUN_ID_HELP)
     show.set_defaults(command=_show)
 
 
@@ -130,13 +146,15 @@ def _show(args: argparse.Namespace) -> int:
 
     store, run = _stored_run(args.run_id)
     render_run(store, run, Console(highlight=False))
+    if run.status in ("interrupted", "failed", "cancelled"):
+        sys.stdout.write(f"Continue it with: crew resume {run.run_id}\n")
     return 0
 
 
 def add_logs(commands: Commands) -> None:
     """``crew logs``."""
     logs = commands.add_parser("logs", help="a run's event timeline")
-    logs.add_argument("run_id")
+    logs.add_argument("run_id", help=_RUN_ID_HELP)
     logs.set_defaults(command=_logs)
 
 
@@ -150,13 +168,26 @@ def _logs(args: argparse.Namespace) -> int:
 
 def add_prune(commands: Commands) -> None:
     """``crew prune``."""
-    prune = commands.add_parser("prune", help="delete old runs from the store")
-    prune.add_argument("--keep", type=int, metavar="N", help="keep the N newest runs")
+    prune = commands.add_parser(
+        "prune",
+        help="delete old runs from the store",
+        description="Delete old runs, and everything they stored, from the store. With both"
+        " --keep and --older-than, a run goes only if it meets both conditions: it is not among"
+        " the N newest and it is older than AGE. Runs still running and runs that wait for a"
+        " review are never deleted. SQLite's file gives the space back.",
+    )
+    prune.add_argument(
+        "--keep", type=int, metavar="N",
+        help="keep the N newest runs (with --older-than: delete only runs that are both)",
+    )  # fmt: skip
     prune.add_argument(
         "--older-than",
         type=_age_s,
         metavar="AGE",
-        help="delete runs older than AGE, e.g. 30d, 12h, 45m",
+        help="delete runs older than AGE, e.g. 30d, 12h, 45m (with --keep: both conditions)",
+    )
+    prune.add_argument(
+        "--dry-run", action="store_true", help="list the runs that would go; delete nothing"
     )
     prune.set_defaults(command=_prune)
 
@@ -166,7 +197,14 @@ def _prune(args: argparse.Namespace) -> int:
 
     if args.keep is None and args.older_than is None:
         raise ConfigError("crew prune: say what to delete: --keep N and/or --older-than 30d.")
-    deleted = open_store(None).delete_runs(older_than_s=args.older_than, keep=args.keep)
+    store = open_store(None)
+    if args.dry_run:
+        doomed = store.prunable_runs(older_than_s=args.older_than, keep=args.keep)
+        for run_id in doomed:
+            sys.stdout.write(f"{run_id}\n")
+        sys.stdout.write(f"would delete {len(doomed)} run{'s' if len(doomed) != 1 else ''}\n")
+        return 0
+    deleted = store.delete_runs(older_than_s=args.older_than, keep=args.keep)
     sys.stdout.write(f"deleted {deleted} run{'s' if deleted != 1 else ''}\n")
     return 0
 

@@ -96,11 +96,23 @@ def _templates(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from crew.templates import list_templates
+    from crew.templates import TaskTemplate, list_templates
 
-    table = Table("kind", "name", "about", title="Templates (use: NAME in crew.yaml)")
+    table = Table(
+        "kind", "name", "about", "parameters (with: NAME: VALUE)",
+        title="Templates (use: NAME in crew.yaml)",
+    )  # fmt: skip
     for template in list_templates():
-        table.add_row(template.kind, template.name, template.about)
+        params = template.params.values() if isinstance(template, TaskTemplate) else ()
+        described = [
+            f"{p.name}"
+            + (" (required)" if p.default is None else f" = {p.default!r}")
+            + (f": {p.description}" if p.description else "")
+            for p in params
+        ]
+        table.add_row(
+            template.kind, template.name, markup(template.about), markup("\n".join(described))
+        )
     Console(highlight=False).print(table)
     return 0
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
+import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
@@ -21,11 +24,12 @@ if TYPE_CHECKING:
     from crew.crew import Crew, CrewResult
     from crew.events import EventSink
     from crew.spec import CrewFile
+    from crew.store import RunRecord, Store
 
     Start = Callable[[EventSink], Coroutine[Any, Any, CrewResult]]
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
 
 
 def add_target(parser: argparse.ArgumentParser) -> None:
@@ -78,7 +82,8 @@ def _run(args: argparse.Namespace) -> int:
         crew = crew.replace(store=store)
     needs_a_model(crew)
     crew.plan(inputs)  # every setup problem surfaces here, before the view starts
-    replay = {"replay": args.replay, "replay_strict": args.replay_strict}
+    replayed = args.replay and find_run(crew.store, args.replay).run_id
+    replay = {"replay": replayed, "replay_strict": args.replay_strict}
     return execute(
         args, crew, loaded, output_files, lambda sink: crew.arun(inputs, on_event=sink, **replay)
     )
@@ -87,7 +92,9 @@ def _run(args: argparse.Namespace) -> int:
 def add_resume(commands: Commands) -> None:
     """``crew resume``."""
     resume = commands.add_parser("resume", help="continue a crashed, interrupted or failed run")
-    resume.add_argument("run_id", help="the run to continue (crew runs lists them)")
+    resume.add_argument(
+        "run_id", help="the run to continue: its id, a unique prefix of it, or latest"
+    )
     resume.add_argument("--llm", help="a profile or litellm model for every agent")
     resume.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     resume.add_argument("--quiet", action="store_true", help="no live view; only the final output")
@@ -95,7 +102,9 @@ def add_resume(commands: Commands) -> None:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    return continue_run(args, args.run_id)
+    from crew.store import open_store
+
+    return continue_run(args, find_run(open_store(None), args.run_id).run_id)
 
 
 def continue_run(args: argparse.Namespace, run_id: str) -> int:
@@ -113,7 +122,9 @@ def add_fork(commands: Commands) -> None:
     fork = commands.add_parser(
         "fork", help="run again from a task: a new run that keeps the outputs before it"
     )
-    fork.add_argument("run_id", help="the run to fork (it is not changed)")
+    fork.add_argument(
+        "run_id", help="the run to fork (its id, a unique prefix, or latest); it is not changed"
+    )
     fork.add_argument(
         "--from", dest="from_task", required=True, metavar="TASK", help="the first task to redo"
     )
@@ -135,15 +146,18 @@ def add_fork(commands: Commands) -> None:
 
 
 def _fork(args: argparse.Namespace) -> int:
+    from crew.store import open_store
+
     given = pairs(args.set, "--set TASK=TEXT", "draft='The new draft'")
+    run_id = find_run(open_store(None), args.run_id).run_id
     crew, loaded, output_files = stored_crew(
-        args, args.run_id, f"fork it there with crew.fork({args.run_id!r}, {args.from_task!r})"
+        args, run_id, f"fork it there with crew.fork({run_id!r}, {args.from_task!r})"
     )
     replay: dict[str, Any] = {"replay": None} if args.no_replay else {}
     return execute(
         args, crew, loaded, output_files,
         lambda sink: crew.afork(
-            args.run_id, args.from_task, outputs=given, on_event=sink,
+            run_id, args.from_task, outputs=given, on_event=sink,
             replay_strict=args.replay_strict, **replay,
         ),
     )  # fmt: skip
@@ -157,9 +171,7 @@ def stored_crew(
 
     settings = read_settings(args)
     store = open_store(None)
-    record = store.get_run(run_id)
-    if record is None:
-        raise ConfigError(f"There is no run '{run_id}' in the store; `crew runs` lists them.")
+    record = find_run(store, run_id)
     if not record.source:
         raise ConfigError(f"Run '{run_id}' was started from Python; {from_python}.")
     loaded, output_files = load(Path(record.source), settings, record.inputs)
@@ -206,8 +218,11 @@ def execute(
         )
     )
     failed_hooks: list[events.ReviewHookFailed] = []
+    started: list[str] = []  # the run's id, once it has started
 
     def on_event(event: events.Event) -> None:
+        if isinstance(event, events.RunStarted) and not started:
+            started.append(event.run_id)
         if isinstance(event, events.ReviewHookFailed):
             failed_hooks.append(event)
         if view is not None:
@@ -217,11 +232,18 @@ def execute(
         # The header at once, not after the models load (importing litellm alone takes seconds).
         view.crew = crew.name
         view.start()
+    terminated: list[bool] = []
     try:
-        result = asyncio.run(start(on_event))
+        result = asyncio.run(_stoppable(start(on_event), terminated))
+    except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+        if isinstance(exc, asyncio.CancelledError) and not terminated:
+            raise
+        result = None
     finally:
         if view is not None:
             view.stop()
+    if result is None:
+        return interrupted(args, crew, started[0] if started else None, bool(terminated))
     for failed in failed_hooks:
         stderr().print(
             f"[yellow]warning:[/] the review hook failed for task '{failed.task_id}':"
@@ -231,6 +253,50 @@ def execute(
     return report(args, result, out)
 
 
+async def _stoppable(run: Coroutine[Any, Any, CrewResult], terminated: list[bool]) -> CrewResult:
+    """``run``, stopped by SIGTERM as by Ctrl-C: asyncio.run cancels its task on the first
+    Ctrl-C, so the run's own cleanup records what finished and frees its lease; SIGTERM
+    (a service manager, ``kill``, a CI timeout) does the same here, and says so in
+    ``terminated``."""
+    loop, main = asyncio.get_running_loop(), asyncio.current_task()
+
+    def stop() -> None:
+        if not terminated and main is not None:  # a second SIGTERM must not cut the cleanup
+            terminated.append(True)
+            main.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, stop)
+    except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
+        return await run
+    try:
+        return await run
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def interrupted(args: argparse.Namespace, crew: Crew, run_id: str | None, terminated: bool) -> int:
+    """Mark the stopped run ``interrupted`` (its tasks were cancelled, its finished outputs are
+    stored) and say how to continue it; the exit code (143 for SIGTERM, 130 for Ctrl-C)."""
+    from crew.store import default_holder
+
+    code = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    if run_id is None:
+        stderr().print("[yellow]interrupted[/] before the run started")
+        return code
+    store = crew.store
+    record = store.get_run(run_id)
+    if record is not None and record.status in ("running", "cancelled"):
+        store.update_run(run_id, status="interrupted")
+    store.release_lease(run_id, default_holder())  # if the run could not free it itself
+    where = f"cd {project_dir(args)} && " if project_store(args) else ""  # the run's store
+    stderr().print(
+        f"[yellow]interrupted[/]: run {run_id} stopped."
+        f" Continue with: {markup(where)}crew resume {run_id}"
+    )
+    return code
+
+
 def report(args: argparse.Namespace, result: CrewResult, out: Console) -> int:
     """Print the result and what to do next; the exit code."""
     from crew.console import render_result, result_json
@@ -238,7 +304,7 @@ def report(args: argparse.Namespace, result: CrewResult, out: Console) -> int:
     if args.json:
         sys.stdout.write(result_json(result) + "\n")
     else:
-        render_result(result, out)
+        render_result(result, out, usage=not args.quiet)
     where = f"cd {project_dir(args)} && " if project_store(args) else ""  # the run's store
     if result.status == "waiting":
         waiting = [t for t, r in result.tasks.items() if r.status == "waiting"]
@@ -363,6 +429,69 @@ def write_outputs(result: CrewResult, files: Mapping[str, Path], folder: Path) -
             path = folder / interpolate(str(relative), result.inputs)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(output.text, encoding="utf-8")
+
+
+def find_run(store: Store, given: str) -> RunRecord:
+    """The run a user named: its id, ``latest`` (the newest run) or a unique prefix of its id.
+
+    Raises:
+        ConfigError: no run matches (with close matches), or a prefix matches several.
+    """
+    if given == "latest":
+        # A subcrew's run is its parent's child, started after it: the parent is the latest.
+        started = (r for r in store.list_runs(None) if not r.parent_run_id or "fork" in r.metadata)
+        newest = next(started, None)
+        if newest is None:
+            raise ConfigError("There are no runs in the store yet: `latest` names none.")
+        return newest
+    record = store.get_run(given)
+    if record is not None:
+        return record
+    ids = [run.run_id for run in store.list_runs(None)]
+    matches = [run_id for run_id in ids if run_id.startswith(given)]
+    if len(matches) == 1:
+        found = store.get_run(matches[0])
+        if found is not None:
+            return found
+    if len(matches) > 1:
+        shown = ", ".join(matches[:10]) + (
+            f" and {len(matches) - 10} more" if len(matches) > 10 else ""
+        )
+        raise ConfigError(
+            f"Run id '{given}' is ambiguous: it starts {len(matches)} runs ({shown})."
+            " Give more of the id."
+        )
+    from crew.errors import did_you_mean
+
+    hint = did_you_mean(given, ids, sentence=True)
+    raise ConfigError(f"There is no run '{given}' in the store.{hint} `crew runs` lists them.")
+
+
+def as_shown(store: Store, run: RunRecord) -> RunRecord:
+    """The run as ``crew runs`` and ``crew show`` show it: a ``running`` run whose process is
+    gone is ``interrupted``. The store says so once the lease expires; a holder on this machine
+    whose process no longer exists (killed, crashed) is known to be gone at once, and a running
+    run that no one holds a lease of was stopped before it took one."""
+    if run.status != "running":
+        return run
+    lease = store.lease(run.run_id)
+    if lease is None or _gone_here(lease[0]):
+        return dataclasses.replace(run, status="interrupted")
+    return run
+
+
+def _gone_here(holder: str) -> bool:
+    """Whether ``holder`` (``host:pid``) is a process of this machine that no longer exists."""
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
 
 
 def stderr() -> Console:

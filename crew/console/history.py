@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -15,37 +16,58 @@ from crew.store import EventRecord, RunRecord, Store
 
 
 def render_runs(runs: Iterable[RunRecord], console: Console) -> None:
-    """One row per run, newest first as given; a "from" column when any was forked or a child."""
+    """One row per run, newest first as given; then, for each run that was forked or is a
+    child, where it came from (a line each, so that no column has to give way to it).
+
+    The run id, crew and status never wrap or shrink (ids are copied into commands); in a
+    narrow terminal the other columns wrap first."""
     runs = list(runs)
-    parents = any(run.parent_run_id for run in runs)
-    run_column = Column("run", no_wrap=True)  # ids are copied into commands: never wrap them
-    table = Table(run_column, "crew", "status", "started", "duration", "tokens", "cost")
-    if parents:
-        table.add_column("from", no_wrap=True)
+    kept: dict[str, Any] = {"no_wrap": True}
+    table = Table(
+        Column("run", **kept), Column("crew", **kept), Column("status", **kept),
+        Column("started", min_width=10), Column("duration", justify="right"),
+        Column("tokens", justify="right"), Column("cost", justify="right"),
+    )  # fmt: skip
     for run in runs:
         total = run.usage.get("total", {})
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created_at))
         table.add_row(
-            run.run_id, run.crew, run.status, started, f"{run.updated_at - run.created_at:.1f}s",
+            run.run_id, escape(run.crew), run.status, started,
+            f"{run.updated_at - run.created_at:.1f}s",
             f"{total.get('total_tokens', 0):,}", f"${total.get('cost_usd', 0.0):.4f}",
-            *([escape(origin(run))] if parents else []),
         )  # fmt: skip
     console.print(table)
+    for run in runs:
+        if run.parent_run_id:
+            console.print(escape(f"{run.run_id}: {origin(run)}"), soft_wrap=True)
 
 
 def render_run(store: Store, run: RunRecord, console: Console) -> None:
-    """A stored run: its header, each task attempt, and its board."""
+    """A stored run: its header, each task attempt, and its board. A task whose output a
+    reviewer edited shows the edited text (marked so), which is what its dependants read."""
     console.print(
-        f"run {run.run_id}  crew {run.crew}  {run.status}  inputs {json.dumps(run.inputs)}"
+        escape(f"run {run.run_id}  crew {run.crew}  {run.status}  inputs {json.dumps(run.inputs)}")
     )
     if run.parent_run_id:
         console.print(escape(origin(run)))
+    edited = {
+        review.task_id: review.text or ""
+        for review in store.reviews(run.run_id)
+        if review.status == "edited"
+    }
+    records = store.task_records(run.run_id)
+    last = {r.task_id: r.attempt for r in records if r.status == "succeeded" and r.index == 0}
     table = Table("task", "attempt", "status", "agent", "output or error")
-    for record in store.task_records(run.run_id):
-        detail = record.error or (record.text or "").strip().replace("\n", " ")
+    for record in records:
+        text = record.text or ""
+        mark = ""
+        if record.task_id in edited and last.get(record.task_id) == record.attempt:
+            text, mark = edited[record.task_id], "(edited) "
+        detail = record.error or text.strip().replace("\n", " ")
         table.add_row(
-            record.task_id, str(record.attempt), record.status, record.agent, escape(detail[:200])
-        )
+            record.task_id, str(record.attempt), record.status, record.agent,
+            escape(mark + detail[:200]),
+        )  # fmt: skip
     console.print(table)
     board = Table("board key", "version", "kind", "author", "text")
     for entry in store.board_entries(run.run_id):

@@ -22,8 +22,11 @@ if TYPE_CHECKING:
     pass
 
 
-def render_result(result: CrewResult, console: Console, *, show_board: bool = False) -> None:
-    """Print how a run ended: the final output, what failed, the board if asked, the usage."""
+def render_result(
+    result: CrewResult, console: Console, *, show_board: bool = False, usage: bool = True
+) -> None:
+    """Print how a run ended: the final output, what failed, the board if asked, the usage
+    (unless not ``usage``: ``--quiet`` prints the output alone)."""
     unfinished = [r for r in result.tasks.values() if r.status != "succeeded"]
     if result.status != "succeeded":
         failed = ", ".join(repr(r.task_id) for r in unfinished if r.status == "failed")
@@ -49,7 +52,8 @@ def render_result(result: CrewResult, console: Console, *, show_board: bool = Fa
             )
     if show_board:
         console.print(_board_table(result))
-    console.print(_usage_table(result))
+    if usage:
+        console.print(_usage_table(result))
 
 
 def _board_table(result: CrewResult) -> Table:

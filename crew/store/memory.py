@@ -148,21 +148,35 @@ class MemoryStore:
         return sorted(self._runs.values(), key=lambda r: (r.created_at, r.run_id), reverse=True)
 
     def delete_runs(self, *, older_than_s: float | None = None, keep: int | None = None) -> int:
-        if older_than_s is None and keep is None:
-            raise ValueError("delete_runs() needs older_than_s, keep, or both")
         with self._lock:
-            now = self._clock()
-            kept = {r.run_id for r in self._newest_first()[: keep or 0]}
-            doomed = [
-                r.run_id
-                for r in self._runs.values()
-                if r.run_id not in kept
-                and (older_than_s is None or r.updated_at < now - older_than_s)
-                and not (r.run_id in self._leases and self._leases[r.run_id][1] > now)
-            ]
+            doomed = self._prunable(older_than_s, keep)
             for run_id in doomed:
                 self._forget(run_id)
             return len(doomed)
+
+    def prunable_runs(
+        self, *, older_than_s: float | None = None, keep: int | None = None
+    ) -> list[str]:
+        with self._lock:
+            return self._prunable(older_than_s, keep)
+
+    def _prunable(self, older_than_s: float | None, keep: int | None) -> list[str]:
+        """The runs to prune (see ``delete_runs``), newest first."""
+        if older_than_s is None and keep is None:
+            raise ValueError("delete_runs() needs older_than_s, keep, or both")
+        now = self._clock()
+        newest = self._newest_first()
+        kept = {r.run_id for r in newest[: keep or 0]}
+        reviewed = {r.run_id for r in self._reviews.values() if r.status == "pending"}
+        return [
+            r.run_id
+            for r in newest
+            if r.run_id not in kept
+            and (older_than_s is None or r.updated_at < now - older_than_s)
+            and not (r.run_id in self._leases and self._leases[r.run_id][1] > now)
+            and r.status != "waiting"
+            and r.run_id not in reviewed
+        ]
 
     def _forget(self, run_id: str) -> None:
         del self._runs[run_id]
@@ -308,3 +322,7 @@ class MemoryStore:
             current = self._leases.get(run_id)
             if current is not None and current[0] == holder:
                 del self._leases[run_id]
+
+    def lease(self, run_id: str) -> tuple[str, float] | None:
+        with self._lock:
+            return self._leases.get(run_id)

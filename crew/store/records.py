@@ -43,8 +43,9 @@ class RunRecord:
     status: RunStatus
     """running, succeeded, failed, cancelled, waiting (for a human review), or interrupted.
 
-    ``interrupted`` is never stored: ``get_run`` and ``list_runs`` report a ``running`` run so
-    once its lease has expired (its process was killed, or crashed); resume it to go on."""
+    ``get_run`` and ``list_runs`` report a ``running`` run as ``interrupted`` once its lease has
+    expired (its process was killed, or crashed); the CLI stores ``interrupted`` for a run it
+    stopped on Ctrl-C or SIGTERM. Resume it to go on."""
     inputs: dict[str, Any]
     task_ids: list[str]
     """The plan's task ids, in plan order."""
@@ -180,8 +181,15 @@ class Store(Protocol):
         """Prune runs and everything that belongs to them; returns how many runs went.
 
         Deletes the runs not updated for ``older_than_s`` seconds, except the ``keep`` newest;
-        with only ``keep``, every run but the ``keep`` newest. Runs with a live lease stay.
+        with only ``keep``, every run but the ``keep`` newest. Runs with a live lease stay, and
+        so do runs that wait for a review (``waiting``, or with a pending review).
         """
+        ...
+
+    def prunable_runs(
+        self, *, older_than_s: float | None = None, keep: int | None = None
+    ) -> list[str]:
+        """The ids of the runs ``delete_runs`` would delete now, newest first; deletes nothing."""
         ...
 
     def put_task(self, record: TaskRecord, *, board: BoardRecord | None = None) -> None:
@@ -254,6 +262,10 @@ class Store(Protocol):
 
     def release_lease(self, run_id: str, holder: str) -> None:
         """Give the lease up; does nothing if ``holder`` does not hold it."""
+        ...
+
+    def lease(self, run_id: str) -> tuple[str, float] | None:
+        """The run's lease as (holder, expires_at), expired or not; None if nobody holds it."""
         ...
 
 

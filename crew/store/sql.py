@@ -384,26 +384,46 @@ class SQLStore(ABC):
         return f"SELECT {_quoted(names)} FROM ({runs}) AS runs{where}"
 
     def delete_runs(self, *, older_than_s: float | None = None, keep: int | None = None) -> int:
+        sql = f"DELETE FROM {self._table('runs')}{self._prunable(older_than_s, keep)}"
+
+        def delete(conn: _Connection) -> int:
+            return conn.execute(sql, self._prune_params(older_than_s, keep)).rowcount
+
+        # a try again after a commit whose reply was lost counts 0: the runs are gone all the same
+        return self._on("delete runs", "", delete)
+
+    def prunable_runs(
+        self, *, older_than_s: float | None = None, keep: int | None = None
+    ) -> list[str]:
+        where = self._prunable(older_than_s, keep)
+        sql = (
+            f"SELECT run_id FROM {self._table('runs')}{where} ORDER BY created_at DESC, run_id DESC"
+        )
+        rows = self._read("list runs to prune", sql, self._prune_params(older_than_s, keep))
+        return [row["run_id"] for row in rows]
+
+    def _prunable(self, older_than_s: float | None, keep: int | None) -> str:
+        """The WHERE clause of the runs to prune (see ``delete_runs``)."""
         if older_than_s is None and keep is None:
             raise ValueError("delete_runs() needs older_than_s, keep, or both")
         runs, param = self._table("runs"), self._param
         old = "" if older_than_s is None else f"updated_at < {param('cutoff')} AND "
-        sql = (
-            f"DELETE FROM {runs} WHERE {old}run_id NOT IN (SELECT run_id FROM {runs}"
+        return (
+            f" WHERE {old}run_id NOT IN (SELECT run_id FROM {runs}"
             f"  ORDER BY created_at DESC, run_id DESC LIMIT {param('keep')})"
             f" AND run_id NOT IN (SELECT run_id FROM {self._table('leases')}"
             f" WHERE expires_at > {param('now')})"
+            f" AND status <> 'waiting' AND run_id NOT IN (SELECT run_id FROM"
+            f" {self._table('reviews')} WHERE status = 'pending')"
         )
 
-        def delete(conn: _Connection) -> int:
-            now = self._clock()
-            params: dict[str, Any] = {"keep": keep or 0, "now": now}
-            if older_than_s is not None:
-                params["cutoff"] = now - older_than_s
-            return conn.execute(sql, params).rowcount
-
-        # a try again after a commit whose reply was lost counts 0: the runs are gone all the same
-        return self._on("delete runs", "", delete)
+    def _prune_params(self, older_than_s: float | None, keep: int | None) -> dict[str, Any]:
+        """The parameters of ``_prunable``'s clause, as of now (a try again reads the clock)."""
+        now = self._clock()
+        params: dict[str, Any] = {"keep": keep or 0, "now": now}
+        if older_than_s is not None:
+            params["cutoff"] = now - older_than_s
+        return params
 
     # tasks
 
@@ -567,3 +587,9 @@ class SQLStore(ABC):
         self._write(
             "release a lease", f"DELETE FROM {self._table('leases')}{where}", params, run_id
         )
+
+    def lease(self, run_id: str) -> tuple[str, float] | None:
+        where, params = self._by(run_id=run_id)
+        sql = f"SELECT holder, expires_at FROM {self._table('leases')}{where}"
+        rows = self._read("read a lease", sql, params)
+        return (rows[0]["holder"], rows[0]["expires_at"]) if rows else None

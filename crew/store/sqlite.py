@@ -185,6 +185,19 @@ class SQLiteStore(SQLStore):
                     conn.execute("ROLLBACK")
                 raise
 
+    def delete_runs(self, *, older_than_s: float | None = None, keep: int | None = None) -> int:
+        """Then give the space back: SQLite keeps a deleted row's pages in the file until
+        VACUUM; the WAL checkpoint moves the vacuumed pages into the file and empties the WAL."""
+        deleted = super().delete_runs(older_than_s=older_than_s, keep=keep)
+        if deleted:
+
+            def vacuum(conn: _Connection) -> None:
+                conn.execute("VACUUM")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+            self._on("reclaim the space of deleted runs", "", vacuum, False)
+        return deleted
+
     def _lock_schema(self, conn: _Connection) -> None:
         """Nothing more to do: BEGIN IMMEDIATE has taken the write lock for the transaction."""
 
