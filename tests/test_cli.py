@@ -125,6 +125,23 @@ def test_inputs_file_and_the_missing_input_error(tmp_path, server):
 
 
 @pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        ('{"topic": "S\xe3o Paulo"}'.encode("latin-1"), "UTF-8"),
+        (b'{"topic": ', "cannot read inputs"),
+    ],
+    ids=["deep", "latin-1", "truncated"],
+)
+def test_an_unreadable_inputs_file_exits_2_without_a_traceback(tmp_path, data, fragment):
+    write(tmp_path, "crew.yaml", SIMPLE)
+    (tmp_path / "inputs.json").write_bytes(data)
+    done = crew("plan", ".", "--inputs-file", "inputs.json", cwd=tmp_path)
+    assert_usage_error(done, fragment)
+    assert "inputs.json" in done.stderr
+
+
+@pytest.mark.parametrize(
     ("text", "fragments"),
     [
         (CYCLE, ["crew.yaml", "first -> second -> first"]),

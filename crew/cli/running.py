@@ -347,10 +347,17 @@ def project_store(args: argparse.Namespace) -> str | None:
 def given_inputs(args: argparse.Namespace) -> dict[str, Any]:
     given: dict[str, Any] = {}
     if args.inputs_file is not None:
+        from crew.yamlfile import read_text
+
         try:
-            data = json.loads(args.inputs_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            data = json.loads(read_text(args.inputs_file))
+        except ValueError as exc:
             raise ConfigError(f"{args.inputs_file}: cannot read inputs: {exc}.") from exc
+        except RecursionError as exc:
+            raise ConfigError(
+                f"{args.inputs_file}: the inputs are nested too deeply to read; inputs are a"
+                " JSON object of name: value."
+            ) from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{args.inputs_file}: inputs must be a JSON object of name: value.")
         given.update(data)
