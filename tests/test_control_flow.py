@@ -274,6 +274,33 @@ def test_an_invalid_route_is_asked_again_then_fails_clearly():
     assert "route" in result.tasks["triage"].error and "'bug'" in result.tasks["triage"].error
 
 
+def test_a_router_with_an_output_model_answers_its_fields_and_a_route():
+    routes = {"bug": ["fix"], "feature": ["spec"]}
+    triage = task("triage", routes=routes, output_model=Triage)
+    llm = ScriptedLLM({"triage": {"severity": "high", "route": "bug"}})
+    crew = Crew([triage, task("fix", when="triage.data.severity == 'high'"), task("spec")], llm=llm)
+
+    result = crew.run()
+
+    data = result.outputs["triage"].data
+    assert isinstance(data, Triage) and (data.severity, data.route) == ("high", "bug")
+    assert {t: r.status for t, r in result.tasks.items()} == {
+        "triage": "succeeded",
+        "fix": "succeeded",
+        "spec": "skipped",
+    }
+    schema = llm.calls_for("triage")[0].output_schema
+    assert set(schema["required"]) >= {"severity", "route"}
+
+
+def test_a_routers_output_model_may_not_have_a_route_field_of_its_own():
+    class Routed(BaseModel):
+        route: str
+
+    with pytest.raises(ConfigError, match="adds the fields 'route' and 'reason'"):
+        task("t", routes={"bug": ["fix"]}, output_model=Routed)
+
+
 # Loops
 
 
