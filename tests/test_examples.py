@@ -158,3 +158,20 @@ def test_quickstart_runs_offline_and_prints_the_article(tmp_path):
     for task_id in ("facts", "history", "article"):
         assert f"{task_id:<8} succeeded" in done.stdout
     assert ": succeeded in" in done.stdout
+
+
+def test_quickstart_runs_from_the_command_line_with_its_declared_input(server, tmp_path):
+    server.default = answer
+    done = run_crew(server, "run", str(EXAMPLES / "quickstart.py"), "--json", cwd=tmp_path)
+
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["status"] == "succeeded"
+    assert set(result["tasks"]["article"]["data"]) == {"title", "body"}
+    assert "Lisbon" in prompt(server.calls[0])  # the declared default of `topic`
+
+    server.reset()
+    quickstart = str(EXAMPLES / "quickstart.py")
+    done = run_crew(server, "run", quickstart, "--input", "topic=Porto", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert all("Porto" in prompt(call) for call in server.calls)
