@@ -263,15 +263,15 @@ def every_task(tasks: Iterable[Task]) -> Iterator[Task]:
 def route_model(names: tuple[str, ...], base: type[BaseModel] | None = None) -> type[BaseModel]:
     """The answer of a router: one of ``names``, and why; with the fields of ``base`` if given
     (the result's ``data`` is then still an instance of ``base``)."""
-    from pydantic import Field, create_model
+    from pydantic import BaseModel, Field, create_model
 
     listed = ", ".join(names)
     model = create_model(
         base.__name__ if base is not None else "Route",
-        __base__=base,
+        __base__=base or BaseModel,
         route=(Literal[names], Field(description=f"The route to take: one of {listed}.")),  # type: ignore[arg-type]
         reason=(str, Field(default="", description="Why this route, in one sentence.")),
-    )  # type: ignore[call-overload]
+    )
     model.__crew_routes__ = names  # type: ignore[attr-defined]
     return model
 

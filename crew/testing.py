@@ -91,9 +91,8 @@ class ScriptedLLM:
         default: the reply for tasks the script does not name.
         delay_s: added to every call (``Reply.delay_s`` adds more).
         strict: a script key that names no task is an error, reported with the closest task
-            id: by ``check(crew)`` and ``everywhere(crew)`` before any call, and otherwise at
-            the first call of a task the script does not name but a key nearly does.
-            ``strict=False`` lets such keys pass silently.
+            id by ``check(crew)`` and ``everywhere(crew)``, before any call. ``strict=False``
+            lets such keys pass.
     """
 
     replies: Mapping[str, ReplyLike | Sequence[ReplyLike]] | Script = field(default_factory=dict)
@@ -185,26 +184,10 @@ class ScriptedLLM:
         if callable(self.replies):
             picked = self.replies(call)
             return await picked if inspect.isawaitable(picked) else picked
-        if call.task_id not in self.replies:
-            self._refuse_near_miss(call.task_id)
-            return self.default
-        scripted = self.replies[call.task_id]
+        scripted = self.replies.get(call.task_id, self.default)
         if isinstance(scripted, Sequence) and not isinstance(scripted, str):
             return scripted[min(call.index, len(scripted) - 1)] if scripted else self.default
         return scripted
-
-    def _refuse_near_miss(self, task_id: str) -> None:
-        """In strict mode, a task the script does not name, but an unused key nearly does, is
-        a misspelt key: fail rather than answer with the default."""
-        if not self.strict or "/" in task_id:
-            return
-        unused = [key for key in self.replies if key not in self._counts]
-        hint = did_you_mean(task_id, unused, sentence=True)
-        if hint:
-            raise ConfigError(
-                f"ScriptedLLM: task '{task_id}' has no scripted reply.{hint}"
-                " (Pass strict=False to answer it with the default.)"
-            )
 
 
 def _task_ids(crew: Crew) -> Iterator[str]:
@@ -217,7 +200,7 @@ def _task_ids(crew: Crew) -> Iterator[str]:
 _active: list[ScriptedLLM] = []
 """The ScriptedLLMs standing in for every LLM, innermost last."""
 _lock = threading.Lock()
-_provider_call: Callable[..., Awaitable[ChatResponse]] | None = None
+_provider_call: Any = None
 """``LLM._call`` as it was before the first stand-in: the one call to the provider, below the
 retry policy and the fallback chain of ``LLM.complete``."""
 
@@ -234,7 +217,7 @@ def _standing_in(llm: ScriptedLLM) -> Iterator[None]:
     with _lock:
         if not _active:
             _provider_call = LLM._call
-            LLM._call = _scripted_call  # type: ignore[method-assign]
+            LLM._call = _scripted_call  # type: ignore[method-assign, assignment]
         _active.append(llm)
     try:
         with _default_model(llm.name):
@@ -293,4 +276,3 @@ def _response(reply: Reply, call: Call, name: str) -> ChatResponse:
         calls=1, prompt_tokens=prompt_chars // 4 + 1, completion_tokens=len(text or "") // 4 + 1
     )
     return ChatResponse(content=text, tool_calls=tool_calls, usage=usage, model=name)
-

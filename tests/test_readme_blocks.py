@@ -46,7 +46,9 @@ from tests.test_examples import answer, instance
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 CREW = Path(sys.executable).with_name("crew")
-_BLOCK = re.compile(r"(?:<!--\s*test:\s*(?P<how>.*?)\s*-->\s*\n)?```(?P<lang>\w*)\n(?P<code>.*?)```", re.S)
+_BLOCK = re.compile(
+    r"(?:<!--\s*test:\s*(?P<how>.*?)\s*-->\s*\n)?```(?P<lang>\w*)\n(?P<code>.*?)```", re.S
+)
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,7 @@ def test_crew_file_block(block, tmp_path, server):
         assert all(name in done.stdout for name in names)
     elif block.kind == "crew file tasks":
         tasks = yaml.safe_load(block.code)["tasks"]
-        for name, fields in tasks.items():
+        for fields in tasks.values():
             TaskModel.model_validate(fields)  # a misspelt field is refused (extra="forbid")
         assert tasks
     else:
@@ -241,13 +243,17 @@ def test_shell_block(block, tmp_path, server):
 # What a command prints.
 
 
-_ERROR_OF = re.compile(r'error of `(?P<command>[^`]+)` with "(?P<old>.+?)" changed to "(?P<new>.+?)" in (?P<file>\S+)')
+_ERROR_OF = re.compile(
+    r'error of `(?P<command>[^`]+)` with "(?P<old>.+?)" changed to "(?P<new>.+?)" in (?P<file>\S+)'
+)
 
 
 @pytest.mark.parametrize("block", blocks_of("error"))
 def test_printed_error_block(block, tmp_path, server):
     how = _ERROR_OF.fullmatch(block.how)
-    assert how is not None, f"{block}: {block.how!r} is not: error of `...` with \"...\" changed to \"...\" in FILE"
+    assert how is not None, (
+        f'{block}: {block.how!r} is not: error of `...` with "..." changed to "..." in FILE'
+    )
     source = ROOT / how["file"]
     copy = tmp_path / how["file"]
     shutil.copytree(source.parent, copy.parent)
@@ -272,3 +278,34 @@ def test_tree_block(block):
         assert (ROOT / folder).is_dir(), f"{block}: no folder {folder} in the repository"
     for name in files:
         assert list(ROOT.glob(f"*/{name}")), f"{block}: no file {name} in the repository"
+
+
+# Lists in the prose that name things of the code.
+
+
+def _section(start: str, end: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    return text[text.index(start) : text.index(end, text.index(start))]
+
+
+def test_the_events_listed_are_the_event_types():
+    from crew import events
+
+    listed = set(re.findall(r"`([A-Z]\w+)`", _section("- **Events**", "one more subscriber")))
+    defined = {
+        name
+        for name, value in vars(events).items()
+        if isinstance(value, type) and issubclass(value, events.Event) and value is not events.Event
+    }
+    assert listed == defined
+
+
+def test_the_templates_listed_are_the_template_files():
+    text = _section("- **Templates.**", "- **Python crews.**")
+    roles = re.search(r"`roles/` has (\d+) role templates \(([^)]*)\)", text)
+    tasks = re.search(r"`tasks/` has (\d+) task templates \(([^)]*)\)", text)
+    assert roles is not None and tasks is not None
+    for found, folder in ((roles, "roles"), (tasks, "tasks")):
+        names = set(found[2].replace(",", " ").split())
+        files = {path.stem for path in (ROOT / folder).glob("*.yaml")}
+        assert names == files and int(found[1]) == len(files)

@@ -140,9 +140,8 @@ def test_a_misspelt_key_is_refused_before_any_call_with_the_closest_task():
     )
     llm = ScriptedLLM({"facts": "x", "artcle": {"title": "T"}})
 
-    with pytest.raises(ConfigError) as raised:
-        with llm.everywhere(crew):
-            crew.run()
+    with pytest.raises(ConfigError) as raised, llm.everywhere(crew):
+        crew.run()
 
     message = str(raised.value)
     assert "'artcle'" in message and "Did you mean 'article'?" in message
@@ -150,22 +149,20 @@ def test_a_misspelt_key_is_refused_before_any_call_with_the_closest_task():
     assert llm.calls == []
 
 
-def test_a_misspelt_key_fails_the_task_it_meant_when_the_crew_was_not_checked():
+def test_a_misspelt_key_is_refused_by_check_for_a_crew_that_uses_the_script_directly():
     llm = ScriptedLLM({"artcle": "text"})
     crew = crew_of(Task(id="article", description="d", agent=Agent(role="W")), llm=llm)
 
-    result = crew.run()
-
-    assert result.tasks["article"].status == "failed"
-    assert "Did you mean 'artcle'?" in (result.tasks["article"].error or "")
+    with pytest.raises(ConfigError, match="Did you mean 'article'"):
+        llm.check(crew)
 
 
 def test_strict_false_lets_unknown_keys_pass_and_answers_with_the_default():
     llm = ScriptedLLM({"artcle": "text"}, strict=False)
     crew = crew_of(Task(id="article", description="d", agent=Agent(role="W")), llm=llm)
 
-    llm.check(crew)
-    result = crew.run()
+    with llm.everywhere(crew):
+        result = crew.run()
 
     assert result.outputs["article"].text == "ok"
 
