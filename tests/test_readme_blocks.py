@@ -38,6 +38,7 @@ from typing import Any
 import pytest
 import yaml
 
+from crew.results import CrewResult
 from crew.spec.models import TaskModel
 from crew.testing import Call, ScriptedLLM
 from crew.testserver import FakeOpenAIServer
@@ -128,12 +129,16 @@ def _inside(folder: Path) -> Iterator[None]:
 
 def _run_python(block: Block, session: Session) -> None:
     code = compile(block.code, str(block), "exec")
+    session.namespace.pop("result", None)
     with _inside(session.folder):
         if block.kind == "python scripted":
             with ScriptedLLM(_schema_answer, strict=False).everywhere():
                 exec(code, session.namespace)
         else:
             exec(code, session.namespace)
+    result = session.namespace.get("result")
+    if isinstance(result, CrewResult):  # a run that failed would not raise: look
+        assert result.status == "succeeded", result.tasks
 
 
 PYTHON = [b for b in BLOCKS if b.kind.startswith("python")]
