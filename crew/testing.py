@@ -5,7 +5,7 @@ from crew.testing import ScriptedLLM, Reply
 llm = ScriptedLLM({"facts": "- Lisbon is on the Tagus", "article": {"title": "Lisbon"}})
 with llm.everywhere(crew):              # every model of every agent answers from the script
     result = crew.run(inputs={"topic": "Lisbon"})
-assert [c.task_id for c in llm.calls] == ["facts", "article"]
+assert llm.calls_for("article")[0].model == "scripted"   # the default: none was configured
 
 Used as a model (``Crew(llm=llm)``, ``Agent(llm=llm)``), the script is that model. Under
 ``everywhere()`` it is the provider behind every ``crew.LLM`` instead: each agent keeps its own
