@@ -169,9 +169,3 @@ def test_quickstart_runs_from_the_command_line_with_its_declared_input(server, t
     assert result["status"] == "succeeded"
     assert set(result["tasks"]["article"]["data"]) == {"title", "body"}
     assert "Lisbon" in prompt(server.calls[0])  # the declared default of `topic`
-
-    server.reset()
-    quickstart = str(EXAMPLES / "quickstart.py")
-    done = run_crew(server, "run", quickstart, "--input", "topic=Porto", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert all("Porto" in prompt(call) for call in server.calls)

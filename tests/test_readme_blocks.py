@@ -30,7 +30,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,20 +116,10 @@ def _schema_answer(call: Call) -> Any:
     return "- a finding\n- another finding"
 
 
-@contextlib.contextmanager
-def _inside(folder: Path) -> Iterator[None]:
-    here = Path.cwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(here)
-
-
 def _run_python(block: Block, session: Session) -> None:
     code = compile(block.code, str(block), "exec")
     session.namespace.pop("result", None)
-    with _inside(session.folder):
+    with contextlib.chdir(session.folder):
         if block.kind == "python scripted":
             with ScriptedLLM(_schema_answer, strict=False).everywhere():
                 exec(code, session.namespace)
