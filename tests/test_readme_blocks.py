@@ -47,7 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 CREW = Path(sys.executable).with_name("crew")
 _BLOCK = re.compile(
-    r"(?:<!--\s*test:\s*(?P<how>.*?)\s*-->\s*\n)?```(?P<lang>\w*)\n(?P<code>.*?)```", re.S
+    r"(?:^<!--\s*test:\s*(?P<how>[^\n]*?)\s*-->\n)?^```(?P<lang>\w*)\n(?P<code>.*?)^```",
+    re.S | re.M,
 )
 
 
