@@ -75,6 +75,30 @@ def test_the_innermost_stand_in_answers():
     assert len(inner.calls) == len(outer.calls) == 1
 
 
+def test_everywhere_reaches_the_models_of_subcrews_and_coworkers():
+    inner = Crew([Task(id="deep", description="d", agent=Agent(role="Deep", llm="anthropic/m"))])
+    editor = Agent(role="Editor", llm="openai/editor", allow_delegation=True)
+    checker = Agent(role="Checker", llm="ollama/checker")
+    crew = crew_of(
+        Task(id="sub", description="d", crew=inner),
+        Task(id="edit", description="d", agent=editor, depends_on=["sub"]),
+        agents=[checker],
+    )
+    ask = {"coworker": "Checker", "question": "Is it true?"}
+    llm = ScriptedLLM({"deep": "deep", "edit": [Reply(tool_calls=[("ask_question", ask)]), "done"]})
+
+    with llm.everywhere(crew):
+        result = crew.run()
+
+    assert result.status == "succeeded"
+    assert [(c.task_id.split("/")[0], c.model) for c in llm.calls] == [
+        ("deep", "anthropic/m"),
+        ("edit", "openai/editor"),
+        ("edit", "ollama/checker"),  # the coworker's answer, on its own model
+        ("edit", "openai/editor"),
+    ]
+
+
 def test_an_injected_rate_limit_is_retried_by_the_models_own_policy():
     crew = crew_of(Task(id="t", description="d", agent=Agent(role="W", llm=PRIMARY)))
     llm = ScriptedLLM({"t": [RateLimitError("slow down", model="openai/primary"), "at last"]})
