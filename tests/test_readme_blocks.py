@@ -9,10 +9,10 @@ Each fenced block follows an HTML comment that says how it is checked, ``<!-- te
 - ``crew file``: written to a folder as ``crew.yaml``; ``crew plan`` on it must succeed.
 - ``crew file tasks``: a part of a crew file; each of its tasks must be a valid task entry.
 - ``crew.toml``: written to ``crew.toml``; ``crew config`` must read it and show its model.
-- ``shell``: each line is run in a temporary folder that has the repository's ``examples/``,
-  models answered by the fake server on 127.0.0.1; each must exit 0. ``; NAME=VALUE`` fills an
-  upper-case placeholder (``RUN_ID`` is the first run the block made), ``; file NAME=TEXT``
-  writes a file first.
+- ``shell``: each line is run in a temporary folder that has a copy of ``examples/`` (``cd``
+  moves within it), models answered by the fake server on 127.0.0.1; each must exit 0.
+  ``; NAME=VALUE`` fills an upper-case placeholder (``RUN_ID`` is the newest run in the store
+  of the folder the commands are in), ``; file NAME=TEXT`` writes a file first.
 - ``error of `COMMAND` with "OLD" changed to "NEW" in FILE``: the block is what the command
   prints (on stderr) after that edit of a copy of the repository's file.
 - ``tree``: the first word of each line is a file or folder of the repository.
@@ -195,7 +195,7 @@ def test_crew_file_block(block, tmp_path, server):
 
 
 def _workspace(tmp_path: Path) -> Path:
-    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")  # runs may be kept beside a crew
     return tmp_path
 
 
@@ -204,9 +204,11 @@ def _newest_run(folder: Path) -> str:
 
     store = open_store(f"sqlite:///{folder / '.crew' / 'crew.db'}")
     try:
-        return store.list_runs()[0].run_id
+        runs = store.list_runs()
     finally:
         store.close()
+    assert runs, f"no run in {folder}/.crew/crew.db, the store the commands here read"
+    return runs[0].run_id
 
 
 @pytest.mark.parametrize("block", blocks_of("shell"))
@@ -228,7 +230,10 @@ def test_shell_block(block, tmp_path, server):
         if "RUN_ID" in words and "RUN_ID" not in fills:
             fills["RUN_ID"] = _newest_run(folder)
         words = [re.sub(r"\b[A-Z][A-Z_]+\b", lambda m: fills.get(m[0], m[0]), w) for w in words]
-        assert words[0] == "crew", f"{block}: only crew commands are run here: {line}"
+        if words[0] == "cd":
+            folder = folder / words[1]
+            continue
+        assert words[0] == "crew", f"{block}: only cd and crew commands are run here: {line}"
         done = crew_command(*words[1:], cwd=folder, server=server)
         assert done.returncode == 0, f"{line}\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
         ran += 1
