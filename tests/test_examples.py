@@ -56,6 +56,8 @@ def answer(body: dict[str, Any]) -> ServerReply:
 def run_crew(server: FakeOpenAIServer, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CREW_", "OPENAI_"))}
     env |= {"CREW_MODEL": "openai/fake", "CREW_API_BASE": server.url, "OPENAI_API_KEY": "sk-test"}
+    # Runs of `crew run DIR` are kept in DIR: here, not in the repository's examples/.
+    env["CREW_STORE"] = f"sqlite:///{cwd / '.crew' / 'crew.db'}"
     return subprocess.run(
         [str(CREW), *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=env
     )
