@@ -104,9 +104,10 @@ class Task:
         if self.routes is not None:
             routes = {name: _ids(targets) for name, targets in self.routes.items()}
             object.__setattr__(self, "routes", routes)
-            if not hasattr(self.output_model, "__crew_routes__"):  # a Task may be replace()d
-                model = route_model(tuple(routes), self.output_model)
-                object.__setattr__(self, "output_model", model)
+            made = self.output_model  # a replace()d router's model was made here before
+            if getattr(made, "__crew_routes__", None) != tuple(routes):
+                base = getattr(made, "__crew_base__", made)
+                object.__setattr__(self, "output_model", route_model(tuple(routes), base))
         if not callable(self.group):
             object.__setattr__(self, "group", tuple(self.group))
 
@@ -273,6 +274,7 @@ def route_model(names: tuple[str, ...], base: type[BaseModel] | None = None) -> 
         reason=(str, Field(default="", description="Why this route, in one sentence.")),
     )
     model.__crew_routes__ = names  # type: ignore[attr-defined]
+    model.__crew_base__ = base  # type: ignore[attr-defined]
     return model
 
 

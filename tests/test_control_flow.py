@@ -4,6 +4,7 @@ subcrews; each checked by the planner, visible in events, and resumable mid-way.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import textwrap
 
@@ -291,6 +292,16 @@ def test_a_router_with_an_output_model_answers_its_fields_and_a_route():
     }
     schema = llm.calls_for("triage")[0].output_schema
     assert set(schema["required"]) >= {"severity", "route"}
+
+
+def test_a_replaced_router_answers_with_its_new_routes_and_keeps_its_model():
+    router = task("triage", routes={"bug": ["fix"]}, output_model=Triage)
+    moved = dataclasses.replace(router, routes={"bug": ["fix"], "idea": ["note"]})
+
+    schema = moved.output_model.model_json_schema()
+    assert schema["properties"]["route"]["enum"] == ["bug", "idea"]
+    assert "severity" in schema["properties"] and issubclass(moved.output_model, Triage)
+    assert dataclasses.replace(moved, retries=1).output_model is moved.output_model
 
 
 def test_a_routers_output_model_may_not_have_a_route_field_of_its_own():
