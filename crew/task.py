@@ -78,7 +78,8 @@ class Task:
     ended, with those that succeeded; the prompt says what is missing)."""
     routes: Mapping[str, Sequence[Task | str] | Task | str] | None = None
     """Make the task a router: its agent chooses one route by name and the tasks of the other
-    routes are skipped. The routed tasks depend on the router."""
+    routes are skipped. The routed tasks depend on the router. Its answer is ``output_model``
+    (if any) with two fields added: ``route`` and ``reason``."""
     for_each: Items | None = None
     """Map: run one instance of the task per item, in parallel; ``{item}`` and ``{item_index}``
     in the description are each instance's. Dependants get the outputs in item order."""
@@ -103,8 +104,10 @@ class Task:
         if self.routes is not None:
             routes = {name: _ids(targets) for name, targets in self.routes.items()}
             object.__setattr__(self, "routes", routes)
-            if self.output_model is None:
-                object.__setattr__(self, "output_model", route_model(tuple(routes)))
+            made = self.output_model  # a replace()d router's model was made here before
+            if getattr(made, "__crew_routes__", None) != tuple(routes):
+                base = getattr(made, "__crew_base__", made)
+                object.__setattr__(self, "output_model", route_model(tuple(routes), base))
         if not callable(self.group):
             object.__setattr__(self, "group", tuple(self.group))
 
@@ -234,8 +237,12 @@ def _check_routes(task: Task, where: str) -> list[str]:
             problems.append(f"{where}: route '{name}' must list tasks or task ids.")
         elif task.id in _ids(targets):
             problems.append(f"{where}: route '{name}' routes to the router itself.")
-    if task.output_model is not None and not hasattr(task.output_model, "__crew_routes__"):
-        problems.append(f"{where}: a router answers with its route; remove output_model.")
+    fields = getattr(task.output_model, "model_fields", {})
+    if not hasattr(task.output_model, "__crew_routes__") and {"route", "reason"} & set(fields):
+        problems.append(
+            f"{where}: a router adds the fields 'route' and 'reason' to its output_model;"
+            " rename those of the model."
+        )
     return problems
 
 
@@ -254,17 +261,20 @@ def every_task(tasks: Iterable[Task]) -> Iterator[Task]:
         yield from every_task(task.body)
 
 
-def route_model(names: tuple[str, ...]) -> type[BaseModel]:
-    """The answer of a router: one of ``names``, and why."""
-    from pydantic import Field, create_model
+def route_model(names: tuple[str, ...], base: type[BaseModel] | None = None) -> type[BaseModel]:
+    """The answer of a router: one of ``names``, and why; with the fields of ``base`` if given
+    (the result's ``data`` is then still an instance of ``base``)."""
+    from pydantic import BaseModel, Field, create_model
 
     listed = ", ".join(names)
     model = create_model(
-        "Route",
+        base.__name__ if base is not None else "Route",
+        __base__=base or BaseModel,
         route=(Literal[names], Field(description=f"The route to take: one of {listed}.")),  # type: ignore[arg-type]
         reason=(str, Field(default="", description="Why this route, in one sentence.")),
     )
-    model.__crew_routes__ = names  # type: ignore[attr-defined]  # a Task may be replace()d
+    model.__crew_routes__ = names  # type: ignore[attr-defined]
+    model.__crew_base__ = base  # type: ignore[attr-defined]
     return model
 
 

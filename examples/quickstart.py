@@ -2,6 +2,7 @@
 
     python examples/quickstart.py              # no provider set: crew's local fake server answers
     CREW_MODEL=openai/gpt-4o-mini OPENAI_API_KEY=sk-... python examples/quickstart.py
+    crew run examples/quickstart.py --input topic=Porto   # the same crew, from the command line
 
 Any litellm model string works in CREW_MODEL (anthropic/..., ollama/... with CREW_API_BASE).
 """
@@ -27,7 +28,11 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
-def build_crew(llm: LLM | None = None) -> Crew:
+INPUTS = {"topic": {"description": "What to write about", "type": "string", "default": "Lisbon"}}
+
+
+def build_crew(inputs: dict[str, object] | None = None, *, llm: LLM | None = None) -> Crew:
+    """The crew; ``crew run`` calls it with the inputs, ``main`` with the offline model too."""
     researcher = Agent(
         role="Researcher",
         goal="Find facts about {topic}",
@@ -97,7 +102,7 @@ def main() -> int:
         llm = LLM("openai/crew-demo", api_base=server.url, api_key="offline")
         print(f"No CREW_MODEL set: answering from crew's local fake server at {server.url}.\n")
     try:
-        result = build_crew(llm).run(inputs={"topic": "Lisbon"})
+        result = build_crew(llm=llm).run(inputs={"topic": "Lisbon"})
     finally:
         if server is not None:
             server.stop()

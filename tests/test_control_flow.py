@@ -4,6 +4,7 @@ subcrews; each checked by the planner, visible in events, and resumable mid-way.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import textwrap
 
@@ -272,6 +273,43 @@ def test_an_invalid_route_is_asked_again_then_fails_clearly():
     result = router_crew(stubborn).run()
     assert result.status == "failed"
     assert "route" in result.tasks["triage"].error and "'bug'" in result.tasks["triage"].error
+
+
+def test_a_router_with_an_output_model_answers_its_fields_and_a_route():
+    routes = {"bug": ["fix"], "feature": ["spec"]}
+    triage = task("triage", routes=routes, output_model=Triage)
+    llm = ScriptedLLM({"triage": {"severity": "high", "route": "bug"}})
+    crew = Crew([triage, task("fix", when="triage.data.severity == 'high'"), task("spec")], llm=llm)
+
+    result = crew.run()
+
+    data = result.outputs["triage"].data
+    assert isinstance(data, Triage) and (data.severity, data.route) == ("high", "bug")
+    assert {t: r.status for t, r in result.tasks.items()} == {
+        "triage": "succeeded",
+        "fix": "succeeded",
+        "spec": "skipped",
+    }
+    schema = llm.calls_for("triage")[0].output_schema
+    assert set(schema["required"]) >= {"severity", "route"}
+
+
+def test_a_replaced_router_answers_with_its_new_routes_and_keeps_its_model():
+    router = task("triage", routes={"bug": ["fix"]}, output_model=Triage)
+    moved = dataclasses.replace(router, routes={"bug": ["fix"], "idea": ["note"]})
+
+    schema = moved.output_model.model_json_schema()
+    assert schema["properties"]["route"]["enum"] == ["bug", "idea"]
+    assert "severity" in schema["properties"] and issubclass(moved.output_model, Triage)
+    assert dataclasses.replace(moved, retries=1).output_model is moved.output_model
+
+
+def test_a_routers_output_model_may_not_have_a_route_field_of_its_own():
+    class Routed(BaseModel):
+        route: str
+
+    with pytest.raises(ConfigError, match="adds the fields 'route' and 'reason'"):
+        task("t", routes={"bug": ["fix"]}, output_model=Routed)
 
 
 # Loops

@@ -56,6 +56,8 @@ def answer(body: dict[str, Any]) -> ServerReply:
 def run_crew(server: FakeOpenAIServer, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CREW_", "OPENAI_"))}
     env |= {"CREW_MODEL": "openai/fake", "CREW_API_BASE": server.url, "OPENAI_API_KEY": "sk-test"}
+    # Runs of `crew run DIR` are kept in DIR: here, not in the repository's examples/.
+    env["CREW_STORE"] = f"sqlite:///{cwd / '.crew' / 'crew.db'}"
     return subprocess.run(
         [str(CREW), *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=env
     )
@@ -158,3 +160,14 @@ def test_quickstart_runs_offline_and_prints_the_article(tmp_path):
     for task_id in ("facts", "history", "article"):
         assert f"{task_id:<8} succeeded" in done.stdout
     assert ": succeeded in" in done.stdout
+
+
+def test_quickstart_runs_from_the_command_line_with_its_declared_input(server, tmp_path):
+    server.default = answer
+    done = run_crew(server, "run", str(EXAMPLES / "quickstart.py"), "--json", cwd=tmp_path)
+
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["status"] == "succeeded"
+    assert set(result["tasks"]["article"]["data"]) == {"title", "body"}
+    assert "Lisbon" in prompt(server.calls[0])  # the declared default of `topic`
