@@ -47,7 +47,11 @@ class LLM:
     temperature: float | None = None
     max_tokens: int | None = None
     timeout_s: float = 600.0
-    """Per call; a call that takes longer fails with LLMTimeoutError (and is retried)."""
+    """Per call; a call that takes longer fails with LLMTimeoutError (and is retried). It stays
+    as long as a long generation may take (the providers' own clients say 600 s too): until a
+    non-streamed answer arrives, it cannot be told from a hang. A hosted provider's load
+    balancer ends a silent request in 60-100 s with a 5xx or a dropped connection, retried at
+    once; lower it for a self-hosted server that can truly hang."""
     fallbacks: tuple[str | LLM, ...] = ()
     """Tried in order once this model's retries are spent on retryable errors. A string inherits
     every setting of this LLM when it names the same provider, else all but api_base/api_key."""
