@@ -127,7 +127,7 @@ class Attempt:
         emit = run.emit
 
         def on_retry(model: str, attempt: int, error: BaseException, delay: float) -> None:
-            run.on_usage(Usage(retries=1))
+            run.on_usage(Usage(retries=1), self.agent.role)
             emit(
                 events.LLMRetrying,
                 task_id=task.id,
@@ -138,7 +138,7 @@ class Attempt:
             )
 
         def on_fallback(failed: str, following: str, error: BaseException) -> None:
-            run.on_usage(Usage(retries=1))
+            run.on_usage(Usage(retries=1), self.agent.role)
             emit(
                 events.LLMFallback,
                 task_id=task.id,

@@ -481,6 +481,8 @@ def _reason(kind: type[errors.LLMError], llm: LLM, status: int | None) -> str:
     if kind is errors.ProviderError:
         code = f" ({status})" if status is not None else ""
         return f"provider error{code}; it may pass, so it is retried"
+    if kind is errors.EmptyAnswerError:
+        return "the provider answered with nothing in it; it may pass, so it is retried"
     return f"request rejected ({status})"
 
 

@@ -168,9 +168,10 @@ def test_crew_toml_names_a_bad_value(tmp_path: Path):
          "no content"),
     ],
 )  # fmt: skip
-def test_an_empty_answer_is_retried_and_the_next_answer_used(server, body, what):
+@pytest.mark.parametrize("client", ["auto", "litellm"])  # the direct path, and litellm's
+def test_an_empty_answer_is_retried_and_the_next_answer_used(server, body, what, client):
     server.script("t", ServerReply(body=body), ServerReply(text="the answer"))
-    llm = LLM("openai/fake", api_base=server.url, api_key="sk-test", retry=FAST)
+    llm = LLM("openai/fake", api_base=server.url, api_key="sk-test", retry=FAST, client=client)
     seen: list[events.Event] = []
     result = asyncio.run(one_task(llm).arun(on_event=seen.append))
     assert result.outputs["t"].text == "the answer"
@@ -179,9 +180,10 @@ def test_an_empty_answer_is_retried_and_the_next_answer_used(server, body, what)
     assert result.usage.total.retries == 1 and result.tasks["t"].attempts == 1
 
 
-def test_an_empty_answer_alone_fails_as_a_provider_error(server):
+@pytest.mark.parametrize("client", ["auto", "litellm"])
+def test_an_empty_answer_alone_fails_as_a_provider_error(server, client):
     server.script("t", ServerReply(body={"choices": []}))
-    llm = LLM("openai/fake", api_base=server.url, api_key="sk-test", retry=FAST)
+    llm = LLM("openai/fake", api_base=server.url, api_key="sk-test", retry=FAST, client=client)
     with pytest.raises(errors.EmptyAnswerError) as caught:
         asyncio.run(llm.complete(ChatRequest(messages=[{"role": "user", "content": "# Task: t"}])))
     assert caught.value.retryable and caught.value.retries_spent
