@@ -127,6 +127,7 @@ class Attempt:
         emit = run.emit
 
         def on_retry(model: str, attempt: int, error: BaseException, delay: float) -> None:
+            run.on_usage(Usage(retries=1), self.agent.role)
             emit(
                 events.LLMRetrying,
                 task_id=task.id,
@@ -137,6 +138,7 @@ class Attempt:
             )
 
         def on_fallback(failed: str, following: str, error: BaseException) -> None:
+            run.on_usage(Usage(retries=1), self.agent.role)
             emit(
                 events.LLMFallback,
                 task_id=task.id,
@@ -158,6 +160,7 @@ class Attempt:
             agent=self.agent.role,
             on_retry=on_retry,
             on_fallback=on_fallback,
+            call_attempts=run.call_attempts,
         )
         response = await run.llm.complete(request)
         run.on_usage(response.usage, self.agent.role)  # a coworker's calls are its own
@@ -289,6 +292,8 @@ class TaskRun:
     """Stream answers and emit TokenDelta events."""
     feedback: str | None = None
     """A reviewer's reason for rejecting this task's previous answer (it runs again)."""
+    call_attempts: int | None = None
+    """The crew's tries in all per model call, for models without a retry policy of their own."""
 
 
 def _feedback(task: Task | Assignment, run: TaskRun) -> tuple[str, str] | None:

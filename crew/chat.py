@@ -50,6 +50,8 @@ class ChatRequest:
     """(failed model, next model, error) before moving to a fallback model."""
     on_token: Callable[[str], None] | None = None
     """When set, the answer is streamed and each piece of text is passed here as it arrives."""
+    call_attempts: int | None = None
+    """The crew's tries in all per call, for a model that sets no retry policy of its own."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -329,7 +329,7 @@ def _restored(record: TaskRecord, output_model: Any) -> TaskResult:
     )  # fmt: skip
 
 
-_USAGE_FIELDS = ("calls", "prompt_tokens", "completion_tokens", "cost_usd")
+_USAGE_FIELDS = ("calls", "prompt_tokens", "completion_tokens", "cost_usd", "retries")
 
 
 def _payload(event: events.Event) -> dict[str, Any]:

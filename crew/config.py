@@ -19,6 +19,8 @@ flags::
     max_concurrency = 8
     on_failure = "fail_fast"
     review_hook = "https://hooks.example.com/..."  # or a shell command: see crew.hooks
+    call_attempts = 12             # tries per model call, for models without their own retry
+    task_retries = 2               # further attempts at a failed task without its own retries
 
 A layer that sets ``model`` also drops the ``api_base`` and ``api_key`` of lower layers: they
 belong to the model they were set with (``CREW_MODEL=openai/...`` must not reach a local Ollama

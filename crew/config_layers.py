@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from crew.errors import SECRET_NAMES, did_you_mean
+from crew.retry import DEFAULT_CALL_ATTEMPTS, DEFAULT_TASK_RETRIES
 
 DEFAULT = "default"
 _ENV = {
@@ -29,6 +30,8 @@ _ENV = {
     "CREW_MAX_CONCURRENCY": "run.max_concurrency",
     "CREW_ON_FAILURE": "run.on_failure",
     "CREW_REVIEW_HOOK": "run.review_hook",
+    "CREW_CALL_ATTEMPTS": "run.call_attempts",
+    "CREW_TASK_RETRIES": "run.task_retries",
     "CREW_LLM": "llm_override",
 }
 _FLAGS = {
@@ -43,6 +46,8 @@ _FLAGS = {
     "fallbacks": "llm.fallbacks",
     "max_concurrency": "run.max_concurrency",
     "on_failure": "run.on_failure",
+    "call_attempts": "run.call_attempts",
+    "task_retries": "run.task_retries",
 }
 
 
@@ -85,6 +90,10 @@ class RunSection(BaseModel):
     on_failure: Literal["fail_fast", "continue"] = "fail_fast"
     review_hook: str | None = Field(default=None, min_length=1)
     """Told when an output waits for a review: a webhook URL (a JSON POST) or a shell command."""
+    call_attempts: int = Field(default=DEFAULT_CALL_ATTEMPTS, ge=1)
+    """Tries in all per model call, for models that set no retry policy (``LLM(retry=...)``)."""
+    task_retries: int = Field(default=DEFAULT_TASK_RETRIES, ge=0)
+    """Further attempts at a failed task, for tasks that set no ``retries:``."""
 
 
 class SettingsFile(BaseModel):

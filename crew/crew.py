@@ -18,6 +18,7 @@ from crew.llm import ChatModel, as_chat_model, default_llm, prepare
 from crew.plan import Plan, build_plan
 from crew.process import Process, hierarchical_tasks
 from crew.results import CrewResult, RunStatus
+from crew.retry import DEFAULT_CALL_ATTEMPTS, DEFAULT_TASK_RETRIES, check_defaults
 from crew.run import Run, RunSettings
 from crew.scheduler import FailurePolicy, Slots, check_settings
 from crew.store import Store, open_store
@@ -45,6 +46,9 @@ class Crew:
             ``manager`` plan the tasks over ``agents`` to reach ``goal`` (see ``crew.process``).
         review_hook: told when an output waits for a review: a webhook URL, a shell command or
             a function (see ``crew.hooks``); None for ``CREW_REVIEW_HOOK``, if set.
+        call_attempts: tries in all per model call, for models without ``LLM(retry=...)``.
+        task_retries: further attempts at a failed task, for tasks without ``retries``. The
+            defaults (``crew.retry``) survive a 25% rate of transient provider faults.
         clock: wall-clock seconds; id_factory: new run ids. Parameters so tests can fix them.
     """
 
@@ -64,6 +68,8 @@ class Crew:
         process: Process = "graph",
         manager: Agent | None = None,
         goal: str = "",
+        call_attempts: int = DEFAULT_CALL_ATTEMPTS,
+        task_retries: int = DEFAULT_TASK_RETRIES,
         clock: Callable[[], float] = time.time,
         id_factory: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
     ) -> None:
@@ -87,6 +93,8 @@ class Crew:
         if wrong:
             raise ConfigError(f"Crew(tasks=...) takes Task objects, got {', '.join(wrong)}.")
         check_settings(max_concurrency, on_failure)
+        check_defaults(call_attempts, task_retries)
+        self.call_attempts, self.task_retries = call_attempts, task_retries
         self.name = name
         self._extra_agents = self._arguments["agents"]
         self.llm = as_chat_model(llm) if llm is not None else None
@@ -190,6 +198,7 @@ class Crew:
             name=self.name, source=self.source, max_concurrency=self.max_concurrency,
             on_failure=self.on_failure, stream=self.stream, review_hook=self.review_hook,
             agents=tuple(self.agents), coworkers_only=self._extra_agents,
+            call_attempts=self.call_attempts, task_retries=self.task_retries,
         )  # fmt: skip
         run = Run(
             settings,

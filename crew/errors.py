@@ -10,6 +10,7 @@ The tree::
     │   ├── LLMTimeoutError      the provider did not answer in time            retryable
     │   ├── LLMConnectionError   the provider could not be reached              retryable
     │   ├── ProviderError        5xx                                            retryable
+    │   ├── EmptyAnswerError     200 with no choice, message or content         retryable
     │   ├── AuthenticationError  401/403                                        not retryable
     │   ├── BadRequestError      400 and other 4xx                              not retryable
     │   ├── ModelNotFoundError   404                                            not retryable
@@ -194,6 +195,13 @@ class LLMConnectionError(LLMError):
 
 
 class ProviderError(LLMError):
+    retryable = True
+
+
+class EmptyAnswerError(LLMError):
+    """The provider answered 200 with nothing in it: no choice (``choices: []``), no message, or
+    a message with ``content: null`` and no tool calls. Another call usually gets an answer."""
+
     retryable = True
 
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from crew import errors, local, openai_http, prices
 from crew.chat import ChatModel, ChatRequest, ChatResponse, ToolCall
-from crew.retry import RetryPolicy, retrying
+from crew.retry import DEFAULT_CALL_ATTEMPTS, RetryPolicy, retrying
 from crew.usage import Usage
 
 
@@ -47,11 +47,17 @@ class LLM:
     temperature: float | None = None
     max_tokens: int | None = None
     timeout_s: float = 600.0
-    """Per call; a call that takes longer fails with LLMTimeoutError (and is retried)."""
+    """Per call; a call that takes longer fails with LLMTimeoutError (and is retried). It stays
+    as long as a long generation may take (the providers' own clients say 600 s too): until a
+    non-streamed answer arrives, it cannot be told from a hang. A hosted provider's load
+    balancer ends a silent request in 60-100 s with a 5xx or a dropped connection, retried at
+    once; lower it for a self-hosted server that can truly hang."""
     fallbacks: tuple[str | LLM, ...] = ()
     """Tried in order once this model's retries are spent on retryable errors. A string inherits
     every setting of this LLM when it names the same provider, else all but api_base/api_key."""
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy | None = None
+    """How this model's calls are retried; None for the crew's ``call_attempts`` (12 tries by
+    default, see ``crew.retry``) with the default waits."""
     max_rpm: int | None = None
     """At most this many calls start in any 60 s, counted per (model, api_base) across the whole
     process (every LLM, crew and run); calls over the limit wait their turn."""
@@ -107,6 +113,7 @@ class LLM:
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         chain = self.chain()
+        crew_policy = RetryPolicy(attempts=request.call_attempts or DEFAULT_CALL_ATTEMPTS)
         for position, llm in enumerate(chain):
 
             def on_retry(
@@ -117,7 +124,9 @@ class LLM:
 
             try:
                 return await retrying(
-                    functools.partial(llm._call, request), llm.retry, on_retry=on_retry
+                    functools.partial(llm._call, request),
+                    llm.retry or crew_policy,
+                    on_retry=on_retry,
                 )
             except errors.LLMError as exc:
                 if not exc.retryable or position == len(chain) - 1:
@@ -359,18 +368,35 @@ async def _streamed(
     stream = await litellm.acompletion(
         **kwargs, stream=True, stream_options={"include_usage": True}
     )
-    chunks = []
+    chunks, said = [], False
     async for chunk in stream:
         chunks.append(chunk)
         delta = chunk.choices[0].delta if chunk.choices else None
         if delta is not None and delta.content:
             on_token(delta.content)
+        said = said or bool(delta and (delta.content is not None or delta.tool_calls))
+    if not said:
+        return None  # no content (not even "") and no tool call: an empty answer
     return litellm.stream_chunk_builder(chunks, messages=kwargs["messages"])
 
 
 def _to_chat_response(response: Any, model: str, latency_ms: float) -> ChatResponse:
-    message = response.choices[0].message
+    choices = getattr(response, "choices", None) or ()
+    message = getattr(choices[0], "message", None) if choices else None
     tool_calls = tuple(_tool_call(call) for call in (getattr(message, "tool_calls", None) or ()))
+    if message is None or (getattr(message, "content", None) is None and not tool_calls):
+        # A 200 with nothing in it is the provider's fault, and another call usually answers.
+        what = (
+            "an empty stream" if response is None
+            else "no choices" if not choices
+            else "no message" if message is None
+            else "no content"
+        )  # fmt: skip
+        raise errors.EmptyAnswerError(
+            f"Model '{model}': the provider answered with {what} (and no tool calls);"
+            " it is retried like a provider error.",
+            model=model,
+        )
     raw_usage = getattr(response, "usage", None)
     hidden = getattr(response, "_hidden_params", None) or {}
     usage = Usage(
@@ -455,6 +481,8 @@ def _reason(kind: type[errors.LLMError], llm: LLM, status: int | None) -> str:
     if kind is errors.ProviderError:
         code = f" ({status})" if status is not None else ""
         return f"provider error{code}; it may pass, so it is retried"
+    if kind is errors.EmptyAnswerError:
+        return "the provider answered with nothing in it; it may pass, so it is retried"
     return f"request rejected ({status})"
 
 

@@ -251,9 +251,8 @@ def _response(data: dict[str, Any], model: str, latency_ms: float) -> ChatRespon
     first = choices[0] if isinstance(choices, list) and choices else None
     message = first.get("message") if isinstance(first, dict) else None
     if not isinstance(message, dict):
-        raise errors.ProviderError(
-            f"the answer has no message (choices: {choices!r:.100})", model=model
-        )
+        what = "no choices" if first is None else f"no message (choices: {choices!r:.100})"
+        raise errors.EmptyAnswerError(f"the answer has {what}", model=model)
     tool_calls = tuple(
         ToolCall.from_raw(
             str(call.get("id") or ""),
@@ -263,6 +262,10 @@ def _response(data: dict[str, Any], model: str, latency_ms: float) -> ChatRespon
         for call in message.get("tool_calls") or ()
         if isinstance(call, dict)
     )
+    if message.get("content") is None and not tool_calls:
+        raise errors.EmptyAnswerError(
+            "the answer has no content (null) and no tool calls", model=model
+        )
     return ChatResponse(
         content=message.get("content"),
         tool_calls=tool_calls,

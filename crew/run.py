@@ -24,6 +24,7 @@ from crew.llm import as_chat_model
 from crew.plan import Plan, build_plan
 from crew.replay import Exchanges
 from crew.results import CrewResult, RunStatus, TaskOutput, TaskResult
+from crew.retry import DEFAULT_CALL_ATTEMPTS, DEFAULT_TASK_RETRIES
 from crew.scheduler import FailurePolicy, Scheduler, Slots
 from crew.store import Store
 from crew.task import Task
@@ -48,6 +49,10 @@ class RunSettings:
     """Every agent of the crew, for delegation."""
     coworkers_only: tuple[Agent, ...] = ()
     """Agents given besides the tasks' (they only answer delegations and plan loop bodies)."""
+    call_attempts: int = DEFAULT_CALL_ATTEMPTS
+    """Tries in all per model call, for models without a ``RetryPolicy`` of their own."""
+    task_retries: int = DEFAULT_TASK_RETRIES
+    """Further attempts at a failed task, for tasks that set no ``retries``."""
 
 
 class Run:
@@ -104,6 +109,7 @@ class Run:
             inputs=inputs,
             plan_body=self._plan_body,
             slots=slots or Slots(settings.max_concurrency),
+            task_retries=settings.task_retries,
         )
 
     async def execute(self, *, resume: bool, parent_run_id: str | None = None) -> CrewResult:
@@ -173,6 +179,7 @@ class Run:
             reserved=frozenset(self.tasks),
             stream=self.settings.stream,
             feedback=self.rejected.get(task_id),
+            call_attempts=self.settings.call_attempts,
         )
         answer = await Attempt(agent).execute(task, run)
         return TaskOutput(

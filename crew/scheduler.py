@@ -28,7 +28,7 @@ from crew.loops import run_loop
 from crew.maps import run_map
 from crew.plan import Plan
 from crew.results import TaskOutput, TaskResult
-from crew.retry import RetryPolicy, retrying, worth_another_attempt
+from crew.retry import DEFAULT_TASK_RETRIES, RetryPolicy, retrying, worth_another_attempt
 from crew.task import Task
 from crew.usage import Usage
 
@@ -122,6 +122,8 @@ class Scheduler:
     for a loop's body, the round) has ended."""
     undecided: set[str] = field(default_factory=set)
     """Failed tasks with a dependant that has not decided yet (it waits for a review)."""
+    task_retries: int = DEFAULT_TASK_RETRIES
+    """Retries of a task that sets none (``Task.retries`` is None): the crew's."""
 
     def __post_init__(self) -> None:
         check_settings(self.max_concurrency, self.on_failure)
@@ -393,7 +395,8 @@ class Scheduler:
                 delay_s=delay,
             )
 
-        policy = replace(TASK_RETRY, attempts=task.retries + 1)
+        retries = self.task_retries if task.retries is None else task.retries
+        policy = replace(TASK_RETRY, attempts=retries + 1)
         try:
             output = await retrying(
                 one_attempt, policy, on_retry=on_retry, retry_if=worth_another_attempt

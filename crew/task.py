@@ -62,9 +62,10 @@ class Task:
     """A pydantic model the answer must validate against; the result's ``data`` is an instance."""
     timeout_s: float | None = None
     """Per attempt; an attempt that runs longer fails with TaskTimeoutError."""
-    retries: int = 0
-    """Further attempts after a failed one (timeouts, invalid output, no final answer). A model
-    error is retried by the model's own ``RetryPolicy`` only, never again here."""
+    retries: int | None = None
+    """Further attempts after a failed one (timeouts, invalid output, no final answer); None for
+    the crew's ``task_retries`` (2 by default). A model error is retried by the model's own
+    ``RetryPolicy`` only, never again here."""
     estimate_s: float = 1.0
     """Expected duration, used only to find the critical path and order ready tasks."""
     human_review: bool = False
@@ -167,7 +168,7 @@ def _check(task: Task) -> list[str]:
         problems.append(f"{where}: depends_on must be a list of Tasks or task ids.")
     if task.output_model is not None and not hasattr(task.output_model, "model_validate_json"):
         problems.append(f"{where}: output_model must be a pydantic BaseModel subclass.")
-    if not isinstance(task.retries, int) or task.retries < 0:
+    if task.retries is not None and (not isinstance(task.retries, int) or task.retries < 0):
         problems.append(f"{where}: retries must be a whole number >= 0, got {task.retries!r}.")
     if task.timeout_s is not None and not task.timeout_s > 0:
         problems.append(f"{where}: timeout_s must be > 0 (or None for no limit).")

@@ -18,10 +18,12 @@ import asyncio
 import contextlib
 import itertools
 import json
+import random
 import re
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -52,7 +54,13 @@ class ServerReply:
     retry_after_s: float | None = None
     """Value of a ``Retry-After`` header, in (possibly fractional) seconds."""
     hang: bool = False
-    """Never answer (within 600 s), so the client times out."""
+    """Never answer (within ``hang_s``), so the client times out."""
+    hang_s: float = _HANG_S
+    """With ``hang``: how long the request is held before the connection is dropped unanswered,
+    as a load balancer's idle timeout does (60-100 s at the big providers)."""
+    body: Any = None
+    """A JSON value sent as the whole 200 answer instead of a completion (a malformed answer,
+    e.g. ``{"choices": []}``)."""
     prompt_tokens: int | None = None
     """Reported prompt tokens; ``None`` estimates ``len(prompt) // 4 + 1``."""
     completion_tokens: int | None = None
@@ -82,6 +90,55 @@ class Call:
 ReplySource = ServerReply | Callable[[dict[str, Any]], ServerReply]
 
 
+class Faults:
+    """Transient faults put in place of a share of the answers, at random (seeded, so a run
+    can be repeated), as a flaky provider sends them: ``FakeOpenAIServer(faults=Faults(...))``.
+
+    Each request draws once: with probability ``rate_limited`` it is answered 429 (with a
+    Retry-After of ``retry_after_s`` on a ``retry_after_share`` of them), with ``server_error``
+    500, with ``hang`` held ``hang_s`` and then dropped unanswered; else it gets its scripted
+    reply. Scripted errors and hangs are left as they are.
+    """
+
+    def __init__(
+        self,
+        *,
+        rate_limited: float = 0.0,
+        server_error: float = 0.0,
+        hang: float = 0.0,
+        retry_after_s: float = 1.0,
+        retry_after_share: float = 0.5,
+        hang_s: float = 5.0,
+        seed: int | None = 0,
+    ) -> None:
+        if rate_limited + server_error + hang > 1 or min(rate_limited, server_error, hang) < 0:
+            raise ValueError("Faults: each rate must be >= 0 and together at most 1.")
+        self.rate_limited, self.server_error, self.hang = rate_limited, server_error, hang
+        self.retry_after_s, self.retry_after_share = retry_after_s, retry_after_share
+        self.hang_s = hang_s
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self.injected: Counter[str] = Counter()
+        """How many of each fault were injected: ``429``, ``500``, ``hang``."""
+
+    def pick(self, reply: ServerReply) -> ServerReply:
+        """``reply``, or the fault drawn in its place."""
+        with self._lock:
+            draw, share = self._random.random(), self._random.random()
+            if draw < self.rate_limited:
+                self.injected["429"] += 1
+                after = self.retry_after_s if share < self.retry_after_share else None
+                return ServerReply(status=429, error="Rate limit reached.", retry_after_s=after)
+            draw -= self.rate_limited
+            if draw < self.server_error:
+                self.injected["500"] += 1
+                return ServerReply(status=500, error="The server had an error.")
+            if draw - self.server_error < self.hang:
+                self.injected["hang"] += 1
+                return ServerReply(hang=True, hang_s=self.hang_s)
+        return reply
+
+
 class FakeOpenAIServer:
     """Scripted OpenAI-compatible server; use as a context manager or via ``start``/``stop``."""
 
@@ -92,8 +149,11 @@ class FakeOpenAIServer:
         route: Callable[[dict[str, Any]], str] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        faults: Faults | None = None,
     ) -> None:
         self.latency_ms = latency_ms
+        self.faults = faults
+        """Transient faults injected into a share of the requests (see ``Faults``)."""
         self.default: ReplySource = ServerReply(text="ok")
         self.host, self.port = host, port
         self._route = route or _task_key
@@ -256,10 +316,12 @@ class FakeOpenAIServer:
             reply = ServerReply(
                 status=500, error=f"Fake server failed: {type(exc).__name__}: {exc}"
             )
+        if self.faults is not None and reply.status == 200 and not reply.hang:
+            reply = self.faults.pick(reply)
         if reply.hang:
-            try:  # give up when the client disconnects, the server stops, or after _HANG_S
+            try:  # give up when the client disconnects, the server stops, or after hang_s
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(reader.read(1), _HANG_S)
+                    await asyncio.wait_for(reader.read(1), reply.hang_s)
             finally:
                 self._record(body, key, 0, started)
             return None
@@ -268,6 +330,8 @@ class FakeOpenAIServer:
             await asyncio.sleep(latency_ms / 1000)
         if reply.status != 200:
             response = _error(reply, keep_alive)
+        elif reply.body is not None:
+            response = _http(200, json.dumps(reply.body).encode(), keep_alive)
         elif body.get("stream"):
             response = self._stream(body, reply, keep_alive)
         else:

@@ -16,6 +16,9 @@ class Usage:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     """Cost as litellm prices it; 0 for models it has no price for (local servers)."""
+    retries: int = 0
+    """Model calls that failed and were tried again, on the same model or a fallback (a task's
+    own retries are its result's ``attempts`` - 1)."""
 
     @property
     def total_tokens(self) -> int:
@@ -27,6 +30,7 @@ class Usage:
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             cost_usd=self.cost_usd + other.cost_usd,
+            retries=self.retries + other.retries,
         )
 
     @classmethod
@@ -43,6 +47,7 @@ class Usage:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
             "cost_usd": self.cost_usd,
+            "retries": self.retries,
         }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from crew.testserver import Call, FakeOpenAIServer, ServerReply
+from crew.testserver import Call, FakeOpenAIServer, Faults, ServerReply
 
 # litellm's own types trip this pydantic warning on first use; it is not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*is using the `ReadOnly` qualifier:UserWarning")
@@ -330,3 +330,34 @@ def test_stop_is_idempotent_frees_the_port_and_ends_hanging_calls() -> None:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", server.port))
+
+
+def test_a_held_hang_drops_the_connection_unanswered(server: FakeOpenAIServer) -> None:
+    server.script("held", ServerReply(hang=True, hang_s=0.1))
+    with pytest.raises(httpx.RemoteProtocolError):
+        _post(server, "# Task: held")
+    assert [(c.key, c.status) for c in server.calls] == [("held", 0)]
+    assert server.calls[0].finished - server.calls[0].started >= 0.1
+
+
+def test_a_raw_body_is_sent_as_the_whole_answer(server: FakeOpenAIServer) -> None:
+    server.script("empty", ServerReply(body={"choices": []}))
+    response = _post(server, "# Task: empty")
+    assert (response.status_code, response.json()) == (200, {"choices": []})
+
+
+def test_faults_take_the_place_of_a_share_of_the_answers() -> None:
+    faults = Faults(rate_limited=0.2, server_error=0.2, hang=0.1, hang_s=0.01, seed=5)
+    with FakeOpenAIServer(faults=faults) as server:
+        server.script("x", ServerReply(status=404))  # scripted errors are left as they are
+        statuses = []
+        for _ in range(60):
+            try:
+                statuses.append(_post(server, "# Task: ok").status_code)
+            except httpx.RemoteProtocolError:
+                statuses.append(0)
+        assert _post(server, "# Task: x").status_code == 404
+    assert statuses.count(429) == faults.injected["429"] > 0
+    assert statuses.count(500) == faults.injected["500"] > 0
+    assert statuses.count(0) == faults.injected["hang"] > 0
+    assert statuses.count(200) == 60 - sum(faults.injected.values()) > 0

@@ -411,6 +411,9 @@ def configure(crew: Crew, settings: Settings) -> Crew:
         changes["max_concurrency"] = settings.max_concurrency
     if "run.on_failure" in settings.sources:
         changes["on_failure"] = settings.on_failure
+    for key in ("call_attempts", "task_retries"):
+        if f"run.{key}" in settings.sources:
+            changes[key] = getattr(settings.run, key)
     if settings.review_hook is not None:
         changes["review_hook"] = settings.review_hook
     return crew.replace(**changes) if changes else crew

@@ -386,6 +386,8 @@ class Loader:
             llm=llm,
             max_concurrency=header.max_concurrency,
             on_failure=header.on_failure,
+            call_attempts=header.call_attempts,
+            task_retries=header.task_retries,
             process=header.process,
             manager=built[header.manager] if header.manager is not None else None,
             goal=header.goal or "",

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from crew.crew import Crew
 from crew.inputs import InputSpec, resolve_inputs
+from crew.retry import DEFAULT_CALL_ATTEMPTS, DEFAULT_TASK_RETRIES
 from crew.yamlfile import Location
 
 STRICT = ConfigDict(extra="forbid", strict=True)
@@ -52,7 +53,7 @@ class TaskModel(BaseModel):
     agent: str | None = None
     depends_on: list[str] = []
     output_model: Any = None
-    retries: int = Field(0, ge=0)
+    retries: int | None = Field(None, ge=0)
     timeout_s: float | None = Field(None, gt=0)
     estimate_s: float = Field(1.0, ge=0)
     human_review: bool = False
@@ -82,6 +83,8 @@ class CrewModel(BaseModel):
     llm: str | None = None
     max_concurrency: int = Field(8, ge=1)
     on_failure: Literal["fail_fast", "continue"] = "fail_fast"
+    call_attempts: int = Field(DEFAULT_CALL_ATTEMPTS, ge=1)
+    task_retries: int = Field(DEFAULT_TASK_RETRIES, ge=0)
     process: Literal["graph", "hierarchical"] = "graph"
     manager: str | None = None
     goal: str | None = None
