@@ -114,6 +114,22 @@ def test_a_failed_task_exits_1_and_says_which(tmp_path, server):
     assert "Traceback" not in done.stdout + done.stderr
 
 
+def test_runs_of_a_project_folder_are_kept_there_and_of_a_plain_crew_folder_here(tmp_path, server):
+    plain, project = tmp_path / "plain", tmp_path / "project"
+    for folder in (plain, project):
+        folder.mkdir()
+        write(folder, "crew.yaml", SIMPLE)
+    write(project, "crew.toml", "[run]\nmax_concurrency = 2\n")
+    for folder in ("plain", "project"):
+        done = crew("run", folder, "-i", "topic=x", "--quiet", cwd=tmp_path, server=server)
+        assert done.returncode == 0, done.stderr
+    assert (tmp_path / ".crew" / "crew.db").is_file() and not (plain / ".crew").exists()
+    assert (project / ".crew" / "crew.db").is_file()
+    here = crew("runs", cwd=tmp_path)
+    there = crew("runs", cwd=project)
+    assert here.stdout.count("succeeded") == 1 and there.stdout.count("succeeded") == 1
+
+
 def test_inputs_file_and_the_missing_input_error(tmp_path, server):
     write(tmp_path, "crew.yaml", SIMPLE)
     missing = crew("run", ".", cwd=tmp_path, server=server)

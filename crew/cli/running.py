@@ -337,10 +337,18 @@ def project_dir(args: argparse.Namespace) -> Path | None:
 
 
 def project_store(args: argparse.Namespace) -> str | None:
-    """``DIR/.crew/crew.db`` for ``crew run DIR`` from another folder, unless CREW_STORE says."""
+    """``DIR/.crew/crew.db`` for ``crew run DIR`` from another folder when DIR is a project (it
+    has a crew.toml or a run store of its own, or is a CrewAI project), unless CREW_STORE says.
+    A plain crew folder such as ``examples/research`` keeps its runs in the working folder's
+    store, beside the user's other runs."""
     project = project_dir(args)
     if project is None or os.environ.get("CREW_STORE") or project.resolve() == Path.cwd().resolve():
         return None
+    if not (project / "crew.toml").is_file() and not (project / ".crew").is_dir():
+        from crew.crewai import is_crewai_project
+
+        if not is_crewai_project(project):
+            return None
     return str(project / ".crew" / "crew.db")
 
 
