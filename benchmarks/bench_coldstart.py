@@ -1,7 +1,7 @@
 """How soon ``crew run FILE`` sends its first request, on the direct path (``openai/*`` over httpx).
 
     python benchmarks/bench_coldstart.py            # 9 runs per store; takes about 20 s
-    python benchmarks/bench_coldstart.py --runs 21 --store sqlite
+    python benchmarks/bench_coldstart.py --runs 21 --store sqlite --view
 
 The fake OpenAI-compatible server runs in this process and answers at once. Each run starts
 ``python -m crew.cli run crew.yaml --quiet`` in a fresh process (CREW_MODEL=openai/fake,
@@ -9,7 +9,9 @@ CREW_API_BASE=the server) and records the time from spawning it to its first req
 the server: the wall clock a user waits before the model starts working. The CPU time of the
 whole process (user + system, start to exit) is recorded too, since on a shared machine the wall
 clock also counts other people's work. Both stores are measured: ``memory``, and SQLite (the
-default a real user gets) in a fresh database per run.
+default a real user gets), in a database earlier runs made (``sqlite``) and in a new one
+(``sqlite-new``, a project's first run). ``--view`` adds a run without ``--quiet``, whose live
+view (plain lines on a pipe) loads rich before the first request.
 
 Last, one run under ``python -X importtime`` lists the packages whose import costs the most,
 and whether litellm, networkx, rich's markdown and pygments were imported at all. The load
@@ -23,6 +25,7 @@ import argparse
 import contextlib
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,6 +48,10 @@ WATCHED = ("litellm", "networkx", "pydantic", "httpx", "rich", "markdown_it", "p
 _IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)")
 
 
+STORES = ("memory", "sqlite", "sqlite-new")
+SQLITE_DB = Path(tempfile.gettempdir()) / f"crew-bench-coldstart-{os.getpid()}" / "crew.db"
+
+
 def _environment(url: str, store: str, folder: Path) -> dict[str, str]:
     env = {
         key: value
@@ -56,7 +63,9 @@ def _environment(url: str, store: str, folder: Path) -> dict[str, str]:
         "CREW_MODEL": "openai/fake",
         "CREW_API_BASE": url,
         "OPENAI_API_KEY": "sk-bench",
-        "CREW_STORE": "memory" if store == "memory" else str(folder / ".crew" / "crew.db"),
+        "CREW_STORE": {"memory": "memory", "sqlite": str(SQLITE_DB)}.get(
+            store, str(folder / ".crew" / "crew.db")
+        ),
         "HOME": str(folder),  # no user config file weighs on one run and not another
     }
 
@@ -81,7 +90,7 @@ class CPUProbe:
 
 
 def one_run(
-    server: object, probe: CPUProbe, store: str, *flags: str
+    server: object, probe: CPUProbe, store: str, *flags: str, view: bool = False
 ) -> tuple[float, float | None, float, str]:
     """Seconds from spawn to the first request, the CPU seconds used by then, the CPU seconds
     of the whole process, and its stderr."""
@@ -91,7 +100,8 @@ def one_run(
         folder = Path(name)
         (folder / "crew.yaml").write_text(CREW_FILE)
         env = _environment(server.url, store, folder)  # type: ignore[attr-defined]
-        command = [sys.executable, *flags, "-m", "crew.cli", "run", "crew.yaml", "--quiet"]
+        command = [sys.executable, *flags, "-m", "crew.cli", "run", "crew.yaml"]
+        command += [] if view else ["--quiet"]
         started = time.perf_counter()
         process = subprocess.Popen(
             command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -136,32 +146,40 @@ def offenders(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9)
-    parser.add_argument("--store", choices=["memory", "sqlite", "both"], default="both")
+    parser.add_argument("--store", choices=[*STORES, "all"], default="all")
+    parser.add_argument(
+        "--view", action="store_true", help="also memory without --quiet (the live view)"
+    )
     parser.add_argument("--top", type=int, default=15, help="import offenders to list")
     args = parser.parse_args()
     from crew.testserver import FakeOpenAIServer
 
-    stores = ["memory", "sqlite"] if args.store == "both" else [args.store]
+    rows = [(store, False) for store in STORES if args.store in (store, "all")]
+    if args.view:
+        rows.insert(1, ("memory", True))
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     probe = CPUProbe()
-    with FakeOpenAIServer(route=probe) as server:
-        one_run(server, probe, "memory")  # warm the page cache and the .pyc files
-        print(
-            "| store | first request: wall, median (min-max) | CPU by then, median"
-            " | CPU of the whole process, median |"
-        )
-        print("|---|---|---|---|")
-        for store in stores:
-            samples = [one_run(server, probe, store)[:3] for _ in range(args.runs)]
-            firsts = [first for first, _, _ in samples]
-            by_then = [cpu for _, cpu, _ in samples if cpu is not None]
-            shown = f"{statistics.median(by_then):.3f} s" if by_then else "n/a (no /proc)"
+    try:
+        with FakeOpenAIServer(route=probe) as server:
+            one_run(server, probe, "sqlite")  # warm the page cache, the .pyc files, the database
             print(
-                f"| {store} | {statistics.median(firsts):.3f} s ({min(firsts):.3f}-"
-                f"{max(firsts):.3f}) | {shown}"
-                f" | {statistics.median(whole for _, _, whole in samples):.3f} s |"
+                "| store | first request: wall, median (min-max) | CPU by then, median"
+                " | CPU of the whole process, median |"
             )
-        ranked, imported = offenders(server, probe, args.top)
+            print("|---|---|---|---|")
+            for store, view in rows:
+                samples = [one_run(server, probe, store, view=view)[:3] for _ in range(args.runs)]
+                firsts = [first for first, _, _ in samples]
+                by_then = [cpu for _, cpu, _ in samples if cpu is not None]
+                shown = f"{statistics.median(by_then):.3f} s" if by_then else "n/a (no /proc)"
+                print(
+                    f"| {store}{' (live view)' if view else ''}"
+                    f" | {statistics.median(firsts):.3f} s ({min(firsts):.3f}-{max(firsts):.3f})"
+                    f" | {shown} | {statistics.median(whole for _, _, whole in samples):.3f} s |"
+                )
+            ranked, imported = offenders(server, probe, args.top)
+    finally:
+        shutil.rmtree(SQLITE_DB.parent, ignore_errors=True)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"\nTop imports of one run (cumulative, -X importtime; {os.cpu_count()} cores):")
     for us, module in ranked:
