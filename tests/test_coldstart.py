@@ -116,3 +116,17 @@ def test_render_result_as_written_prints_the_text_unwrapped():
     rendered = io.StringIO()
     render_result(result, Console(file=rendered, width=40), usage=False)
     assert MARKDOWN not in rendered.getvalue() and "Greeting" in rendered.getvalue()
+
+
+def test_crew_on_a_crew_file_is_still_refused_before_any_request(tmp_path, server):
+    (tmp_path / "crew.yaml").write_text(CREW_FILE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CREW_", "OPENAI_"))}
+    env |= {"PYTHONPATH": str(ROOT), "CREW_MODEL": "openai/fake", "CREW_API_BASE": server.url}
+    env["HOME"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "crew.cli", "run", "crew.yaml", "--crew", "Research"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--crew Research: crew.yaml is not a CrewAI project; remove --crew." in done.stderr
+    assert server.calls == []
