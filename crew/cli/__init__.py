@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections.abc import Sequence
 
 from crew.cli.history import add_logs, add_prune, add_review, add_runs, add_show
@@ -29,6 +30,10 @@ from crew.errors import CrewError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # httpx imports its own command-line client (click, pygments and rich: ~30 ms before the
+    # first request) unless it is missing. This process never runs it, so it is marked missing
+    # before httpx loads; httpx then defines a stub ``httpx.main`` instead.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     parser = _parser()
     args = parser.parse_args(argv)
     try:

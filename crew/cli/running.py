@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from crew.config import Settings
+    from crew.console import ConsoleView
     from crew.crew import Crew, CrewResult
     from crew.events import EventSink
     from crew.spec import CrewFile
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
+QUIET = "no live view; only the final output, as written (not rendered as markdown)"
 
 
 def add_target(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +59,7 @@ def add_run(commands: Commands) -> None:
     add_target(run)
     run.add_argument("--llm", help="a profile or litellm model for every agent")
     run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    run.add_argument("--quiet", action="store_true", help="no live view; only the final output")
+    run.add_argument("--quiet", action="store_true", help=QUIET)
     run.add_argument("--stream", action="store_true", help="stream answers into the live view")
     run.add_argument("--max-concurrency", type=int, help="tasks in flight at most")
     run.add_argument("--on-failure", choices=["fail_fast", "continue"])
@@ -97,7 +99,7 @@ def add_resume(commands: Commands) -> None:
     )
     resume.add_argument("--llm", help="a profile or litellm model for every agent")
     resume.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    resume.add_argument("--quiet", action="store_true", help="no live view; only the final output")
+    resume.add_argument("--quiet", action="store_true", help=QUIET)
     resume.set_defaults(command=_resume)
 
 
@@ -141,7 +143,7 @@ def add_fork(commands: Commands) -> None:
     )
     fork.add_argument("--llm", help="a profile or litellm model for every agent")
     fork.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    fork.add_argument("--quiet", action="store_true", help="no live view; only the final output")
+    fork.add_argument("--quiet", action="store_true", help=QUIET)
     fork.set_defaults(command=_fork)
 
 
@@ -200,23 +202,11 @@ def execute(
     start: Start,
 ) -> int:
     """Run ``start(on_event)`` (a run, resume or fork of ``crew``) with the live view; report."""
-    from rich.console import Console
-
     from crew import events
-    from crew.console import ConsoleView
 
-    out = Console(stderr=args.json, highlight=False)
     for warning in loaded.warnings:
         stderr().print(f"[yellow]warning:[/] {markup(warning)}", highlight=False)
-    view = (
-        None
-        if args.quiet
-        else ConsoleView(
-            out,
-            task_ids=[t.id for t in crew.tasks],
-            agents={t.id: t.agent.role for t in crew.tasks if t.agent is not None},
-        )
-    )
+    view = None if args.quiet else _live_view(args, crew)
     failed_hooks: list[events.ReviewHookFailed] = []
     started: list[str] = []  # the run's id, once it has started
 
@@ -250,7 +240,24 @@ def execute(
             f" {markup(failed.error)}"
         )
     write_outputs(result, output_files, loaded.source if loaded.source.is_dir() else Path())
-    return report(args, result, out)
+    return report(args, result, view.console if view is not None else _console(args))
+
+
+def _live_view(args: argparse.Namespace, crew: Crew) -> ConsoleView:
+    from crew.console import ConsoleView
+
+    return ConsoleView(
+        _console(args),
+        task_ids=[t.id for t in crew.tasks],
+        agents={t.id: t.agent.role for t in crew.tasks if t.agent is not None},
+    )
+
+
+def _console(args: argparse.Namespace) -> Console:
+    """Where the run is shown and reported: stderr with ``--json``, whose stdout is the JSON."""
+    from rich.console import Console
+
+    return Console(stderr=args.json, highlight=False)
 
 
 async def _stoppable(run: Coroutine[Any, Any, CrewResult], terminated: list[bool]) -> CrewResult:
@@ -304,7 +311,7 @@ def report(args: argparse.Namespace, result: CrewResult, out: Console) -> int:
     if args.json:
         sys.stdout.write(result_json(result) + "\n")
     else:
-        render_result(result, out, usage=not args.quiet)
+        render_result(result, out, usage=not args.quiet, as_written=args.quiet)
     where = f"cd {project_dir(args)} && " if project_store(args) else ""  # the run's store
     if result.status == "waiting":
         waiting = [t for t, r in result.tasks.items() if r.status == "waiting"]
@@ -378,16 +385,23 @@ def load(
 ) -> tuple[CrewFile, dict[str, Path]]:
     """The crew at ``target`` and, for CrewAI projects, the files to write outputs to;
     ``crew_class`` (``--crew``) picks a CrewAI project's ``@CrewBase`` class."""
-    from crew import crewai, spec
+    from crew import spec
 
     resolve = settings.resolve_llm
     if not target.exists():
         raise ConfigError(f"{target}: no such file or folder.")
-    if crew_class is not None and not (target.is_dir() and crewai.is_crewai_project(target)):
-        raise ConfigError(f"--crew {crew_class}: {target} is not a CrewAI project; remove --crew.")
+    if crew_class is not None:
+        from crew.crewai import is_crewai_project
+
+        if not (target.is_dir() and is_crewai_project(target)):
+            raise ConfigError(
+                f"--crew {crew_class}: {target} is not a CrewAI project; remove --crew."
+            )
     if target.is_dir():
         if (target / "crew.yaml").is_file():
             return spec.load_crew_yaml(target / "crew.yaml", resolve_llm=resolve), {}
+        from crew import crewai  # here only: a crew file's run never pays for it (~80 ms)
+
         if crewai.is_crewai_project(target):
             project = crewai.load_crewai_project(target, resolve_llm=resolve, crew_class=crew_class)
             return project.crew_file, project.output_files

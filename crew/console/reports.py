@@ -8,25 +8,30 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.json import JSON
-from rich.markdown import Markdown
 from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
 from crew.console.text import first_line
 from crew.prompts import interpolate
-from crew.results import CrewResult
+from crew.results import CrewResult, TaskOutput
 
 if TYPE_CHECKING:
     pass
 
 
 def render_result(
-    result: CrewResult, console: Console, *, show_board: bool = False, usage: bool = True
+    result: CrewResult,
+    console: Console,
+    *,
+    show_board: bool = False,
+    usage: bool = True,
+    as_written: bool = False,
 ) -> None:
     """Print how a run ended: the final output, what failed, the board if asked, the usage
-    (unless not ``usage``: ``--quiet`` prints the output alone)."""
+    (unless not ``usage``: ``--quiet`` prints the output alone). The output is rendered as
+    markdown (or highlighted JSON), or printed ``as_written``, unwrapped: what ``--quiet``
+    pipes into a file or another program."""
     unfinished = [r for r in result.tasks.values() if r.status != "succeeded"]
     if result.status != "succeeded":
         failed = ", ".join(repr(r.task_id) for r in unfinished if r.status == "failed")
@@ -37,10 +42,7 @@ def render_result(
     output = result.output
     if output is not None:
         console.print(Rule(Text(output.task_id, style="bold"), align="left"))
-        if output.data is not None:
-            console.print(JSON(json.dumps(_plain(output.data), indent=2, default=str)))
-        else:
-            console.print(Markdown(output.text))
+        _print_output(output, console, as_written)
     if unfinished:
         console.print(Rule(Text("Unfinished tasks", style="bold"), align="left"))
         for task in unfinished:
@@ -54,6 +56,25 @@ def render_result(
         console.print(_board_table(result))
     if usage:
         console.print(_usage_table(result))
+
+
+def _print_output(output: TaskOutput, console: Console, as_written: bool) -> None:
+    # rich's markdown and JSON load here, not with the module: markdown_it and pygments take
+    # ~100 ms, which a run that prints no markdown (--quiet, --json) never pays.
+    if output.data is not None:
+        text = json.dumps(_plain(output.data), indent=2, default=str)
+        if as_written:
+            console.out(text, highlight=False)
+        else:
+            from rich.json import JSON
+
+            console.print(JSON(text))
+    elif as_written:
+        console.out(output.text, highlight=False)
+    else:
+        from rich.markdown import Markdown
+
+        console.print(Markdown(output.text))
 
 
 def _board_table(result: CrewResult) -> Table:
