@@ -1,6 +1,7 @@
 """Scheduler and overhead benchmark against the fake OpenAI-compatible server.
 
-    python benchmarks/bench_crew.py            # prints one table; takes about 30 s
+    python benchmarks/bench_crew.py                # prints one table; takes about 30 s
+    python benchmarks/bench_crew.py --checkpoints  # only the per-task cost of each store
 
 The server runs in its own process (as a real provider would), answering each task after the
 number of milliseconds written in its prompt (``sleep_ms=N``). For each graph it prints the
@@ -242,14 +243,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def main() -> None:
+def main(only_checkpoints: bool = False) -> None:
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(port)], stdout=subprocess.PIPE, text=True
     )
     try:
         url = server.stdout.readline().strip() if server.stdout else ""
-        report(url)
+        if only_checkpoints:
+            llm = LLM("openai/fake", api_base=url, api_key="sk-bench", client="litellm")
+            measure(chain(5, 0), llm)  # warm up
+            checkpoint_overhead(llm, rounds=7)
+        else:
+            report(url)
     finally:
         server.kill()
         server.wait()
@@ -308,4 +314,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--serve":
         serve(int(sys.argv[2]))
     else:
-        main()
+        main(only_checkpoints="--checkpoints" in sys.argv[1:])
