@@ -1,20 +1,29 @@
 """Checkpoints: a run written to its store step by step, so that it can resume after a crash.
 
-A task's output is committed (``put_task``) before the task counts as done, and every board
-version and event is written as it happens. A resumed run gets back the finished tasks (never
-called again) and the board; tasks that were in flight run again. While a run executes, its
-process holds the run's lease and renews it, so two processes never execute one run at once.
+A task's output is committed (``on_output``, awaited) before the task counts as done, with its
+board version and the events emitted since the last write, in one transaction. The other events
+are written in batches soon after they happen, and every one is written before the run returns.
+A resumed run gets back the finished tasks (never called again) and the board; tasks that were
+in flight run again. While a run executes, its process holds the run's lease and renews it, so
+two processes never execute one run at once.
+
+Every store call is made on the store's own thread (``crew.store.writer``), in the order made,
+never on the event loop: a database that is slow or away for a while (the SQL stores try again
+for up to 30 s) holds up only the tasks that wait for their own commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import json
+import logging
 import os
 import socket
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from crew import events
@@ -24,7 +33,6 @@ from crew.errors import (
     LeaseHeldError,
     StoreError,
     StoreUnavailableError,
-    did_you_mean,
     redact,
 )
 from crew.plan import Plan
@@ -37,14 +45,20 @@ from crew.store import (
     TaskRecord,
     default_holder,
 )
+from crew.store.writer import writer_for
 from crew.usage import RunUsage, Usage
 
 EVENT_TRIES = 3
 """How many times an event is written before it is given up (and reported)."""
 EVENT_BACKOFF_S = 0.05
 """The wait before the second try; it doubles before each next one."""
+EVENT_BATCH_S = 0.05
+"""How long an event waits for others (or for its task's commit) to be written with them."""
 LEASE_TTL_S = 30.0
 """A crashed holder's run can be resumed by another process this long after its last renewal."""
+
+_Pending = tuple[events.Event, str, dict[str, Any]]
+"""An event not yet written: the event, its type and its payload as stored."""
 
 
 class Checkpoint:
@@ -63,13 +77,26 @@ class Checkpoint:
         self.run_id = run_id
         self.holder = holder or default_holder()
         self.ttl_s = ttl_s
+        self.writer = writer_for(store)
+        self.on_lost: Callable[[events.Event, Exception], None] | None = None
+        """Told of each event the store could not record, on the event loop (the run reports
+        it as ``SinkFailed``)."""
         self._outputs: dict[str, BoardRecord] = {}
         """Board versions of outputs posted but not yet committed with their task."""
         self._earlier: dict[tuple[str, int], int] = {}
         """(task id, index) -> its last attempt stored by an earlier process: this process's
         attempts are numbered on from there, so they never replace those records."""
+        self._pending: list[_Pending] = []
+        """Events not yet handed to the store, oldest first (guarded by ``_lock``: the store's
+        thread takes them)."""
+        self._lock = threading.Lock()
+        self._batch: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._failed: list[BaseException] = []
+        """Writes queued without waiting (notes, reviews) that failed: raised by the next
+        awaited write, so no failure goes unseen."""
 
-    def begin(
+    async def begin(
         self,
         *,
         crew: str,
@@ -79,28 +106,33 @@ class Checkpoint:
         parent: str | None = None,
     ) -> None:
         """Record a new run (``parent``: the run a subcrew's run belongs to) and take its lease."""
-        self.store.create_run(
-            self.run_id, crew=crew, inputs=dict(inputs), task_ids=list(plan.all_tasks),
-            source=source, parent_run_id=parent,
-        )  # fmt: skip
-        self._take_lease()
+        self._loop = asyncio.get_running_loop()
 
-    def resume(self, plan: Plan, board: Board) -> Resumed:
+        def begin() -> None:
+            self.store.create_run(
+                self.run_id, crew=crew, inputs=dict(inputs), task_ids=list(plan.all_tasks),
+                source=source, parent_run_id=parent,
+            )  # fmt: skip
+            self._take_lease()
+
+        await self.writer.call(begin)
+
+    async def resume(self, plan: Plan, board: Board) -> Resumed:
         """Take the lease of an existing run (raises ``LeaseHeldError`` naming a live holder),
         put its board back, and return the results of its finished tasks, with the reviewers'
         feedback on the outputs they rejected (those tasks run again)."""
-        self._take_lease()
-        self.store.update_run(self.run_id, status="running")
-        for record in self.store.task_records(self.run_id):
+        self._loop = asyncio.get_running_loop()
+        records, entries, reviews = await self.writer.call(self._read_back)
+        for record in records:
             key = (record.task_id, record.index)
             self._earlier[key] = max(self._earlier.get(key, 0), record.attempt)
         tasks = plan.all_tasks
         board.restore(
-            BoardEntry(**{**_fields(r), "data": _data(r.data, _model(tasks, r))})
-            for r in self.store.board_entries(self.run_id)
+            BoardEntry(**{**_fields(r), "data": _data(r.data, _model(tasks, r))}) for r in entries
         )
+        finished = {(r.task_id, r.index): r for r in records if r.status == "succeeded"}
         results, rejected, stored = {}, {}, {}
-        for (task_id, index), record in self.store.finished_outputs(self.run_id).items():
+        for (task_id, index), record in finished.items():  # the latest attempt of each
             known = tasks.get(task_id)
             if known is None and index == 0:
                 continue  # a task this crew no longer has
@@ -108,7 +140,7 @@ class Checkpoint:
             if index != 0:  # a loop round or map item; a loop made at run time has new ids
                 stored[(task_id, index)] = result
                 continue
-            review = self.store.get_review(self.run_id, task_id)
+            review = reviews.get(task_id)
             if not plan.tasks[task_id].human_review or review is None:
                 results[task_id] = result
             elif review.status == "pending":
@@ -123,6 +155,13 @@ class Checkpoint:
                 rejected[task_id] = review.feedback or "The reviewer rejected the answer."
         return Resumed(results, rejected, stored)
 
+    def _read_back(self) -> tuple[list[TaskRecord], list[BoardRecord], dict[str, ReviewRecord]]:
+        """On the store's thread: take the lease, then read what a resume needs."""
+        self._take_lease()
+        self.store.update_run(self.run_id, status="running")
+        reviews = {r.task_id: r for r in self.store.reviews(self.run_id)}
+        return self.store.task_records(self.run_id), self.store.board_entries(self.run_id), reviews
+
     def _edited(self, result: TaskResult, review: Any, plan: Plan, board: Board) -> TaskResult:
         """The reviewer's text replaces the output, on the board too, before dependants read it."""
         assert result.output is not None
@@ -134,17 +173,18 @@ class Checkpoint:
             board.post(result.task_id, output.text, author=output.agent, data=data)
             posted = self._outputs.pop(result.task_id, None)
             if posted is not None:  # its task committed long ago: the version goes alone
-                self.store.put_board_entry(posted)
+                self._queue(self.store.put_board_entry, posted)
         return dataclasses.replace(result, output=output)
 
     def request_review(self, output: TaskOutput) -> None:
         """Hold ``output`` for a person: a pending review answered with ``crew approve`` & co."""
         data = plain(output.data)
-        self.store.put_review(
+        self._queue(
+            self.store.put_review,
             ReviewRecord(
                 run_id=self.run_id, task_id=output.task_id, status="pending", text=output.text,
                 data=data, created_at=time.time(),
-            )
+            ),
         )  # fmt: skip
 
     def on_board_post(self, entry: BoardEntry) -> None:
@@ -155,31 +195,116 @@ class Checkpoint:
         if entry.kind == "output":
             self._outputs[entry.key] = record
         else:
-            self.store.put_board_entry(record)
+            self._queue(self.store.put_board_entry, record)
 
-    def on_output(self, output: TaskOutput, attempt: int, index: int = 0) -> None:
+    async def on_output(self, result: TaskResult, index: int = 0) -> None:
         """Commit a finished task (or loop round, or map item: ``index``), with the board version
-        of its output, in one transaction. Called before the task counts as done (write-ahead)."""
-        self.store.put_task(
-            TaskRecord(
-                run_id=self.run_id, task_id=output.task_id, index=index,
-                attempt=self._attempt(output.task_id, attempt, index), status="succeeded",
-                text=output.text, data=_json(plain(output.data)), agent=output.agent,
-                usage=output.usage.to_dict(),
-            ),
-            board=self._outputs.pop(output.task_id, None),
+        of its output and the events not yet written, in one transaction. Awaited before the
+        task counts as done (write-ahead); its warning and usage by agent are kept too."""
+        output = result.output
+        assert output is not None
+        record = TaskRecord(
+            run_id=self.run_id, task_id=output.task_id, index=index,
+            attempt=self._attempt(output.task_id, result.attempts, index), status="succeeded",
+            text=output.text, data=_json(plain(output.data)), agent=output.agent,
+            usage=output.usage.to_dict(), started_at=result.started_at,
+            finished_at=result.finished_at, reason=result.reason,
+            usage_by_agent={role: u.to_dict() for role, u in result.usage_by_agent.items()},
         )  # fmt: skip
+        await self.writer.call(self._commit, record, self._outputs.pop(output.task_id, None))
+        self._raise_failed()
+
+    def _commit(self, record: TaskRecord, board: BoardRecord | None) -> None:
+        """On the store's thread: the task with its board version and the pending events. If
+        the events are what the store refuses, the task commits alone and they go their own way
+        (tried again, and reported if they cannot be written)."""
+        batch = self._take()
+        try:
+            self.store.put_task(record, board=board, events=[(t, p) for _, t, p in batch])
+        except StoreUnavailableError:
+            self._give_back(batch)
+            raise
+        except StoreError:
+            if not batch:
+                raise
+            self._give_back(batch)
+            self.store.put_task(record, board=board)
 
     def on_event(self, event: events.Event) -> None:
-        if not isinstance(event, events.TokenDelta):  # too many, and the output has the text
-            payload = _payload(event)
-            if isinstance(payload.get("attempt"), int) and "task_id" in payload:
-                payload["attempt"] = self._attempt(payload["task_id"], payload["attempt"])
-            self._append_event(type(event).__name__, payload)
+        """Queue an event: it is written with the next commit or batch, within ``EVENT_BATCH_S``."""
+        if isinstance(event, events.TokenDelta):  # too many, and the output has the text
+            return
+        payload = _payload(event)
+        if isinstance(payload.get("attempt"), int) and "task_id" in payload:
+            payload["attempt"] = self._attempt(payload["task_id"], payload["attempt"])
+        with self._lock:
+            self._pending.append((event, type(event).__name__, payload))
+        if self._batch is None:
+            if _running_loop() is self._loop and self._loop is not None:
+                self._batch = self._loop.call_later(EVENT_BATCH_S, self._write_batch)
+            else:  # emitted from another thread (or before the run began): no timer to set
+                self.writer.submit(self._write_events)
+
+    def _write_batch(self) -> None:
+        self._batch = None
+        self.writer.submit(self._write_events)
+
+    async def flush(self) -> None:
+        """Write every event queued so far (and those that report a lost one)."""
+        if self._batch is not None:
+            self._batch.cancel()
+            self._batch = None
+        while True:
+            await self.writer.call(self._write_events)
+            await asyncio.sleep(0)  # let the reports of lost events be emitted
+            with self._lock:
+                if not self._pending:
+                    return
+
+    def _take(self) -> list[_Pending]:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        return batch
+
+    def _give_back(self, batch: list[_Pending]) -> None:
+        with self._lock:
+            self._pending[:0] = batch
+
+    def _write_events(self) -> None:
+        """On the store's thread: write the pending events in one transaction; if the store
+        refuses, each on its own (``_append_event``), so only those it cannot take are lost,
+        and reported."""
+        batch = self._take()
+        if not batch:
+            return
+        lost: list[tuple[events.Event, Exception]] = []
+        try:
+            self.store.append_events(self.run_id, [(t, p) for _, t, p in batch])
+        except StoreUnavailableError as exc:
+            lost = [(event, self._unrecorded(type_, exc)) for event, type_, _ in batch]
+        except StoreError:
+            for event, type_, payload in batch:
+                try:
+                    self._append_event(type_, payload)
+                except StoreError as error:
+                    lost.append((event, error))
+        for event, why in lost:
+            self._report(event, why)
+
+    def _report(self, event: events.Event, exc: Exception) -> None:
+        """Tell ``on_lost``, on the event loop, that ``event`` was not recorded."""
+        if self.on_lost is None:
+            _log.warning("run %s: event %s was not recorded: %s", self.run_id, event, exc)
+        elif self._loop is None or _running_loop() is self._loop:
+            self.on_lost(event, exc)
+        else:
+            try:
+                self._loop.call_soon_threadsafe(self.on_lost, event, exc)
+            except RuntimeError:  # the loop is closed: the run is over, only the log is left
+                _log.warning("run %s: event %s was not recorded: %s", self.run_id, event, exc)
 
     def _append_event(self, type_: str, payload: dict[str, Any]) -> None:
-        """Append an event, trying a few times: a busy database often takes it a moment later.
-        A StoreError after the last try reaches the event bus, which reports it (SinkFailed).
+        """Append one event, trying a few times: a busy database often takes it a moment later.
 
         ``StoreUnavailableError`` is not tried again here: the SQL stores raise it only after
         trying for their whole ``retry_budget_s``, and retries are never stacked."""
@@ -188,25 +313,47 @@ class Checkpoint:
                 self.store.append_event(self.run_id, type_, payload)
                 return
             except StoreUnavailableError as exc:
-                raise StoreError(
-                    f"event {type_} of run {self.run_id} was not recorded, so `crew logs` "
-                    f"lacks it: {exc}"
-                ) from exc
+                raise self._unrecorded(type_, exc) from exc
             except StoreError as exc:
                 if attempt == EVENT_TRIES:
                     raise StoreError(
                         f"event {type_} of run {self.run_id} was not recorded after "
                         f"{EVENT_TRIES} tries, so `crew logs` lacks it: {exc}"
                     ) from exc
-                # blocks the event loop, as the write itself does, but for 0.15 s at most
-                time.sleep(EVENT_BACKOFF_S * 2 ** (attempt - 1))
+                time.sleep(EVENT_BACKOFF_S * 2 ** (attempt - 1))  # on the store's thread
+
+    def _unrecorded(self, type_: str, exc: StoreError) -> StoreError:
+        error = StoreError(
+            f"event {type_} of run {self.run_id} was not recorded, so `crew logs` lacks it: {exc}"
+        )
+        error.__cause__ = exc
+        return error
+
+    def _queue(self, write: Callable[..., None], *args: Any) -> None:
+        """Queue a write without waiting for it; a failure is raised by the next awaited one."""
+        self.writer.submit(write, *args).add_done_callback(self._check)
+
+    def _check(self, done: concurrent.futures.Future[None]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            with self._lock:
+                self._failed.append(done.exception())  # type: ignore[arg-type]
+
+    def _raise_failed(self) -> None:
+        with self._lock:
+            failed, self._failed = self._failed, []
+        if failed:
+            raise failed[0]
 
     def _attempt(self, task_id: str, attempt: int, index: int = 0) -> int:
         """The stored number of this process's ``attempt``: it goes on from earlier processes'."""
         return self._earlier.get((task_id, index), 0) + attempt
 
-    def finish(self, status: str, results: Mapping[str, TaskResult], usage: RunUsage) -> None:
+    async def finish(self, status: str, results: Mapping[str, TaskResult], usage: RunUsage) -> None:
         """Record how the run ended (the tasks that did not succeed too) and free its lease."""
+        await self.writer.call(self._finish, status, results, usage)
+        self._raise_failed()
+
+    def _finish(self, status: str, results: Mapping[str, TaskResult], usage: RunUsage) -> None:
         for result in results.values():
             if result.status in ("failed", "cancelled"):
                 self.store.put_task(
@@ -216,6 +363,7 @@ class Checkpoint:
                         status=result.status, error=_redacted(result.error or result.reason),
                         error_type=result.error_type, usage=result.usage.to_dict(),
                         started_at=result.started_at, finished_at=result.finished_at,
+                        usage_by_agent={r: u.to_dict() for r, u in result.usage_by_agent.items()},
                     )
                 )  # fmt: skip
         self.store.update_run(self.run_id, status=status, usage=usage.to_dict())
@@ -236,7 +384,18 @@ class Checkpoint:
         """Renew the lease until cancelled; if another process took it over, stop the run."""
         while True:
             await asyncio.sleep(self.ttl_s / 3)
-            self.store.renew_lease(self.run_id, self.holder, ttl_s=self.ttl_s)
+            renew = self.store.renew_lease
+            await self.writer.call(renew, self.run_id, self.holder, ttl_s=self.ttl_s)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+_log = logging.getLogger("crew")
 
 
 def decide_review(
@@ -318,15 +477,22 @@ def _fields(record: BoardRecord) -> dict[str, Any]:
 
 
 def _restored(record: TaskRecord, output_model: Any) -> TaskResult:
+    """A stored output as its task's result, with its warning and its usage by agent."""
     data = _data(record.data, output_model)
-    usage = Usage(**{k: record.usage[k] for k in _USAGE_FIELDS if k in record.usage})
+    usage = _usage(record.usage)
     output = TaskOutput(
         task_id=record.task_id, agent=record.agent, text=record.text or "", data=data, usage=usage
     )
     return TaskResult(
         task_id=record.task_id, status="succeeded", output=output, attempts=record.attempt,
         started_at=record.started_at, finished_at=record.finished_at, usage=usage,
+        reason=record.reason,
+        usage_by_agent={role: _usage(u) for role, u in record.usage_by_agent.items()},
     )  # fmt: skip
+
+
+def _usage(stored: Mapping[str, Any]) -> Usage:
+    return Usage(**{k: stored[k] for k in _USAGE_FIELDS if k in stored})
 
 
 _USAGE_FIELDS = ("calls", "prompt_tokens", "completion_tokens", "cost_usd")
@@ -356,141 +522,3 @@ def _redacted(error: str | None) -> str | None:
 
 def _json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
-
-
-def fork_run(
-    store: Store,
-    run_id: str,
-    plan: Plan,
-    from_task: str,
-    *,
-    fork_id: str,
-    outputs: Mapping[str, str] | None = None,
-) -> None:
-    """Store a fork of ``run_id`` as the new run ``fork_id`` (its child), ready to be resumed.
-
-    The fork gets every record of ``run_id`` (each attempt, each fan-out index) of the tasks
-    that are neither ``from_task`` nor downstream of it or of a task in ``outputs``, with their
-    board versions (outputs, delegations, the notes their agents posted) and their reviews.
-    ``outputs`` (task id -> text) become finished tasks of the fork. Resuming the fork runs the
-    rest. ``run_id`` is only read.
-
-    Raises:
-        ConfigError: ``run_id`` is not in the store; ``from_task`` or a task of ``outputs`` is
-            not in ``plan`` (with close matches); a given output does not fit its task's
-            ``output_model``. Raised before anything is written.
-    """
-    parent = store.get_run(run_id)
-    if parent is None:
-        raise ConfigError(f"There is no run '{run_id}' in the store; `crew runs` lists the runs.")
-    given = dict(outputs or {})
-    problems = [p for t in (from_task, *given) if (p := _not_a_task(t, plan)) is not None]
-    data = _given_data(plan, given, problems)
-    if problems:
-        raise ConfigError(problems)
-    again = {from_task, *plan.descendants(from_task)}
-    for task_id in given:
-        again |= plan.descendants(task_id)
-    kept = set(plan.tasks) - again - set(given)  # top-level tasks: a loop with its body
-    store.create_run(
-        fork_id, crew=parent.crew, inputs=parent.inputs, task_ids=parent.task_ids,
-        source=parent.source, parent_run_id=run_id,
-        metadata={"fork": {"run_id": run_id, "from_task": from_task, "set": sorted(given)}},
-    )  # fmt: skip
-    for record in store.task_records(run_id):
-        if _owner(record.task_id, plan) in kept:
-            store.put_task(dataclasses.replace(record, run_id=fork_id))
-    _copy_board(store, run_id, fork_id, plan, kept)
-    for review in store.reviews(run_id):
-        if _owner(review.task_id, plan) in kept:
-            store.put_review(dataclasses.replace(review, run_id=fork_id))
-    now = time.time()
-    for task_id, text in given.items():
-        agent = plan.tasks[task_id].agent
-        role = agent.role if agent is not None else ""
-        store.put_task(
-            TaskRecord(run_id=fork_id, task_id=task_id, status="succeeded", text=text,
-                       data=data.get(task_id), agent=role)
-        )  # fmt: skip
-        store.put_board_entry(
-            BoardRecord(run_id=fork_id, key=task_id, version=1, text=text, data=data.get(task_id),
-                        author=role, kind="output", created_at=now, updated_at=now)
-        )  # fmt: skip
-
-
-def _not_a_task(task_id: str, plan: Plan) -> str | None:
-    """None if ``task_id`` is a task of ``plan``, else the problem, with the closest match."""
-    if task_id in plan.tasks:
-        return None
-    loop = _owner(task_id, plan)
-    if loop is not None:
-        return f"Cannot fork at task '{task_id}': it is inside loop '{loop}'; fork at '{loop}'."
-    hint = did_you_mean(task_id, plan.tasks, sentence=True)
-    return (
-        f"Cannot fork at task '{task_id}': the crew has no such task.{hint}"
-        f" Its tasks: {', '.join(plan.tasks)}."
-    )
-
-
-def _given_data(plan: Plan, given: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
-    """The given outputs of tasks with an ``output_model``, validated, as JSON data."""
-    from crew.errors import OutputValidationError
-    from crew.results import parse_output
-
-    data: dict[str, Any] = {}
-    for task_id, text in given.items():
-        model = plan.tasks[task_id].output_model if task_id in plan.tasks else None
-        if model is None:
-            continue
-        try:
-            data[task_id] = parse_output(text, model, task_id=task_id).model_dump(mode="json")
-        except OutputValidationError as exc:
-            problems.append(f"{exc} Give the output of '{task_id}' as JSON that fits it.")
-    return data
-
-
-def _copy_board(store: Store, run_id: str, fork_id: str, plan: Plan, kept: set[str]) -> None:
-    """Copy the board versions of the kept tasks, numbered again 1, 2, ... per key."""
-    owners = _note_owners(store, run_id)
-    versions: dict[str, int] = {}
-    for entry in store.board_entries(run_id):
-        if entry.kind == "note":
-            posted_by = owners.get((entry.key, entry.version))
-            keep = posted_by is None or _owner(posted_by, plan) in kept  # unknown origin: kept
-        else:
-            keep = _owner(entry.key, plan) in kept
-        if keep:
-            versions[entry.key] = versions.get(entry.key, 0) + 1
-            store.put_board_entry(
-                dataclasses.replace(entry, run_id=fork_id, version=versions[entry.key])
-            )
-
-
-def _note_owners(store: Store, run_id: str) -> dict[tuple[str, int], str]:
-    """(key, version) of each note -> the task (or delegation) whose agent posted it, from the
-    run's event log: a ``post_note`` tool call, then the ``BoardPosted`` of its key."""
-    posting: dict[str, str] = {}
-    owners: dict[tuple[str, int], str] = {}
-    for event in store.events(run_id):
-        payload = event.payload
-        if event.type == "ToolCalled" and payload.get("tool") == "post_note":
-            key = (payload.get("arguments") or {}).get("key")
-            if isinstance(key, str):
-                posting[key] = str(payload.get("task_id", ""))
-        elif event.type == "BoardPosted" and payload.get("kind") == "note":
-            task_id = posting.pop(str(payload.get("key")), None)
-            if task_id is not None:
-                owners[(str(payload["key"]), int(payload["version"]))] = task_id
-    return owners
-
-
-def _owner(key: str, plan: Plan) -> str | None:
-    """The top-level task a task id, board key or delegation belongs to: ``draft`` and
-    ``draft/delegated-1`` to draft, a task in a loop's body to the loop; None for no task."""
-    if key in plan.tasks:
-        return key
-    for loop, body in plan.groups.items():
-        if _owner(key, body) is not None:
-            return loop
-    owners = [t for t in plan.tasks if key.startswith(f"{t}/")]
-    return max(owners, key=len) if owners else None

@@ -273,22 +273,35 @@ def test_a_crash_before_a_task_commits_leaves_no_board_version_of_its_output(
 
 
 class FlakyEvents:
-    """A store that refuses the first ``failures`` writes of each event of type ``kind``."""
+    """A store that refuses the first ``failures`` writes of each event of type ``kind``, alone
+    or in a batch (with other events, or with a task's commit)."""
 
     def __init__(self, store: Store, kind: str, failures: int) -> None:
         self.store, self.kind, self.failures = store, kind, failures
-        self.refused: dict[int, int] = {}
+        self.refused: dict[str, int] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
+    def _refuse(self, batch: Any) -> None:
+        for type, payload in batch:
+            if type == self.kind:
+                key = str((payload or {}).get("task_id"))
+                self.refused[key] = self.refused.get(key, 0) + 1
+                if self.refused[key] <= self.failures:
+                    raise StoreError("database is locked")
+
     def append_event(self, run_id: str, type: str, payload: Any = None) -> Any:
-        if type == self.kind:
-            key = id(payload)
-            self.refused[key] = self.refused.get(key, 0) + 1
-            if self.refused[key] <= self.failures:
-                raise StoreError("database is locked")
+        self._refuse([(type, payload)])
         return self.store.append_event(run_id, type, payload)
+
+    def append_events(self, run_id: str, batch: Any) -> Any:
+        self._refuse(batch)
+        return self.store.append_events(run_id, batch)
+
+    def put_task(self, record: TaskRecord, **kwargs: Any) -> None:
+        self._refuse(kwargs.get("events", ()))
+        self.store.put_task(record, **kwargs)
 
 
 def test_an_event_write_that_fails_is_tried_again(durable_store: Store):

@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from crew.errors import ConfigError, redact
-from crew.store.records import _no_run, _run_exists
+from crew.store.records import _escape, _no_run, _run_exists
 from crew.store.sql import RETRY_BUDGET_S, SQLStore
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg.rows import DictRow
 
-    from crew.store.sql import _Connection
+    from crew.store.sql import _Connection, _EventRow
 
 _RUN = "run_id text NOT NULL REFERENCES crew_runs ON DELETE CASCADE"
 _TIME = "double precision"
@@ -66,6 +66,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 3: an event's token, so that a write tried again after a glitch finds it, not repeats it
         "ALTER TABLE crew_events ADD COLUMN token text",
         "CREATE UNIQUE INDEX crew_events_token ON crew_events (run_id, token)",
+    ),
+    (  # 4: a succeeded task's warning and its usage by agent, so a resumed run keeps them
+        "ALTER TABLE crew_tasks ADD COLUMN reason text",
+        "ALTER TABLE crew_tasks ADD COLUMN usage_by_agent jsonb NOT NULL DEFAULT '{}'",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -229,12 +233,25 @@ class PostgresStore(SQLStore):
     def _lock_schema(self, conn: _Connection) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
 
-    def _insert_event(self, run_id: str, type: str, payload: str, token: str) -> tuple[int, float]:
-        """One statement: the run's row lock orders concurrent appends from any connection."""
-        with self._use("record an event", run_id) as conn:
-            at = self._clock()
-            params = {"run_id": run_id, "type": type, "payload": payload, "at": at, "token": token}
-            row = conn.execute(_APPEND_EVENT, params).fetchone()
-        if row is None:
-            raise _no_run(run_id)
-        return row["seq"], at
+    def _insert_events(
+        self, conn: _Connection, run_id: str, rows: Sequence[_EventRow]
+    ) -> list[tuple[int, float]]:
+        """One statement each, pipelined: the run's row lock orders concurrent appends from any
+        connection."""
+        at = self._clock()
+        values = [
+            {"run_id": run_id, "type": _escape(type), "payload": payload, "at": at, "token": token}
+            for type, payload, token in rows
+        ]
+        pg_conn = cast("psycopg.Connection[DictRow]", conn)
+        with pg_conn.cursor() as cursor:
+            cursor.executemany(_APPEND_EVENT, values, returning=True)
+            numbered = []
+            while True:
+                row = cursor.fetchone()
+                if row is None:
+                    raise _no_run(run_id)
+                numbered.append((row["seq"], at))
+                if not cursor.nextset():
+                    break
+        return numbered
