@@ -19,15 +19,19 @@ record unless asked: a task resumed after bad answers must be asked afresh.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from crew.errors import ConfigError, ReplayMissError
 from crew.llm import LLM, ChatModel, ChatRequest, ChatResponse, ToolCall
 from crew.store import Store
+from crew.store.writer import writer_for
 from crew.usage import Usage
 
 _TRANSPORT = frozenset(
@@ -85,6 +89,9 @@ class Exchanges:
                 "(crew run ... --replay RUN_ID --replay-strict)."
             )
         self.store = store
+        self._writer = writer_for(store)
+        self._failed: list[BaseException] = []
+        """Writes that failed, raised by ``raise_failed`` (after the task's commit)."""
         self.run_id = run_id
         self.replay = replay
         self.strict = strict
@@ -117,10 +124,26 @@ class Exchanges:
             response = await call(request)
             self.sent += 1
             record = _to_record(response)
-        self.store.put_exchange(
-            key, self.run_id, model=response.model or model.name, response=record
-        )
+        # Queued on the store's thread, which writes it before the task's commit (the thread
+        # keeps the order): the answer need not wait for it, nor the event loop.
+        write = functools.partial(
+            self.store.put_exchange, key, self.run_id, model=response.model or model.name,
+            response=record,
+        )  # fmt: skip
+        self._writer.submit(write).add_done_callback(self._check)
         return response
+
+    def _check(self, done: concurrent.futures.Future[None]) -> None:
+        error = None if done.cancelled() else done.exception()
+        if error is not None:
+            _log.warning("run %s: a model exchange was not recorded: %s", self.run_id, error)
+            self._failed.append(error)
+
+    def raise_failed(self) -> None:
+        """Raise the first exchange the store could not record (so replay would lack it)."""
+        failed, self._failed = self._failed, []
+        if failed:
+            raise failed[0]
 
     def _recorded(self, key: str) -> dict[str, Any] | None:
         for run_id in self.sources:
@@ -199,3 +222,6 @@ def _replayed(record: dict[str, Any]) -> ChatResponse:
         ),
         model=str(record.get("model") or ""),
     )
+
+
+_log = logging.getLogger("crew")

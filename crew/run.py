@@ -188,6 +188,7 @@ class Run:
         if output.item is None:  # a map's items reach the board together, as its output
             self.board.post(output.task_id, output.text, author=output.agent, data=output.data)
         await self.checkpoint.on_output(result, index)
+        self.exchanges.raise_failed()  # written before the commit, on the same thread
 
     def _posted(self, entry: BoardEntry) -> None:
         self.checkpoint.on_board_post(entry)

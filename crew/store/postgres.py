@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from crew.errors import ConfigError, redact
 from crew.store.records import _escape, _no_run, _run_exists
@@ -88,11 +88,12 @@ def _psycopg() -> ModuleType:
     return psycopg
 
 
-_APPEND_EVENT = (
-    "WITH counter AS (UPDATE crew_runs SET last_seq = last_seq + 1 WHERE run_id = %(run_id)s"
-    " RETURNING last_seq) INSERT INTO crew_events (run_id, seq, type, payload, at, token)"
-    " SELECT %(run_id)s, last_seq, %(type)s, %(payload)s::jsonb, %(at)s, %(token)s FROM counter"
-    " RETURNING seq"
+_APPEND_EVENTS = (
+    "WITH counter AS (UPDATE crew_runs SET last_seq = last_seq + %(n)s WHERE run_id = %(run_id)s"
+    " RETURNING last_seq - %(n)s AS base) INSERT INTO crew_events (run_id, seq, type, payload,"
+    " at, token) SELECT %(run_id)s, base + e.n, e.type, e.payload::jsonb, %(at)s, e.token"
+    " FROM counter, unnest(%(types)s::text[], %(payloads)s::text[], %(tokens)s::text[])"
+    " WITH ORDINALITY AS e(type, payload, token, n) RETURNING seq"
 )
 
 
@@ -111,8 +112,10 @@ def _password(url: str) -> str | None:
 class PostgresStore(SQLStore):
     """A store in a PostgreSQL database: one connection, guarded by a lock, reopened if lost.
 
-    One connection is enough: the scheduler writes from one thread, and each write is one short
-    transaction. Several processes (machines) may share the database; leases keep each run to one.
+    One connection is enough: a run writes from one thread (the store's, ``crew.store.writer``),
+    and each write is one short transaction. psycopg's connection may be used from any thread;
+    the store's lock keeps calls from several threads (a CLI command's too) one at a time.
+    Several processes (machines) may share the database; leases keep each run to one.
 
     Args:
         url: a libpq URL, ``postgresql://user:password@host:5432/database``.
@@ -142,6 +145,7 @@ class PostgresStore(SQLStore):
     # carries the holder's name and expiry, and outlives connections, which is what a crashed
     # holder's takeover needs.
     _LOCK_ROW = " FOR UPDATE"
+    _RELAX_COMMIT = "SET LOCAL synchronous_commit TO OFF"
 
     def __init__(
         self,
@@ -236,22 +240,16 @@ class PostgresStore(SQLStore):
     def _insert_events(
         self, conn: _Connection, run_id: str, rows: Sequence[_EventRow]
     ) -> list[tuple[int, float]]:
-        """One statement each, pipelined: the run's row lock orders concurrent appends from any
-        connection."""
+        """One statement for them all (one round trip): the run's row lock orders concurrent
+        appends from any connection."""
         at = self._clock()
-        values = [
-            {"run_id": run_id, "type": _escape(type), "payload": payload, "at": at, "token": token}
-            for type, payload, token in rows
-        ]
-        pg_conn = cast("psycopg.Connection[DictRow]", conn)
-        with pg_conn.cursor() as cursor:
-            cursor.executemany(_APPEND_EVENT, values, returning=True)
-            numbered = []
-            while True:
-                row = cursor.fetchone()
-                if row is None:
-                    raise _no_run(run_id)
-                numbered.append((row["seq"], at))
-                if not cursor.nextset():
-                    break
-        return numbered
+        params = {
+            "run_id": run_id, "n": len(rows), "at": at,
+            "types": [_escape(type) for type, _, _ in rows],
+            "payloads": [payload for _, payload, _ in rows],
+            "tokens": [token for _, _, token in rows],
+        }  # fmt: skip
+        numbered = conn.execute(_APPEND_EVENTS, params).fetchall()
+        if not numbered:
+            raise _no_run(run_id)
+        return [(seq, at) for seq in sorted(row["seq"] for row in numbered)]

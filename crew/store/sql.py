@@ -118,6 +118,7 @@ class SQLStore(ABC):
     _TIME: ClassVar[str]  # the type of a time column (seconds, a float)
     _LOCK_ROW: ClassVar[str] = ""  # after a SELECT in a transaction: lock the rows till it ends
     _NO_LIMIT: ClassVar[int | None]  # LIMIT's value for "every row"
+    _RELAX_COMMIT: ClassVar[str] = ""  # in a transaction: its commit need not wait for the disk
 
     def __init__(
         self, location: str, *, clock: Callable[[], float], retry_budget_s: float = RETRY_BUDGET_S
@@ -551,7 +552,18 @@ class SQLStore(ABC):
             "at": self._clock(),
         }
         sql = self._upsert("exchanges", _EXCHANGE, ("request_hash", "run_id"))
-        self._write("record a model exchange", sql, params, run_id)
+        if not self._RELAX_COMMIT:
+            self._write("record a model exchange", sql, params, run_id)
+            return
+
+        def put(conn: _Connection) -> None:
+            # An exchange is made during a task attempt and matters once the attempt commits:
+            # that later commit waits for the disk, and with it for this one (the log is one
+            # sequence), so this one need not wait itself.
+            conn.execute(self._RELAX_COMMIT)
+            conn.execute(sql, params)
+
+        self._on("record a model exchange", run_id, put)
 
     def get_exchange(self, request_hash: str, run_id: str | None = None) -> dict[str, Any] | None:
         where, params = self._where(request_hash=request_hash, run_id=run_id)

@@ -126,6 +126,8 @@ class SQLiteStore(SQLStore):
         super().__init__(str(self.path), clock=clock, retry_budget_s=retry_budget_s)
         try:
             _create_private(self.path)
+            # A run calls the store from the store's thread (crew.store.writer), a CLI command
+            # or a test from its own: the store's lock, not sqlite3, keeps them one at a time.
             self._conn = sqlite3.connect(
                 self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
             )
