@@ -405,6 +405,45 @@ def test_events_are_numbered_per_run(store: Store, clock: Clock):
     assert store.events("r2")[0].payload == {}
 
 
+def test_a_task_commits_with_the_events_before_it_in_one_transaction(store: Store, clock: Clock):
+    new_run(store)
+    store.append_event("r1", "RunStarted")
+    clock.advance(1)
+    batch = [("TaskStarted", {"task_id": "a"}), ("BoardPosted", {"key": "a", "ü": ["ß"]})]
+    store.put_task(attempt("a", text="A"), board=board("a", 1, T0), events=batch)
+    appended = store.append_events("r1", [("TaskFinished", {"task_id": "a"}), ("Tick", {})])
+
+    stored = store.events("r1")
+    assert [(e.seq, e.type, e.payload) for e in stored] == [
+        (1, "RunStarted", {}),
+        (2, "TaskStarted", {"task_id": "a"}),
+        (3, "BoardPosted", {"key": "a", "ü": ["ß"]}),
+        (4, "TaskFinished", {"task_id": "a"}),
+        (5, "Tick", {}),
+    ]
+    assert appended == stored[3:] and [e.at for e in stored[1:]] == [T0 + 1] * 4
+    assert store.append_events("r1", []) == []
+    assert [r.text for r in store.task_records("r1")] == ["A"]
+
+    # all or nothing: an event that is not JSON keeps the task and its board version out too
+    with pytest.raises(StoreError, match="cannot store"):
+        store.put_task(attempt("b"), board=board("b", 1, T0), events=[("TaskStarted", {"x": {1}})])
+    with pytest.raises(StoreError, match="is not in the store"):
+        store.append_events("ghost", [("TaskStarted", {})])
+    assert [r.task_id for r in store.task_records("r1")] == ["a"]
+    assert [e.key for e in store.board_entries("r1")] == ["a"]
+    assert len(store.events("r1")) == 5
+
+
+def test_a_task_keeps_its_warning_and_its_usage_by_agent(store: Store):
+    new_run(store)
+    by_agent = {"Writer": {"calls": 2, "cost_usd": 0.5}, "Editor": {"calls": 1}}
+    store.put_task(attempt("loop", reason="out of rounds", usage_by_agent=by_agent))
+    [kept] = store.task_records("r1")
+    assert (kept.reason, kept.usage_by_agent) == ("out of rounds", by_agent)
+    assert store.finished_outputs("r1")[("loop", 0)] == kept
+
+
 def test_concurrent_appends_get_every_seq_once(backend: Backend):
     stores = [backend.open(), backend.open()]  # two connections, where the backend has any
     new_run(stores[0])

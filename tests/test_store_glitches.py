@@ -447,3 +447,30 @@ def test_a_run_id_taken_by_someone_else_is_still_refused_on_a_try_again(tmp_path
                 store.create_run("r1", crew="other", inputs={}, task_ids=["a"])
             assert not pending  # it was a try again that found the run
         assert [r.crew for r in store.list_runs()] == ["trip"]
+
+
+def test_a_commit_with_its_events_tried_again_after_a_lost_reply_is_made_once(
+    sql_backend: SQLStore,
+):
+    store = sql_backend
+    store.create_run("r1", crew="trip", inputs={}, task_ids=["a"])
+    board = BoardRecord(run_id="r1", key="a", version=1, text="A", author="Worker",
+                        kind="output", created_at=1.0, updated_at=1.0)  # fmt: skip
+    with replies_lost(store, {"record a task and its events", "record an event"}) as pending:
+        store.put_task(
+            TaskRecord(run_id="r1", task_id="a", status="succeeded", text="A"),
+            board=board,
+            events=[("TaskStarted", {"task_id": "a"}), ("BoardPosted", {"key": "a"})],
+        )
+        appended = store.append_events("r1", [("TaskFinished", {}), ("RunFinished", {})])
+        assert not pending  # both had their reply lost once
+    assert [e.seq for e in appended] == [3, 4]
+    kinds = [(e.seq, e.type) for e in store.events("r1")]
+    assert kinds == [
+        (1, "TaskStarted"),
+        (2, "BoardPosted"),
+        (3, "TaskFinished"),
+        (4, "RunFinished"),
+    ]
+    assert [(r.task_id, r.text) for r in store.task_records("r1")] == [("a", "A")]
+    assert [(e.key, e.version) for e in store.board_entries("r1")] == [("a", 1)]
