@@ -480,3 +480,28 @@ def test_a_resumed_run_keeps_a_loops_warning_and_the_usage_by_agent(durable_stor
     assert (kept.reason, kept.usage_by_agent) == (warned.reason, warned.usage_by_agent)
     assert second.warnings == [warned.reason]
     assert second.usage.by_agent["Writer"] == warned.usage_by_agent["Writer"]
+
+
+class RefusedReviews:
+    """A store on a thread of its own that cannot record a review."""
+
+    blocks = True
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def put_review(self, record: Any) -> None:
+        raise StoreError("the disk is full")
+
+
+def test_a_write_queued_without_waiting_that_fails_is_raised_not_lost(durable_store: Store):
+    graph = [
+        Task(id="a", description="Do a", agent=WORKER, human_review=True),
+        Task(id="b", description="Do b", agent=WORKER),
+    ]
+    crew = Crew(graph, llm=ScriptedLLM(), store=cast(Store, RefusedReviews(durable_store)))
+    with pytest.raises(StoreError, match="the disk is full"):
+        crew.run(run_id="r1")
