@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from crew.errors import ConfigError, redact
 from crew.store.records import _escape, _no_run, _run_exists
@@ -88,13 +88,30 @@ def _psycopg() -> ModuleType:
     return psycopg
 
 
-_APPEND_EVENTS = (
-    "WITH counter AS (UPDATE crew_runs SET last_seq = last_seq + %(n)s WHERE run_id = %(run_id)s"
-    " RETURNING last_seq - %(n)s AS base) INSERT INTO crew_events (run_id, seq, type, payload,"
-    " at, token) SELECT %(run_id)s, base + e.n, e.type, e.payload::jsonb, %(at)s, e.token"
+_COUNT_EVENTS = (
+    "UPDATE crew_runs SET last_seq = last_seq + %(n)s WHERE run_id = %(run_id)s"
+    " RETURNING last_seq - %(n)s AS base"
+)
+_INSERT_EVENTS = (
+    "INSERT INTO crew_events (run_id, seq, type, payload, at, token)"
+    " SELECT %(run_id)s, base + e.n, e.type, e.payload::jsonb, %(at)s, e.token"
     " FROM counter, unnest(%(types)s::text[], %(payloads)s::text[], %(tokens)s::text[])"
     " WITH ORDINALITY AS e(type, payload, token, n) RETURNING seq"
 )
+_APPEND_EVENTS = f"WITH counter AS ({_COUNT_EVENTS}) {_INSERT_EVENTS}"
+
+
+def _event_params(
+    run_id: str, rows: Sequence[_EventRow], at: float, prefix: str = ""
+) -> dict[str, Any]:
+    """The parameters of ``_APPEND_EVENTS`` (each name after ``prefix``)."""
+    params = {
+        "run_id": run_id, "n": len(rows), "at": at,
+        "types": [_escape(type) for type, _, _ in rows],
+        "payloads": [payload for _, payload, _ in rows],
+        "tokens": [token for _, _, token in rows],
+    }  # fmt: skip
+    return {f"{prefix}{name}": value for name, value in params.items()}
 
 
 def _redact(url: str) -> str:
@@ -145,7 +162,6 @@ class PostgresStore(SQLStore):
     # carries the holder's name and expiry, and outlives connections, which is what a crashed
     # holder's takeover needs.
     _LOCK_ROW = " FOR UPDATE"
-    _RELAX_COMMIT = "SET LOCAL synchronous_commit TO OFF"
 
     def __init__(
         self,
@@ -237,19 +253,44 @@ class PostgresStore(SQLStore):
     def _lock_schema(self, conn: _Connection) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
 
+    def _commit_task(
+        self,
+        action: str,
+        run_id: str,
+        task: tuple[str, dict[str, Any]],
+        board: tuple[str, dict[str, Any] | None],
+        rows: Sequence[_EventRow],
+    ) -> None:
+        """One statement, so one round trip, atomic on its own: the board version and the task
+        as data-modifying WITH clauses, then the events (or the task) as the statement."""
+        steps = [("b", *board), ("t", *task)] if board[1] is not None else [("t", *task)]
+        params: dict[str, Any] = {}
+        clauses = []
+        for prefix, sql, values in steps:
+            assert values is not None
+            clauses.append(sql.replace("%(", f"%({prefix}_"))
+            params.update({f"{prefix}_{name}": value for name, value in values.items()})
+        if rows:
+            clauses.append(_INSERT_EVENTS.replace("%(", "%(e_"))
+            params.update(_event_params(_escape(run_id), rows, self._clock(), prefix="e_"))
+        *first, last = clauses
+        named = [f"w{i} AS ({clause})" for i, clause in enumerate(first)]
+        if rows:
+            named.append(f"counter AS ({_COUNT_EVENTS.replace('%(', '%(e_')})")
+        statement = f"WITH {', '.join(named)} {last}" if named else last
+        with self._use(action, run_id) as conn:
+            if rows and not conn.execute(statement, params).fetchall():
+                raise _no_run(run_id)
+            if not rows:
+                conn.execute(statement, params)
+
     def _insert_events(
         self, conn: _Connection, run_id: str, rows: Sequence[_EventRow]
     ) -> list[tuple[int, float]]:
         """One statement for them all (one round trip): the run's row lock orders concurrent
         appends from any connection."""
         at = self._clock()
-        params = {
-            "run_id": run_id, "n": len(rows), "at": at,
-            "types": [_escape(type) for type, _, _ in rows],
-            "payloads": [payload for _, payload, _ in rows],
-            "tokens": [token for _, _, token in rows],
-        }  # fmt: skip
-        numbered = conn.execute(_APPEND_EVENTS, params).fetchall()
+        numbered = conn.execute(_APPEND_EVENTS, _event_params(run_id, rows, at)).fetchall()
         if not numbered:
             raise _no_run(run_id)
         return [(seq, at) for seq in sorted(row["seq"] for row in numbered)]

@@ -8,7 +8,8 @@ differs, to :class:`SQLStore`:
   column, the clause that locks a row read in a transaction (``FOR UPDATE``), LIMIT's "no limit";
 - its connection, in two context managers: ``_use`` (the connection under the store's lock, the
   driver's errors made ``StoreError``) and ``_tx`` (the same, in one transaction);
-- what is not the same SQL on both: numbering events (``_insert_events``), keeping concurrent
+- what is not the same SQL on both: numbering events (``_insert_events``), a task's commit
+  in one statement where the database can (``_commit_task``), keeping concurrent
   migrations apart (``_lock_schema``), and the hint that goes with a driver error;
 - its schema, ``MIGRATIONS`` (the column types differ).
 
@@ -118,7 +119,6 @@ class SQLStore(ABC):
     _TIME: ClassVar[str]  # the type of a time column (seconds, a float)
     _LOCK_ROW: ClassVar[str] = ""  # after a SELECT in a transaction: lock the rows till it ends
     _NO_LIMIT: ClassVar[int | None]  # LIMIT's value for "every row"
-    _RELAX_COMMIT: ClassVar[str] = ""  # in a transaction: its commit need not wait for the disk
 
     def __init__(
         self, location: str, *, clock: Callable[[], float], retry_budget_s: float = RETRY_BUDGET_S
@@ -433,14 +433,26 @@ class SQLStore(ABC):
         def put(again: bool) -> None:
             if again and rows and self._event_by_token(record.run_id, rows[0][2]) is not None:
                 return  # an earlier try committed, its reply lost: its events are there
-            with self._tx(action, record.run_id) as conn:
-                if values[0] is not None:
-                    conn.execute(version, values[0])
-                conn.execute(task, values[1])
-                if rows:
-                    self._insert_events(conn, _escape(record.run_id), rows)
+            self._commit_task(action, record.run_id, (task, values[1]), (version, values[0]), rows)
 
         self._retried(action, put)
+
+    def _commit_task(
+        self,
+        action: str,
+        run_id: str,
+        task: tuple[str, dict[str, Any]],
+        board: tuple[str, dict[str, Any] | None],
+        rows: Sequence[_EventRow],
+    ) -> None:
+        """Upsert a task attempt (SQL, values), its board version (values None: none) and
+        append its events, in one transaction. A backend may do it in fewer round trips."""
+        with self._tx(action, run_id) as conn:
+            if board[1] is not None:
+                conn.execute(*board)
+            conn.execute(*task)
+            if rows:
+                self._insert_events(conn, _escape(run_id), rows)
 
     def task_records(self, run_id: str) -> list[TaskRecord]:
         where, params = self._by(run_id=run_id)
@@ -552,18 +564,7 @@ class SQLStore(ABC):
             "at": self._clock(),
         }
         sql = self._upsert("exchanges", _EXCHANGE, ("request_hash", "run_id"))
-        if not self._RELAX_COMMIT:
-            self._write("record a model exchange", sql, params, run_id)
-            return
-
-        def put(conn: _Connection) -> None:
-            # An exchange is made during a task attempt and matters once the attempt commits:
-            # that later commit waits for the disk, and with it for this one (the log is one
-            # sequence), so this one need not wait itself.
-            conn.execute(self._RELAX_COMMIT)
-            conn.execute(sql, params)
-
-        self._on("record a model exchange", run_id, put)
+        self._write("record a model exchange", sql, params, run_id)
 
     def get_exchange(self, request_hash: str, run_id: str | None = None) -> dict[str, Any] | None:
         where, params = self._where(request_hash=request_hash, run_id=run_id)
