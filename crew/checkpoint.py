@@ -1,7 +1,8 @@
 """Checkpoints: a run written to its store step by step, so that it can resume after a crash.
 
 A task's output is committed (``on_output``, awaited) before the task counts as done, with its
-board version and the events emitted since the last write, in one transaction. The other events
+board version, the events emitted since the last write and the model exchanges of its attempt
+(kept for replay), in one transaction. The other events
 are written in batches soon after they happen, and every one is written before the run returns.
 A resumed run gets back the finished tasks (never called again) and the board; tasks that were
 in flight run again. While a run executes, its process holds the run's lease and renews it, so
@@ -59,6 +60,8 @@ LEASE_TTL_S = 30.0
 
 _Pending = tuple[events.Event, str, dict[str, Any]]
 """An event not yet written: the event, its type and its payload as stored."""
+_Exchange = tuple[str, str, dict[str, Any]]
+"""A model exchange not yet written: its request hash, model and response."""
 
 
 class Checkpoint:
@@ -89,6 +92,8 @@ class Checkpoint:
         self._pending: list[_Pending] = []
         """Events not yet handed to the store, oldest first (guarded by ``_lock``: the store's
         thread takes them)."""
+        self._exchanges: list[_Exchange] = []
+        """Model exchanges not yet handed to the store (guarded by ``_lock`` too)."""
         self._lock = threading.Lock()
         self._batch: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -215,19 +220,21 @@ class Checkpoint:
         self._raise_failed()
 
     def _commit(self, record: TaskRecord, board: BoardRecord | None) -> None:
-        """On the store's thread: the task with its board version and the pending events. If
-        the events are what the store refuses, the task commits alone and they go their own way
-        (tried again, and reported if they cannot be written)."""
-        batch = self._take()
+        """On the store's thread: the task with its board version, the pending events and model
+        exchanges. If those are what the store refuses, the task commits alone and they go
+        their own way (tried again, and reported if they cannot be written)."""
+        batch, exchanges = self._take()
         try:
-            self.store.put_task(record, board=board, events=[(t, p) for _, t, p in batch])
+            self.store.put_task(
+                record, board=board, events=[(t, p) for _, t, p in batch], exchanges=exchanges
+            )
         except StoreUnavailableError:
-            self._give_back(batch)
+            self._give_back(batch, exchanges)
             raise
         except StoreError:
-            if not batch:
+            if not batch and not exchanges:
                 raise
-            self._give_back(batch)
+            self._give_back(batch, exchanges)
             self.store.put_task(record, board=board)
 
     def on_event(self, event: events.Event) -> None:
@@ -239,6 +246,15 @@ class Checkpoint:
             payload["attempt"] = self._attempt(payload["task_id"], payload["attempt"])
         with self._lock:
             self._pending.append((event, type(event).__name__, payload))
+        self._write_soon()
+
+    def on_exchange(self, request_hash: str, model: str, response: dict[str, Any]) -> None:
+        """Queue a model exchange (for replay): written with the attempt's commit, or soon."""
+        with self._lock:
+            self._exchanges.append((request_hash, model, response))
+        self._write_soon()
+
+    def _write_soon(self) -> None:
         if self._batch is None:
             if _running_loop() is self._loop and self._loop is not None:
                 self._batch = self._loop.call_later(EVENT_BATCH_S, self._write_batch)
@@ -258,23 +274,32 @@ class Checkpoint:
             await self.writer.call(self._write_events)
             await asyncio.sleep(0)  # let the reports of lost events be emitted
             with self._lock:
-                if not self._pending:
+                if not self._pending and not self._exchanges:
                     return
 
-    def _take(self) -> list[_Pending]:
+    def _take(self) -> tuple[list[_Pending], list[_Exchange]]:
         with self._lock:
             batch, self._pending = self._pending, []
-        return batch
+            exchanges, self._exchanges = self._exchanges, []
+        return batch, exchanges
 
-    def _give_back(self, batch: list[_Pending]) -> None:
+    def _give_back(self, batch: list[_Pending], exchanges: list[_Exchange]) -> None:
         with self._lock:
             self._pending[:0] = batch
+            self._exchanges[:0] = exchanges
 
     def _write_events(self) -> None:
         """On the store's thread: write the pending events in one transaction; if the store
         refuses, each on its own (``_append_event``), so only those it cannot take are lost,
         and reported."""
-        batch = self._take()
+        batch, exchanges = self._take()
+        for request_hash, model, response in exchanges:  # a failed attempt's, say
+            try:
+                self.store.put_exchange(request_hash, self.run_id, model=model, response=response)
+            except StoreError as exc:  # a replay of this run will lack it: say so
+                _log.warning("run %s: a model exchange was not recorded: %s", self.run_id, exc)
+                with self._lock:
+                    self._failed.append(exc)
         if not batch:
             return
         lost: list[tuple[events.Event, Exception]] = []

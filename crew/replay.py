@@ -19,19 +19,16 @@ record unless asked: a task resumed after bad answers must be asked afresh.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import functools
 import hashlib
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from crew.errors import ConfigError, ReplayMissError
 from crew.llm import LLM, ChatModel, ChatRequest, ChatResponse, ToolCall
 from crew.store import Store
-from crew.store.writer import writer_for
 from crew.usage import Usage
 
 _TRANSPORT = frozenset(
@@ -75,13 +72,21 @@ class Exchanges:
             first model call is made).
         replay: the run whose recorded answers are replayed, or None to replay nothing.
         strict: fail a request ``replay`` did not record, rather than send it to the provider.
+        record: keeps an exchange (its key, model and response): a run's checkpoint, which
+            writes it with the task's commit, off the event loop; by default, the store at once.
 
     Raises:
         ConfigError: ``replay`` is not in the store, or ``strict`` is set without ``replay``.
     """
 
     def __init__(
-        self, store: Store, run_id: str, *, replay: str | None = None, strict: bool = False
+        self,
+        store: Store,
+        run_id: str,
+        *,
+        replay: str | None = None,
+        strict: bool = False,
+        record: Callable[[str, str, dict[str, Any]], None] | None = None,
     ) -> None:
         if strict and replay is None:
             raise ConfigError(
@@ -89,10 +94,8 @@ class Exchanges:
                 "(crew run ... --replay RUN_ID --replay-strict)."
             )
         self.store = store
-        self._writer = writer_for(store)
-        self._failed: list[BaseException] = []
-        """Writes that failed, raised by ``raise_failed`` (after the task's commit)."""
         self.run_id = run_id
+        self.record = record or functools.partial(_put, store, run_id)
         self.replay = replay
         self.strict = strict
         self.sources = _lineage(store, replay) if replay is not None else []
@@ -124,26 +127,8 @@ class Exchanges:
             response = await call(request)
             self.sent += 1
             record = _to_record(response)
-        # Queued on the store's thread, which writes it before the task's commit (the thread
-        # keeps the order): the answer need not wait for it, nor the event loop.
-        write = functools.partial(
-            self.store.put_exchange, key, self.run_id, model=response.model or model.name,
-            response=record,
-        )  # fmt: skip
-        self._writer.submit(write).add_done_callback(self._check)
+        self.record(key, response.model or model.name, record)
         return response
-
-    def _check(self, done: concurrent.futures.Future[None]) -> None:
-        error = None if done.cancelled() else done.exception()
-        if error is not None:
-            _log.warning("run %s: a model exchange was not recorded: %s", self.run_id, error)
-            self._failed.append(error)
-
-    def raise_failed(self) -> None:
-        """Raise the first exchange the store could not record (so replay would lack it)."""
-        failed, self._failed = self._failed, []
-        if failed:
-            raise failed[0]
 
     def _recorded(self, key: str) -> dict[str, Any] | None:
         for run_id in self.sources:
@@ -224,4 +209,5 @@ def _replayed(record: dict[str, Any]) -> ChatResponse:
     )
 
 
-_log = logging.getLogger("crew")
+def _put(store: Store, run_id: str, key: str, model: str, response: dict[str, Any]) -> None:
+    store.put_exchange(key, run_id, model=model, response=response)

@@ -87,7 +87,9 @@ class Run:
         self.checkpoint = Checkpoint(store, run_id)
         self.board = Board(clock=clock, on_post=self._posted)
         self.coworkers = {agent.role: agent for agent in settings.agents}
-        self.exchanges = Exchanges(store, run_id, replay=replay, strict=replay_strict)
+        self.exchanges = Exchanges(
+            store, run_id, replay=replay, strict=replay_strict, record=self.checkpoint.on_exchange
+        )
         self.rejected: dict[str, str] = {}
         self.notices: set[asyncio.Task[None]] = set()
         """Review hooks still running (off the loop); the run ends once they are done."""
@@ -188,7 +190,6 @@ class Run:
         if output.item is None:  # a map's items reach the board together, as its output
             self.board.post(output.task_id, output.text, author=output.agent, data=output.data)
         await self.checkpoint.on_output(result, index)
-        self.exchanges.raise_failed()  # written before the commit, on the same thread
 
     def _posted(self, entry: BoardEntry) -> None:
         self.checkpoint.on_board_post(entry)

@@ -410,12 +410,14 @@ class Writes:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.writes: list[tuple[str, list[str]]] = []
+        self.exchanges: list[int] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
     def put_task(self, record: TaskRecord, **kwargs: Any) -> None:
         self.writes.append((f"task {record.task_id}", [t for t, _ in kwargs.get("events", ())]))
+        self.exchanges.append(len(kwargs.get("exchanges", ())))
         self.store.put_task(record, **kwargs)
 
     def append_events(self, run_id: str, batch: Any) -> Any:
@@ -425,6 +427,10 @@ class Writes:
     def append_event(self, run_id: str, type: str, payload: Any = None) -> Any:
         self.writes.append(("event", [type]))
         return self.store.append_event(run_id, type, payload)
+
+    def put_exchange(self, *args: Any, **kwargs: Any) -> None:
+        self.writes.append(("exchange", []))
+        self.store.put_exchange(*args, **kwargs)
 
 
 def test_a_task_commits_once_with_the_events_before_it(
@@ -438,6 +444,7 @@ def test_a_task_commits_once_with_the_events_before_it(
 
     assert result.status == "succeeded"
     assert [name for name, _ in store.writes] == ["task a", "task b", "events"]
+    assert store.exchanges == [1, 1]  # each task's model exchange (for replay) goes with it
     first, second, last = (kinds for _, kinds in store.writes)
     assert first[:2] == ["RunStarted", "TaskStarted"] and "BoardPosted" in first
     assert second[0] == "TaskFinished" and "TaskStarted" in second

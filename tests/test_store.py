@@ -410,7 +410,10 @@ def test_a_task_commits_with_the_events_before_it_in_one_transaction(store: Stor
     store.append_event("r1", "RunStarted")
     clock.advance(1)
     batch = [("TaskStarted", {"task_id": "a"}), ("BoardPosted", {"key": "a", "ü": ["ß"]})]
-    store.put_task(attempt("a", text="A"), board=board("a", 1, T0), events=batch)
+    exchange = ("h.0", "gpt", {"content": "A"})
+    store.put_task(
+        attempt("a", text="A"), board=board("a", 1, T0), events=batch, exchanges=[exchange]
+    )
     appended = store.append_events("r1", [("TaskFinished", {"task_id": "a"}), ("Tick", {})])
 
     stored = store.events("r1")
@@ -424,6 +427,7 @@ def test_a_task_commits_with_the_events_before_it_in_one_transaction(store: Stor
     assert appended == stored[3:] and [e.at for e in stored[1:]] == [T0 + 1] * 4
     assert store.append_events("r1", []) == []
     assert [r.text for r in store.task_records("r1")] == ["A"]
+    assert store.get_exchange("h.0", "r1") == {"content": "A"}
 
     # all or nothing: an event that is not JSON keeps the task and its board version out too
     with pytest.raises(StoreError, match="cannot store"):

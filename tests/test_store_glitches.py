@@ -130,8 +130,8 @@ def test_postgres_connections_terminated_mid_run_fail_no_task(
     def on_event(event: events.Event) -> None:
         if isinstance(event, events.TaskStarted):
             terminate()  # the checkpoint's write of this very event meets a dead connection
-            timers.append(threading.Timer(0.2, terminate))  # and so does the model exchange's,
-            timers[-1].start()  # recorded when the (slow) reply comes
+            timers.append(threading.Timer(0.2, terminate))  # and so does the task's commit
+            timers[-1].start()  # (with its model exchange), made when the (slow) reply comes
 
     with closing(store):
         result = run_with(crew_on(store, fake_llm), on_event)
@@ -142,7 +142,7 @@ def test_postgres_connections_terminated_mid_run_fail_no_task(
     logged = retries_logged(caplog)
     # the failure the fault harness found, now tried again: "terminating connection due to
     # administrator command", or "server closed the connection" if that was read first
-    assert any("cannot record a model exchange: " in m for m in logged)
+    assert any("cannot record a task and its events: " in m for m in logged)
     assert all("trying again in" in m for m in logged)
 
 
@@ -340,7 +340,7 @@ def test_sqlite_locked_by_another_process_mid_run_fails_no_task(
         assert time.monotonic() - started >= 2.0  # the run did wait for the lock
         assert_stored_once(store, server, result)
     logged = retries_logged(caplog)
-    assert any("cannot record a model exchange: database is locked" in m for m in logged)
+    assert any("cannot record a task and its events: database is locked" in m for m in logged)
 
 
 def test_sqlite_locked_longer_than_the_budget_is_a_clear_store_error(tmp_path: Path):

@@ -186,14 +186,21 @@ class MemoryStore:
         *,
         board: BoardRecord | None = None,
         events: Sequence[tuple[str, dict[str, Any]]] = (),
+        exchanges: Sequence[tuple[str, str, dict[str, Any]]] = (),
     ) -> None:
         record = _copy(record)
         version = _copy(board) if board is not None else None
+        kept = [
+            (key, (self._clock(), _load_json(_dump_json(response, f"the response to {key}"))))
+            for key, _, response in exchanges
+        ]
         with self._lock:
             self._need_run(record.run_id)
             if version is not None:
                 self._need_run(version.run_id)
             self._append(record.run_id, events)  # first: a payload it refuses keeps nothing
+            for key, exchange in kept:
+                self._exchanges[(key, record.run_id)] = exchange
             if version is not None:
                 self._board.setdefault(version.run_id, {})[(version.key, version.version)] = version
             identity = (record.task_id, record.index, record.attempt)

@@ -257,19 +257,16 @@ class PostgresStore(SQLStore):
         self,
         action: str,
         run_id: str,
-        task: tuple[str, dict[str, Any]],
-        board: tuple[str, dict[str, Any] | None],
+        upserts: Sequence[tuple[str, dict[str, Any]]],
         rows: Sequence[_EventRow],
     ) -> None:
-        """One statement, so one round trip, atomic on its own: the board version and the task
-        as data-modifying WITH clauses, then the events (or the task) as the statement."""
-        steps = [("b", *board), ("t", *task)] if board[1] is not None else [("t", *task)]
+        """One statement, so one round trip, atomic on its own: the upserts as data-modifying
+        WITH clauses, then the events (or the last upsert) as the statement."""
         params: dict[str, Any] = {}
         clauses = []
-        for prefix, sql, values in steps:
-            assert values is not None
-            clauses.append(sql.replace("%(", f"%({prefix}_"))
-            params.update({f"{prefix}_{name}": value for name, value in values.items()})
+        for i, (sql, values) in enumerate(upserts):
+            clauses.append(sql.replace("%(", f"%(u{i}_"))
+            params.update({f"u{i}_{name}": value for name, value in values.items()})
         if rows:
             clauses.append(_INSERT_EVENTS.replace("%(", "%(e_"))
             params.update(_event_params(_escape(run_id), rows, self._clock(), prefix="e_"))

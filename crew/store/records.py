@@ -194,13 +194,15 @@ class Store(Protocol):
         *,
         board: BoardRecord | None = None,
         events: Sequence[tuple[str, dict[str, Any]]] = (),
+        exchanges: Sequence[tuple[str, str, dict[str, Any]]] = (),
     ) -> None:
         """Insert or replace one attempt; durable when it returns (see the module docstring).
 
         With ``board``, the board version of its output is kept in the same transaction: a
         crash leaves both or neither, never a version whose task did not commit. ``events``
-        ((type, payload) pairs of the same run) are appended in that transaction too, so a
-        task's completion costs one commit."""
+        ((type, payload) pairs of the same run) are appended in that transaction too, and
+        ``exchanges`` ((request hash, model, response), as ``put_exchange`` takes them) kept,
+        so a task's completion costs one commit."""
         ...
 
     def task_records(self, run_id: str) -> list[TaskRecord]:

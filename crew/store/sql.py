@@ -419,21 +419,29 @@ class SQLStore(ABC):
         *,
         board: BoardRecord | None = None,
         events: Sequence[tuple[str, dict[str, Any]]] = (),
+        exchanges: Sequence[tuple[str, str, dict[str, Any]]] = (),
     ) -> None:
         key = ("run_id", "task_id", "index", "attempt")
         task = self._upsert("tasks", _columns(TaskRecord), key)
-        if board is None and not events:
+        if board is None and not events and not exchanges:
             self._write("record a task", task, _row_values(record), record.run_id)
             return
         version = self._upsert("board", _columns(BoardRecord), _BOARD_KEY)
-        values = (_row_values(board) if board is not None else None), _row_values(record)
+        upserts = [(task, _row_values(record))]
+        if board is not None:
+            upserts.insert(0, (version, _row_values(board)))
+        exchange = self._upsert("exchanges", _EXCHANGE, ("request_hash", "run_id"))
+        upserts += [
+            (exchange, self._exchange_values(request_hash, record.run_id, model, response))
+            for request_hash, model, response in exchanges
+        ]
         rows = self._event_rows(events)
         action = "record a task and its events" if rows else "record a task and its board version"
 
         def put(again: bool) -> None:
             if again and rows and self._event_by_token(record.run_id, rows[0][2]) is not None:
                 return  # an earlier try committed, its reply lost: its events are there
-            self._commit_task(action, record.run_id, (task, values[1]), (version, values[0]), rows)
+            self._commit_task(action, record.run_id, upserts, rows)
 
         self._retried(action, put)
 
@@ -441,16 +449,15 @@ class SQLStore(ABC):
         self,
         action: str,
         run_id: str,
-        task: tuple[str, dict[str, Any]],
-        board: tuple[str, dict[str, Any] | None],
+        upserts: Sequence[tuple[str, dict[str, Any]]],
         rows: Sequence[_EventRow],
     ) -> None:
-        """Upsert a task attempt (SQL, values), its board version (values None: none) and
-        append its events, in one transaction. A backend may do it in fewer round trips."""
+        """Make the ``upserts`` (SQL, values: the board version, the task attempt, the model
+        exchanges) and append the events, in one transaction. A backend may do it in fewer
+        round trips."""
         with self._tx(action, run_id) as conn:
-            if board[1] is not None:
-                conn.execute(*board)
-            conn.execute(*task)
+            for sql, values in upserts:
+                conn.execute(sql, values)
             if rows:
                 self._insert_events(conn, _escape(run_id), rows)
 
@@ -556,15 +563,20 @@ class SQLStore(ABC):
     def put_exchange(
         self, request_hash: str, run_id: str, *, model: str, response: dict[str, Any]
     ) -> None:
-        params = {
+        params = self._exchange_values(request_hash, run_id, model, response)
+        sql = self._upsert("exchanges", _EXCHANGE, ("request_hash", "run_id"))
+        self._write("record a model exchange", sql, params, run_id)
+
+    def _exchange_values(
+        self, request_hash: str, run_id: str, model: str, response: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
             "request_hash": _escape(request_hash),
             "run_id": _escape(run_id),
             "model": _escape(model),
             "response": _dump_json(response, f"the response to {request_hash}"),
             "at": self._clock(),
         }
-        sql = self._upsert("exchanges", _EXCHANGE, ("request_hash", "run_id"))
-        self._write("record a model exchange", sql, params, run_id)
 
     def get_exchange(self, request_hash: str, run_id: str | None = None) -> dict[str, Any] | None:
         where, params = self._where(request_hash=request_hash, run_id=run_id)
