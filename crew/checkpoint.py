@@ -19,7 +19,6 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import json
-import logging
 import os
 import socket
 import threading
@@ -36,6 +35,7 @@ from crew.errors import (
     StoreUnavailableError,
     redact,
 )
+from crew.outbox import Outbox
 from crew.plan import Plan
 from crew.results import TaskOutput, TaskResult
 from crew.store import (
@@ -49,19 +49,8 @@ from crew.store import (
 from crew.store.writer import writer_for
 from crew.usage import RunUsage, Usage
 
-EVENT_TRIES = 3
-"""How many times an event is written before it is given up (and reported)."""
-EVENT_BACKOFF_S = 0.05
-"""The wait before the second try; it doubles before each next one."""
-EVENT_BATCH_S = 0.05
-"""How long an event waits for others (or for its task's commit) to be written with them."""
 LEASE_TTL_S = 30.0
 """A crashed holder's run can be resumed by another process this long after its last renewal."""
-
-_Pending = tuple[events.Event, str, dict[str, Any]]
-"""An event not yet written: the event, its type and its payload as stored."""
-_Exchange = tuple[str, str, dict[str, Any]]
-"""A model exchange not yet written: its request hash, model and response."""
 
 
 class Checkpoint:
@@ -81,22 +70,14 @@ class Checkpoint:
         self.holder = holder or default_holder()
         self.ttl_s = ttl_s
         self.writer = writer_for(store)
-        self.on_lost: Callable[[events.Event, Exception], None] | None = None
-        """Told of each event the store could not record, on the event loop (the run reports
-        it as ``SinkFailed``)."""
+        self.outbox = Outbox(store, run_id, self.writer, self._fail)
+        """The events and model exchanges waiting for a commit or a batch."""
         self._outputs: dict[str, BoardRecord] = {}
         """Board versions of outputs posted but not yet committed with their task."""
         self._earlier: dict[tuple[str, int], int] = {}
         """(task id, index) -> its last attempt stored by an earlier process: this process's
         attempts are numbered on from there, so they never replace those records."""
-        self._pending: list[_Pending] = []
-        """Events not yet handed to the store, oldest first (guarded by ``_lock``: the store's
-        thread takes them)."""
-        self._exchanges: list[_Exchange] = []
-        """Model exchanges not yet handed to the store (guarded by ``_lock`` too)."""
         self._lock = threading.Lock()
-        self._batch: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._failed: list[BaseException] = []
         """Writes queued without waiting (notes, reviews) that failed: raised by the next
         awaited write, so no failure goes unseen."""
@@ -111,7 +92,7 @@ class Checkpoint:
         parent: str | None = None,
     ) -> None:
         """Record a new run (``parent``: the run a subcrew's run belongs to) and take its lease."""
-        self._loop = asyncio.get_running_loop()
+        self.outbox.loop = asyncio.get_running_loop()
 
         def begin() -> None:
             self.store.create_run(
@@ -126,7 +107,7 @@ class Checkpoint:
         """Take the lease of an existing run (raises ``LeaseHeldError`` naming a live holder),
         put its board back, and return the results of its finished tasks, with the reviewers'
         feedback on the outputs they rejected (those tasks run again)."""
-        self._loop = asyncio.get_running_loop()
+        self.outbox.loop = asyncio.get_running_loop()
         records, entries, reviews = await self.writer.call(self._read_back)
         for record in records:
             key = (record.task_id, record.index)
@@ -223,145 +204,50 @@ class Checkpoint:
         """On the store's thread: the task with its board version, the pending events and model
         exchanges. If those are what the store refuses, the task commits alone and they go
         their own way (tried again, and reported if they cannot be written)."""
-        batch, exchanges = self._take()
+        batch, exchanges = self.outbox.take()
         try:
             self.store.put_task(
                 record, board=board, events=[(t, p) for _, t, p in batch], exchanges=exchanges
             )
         except StoreUnavailableError:
-            self._give_back(batch, exchanges)
+            self.outbox.give_back(batch, exchanges)
             raise
         except StoreError:
             if not batch and not exchanges:
                 raise
-            self._give_back(batch, exchanges)
+            self.outbox.give_back(batch, exchanges)
             self.store.put_task(record, board=board)
 
     def on_event(self, event: events.Event) -> None:
-        """Queue an event: it is written with the next commit or batch, within ``EVENT_BATCH_S``."""
+        """Queue an event: it is written with the next commit or batch, within
+        ``outbox.EVENT_BATCH_S``."""
         if isinstance(event, events.TokenDelta):  # too many, and the output has the text
             return
         payload = _payload(event)
         if isinstance(payload.get("attempt"), int) and "task_id" in payload:
             payload["attempt"] = self._attempt(payload["task_id"], payload["attempt"])
-        with self._lock:
-            self._pending.append((event, type(event).__name__, payload))
-        self._write_soon()
+        self.outbox.add_event(event, type(event).__name__, payload)
 
     def on_exchange(self, request_hash: str, model: str, response: dict[str, Any]) -> None:
         """Queue a model exchange (for replay): written with the attempt's commit, or soon."""
-        with self._lock:
-            self._exchanges.append((request_hash, model, response))
-        self._write_soon()
-
-    def _write_soon(self) -> None:
-        if self._batch is None:
-            if _running_loop() is self._loop and self._loop is not None:
-                self._batch = self._loop.call_later(EVENT_BATCH_S, self._write_batch)
-            else:  # emitted from another thread (or before the run began): no timer to set
-                self.writer.submit(self._write_events)
-
-    def _write_batch(self) -> None:
-        self._batch = None
-        self.writer.submit(self._write_events)
+        self.outbox.add_exchange(request_hash, model, response)
 
     async def flush(self) -> None:
-        """Write every event queued so far (and those that report a lost one)."""
-        if self._batch is not None:
-            self._batch.cancel()
-            self._batch = None
-        while True:
-            await self.writer.call(self._write_events)
-            await asyncio.sleep(0)  # let the reports of lost events be emitted
-            with self._lock:
-                if not self._pending and not self._exchanges:
-                    return
-
-    def _take(self) -> tuple[list[_Pending], list[_Exchange]]:
-        with self._lock:
-            batch, self._pending = self._pending, []
-            exchanges, self._exchanges = self._exchanges, []
-        return batch, exchanges
-
-    def _give_back(self, batch: list[_Pending], exchanges: list[_Exchange]) -> None:
-        with self._lock:
-            self._pending[:0] = batch
-            self._exchanges[:0] = exchanges
-
-    def _write_events(self) -> None:
-        """On the store's thread: write the pending events in one transaction; if the store
-        refuses, each on its own (``_append_event``), so only those it cannot take are lost,
-        and reported."""
-        batch, exchanges = self._take()
-        for request_hash, model, response in exchanges:  # a failed attempt's, say
-            try:
-                self.store.put_exchange(request_hash, self.run_id, model=model, response=response)
-            except StoreError as exc:  # a replay of this run will lack it: say so
-                _log.warning("run %s: a model exchange was not recorded: %s", self.run_id, exc)
-                with self._lock:
-                    self._failed.append(exc)
-        if not batch:
-            return
-        lost: list[tuple[events.Event, Exception]] = []
-        try:
-            self.store.append_events(self.run_id, [(t, p) for _, t, p in batch])
-        except StoreUnavailableError as exc:
-            lost = [(event, self._unrecorded(type_, exc)) for event, type_, _ in batch]
-        except StoreError:
-            for event, type_, payload in batch:
-                try:
-                    self._append_event(type_, payload)
-                except StoreError as error:
-                    lost.append((event, error))
-        for event, why in lost:
-            self._report(event, why)
-
-    def _report(self, event: events.Event, exc: Exception) -> None:
-        """Tell ``on_lost``, on the event loop, that ``event`` was not recorded."""
-        if self.on_lost is None:
-            _log.warning("run %s: event %s was not recorded: %s", self.run_id, event, exc)
-        elif self._loop is None or _running_loop() is self._loop:
-            self.on_lost(event, exc)
-        else:
-            try:
-                self._loop.call_soon_threadsafe(self.on_lost, event, exc)
-            except RuntimeError:  # the loop is closed: the run is over, only the log is left
-                _log.warning("run %s: event %s was not recorded: %s", self.run_id, event, exc)
-
-    def _append_event(self, type_: str, payload: dict[str, Any]) -> None:
-        """Append one event, trying a few times: a busy database often takes it a moment later.
-
-        ``StoreUnavailableError`` is not tried again here: the SQL stores raise it only after
-        trying for their whole ``retry_budget_s``, and retries are never stacked."""
-        for attempt in range(1, EVENT_TRIES + 1):
-            try:
-                self.store.append_event(self.run_id, type_, payload)
-                return
-            except StoreUnavailableError as exc:
-                raise self._unrecorded(type_, exc) from exc
-            except StoreError as exc:
-                if attempt == EVENT_TRIES:
-                    raise StoreError(
-                        f"event {type_} of run {self.run_id} was not recorded after "
-                        f"{EVENT_TRIES} tries, so `crew logs` lacks it: {exc}"
-                    ) from exc
-                time.sleep(EVENT_BACKOFF_S * 2 ** (attempt - 1))  # on the store's thread
-
-    def _unrecorded(self, type_: str, exc: StoreError) -> StoreError:
-        error = StoreError(
-            f"event {type_} of run {self.run_id} was not recorded, so `crew logs` lacks it: {exc}"
-        )
-        error.__cause__ = exc
-        return error
+        """Write every event and exchange queued so far."""
+        await self.outbox.flush()
 
     def _queue(self, write: Callable[..., None], *args: Any) -> None:
         """Queue a write without waiting for it; a failure is raised by the next awaited one."""
         self.writer.submit(write, *args).add_done_callback(self._check)
 
     def _check(self, done: concurrent.futures.Future[None]) -> None:
-        if not done.cancelled() and done.exception() is not None:
-            with self._lock:
-                self._failed.append(done.exception())  # type: ignore[arg-type]
+        error = None if done.cancelled() else done.exception()
+        if error is not None:
+            self._fail(error)
+
+    def _fail(self, error: BaseException) -> None:
+        with self._lock:
+            self._failed.append(error)
 
     def _raise_failed(self) -> None:
         with self._lock:
@@ -411,16 +297,6 @@ class Checkpoint:
             await asyncio.sleep(self.ttl_s / 3)
             renew = self.store.renew_lease
             await self.writer.call(renew, self.run_id, self.holder, ttl_s=self.ttl_s)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-_log = logging.getLogger("crew")
 
 
 def decide_review(

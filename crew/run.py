@@ -121,7 +121,7 @@ class Run:
                 source=self.settings.source, parent=parent_run_id,
             )  # fmt: skip
         self.bus.subscribe(checkpoint.on_event)
-        checkpoint.on_lost = functools.partial(self.bus.failed, checkpoint.on_event)
+        checkpoint.outbox.on_lost = functools.partial(self.bus.failed, checkpoint.on_event)
         started = self.clock()
         lease = asyncio.create_task(checkpoint.keep_lease())
         lease.add_done_callback(functools.partial(_stop_if_lease_lost, asyncio.current_task()))

@@ -30,7 +30,7 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("replay",),
     # The runtime: planning a crew and running it.
     ("plan", "attempt", "hooks", "instances"),
-    ("maps", "loops", "fork"),
+    ("maps", "loops", "fork", "outbox"),
     ("scheduler", "checkpoint", "process"),
     ("run",),
     ("crew",),

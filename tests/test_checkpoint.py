@@ -17,7 +17,7 @@ from typing import Any, cast
 import pytest
 from pydantic import BaseModel
 
-from crew import LLM, Agent, Crew, Task, checkpoint, events
+from crew import LLM, Agent, Crew, Task, events, outbox
 from crew.errors import BadRequestError, ConfigError, LeaseHeldError, StoreError
 from crew.store import BoardRecord, Store, TaskRecord
 from crew.store.memory import MemoryStore
@@ -436,7 +436,7 @@ class Writes:
 def test_a_task_commits_once_with_the_events_before_it(
     durable_store: Store, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(checkpoint, "EVENT_BATCH_S", 60.0)  # no batch of events on its own
+    monkeypatch.setattr(outbox, "EVENT_BATCH_S", 60.0)  # no batch of events on its own
     store = Writes(durable_store)
     result = Crew(
         tasks_of({"a": [], "b": ["a"]}), llm=ScriptedLLM(), store=cast(Store, store)
