@@ -1,20 +1,29 @@
 """Checkpoints: a run written to its store step by step, so that it can resume after a crash.
 
-A task's output is committed (``put_task``) before the task counts as done, and every board
-version and event is written as it happens. A resumed run gets back the finished tasks (never
-called again) and the board; tasks that were in flight run again. While a run executes, its
-process holds the run's lease and renews it, so two processes never execute one run at once.
+A task's output is committed (``on_output``, awaited) before the task counts as done, with its
+board version, the events emitted since the last write and the model exchanges of its attempt
+(kept for replay), in one transaction. The other events
+are written in batches soon after they happen, and every one is written before the run returns.
+A resumed run gets back the finished tasks (never called again) and the board; tasks that were
+in flight run again. While a run executes, its process holds the run's lease and renews it, so
+two processes never execute one run at once.
+
+Every store call is made on the store's own thread (``crew.store.writer``), in the order made,
+never on the event loop: a database that is slow or away for a while (the SQL stores try again
+for up to 30 s) holds up only the tasks that wait for their own commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import json
 import os
 import socket
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from crew import events
@@ -24,9 +33,9 @@ from crew.errors import (
     LeaseHeldError,
     StoreError,
     StoreUnavailableError,
-    did_you_mean,
     redact,
 )
+from crew.outbox import Outbox
 from crew.plan import Plan
 from crew.results import TaskOutput, TaskResult
 from crew.store import (
@@ -37,12 +46,9 @@ from crew.store import (
     TaskRecord,
     default_holder,
 )
+from crew.store.writer import writer_for
 from crew.usage import RunUsage, Usage
 
-EVENT_TRIES = 3
-"""How many times an event is written before it is given up (and reported)."""
-EVENT_BACKOFF_S = 0.05
-"""The wait before the second try; it doubles before each next one."""
 LEASE_TTL_S = 30.0
 """A crashed holder's run can be resumed by another process this long after its last renewal."""
 
@@ -63,13 +69,20 @@ class Checkpoint:
         self.run_id = run_id
         self.holder = holder or default_holder()
         self.ttl_s = ttl_s
+        self.writer = writer_for(store)
+        self.outbox = Outbox(store, run_id, self.writer, self._fail)
+        """The events and model exchanges waiting for a commit or a batch."""
         self._outputs: dict[str, BoardRecord] = {}
         """Board versions of outputs posted but not yet committed with their task."""
         self._earlier: dict[tuple[str, int], int] = {}
         """(task id, index) -> its last attempt stored by an earlier process: this process's
         attempts are numbered on from there, so they never replace those records."""
+        self._lock = threading.Lock()
+        self._failed: list[BaseException] = []
+        """Writes queued without waiting (notes, reviews) that failed: raised by the next
+        awaited write, so no failure goes unseen."""
 
-    def begin(
+    async def begin(
         self,
         *,
         crew: str,
@@ -79,28 +92,33 @@ class Checkpoint:
         parent: str | None = None,
     ) -> None:
         """Record a new run (``parent``: the run a subcrew's run belongs to) and take its lease."""
-        self.store.create_run(
-            self.run_id, crew=crew, inputs=dict(inputs), task_ids=list(plan.all_tasks),
-            source=source, parent_run_id=parent,
-        )  # fmt: skip
-        self._take_lease()
+        self.outbox.loop = asyncio.get_running_loop()
 
-    def resume(self, plan: Plan, board: Board) -> Resumed:
+        def begin() -> None:
+            self.store.create_run(
+                self.run_id, crew=crew, inputs=dict(inputs), task_ids=list(plan.all_tasks),
+                source=source, parent_run_id=parent,
+            )  # fmt: skip
+            self._take_lease()
+
+        await self.writer.call(begin)
+
+    async def resume(self, plan: Plan, board: Board) -> Resumed:
         """Take the lease of an existing run (raises ``LeaseHeldError`` naming a live holder),
         put its board back, and return the results of its finished tasks, with the reviewers'
         feedback on the outputs they rejected (those tasks run again)."""
-        self._take_lease()
-        self.store.update_run(self.run_id, status="running")
-        for record in self.store.task_records(self.run_id):
+        self.outbox.loop = asyncio.get_running_loop()
+        records, entries, reviews = await self.writer.call(self._read_back)
+        for record in records:
             key = (record.task_id, record.index)
             self._earlier[key] = max(self._earlier.get(key, 0), record.attempt)
         tasks = plan.all_tasks
         board.restore(
-            BoardEntry(**{**_fields(r), "data": _data(r.data, _model(tasks, r))})
-            for r in self.store.board_entries(self.run_id)
+            BoardEntry(**{**_fields(r), "data": _data(r.data, _model(tasks, r))}) for r in entries
         )
+        finished = {(r.task_id, r.index): r for r in records if r.status == "succeeded"}
         results, rejected, stored = {}, {}, {}
-        for (task_id, index), record in self.store.finished_outputs(self.run_id).items():
+        for (task_id, index), record in finished.items():  # the latest attempt of each
             known = tasks.get(task_id)
             if known is None and index == 0:
                 continue  # a task this crew no longer has
@@ -108,7 +126,7 @@ class Checkpoint:
             if index != 0:  # a loop round or map item; a loop made at run time has new ids
                 stored[(task_id, index)] = result
                 continue
-            review = self.store.get_review(self.run_id, task_id)
+            review = reviews.get(task_id)
             if not plan.tasks[task_id].human_review or review is None:
                 results[task_id] = result
             elif review.status == "pending":
@@ -123,6 +141,13 @@ class Checkpoint:
                 rejected[task_id] = review.feedback or "The reviewer rejected the answer."
         return Resumed(results, rejected, stored)
 
+    def _read_back(self) -> tuple[list[TaskRecord], list[BoardRecord], dict[str, ReviewRecord]]:
+        """On the store's thread: take the lease, then read what a resume needs."""
+        self._take_lease()
+        self.store.update_run(self.run_id, status="running")
+        reviews = {r.task_id: r for r in self.store.reviews(self.run_id)}
+        return self.store.task_records(self.run_id), self.store.board_entries(self.run_id), reviews
+
     def _edited(self, result: TaskResult, review: Any, plan: Plan, board: Board) -> TaskResult:
         """The reviewer's text replaces the output, on the board too, before dependants read it."""
         assert result.output is not None
@@ -134,17 +159,18 @@ class Checkpoint:
             board.post(result.task_id, output.text, author=output.agent, data=data)
             posted = self._outputs.pop(result.task_id, None)
             if posted is not None:  # its task committed long ago: the version goes alone
-                self.store.put_board_entry(posted)
+                self._queue(self.store.put_board_entry, posted)
         return dataclasses.replace(result, output=output)
 
     def request_review(self, output: TaskOutput) -> None:
         """Hold ``output`` for a person: a pending review answered with ``crew approve`` & co."""
         data = plain(output.data)
-        self.store.put_review(
+        self._queue(
+            self.store.put_review,
             ReviewRecord(
                 run_id=self.run_id, task_id=output.task_id, status="pending", text=output.text,
                 data=data, created_at=time.time(),
-            )
+            ),
         )  # fmt: skip
 
     def on_board_post(self, entry: BoardEntry) -> None:
@@ -155,58 +181,90 @@ class Checkpoint:
         if entry.kind == "output":
             self._outputs[entry.key] = record
         else:
-            self.store.put_board_entry(record)
+            self._queue(self.store.put_board_entry, record)
 
-    def on_output(self, output: TaskOutput, attempt: int, index: int = 0) -> None:
+    async def on_output(self, result: TaskResult, index: int = 0) -> None:
         """Commit a finished task (or loop round, or map item: ``index``), with the board version
-        of its output, in one transaction. Called before the task counts as done (write-ahead)."""
-        self.store.put_task(
-            TaskRecord(
-                run_id=self.run_id, task_id=output.task_id, index=index,
-                attempt=self._attempt(output.task_id, attempt, index), status="succeeded",
-                text=output.text, data=_json(plain(output.data)), agent=output.agent,
-                usage=output.usage.to_dict(),
-            ),
-            board=self._outputs.pop(output.task_id, None),
+        of its output and the events not yet written, in one transaction. Awaited before the
+        task counts as done (write-ahead); its warning and usage by agent are kept too."""
+        output = result.output
+        assert output is not None
+        record = TaskRecord(
+            run_id=self.run_id, task_id=output.task_id, index=index,
+            attempt=self._attempt(output.task_id, result.attempts, index), status="succeeded",
+            text=output.text, data=_json(plain(output.data)), agent=output.agent,
+            usage=output.usage.to_dict(), started_at=result.started_at,
+            finished_at=result.finished_at, reason=result.reason,
+            usage_by_agent={role: u.to_dict() for role, u in result.usage_by_agent.items()},
         )  # fmt: skip
+        await self.writer.call(self._commit, record, self._outputs.pop(output.task_id, None))
+        self._raise_failed()
+
+    def _commit(self, record: TaskRecord, board: BoardRecord | None) -> None:
+        """On the store's thread: the task with its board version, the pending events and model
+        exchanges. If those are what the store refuses, the task commits alone and they go
+        their own way (tried again, and reported if they cannot be written)."""
+        batch, exchanges = self.outbox.take()
+        try:
+            self.store.put_task(
+                record, board=board, events=[(t, p) for _, t, p in batch], exchanges=exchanges
+            )
+        except StoreUnavailableError:
+            self.outbox.give_back(batch, exchanges)
+            raise
+        except StoreError:
+            if not batch and not exchanges:
+                raise
+            self.outbox.give_back(batch, exchanges)
+            self.store.put_task(record, board=board)
 
     def on_event(self, event: events.Event) -> None:
-        if not isinstance(event, events.TokenDelta):  # too many, and the output has the text
-            payload = _payload(event)
-            if isinstance(payload.get("attempt"), int) and "task_id" in payload:
-                payload["attempt"] = self._attempt(payload["task_id"], payload["attempt"])
-            self._append_event(type(event).__name__, payload)
+        """Queue an event: it is written with the next commit or batch, within
+        ``outbox.EVENT_BATCH_S``."""
+        if isinstance(event, events.TokenDelta):  # too many, and the output has the text
+            return
+        payload = _payload(event)
+        if isinstance(payload.get("attempt"), int) and "task_id" in payload:
+            payload["attempt"] = self._attempt(payload["task_id"], payload["attempt"])
+        self.outbox.add_event(event, type(event).__name__, payload)
 
-    def _append_event(self, type_: str, payload: dict[str, Any]) -> None:
-        """Append an event, trying a few times: a busy database often takes it a moment later.
-        A StoreError after the last try reaches the event bus, which reports it (SinkFailed).
+    def on_exchange(self, request_hash: str, model: str, response: dict[str, Any]) -> None:
+        """Queue a model exchange (for replay): written with the attempt's commit, or soon."""
+        self.outbox.add_exchange(request_hash, model, response)
 
-        ``StoreUnavailableError`` is not tried again here: the SQL stores raise it only after
-        trying for their whole ``retry_budget_s``, and retries are never stacked."""
-        for attempt in range(1, EVENT_TRIES + 1):
-            try:
-                self.store.append_event(self.run_id, type_, payload)
-                return
-            except StoreUnavailableError as exc:
-                raise StoreError(
-                    f"event {type_} of run {self.run_id} was not recorded, so `crew logs` "
-                    f"lacks it: {exc}"
-                ) from exc
-            except StoreError as exc:
-                if attempt == EVENT_TRIES:
-                    raise StoreError(
-                        f"event {type_} of run {self.run_id} was not recorded after "
-                        f"{EVENT_TRIES} tries, so `crew logs` lacks it: {exc}"
-                    ) from exc
-                # blocks the event loop, as the write itself does, but for 0.15 s at most
-                time.sleep(EVENT_BACKOFF_S * 2 ** (attempt - 1))
+    async def flush(self) -> None:
+        """Write every event and exchange queued so far."""
+        await self.outbox.flush()
+
+    def _queue(self, write: Callable[..., None], *args: Any) -> None:
+        """Queue a write without waiting for it; a failure is raised by the next awaited one."""
+        self.writer.submit(write, *args).add_done_callback(self._check)
+
+    def _check(self, done: concurrent.futures.Future[None]) -> None:
+        error = None if done.cancelled() else done.exception()
+        if error is not None:
+            self._fail(error)
+
+    def _fail(self, error: BaseException) -> None:
+        with self._lock:
+            self._failed.append(error)
+
+    def _raise_failed(self) -> None:
+        with self._lock:
+            failed, self._failed = self._failed, []
+        if failed:
+            raise failed[0]
 
     def _attempt(self, task_id: str, attempt: int, index: int = 0) -> int:
         """The stored number of this process's ``attempt``: it goes on from earlier processes'."""
         return self._earlier.get((task_id, index), 0) + attempt
 
-    def finish(self, status: str, results: Mapping[str, TaskResult], usage: RunUsage) -> None:
+    async def finish(self, status: str, results: Mapping[str, TaskResult], usage: RunUsage) -> None:
         """Record how the run ended (the tasks that did not succeed too) and free its lease."""
+        await self.writer.call(self._finish, status, results, usage)
+        self._raise_failed()
+
+    def _finish(self, status: str, results: Mapping[str, TaskResult], usage: RunUsage) -> None:
         for result in results.values():
             if result.status in ("failed", "cancelled"):
                 self.store.put_task(
@@ -216,6 +274,7 @@ class Checkpoint:
                         status=result.status, error=_redacted(result.error or result.reason),
                         error_type=result.error_type, usage=result.usage.to_dict(),
                         started_at=result.started_at, finished_at=result.finished_at,
+                        usage_by_agent={r: u.to_dict() for r, u in result.usage_by_agent.items()},
                     )
                 )  # fmt: skip
         self.store.update_run(self.run_id, status=status, usage=usage.to_dict())
@@ -236,7 +295,8 @@ class Checkpoint:
         """Renew the lease until cancelled; if another process took it over, stop the run."""
         while True:
             await asyncio.sleep(self.ttl_s / 3)
-            self.store.renew_lease(self.run_id, self.holder, ttl_s=self.ttl_s)
+            renew = self.store.renew_lease
+            await self.writer.call(renew, self.run_id, self.holder, ttl_s=self.ttl_s)
 
 
 def decide_review(
@@ -318,15 +378,22 @@ def _fields(record: BoardRecord) -> dict[str, Any]:
 
 
 def _restored(record: TaskRecord, output_model: Any) -> TaskResult:
+    """A stored output as its task's result, with its warning and its usage by agent."""
     data = _data(record.data, output_model)
-    usage = Usage(**{k: record.usage[k] for k in _USAGE_FIELDS if k in record.usage})
+    usage = _usage(record.usage)
     output = TaskOutput(
         task_id=record.task_id, agent=record.agent, text=record.text or "", data=data, usage=usage
     )
     return TaskResult(
         task_id=record.task_id, status="succeeded", output=output, attempts=record.attempt,
         started_at=record.started_at, finished_at=record.finished_at, usage=usage,
+        reason=record.reason,
+        usage_by_agent={role: _usage(u) for role, u in record.usage_by_agent.items()},
     )  # fmt: skip
+
+
+def _usage(stored: Mapping[str, Any]) -> Usage:
+    return Usage(**{k: stored[k] for k in _USAGE_FIELDS if k in stored})
 
 
 _USAGE_FIELDS = ("calls", "prompt_tokens", "completion_tokens", "cost_usd", "retries")
@@ -356,146 +423,3 @@ def _redacted(error: str | None) -> str | None:
 
 def _json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
-
-
-def fork_run(
-    store: Store,
-    run_id: str,
-    plan: Plan,
-    from_task: str,
-    *,
-    fork_id: str,
-    outputs: Mapping[str, str] | None = None,
-) -> None:
-    """Store a fork of ``run_id`` as the new run ``fork_id`` (its child), ready to be resumed.
-
-    The fork gets every record of ``run_id`` (each attempt, each fan-out index) of the tasks
-    that are neither ``from_task`` nor downstream of it or of a task in ``outputs``, with their
-    board versions (outputs, delegations, the notes their agents posted) and their reviews.
-    ``outputs`` (task id -> text) become finished tasks of the fork. Resuming the fork runs the
-    rest. ``run_id`` is only read.
-
-    Raises:
-        ConfigError: ``run_id`` is not in the store; ``from_task`` or a task of ``outputs`` is
-            not in ``plan`` (with close matches); a given output does not fit its task's
-            ``output_model``. Raised before anything is written.
-    """
-    parent = store.get_run(run_id)
-    if parent is None:
-        raise ConfigError(f"There is no run '{run_id}' in the store; `crew runs` lists the runs.")
-    given = dict(outputs or {})
-    problems = [
-        p
-        for t, verb in [(from_task, "fork at"), *((t, "set the output of") for t in given)]
-        if (p := _not_a_task(t, plan, verb)) is not None
-    ]
-    data = _given_data(plan, given, problems)
-    if problems:
-        raise ConfigError(problems)
-    again = {from_task, *plan.descendants(from_task)}
-    for task_id in given:
-        again |= plan.descendants(task_id)
-    kept = set(plan.tasks) - again - set(given)  # top-level tasks: a loop with its body
-    store.create_run(
-        fork_id, crew=parent.crew, inputs=parent.inputs, task_ids=parent.task_ids,
-        source=parent.source, parent_run_id=run_id,
-        metadata={"fork": {"run_id": run_id, "from_task": from_task, "set": sorted(given)}},
-    )  # fmt: skip
-    for record in store.task_records(run_id):
-        if _owner(record.task_id, plan) in kept:
-            store.put_task(dataclasses.replace(record, run_id=fork_id))
-    _copy_board(store, run_id, fork_id, plan, kept)
-    for review in store.reviews(run_id):
-        if _owner(review.task_id, plan) in kept:
-            store.put_review(dataclasses.replace(review, run_id=fork_id))
-    now = time.time()
-    for task_id, text in given.items():
-        agent = plan.tasks[task_id].agent
-        role = agent.role if agent is not None else ""
-        store.put_task(
-            TaskRecord(run_id=fork_id, task_id=task_id, status="succeeded", text=text,
-                       data=data.get(task_id), agent=role)
-        )  # fmt: skip
-        store.put_board_entry(
-            BoardRecord(run_id=fork_id, key=task_id, version=1, text=text, data=data.get(task_id),
-                        author=role, kind="output", created_at=now, updated_at=now)
-        )  # fmt: skip
-
-
-def _not_a_task(task_id: str, plan: Plan, verb: str = "fork at") -> str | None:
-    """None if ``task_id`` is a task of ``plan``, else the problem, with the closest match;
-    ``verb`` says what was asked of it ("fork at", "set the output of")."""
-    if task_id in plan.tasks:
-        return None
-    loop = _owner(task_id, plan)
-    if loop is not None:
-        return f"Cannot {verb} task '{task_id}': it is inside loop '{loop}'; {verb} '{loop}'."
-    hint = did_you_mean(task_id, plan.tasks, sentence=True)
-    return (
-        f"Cannot {verb} task '{task_id}': the crew has no such task.{hint}"
-        f" Its tasks: {', '.join(plan.tasks)}."
-    )
-
-
-def _given_data(plan: Plan, given: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
-    """The given outputs of tasks with an ``output_model``, validated, as JSON data."""
-    from crew.errors import OutputValidationError
-    from crew.results import parse_output
-
-    data: dict[str, Any] = {}
-    for task_id, text in given.items():
-        model = plan.tasks[task_id].output_model if task_id in plan.tasks else None
-        if model is None:
-            continue
-        try:
-            data[task_id] = parse_output(text, model, task_id=task_id).model_dump(mode="json")
-        except OutputValidationError as exc:
-            problems.append(f"{exc} Give the output of '{task_id}' as JSON that fits it.")
-    return data
-
-
-def _copy_board(store: Store, run_id: str, fork_id: str, plan: Plan, kept: set[str]) -> None:
-    """Copy the board versions of the kept tasks, numbered again 1, 2, ... per key."""
-    owners = _note_owners(store, run_id)
-    versions: dict[str, int] = {}
-    for entry in store.board_entries(run_id):
-        if entry.kind == "note":
-            posted_by = owners.get((entry.key, entry.version))
-            keep = posted_by is None or _owner(posted_by, plan) in kept  # unknown origin: kept
-        else:
-            keep = _owner(entry.key, plan) in kept
-        if keep:
-            versions[entry.key] = versions.get(entry.key, 0) + 1
-            store.put_board_entry(
-                dataclasses.replace(entry, run_id=fork_id, version=versions[entry.key])
-            )
-
-
-def _note_owners(store: Store, run_id: str) -> dict[tuple[str, int], str]:
-    """(key, version) of each note -> the task (or delegation) whose agent posted it, from the
-    run's event log: a ``post_note`` tool call, then the ``BoardPosted`` of its key."""
-    posting: dict[str, str] = {}
-    owners: dict[tuple[str, int], str] = {}
-    for event in store.events(run_id):
-        payload = event.payload
-        if event.type == "ToolCalled" and payload.get("tool") == "post_note":
-            key = (payload.get("arguments") or {}).get("key")
-            if isinstance(key, str):
-                posting[key] = str(payload.get("task_id", ""))
-        elif event.type == "BoardPosted" and payload.get("kind") == "note":
-            task_id = posting.pop(str(payload.get("key")), None)
-            if task_id is not None:
-                owners[(str(payload["key"]), int(payload["version"]))] = task_id
-    return owners
-
-
-def _owner(key: str, plan: Plan) -> str | None:
-    """The top-level task a task id, board key or delegation belongs to: ``draft`` and
-    ``draft/delegated-1`` to draft, a task in a loop's body to the loop; None for no task."""
-    if key in plan.tasks:
-        return key
-    for loop, body in plan.groups.items():
-        if _owner(key, body) is not None:
-            return loop
-    owners = [t for t in plan.tasks if key.startswith(f"{t}/")]
-    return max(owners, key=len) if owners else None

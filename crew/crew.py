@@ -12,8 +12,9 @@ from typing import Any, cast
 
 from crew import events, hooks
 from crew.agent import Agent
-from crew.checkpoint import fork_run, open_run
+from crew.checkpoint import open_run
 from crew.errors import ConfigError
+from crew.fork import fork_run
 from crew.llm import ChatModel, as_chat_model, default_llm, prepare
 from crew.plan import Plan, build_plan
 from crew.process import Process, hierarchical_tasks
@@ -286,7 +287,7 @@ class Crew:
         fork_id: str | None,
         kwargs: dict[str, Any],
     ) -> dict[str, Any]:
-        """Store the fork (see ``crew.checkpoint.fork_run``); the arguments that resume it."""
+        """Store the fork (see ``crew.fork.fork_run``); the arguments that resume it."""
         fork_id = fork_id or self._id_factory()
         plan = self.plan(open_run(self.store, run_id))
         fork_run(self.store, run_id, plan, from_task, fork_id=fork_id, outputs=outputs)

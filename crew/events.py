@@ -264,8 +264,13 @@ class EventBus:
             try:
                 sink(event)
             except Exception as exc:  # a broken view must not fail the run it watches
-                self.errors.append(exc)
-                self._failed(sink, event, exc)
+                self.failed(sink, event, exc)
+
+    def failed(self, sink: EventSink, event: Event, exc: Exception) -> None:
+        """Report that ``sink`` lost ``event``: raised, or found later that it could not keep
+        it (the store's thread could not write it)."""
+        self.errors.append(exc)
+        self._failed(sink, event, exc)
 
     def _failed(self, sink: EventSink, event: Event, exc: Exception) -> None:
         name = getattr(sink, "__qualname__", None) or type(sink).__qualname__

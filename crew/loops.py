@@ -43,7 +43,7 @@ class Host(Protocol):
         self, body: Plan, stored: dict[str, TaskResult], number: int
     ) -> tuple[dict[str, TaskResult], set[str]]: ...
     def holds(self, task_id: str, name: str) -> bool: ...
-    def finish(
+    async def finish(
         self,
         task_id: str,
         output: TaskOutput,
@@ -121,7 +121,7 @@ async def run_loop(host: Host, task_id: str) -> TaskResult:
         task_id=task_id, agent=last.agent if last else "", text=last.text if last else "",
         data=last.data if last else None, usage=usage,
     )  # fmt: skip
-    return host.finish(task_id, output, started, by_agent=by_agent(charged), reason=reason)
+    return await host.finish(task_id, output, started, by_agent=by_agent(charged), reason=reason)
 
 
 def _role(body: Plan, task_id: str) -> str:

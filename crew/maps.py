@@ -43,7 +43,7 @@ class Host(Protocol):
     def scope(self) -> Mapping[str, Any]: ...
     def announce(self, task_id: str, agent: str) -> None: ...
     async def run_task(self, task_id: str, state: TaskAttempt, *, announce: bool) -> TaskResult: ...
-    def finish(
+    async def finish(
         self,
         task_id: str,
         output: TaskOutput,
@@ -99,7 +99,7 @@ async def run_map(host: Host, task_id: str, missing: tuple[str, ...]) -> TaskRes
         return failed(task_id, error, 1, started, host.clock(), usage, by_agent=spent)
     outputs = [done[i].output for i in range(len(items))]
     output = _mapped(task_id, agent, [o for o in outputs if o is not None], usage)
-    return host.finish(task_id, output, started, by_agent=spent)
+    return await host.finish(task_id, output, started, by_agent=spent)
 
 
 def _items(host: Host, task_id: str) -> list[Any]:

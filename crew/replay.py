@@ -20,6 +20,7 @@ record unless asked: a task resumed after bad answers must be asked afresh.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
@@ -71,13 +72,21 @@ class Exchanges:
             first model call is made).
         replay: the run whose recorded answers are replayed, or None to replay nothing.
         strict: fail a request ``replay`` did not record, rather than send it to the provider.
+        record: keeps an exchange (its key, model and response): a run's checkpoint, which
+            writes it with the task's commit, off the event loop; by default, the store at once.
 
     Raises:
         ConfigError: ``replay`` is not in the store, or ``strict`` is set without ``replay``.
     """
 
     def __init__(
-        self, store: Store, run_id: str, *, replay: str | None = None, strict: bool = False
+        self,
+        store: Store,
+        run_id: str,
+        *,
+        replay: str | None = None,
+        strict: bool = False,
+        record: Callable[[str, str, dict[str, Any]], None] | None = None,
     ) -> None:
         if strict and replay is None:
             raise ConfigError(
@@ -86,6 +95,7 @@ class Exchanges:
             )
         self.store = store
         self.run_id = run_id
+        self.record = record or functools.partial(_put, store, run_id)
         self.replay = replay
         self.strict = strict
         self.sources = _lineage(store, replay) if replay is not None else []
@@ -117,9 +127,7 @@ class Exchanges:
             response = await call(request)
             self.sent += 1
             record = _to_record(response)
-        self.store.put_exchange(
-            key, self.run_id, model=response.model or model.name, response=record
-        )
+        self.record(key, response.model or model.name, record)
         return response
 
     def _recorded(self, key: str) -> dict[str, Any] | None:
@@ -199,3 +207,7 @@ def _replayed(record: dict[str, Any]) -> ChatResponse:
         ),
         model=str(record.get("model") or ""),
     )
+
+
+def _put(store: Store, run_id: str, key: str, model: str, response: dict[str, Any]) -> None:
+    store.put_exchange(key, run_id, model=model, response=response)

@@ -92,7 +92,9 @@ class Run:
         self.checkpoint = Checkpoint(store, run_id)
         self.board = Board(clock=clock, on_post=self._posted)
         self.coworkers = {agent.role: agent for agent in settings.agents}
-        self.exchanges = Exchanges(store, run_id, replay=replay, strict=replay_strict)
+        self.exchanges = Exchanges(
+            store, run_id, replay=replay, strict=replay_strict, record=self.checkpoint.on_exchange
+        )
         self.rejected: dict[str, str] = {}
         self.notices: set[asyncio.Task[None]] = set()
         """Review hooks still running (off the loop); the run ends once they are done."""
@@ -116,15 +118,16 @@ class Run:
         """Run (or, with ``resume``, continue) the plan and record how it ended."""
         checkpoint, scheduler, emit = self.checkpoint, self.scheduler, self.emit
         if resume:
-            restored, self.rejected, stored = checkpoint.resume(self.plan, self.board)
+            restored, self.rejected, stored = await checkpoint.resume(self.plan, self.board)
             scheduler.results.update(restored)
             scheduler.stored = stored
         else:
-            checkpoint.begin(
+            await checkpoint.begin(
                 crew=self.settings.name, inputs=self.inputs, plan=self.plan,
                 source=self.settings.source, parent=parent_run_id,
             )  # fmt: skip
         self.bus.subscribe(checkpoint.on_event)
+        checkpoint.outbox.on_lost = functools.partial(self.bus.failed, checkpoint.on_event)
         started = self.clock()
         lease = asyncio.create_task(checkpoint.keep_lease())
         lease.add_done_callback(functools.partial(_stop_if_lease_lost, asyncio.current_task()))
@@ -150,8 +153,9 @@ class Run:
                 started_at=started, finished_at=self.clock(),
             )  # fmt: skip
             lease.cancel()
-            checkpoint.finish(status, results, result.usage)
+            await checkpoint.finish(status, results, result.usage)
             emit(events.RunFinished, status=status, result=result)
+            await checkpoint.flush()  # every event is in the store before the run returns
         return result
 
     def model_for(self, agent: Agent) -> ChatModel:
@@ -187,10 +191,12 @@ class Run:
             model=answer.model,
         )  # fmt: skip
 
-    def _on_output(self, output: TaskOutput, attempt: int, index: int) -> None:
+    async def _on_output(self, result: TaskResult, index: int) -> None:
+        output = result.output
+        assert output is not None
         if output.item is None:  # a map's items reach the board together, as its output
             self.board.post(output.task_id, output.text, author=output.agent, data=output.data)
-        self.checkpoint.on_output(output, attempt, index)
+        await self.checkpoint.on_output(result, index)
 
     def _posted(self, entry: BoardEntry) -> None:
         self.checkpoint.on_board_post(entry)
@@ -246,13 +252,16 @@ class Run:
         replayed = f"{self.replay}.{task.id}{suffix}" if self.replay else None
         model = task.crew.llm or self.default  # a subcrew without a model uses ours
         child = task.crew.replace(store=self.store, clock=self.clock, llm=model)
-        exists = self.store.get_run(run_id) is not None
+        read = self.checkpoint.writer.call  # on the store's thread, not the event loop
+        exists = await read(self.store.get_run, run_id) is not None
+        if replayed is not None and await read(self.store.get_run, replayed) is None:
+            replayed = None
         result = await child.arun(
             None if exists else inputs,
             run_id=None if exists else run_id,
             resume=run_id if exists else None,
             on_event=functools.partial(_forward, self.bus, task.id),
-            replay=replayed if replayed and self.store.get_run(replayed) else None,
+            replay=replayed,
             slots=self.scheduler.slots,
             parent_run_id=self.emit.run_id,
         )

@@ -91,15 +91,16 @@ class Scheduler:
     Args:
         plan: the validated task graph.
         attempt: runs one attempt of one task.
-        on_output: called with each output, its attempt number and its store index, before the
-            task counts as done (post it on the board, commit it to the store).
+        on_output: awaited with each task's result and its store index before the task counts
+            as done (post its output on the board, commit it to the store): no dependant starts,
+            and the run does not end, before it returns.
         emit: the run's event emitter.
         clock: wall-clock seconds, for result timestamps.
     """
 
     plan: Plan
     attempt: Attempt
-    on_output: Callable[[TaskOutput, int, int], None]
+    on_output: Callable[[TaskResult, int], Awaitable[None]]
     emit: events.Emitter
     clock: Callable[[], float]
     max_concurrency: int = 8
@@ -416,22 +417,17 @@ class Scheduler:
                 by_agent=state.by_agent,
             )  # fmt: skip
         output = replace(output, usage=state.usage, item=state.item_index)
-        self.on_output(output, state.number, state.index)  # durable before the task is done
-        waiting = False
+        result = TaskResult(
+            task_id=task_id, status="succeeded", output=output, attempts=state.number,
+            started_at=started, finished_at=self.clock(), usage=state.usage,
+            usage_by_agent=dict(state.by_agent),
+        )  # fmt: skip
+        await self.on_output(result, state.index)  # durable before the task is done
         if announce:
             self.emit(events.TaskFinished, task_id=task_id, output=output)
-            waiting = self.hold(output)
-        return TaskResult(
-            task_id=task_id,
-            status="waiting" if waiting else "succeeded",
-            reason="waits for a review" if waiting else None,
-            output=output,
-            attempts=state.number,
-            started_at=started,
-            finished_at=self.clock(),
-            usage=state.usage,
-            usage_by_agent=dict(state.by_agent),
-        )
+            if self.hold(output):
+                result = replace(result, status="waiting", reason="waits for a review")
+        return result
 
     def _slot(
         self, task: Task, task_id: str, ticket: asyncio.Future[None] | None
@@ -441,7 +437,7 @@ class Scheduler:
         assert self.slots is not None
         return self.slots.hold(self._priority(task_id))
 
-    def finish(
+    async def finish(
         self,
         task_id: str,
         output: TaskOutput,
@@ -452,13 +448,14 @@ class Scheduler:
     ) -> TaskResult:
         """Store the output of a map or loop and say it finished (its instances stored theirs);
         ``by_agent``: its usage by agent role; ``reason``: a warning (a loop out of rounds)."""
-        self.on_output(output, 1, instance_index(self.round))
-        self.emit(events.TaskFinished, task_id=task_id, output=output)
-        return TaskResult(
+        result = TaskResult(
             task_id=task_id, status="succeeded", output=output, attempts=1, reason=reason,
             started_at=started, finished_at=self.clock(), usage=output.usage,
             usage_by_agent=dict(by_agent),
         )  # fmt: skip
+        await self.on_output(result, instance_index(self.round))
+        self.emit(events.TaskFinished, task_id=task_id, output=output)
+        return result
 
     async def _stop(self, reason: str) -> None:
         """Cancel every running task and wait until each has really stopped."""

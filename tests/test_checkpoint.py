@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -16,11 +17,12 @@ from typing import Any, cast
 import pytest
 from pydantic import BaseModel
 
-from crew import LLM, Agent, Crew, Task, events
+from crew import LLM, Agent, Crew, Task, events, outbox
 from crew.errors import BadRequestError, ConfigError, LeaseHeldError, StoreError
 from crew.store import BoardRecord, Store, TaskRecord
 from crew.store.memory import MemoryStore
 from crew.store.sqlite import SQLiteStore
+from crew.task import loop
 from crew.testing import ScriptedLLM
 from crew.testserver import ServerReply
 
@@ -273,22 +275,35 @@ def test_a_crash_before_a_task_commits_leaves_no_board_version_of_its_output(
 
 
 class FlakyEvents:
-    """A store that refuses the first ``failures`` writes of each event of type ``kind``."""
+    """A store that refuses the first ``failures`` writes of each event of type ``kind``, alone
+    or in a batch (with other events, or with a task's commit)."""
 
     def __init__(self, store: Store, kind: str, failures: int) -> None:
         self.store, self.kind, self.failures = store, kind, failures
-        self.refused: dict[int, int] = {}
+        self.refused: dict[str, int] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
+    def _refuse(self, batch: Any) -> None:
+        for type, payload in batch:
+            if type == self.kind:
+                key = str((payload or {}).get("task_id"))
+                self.refused[key] = self.refused.get(key, 0) + 1
+                if self.refused[key] <= self.failures:
+                    raise StoreError("database is locked")
+
     def append_event(self, run_id: str, type: str, payload: Any = None) -> Any:
-        if type == self.kind:
-            key = id(payload)
-            self.refused[key] = self.refused.get(key, 0) + 1
-            if self.refused[key] <= self.failures:
-                raise StoreError("database is locked")
+        self._refuse([(type, payload)])
         return self.store.append_event(run_id, type, payload)
+
+    def append_events(self, run_id: str, batch: Any) -> Any:
+        self._refuse(batch)
+        return self.store.append_events(run_id, batch)
+
+    def put_task(self, record: TaskRecord, **kwargs: Any) -> None:
+        self._refuse(kwargs.get("events", ()))
+        self.store.put_task(record, **kwargs)
 
 
 def test_an_event_write_that_fails_is_tried_again(durable_store: Store):
@@ -339,3 +354,161 @@ def test_a_provider_error_that_echoes_the_key_is_stored_redacted(
     assert not [text for text in kept if key in text or token in text or key[:12] in text]
     assert "Incorrect API key provided: [redacted]" in result.tasks["a"].error  # type: ignore[operator]
     assert any("[redacted]" in r.error for r in durable_store.task_records(run_id) if r.error)
+
+
+class HeldCommit:
+    """A store on a thread of its own whose commit of ``task_id`` waits until ``released``."""
+
+    blocks = True
+
+    def __init__(self, store: Store, task_id: str) -> None:
+        self.store, self.task_id = store, task_id
+        self.entered, self.released = threading.Event(), threading.Event()
+        self.waited: bool | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def put_task(self, record: TaskRecord, **kwargs: Any) -> None:
+        if record.task_id == self.task_id and record.status == "succeeded":
+            self.entered.set()
+            self.waited = self.released.wait(timeout=20)
+        self.store.put_task(record, **kwargs)
+
+
+def test_a_commit_that_blocks_stalls_neither_the_loop_nor_other_tasks_model_calls(
+    durable_store: Store,
+):
+    held = HeldCommit(durable_store, "a")
+
+    async def b_waits_for_a_commit(call: Any) -> str:
+        if call.task_id == "b":
+            while not held.entered.is_set():  # runs only if the loop is free while a commits
+                await asyncio.sleep(0.01)
+            held.released.set()
+        return f"{call.task_id} done"
+
+    committed_before: dict[str, bool] = {}
+
+    def watch(event: events.Event) -> None:
+        if isinstance(event, events.TaskStarted) and event.task_id == "c":
+            stored = durable_store.finished_outputs(event.run_id)
+            committed_before["c"] = ("a", 0) in stored  # write-ahead: a is durable first
+
+    llm = ScriptedLLM(b_waits_for_a_commit)
+    crew = Crew(tasks_of({"a": [], "b": [], "c": ["a"]}), llm=llm, store=cast(Store, held))
+    result = asyncio.run(crew.arun(on_event=watch))
+
+    assert result.status == "succeeded"
+    assert held.waited is True  # released by b's model call while a's commit was held
+    assert committed_before == {"c": True}
+
+
+class Writes:
+    """A store that notes each write: which task it commits, which events go with it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.writes: list[tuple[str, list[str]]] = []
+        self.exchanges: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def put_task(self, record: TaskRecord, **kwargs: Any) -> None:
+        self.writes.append((f"task {record.task_id}", [t for t, _ in kwargs.get("events", ())]))
+        self.exchanges.append(len(kwargs.get("exchanges", ())))
+        self.store.put_task(record, **kwargs)
+
+    def append_events(self, run_id: str, batch: Any) -> Any:
+        self.writes.append(("events", [t for t, _ in batch]))
+        return self.store.append_events(run_id, batch)
+
+    def append_event(self, run_id: str, type: str, payload: Any = None) -> Any:
+        self.writes.append(("event", [type]))
+        return self.store.append_event(run_id, type, payload)
+
+    def put_exchange(self, *args: Any, **kwargs: Any) -> None:
+        self.writes.append(("exchange", []))
+        self.store.put_exchange(*args, **kwargs)
+
+
+def test_a_task_commits_once_with_the_events_before_it(
+    durable_store: Store, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(outbox, "EVENT_BATCH_S", 60.0)  # no batch of events on its own
+    store = Writes(durable_store)
+    result = Crew(
+        tasks_of({"a": [], "b": ["a"]}), llm=ScriptedLLM(), store=cast(Store, store)
+    ).run()
+
+    assert result.status == "succeeded"
+    assert [name for name, _ in store.writes] == ["task a", "task b", "events"]
+    assert store.exchanges == [1, 1]  # each task's model exchange (for replay) goes with it
+    first, second, last = (kinds for _, kinds in store.writes)
+    assert first[:2] == ["RunStarted", "TaskStarted"] and "BoardPosted" in first
+    assert second[0] == "TaskFinished" and "TaskStarted" in second
+    assert last == ["TaskFinished", "RunFinished"]  # written before the run returned
+    stored = durable_store.events(result.run_id)
+    assert [e.type for e in stored] == first + second + last
+    assert [e.seq for e in stored] == list(range(1, len(stored) + 1))
+
+
+class Verdict(BaseModel):
+    approved: bool
+
+
+def test_a_resumed_run_keeps_a_loops_warning_and_the_usage_by_agent(durable_store: Store):
+    writer = Agent(role="Writer", goal="Write")
+    body = [
+        Task(id="draft", description="Draft", agent=writer),
+        Task(id="critique", description="Judge", agent=WORKER, depends_on=["draft"],
+             output_model=Verdict),
+    ]  # fmt: skip
+    graph = [
+        loop("refine", body, until="critique.data.approved", max_rounds=2),
+        Task(id="publish", description="Publish", agent=WORKER, depends_on=["refine"]),
+    ]
+    script: dict[str, Any] = {"critique": {"approved": False}}
+    refused = BadRequestError("the key was refused", model="fake")
+    first = Crew(graph, llm=ScriptedLLM({**script, "publish": refused}), store=durable_store).run(
+        run_id="r1"
+    )
+    assert first.status == "failed"
+    warned = first.tasks["refine"]
+    assert warned.reason and "stopped after 2 rounds" in warned.reason
+    assert set(warned.usage_by_agent) == {"Writer", "Worker"}
+
+    llm = ScriptedLLM({**script, "publish": "out"})
+    second = Crew(graph, llm=llm, store=durable_store).run(resume="r1")
+
+    assert second.status == "succeeded" and llm.calls_for("draft") == []
+    kept = second.tasks["refine"]
+    assert (kept.reason, kept.usage_by_agent) == (warned.reason, warned.usage_by_agent)
+    assert second.warnings == [warned.reason]
+    assert second.usage.by_agent["Writer"] == warned.usage_by_agent["Writer"]
+
+
+class RefusedReviews:
+    """A store on a thread of its own that cannot record a review."""
+
+    blocks = True
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def put_review(self, record: Any) -> None:
+        raise StoreError("the disk is full")
+
+
+def test_a_write_queued_without_waiting_that_fails_is_raised_not_lost(durable_store: Store):
+    graph = [
+        Task(id="a", description="Do a", agent=WORKER, human_review=True),
+        Task(id="b", description="Do b", agent=WORKER),
+    ]
+    crew = Crew(graph, llm=ScriptedLLM(), store=cast(Store, RefusedReviews(durable_store)))
+    with pytest.raises(StoreError, match="the disk is full"):
+        crew.run(run_id="r1")

@@ -11,8 +11,9 @@ import pytest
 from pydantic import BaseModel
 
 from crew import Agent, Crew, Task, events
-from crew.checkpoint import decide_review, fork_run
+from crew.checkpoint import decide_review
 from crew.errors import ConfigError
+from crew.fork import fork_run
 from crew.store import Store, TaskRecord
 from crew.store.memory import MemoryStore
 from crew.testing import Reply, ScriptedLLM

@@ -336,6 +336,9 @@ def test_tasks_already_finished_are_never_run_again_and_release_their_dependants
     )
     outputs: list[str] = []
 
+    async def on_output(result, index):
+        outputs.append(result.task_id)
+
     async def attempt(task_id, state):
         await llm.complete(
             __import__("crew.llm", fromlist=["ChatRequest"]).ChatRequest(
@@ -347,7 +350,7 @@ def test_tasks_already_finished_are_never_run_again_and_release_their_dependants
     scheduler = Scheduler(
         plan,
         attempt,
-        lambda o, attempt, index: outputs.append(o.task_id),
+        on_output,
         events.Emitter(events.EventBus(), "r", lambda: 0.0),
         lambda: 0.0,
         results={"a": done},

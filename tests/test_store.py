@@ -405,6 +405,49 @@ def test_events_are_numbered_per_run(store: Store, clock: Clock):
     assert store.events("r2")[0].payload == {}
 
 
+def test_a_task_commits_with_the_events_before_it_in_one_transaction(store: Store, clock: Clock):
+    new_run(store)
+    store.append_event("r1", "RunStarted")
+    clock.advance(1)
+    batch = [("TaskStarted", {"task_id": "a"}), ("BoardPosted", {"key": "a", "ü": ["ß"]})]
+    exchange = ("h.0", "gpt", {"content": "A"})
+    store.put_task(
+        attempt("a", text="A"), board=board("a", 1, T0), events=batch, exchanges=[exchange]
+    )
+    appended = store.append_events("r1", [("TaskFinished", {"task_id": "a"}), ("Tick", {})])
+
+    stored = store.events("r1")
+    assert [(e.seq, e.type, e.payload) for e in stored] == [
+        (1, "RunStarted", {}),
+        (2, "TaskStarted", {"task_id": "a"}),
+        (3, "BoardPosted", {"key": "a", "ü": ["ß"]}),
+        (4, "TaskFinished", {"task_id": "a"}),
+        (5, "Tick", {}),
+    ]
+    assert appended == stored[3:] and [e.at for e in stored[1:]] == [T0 + 1] * 4
+    assert store.append_events("r1", []) == []
+    assert [r.text for r in store.task_records("r1")] == ["A"]
+    assert store.get_exchange("h.0", "r1") == {"content": "A"}
+
+    # all or nothing: an event that is not JSON keeps the task and its board version out too
+    with pytest.raises(StoreError, match="cannot store"):
+        store.put_task(attempt("b"), board=board("b", 1, T0), events=[("TaskStarted", {"x": {1}})])
+    with pytest.raises(StoreError, match="is not in the store"):
+        store.append_events("ghost", [("TaskStarted", {})])
+    assert [r.task_id for r in store.task_records("r1")] == ["a"]
+    assert [e.key for e in store.board_entries("r1")] == ["a"]
+    assert len(store.events("r1")) == 5
+
+
+def test_a_task_keeps_its_warning_and_its_usage_by_agent(store: Store):
+    new_run(store)
+    by_agent = {"Writer": {"calls": 2, "cost_usd": 0.5}, "Editor": {"calls": 1}}
+    store.put_task(attempt("loop", reason="out of rounds", usage_by_agent=by_agent))
+    [kept] = store.task_records("r1")
+    assert (kept.reason, kept.usage_by_agent) == ("out of rounds", by_agent)
+    assert store.finished_outputs("r1")[("loop", 0)] == kept
+
+
 def test_concurrent_appends_get_every_seq_once(backend: Backend):
     stores = [backend.open(), backend.open()]  # two connections, where the backend has any
     new_run(stores[0])
@@ -644,7 +687,7 @@ def test_a_reopened_store_has_its_data(backend: Backend):
     assert again.task_records("r1") == store.task_records("r1")
     if backend.sql is not None:
         versions = backend.sql([f"SELECT version FROM {backend.prefix}schema_version"])[0]
-        assert versions == [(1,), (2,), (3,)]  # applied once, not again on reopening
+        assert versions == [(1,), (2,), (3,), (4,)]  # applied once, not again on reopening
 
 
 @pytest.mark.parametrize("name", ["sqlite", "postgres"])
@@ -687,7 +730,7 @@ def test_an_older_database_is_migrated_and_keeps_its_data(
         store.acquire_lease("old", "host:1", ttl_s=5)
         assert store.append_event("old", "RunResumed").seq == 1
     versions = sql([f"SELECT version FROM {prefix}schema_version ORDER BY version"])[0]
-    assert versions == [(1,), (2,), (3,)]
+    assert versions == [(1,), (2,), (3,), (4,)]
     sql([f"INSERT INTO {prefix}schema_version VALUES (99, 0)"])
     with pytest.raises(StoreError, match="schema version 99, newer than this crew knows"):
         current()

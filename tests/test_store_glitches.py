@@ -130,8 +130,8 @@ def test_postgres_connections_terminated_mid_run_fail_no_task(
     def on_event(event: events.Event) -> None:
         if isinstance(event, events.TaskStarted):
             terminate()  # the checkpoint's write of this very event meets a dead connection
-            timers.append(threading.Timer(0.2, terminate))  # and so does the model exchange's,
-            timers[-1].start()  # recorded when the (slow) reply comes
+            timers.append(threading.Timer(0.2, terminate))  # and so does the task's commit
+            timers[-1].start()  # (with its model exchange), made when the (slow) reply comes
 
     with closing(store):
         result = run_with(crew_on(store, fake_llm), on_event)
@@ -142,7 +142,7 @@ def test_postgres_connections_terminated_mid_run_fail_no_task(
     logged = retries_logged(caplog)
     # the failure the fault harness found, now tried again: "terminating connection due to
     # administrator command", or "server closed the connection" if that was read first
-    assert any("cannot record a model exchange: " in m for m in logged)
+    assert any("cannot record a task and its events: " in m for m in logged)
     assert all("trying again in" in m for m in logged)
 
 
@@ -340,7 +340,7 @@ def test_sqlite_locked_by_another_process_mid_run_fails_no_task(
         assert time.monotonic() - started >= 2.0  # the run did wait for the lock
         assert_stored_once(store, server, result)
     logged = retries_logged(caplog)
-    assert any("cannot record a model exchange: database is locked" in m for m in logged)
+    assert any("cannot record a task and its events: database is locked" in m for m in logged)
 
 
 def test_sqlite_locked_longer_than_the_budget_is_a_clear_store_error(tmp_path: Path):
@@ -447,3 +447,30 @@ def test_a_run_id_taken_by_someone_else_is_still_refused_on_a_try_again(tmp_path
                 store.create_run("r1", crew="other", inputs={}, task_ids=["a"])
             assert not pending  # it was a try again that found the run
         assert [r.crew for r in store.list_runs()] == ["trip"]
+
+
+def test_a_commit_with_its_events_tried_again_after_a_lost_reply_is_made_once(
+    sql_backend: SQLStore,
+):
+    store = sql_backend
+    store.create_run("r1", crew="trip", inputs={}, task_ids=["a"])
+    board = BoardRecord(run_id="r1", key="a", version=1, text="A", author="Worker",
+                        kind="output", created_at=1.0, updated_at=1.0)  # fmt: skip
+    with replies_lost(store, {"record a task and its events", "record an event"}) as pending:
+        store.put_task(
+            TaskRecord(run_id="r1", task_id="a", status="succeeded", text="A"),
+            board=board,
+            events=[("TaskStarted", {"task_id": "a"}), ("BoardPosted", {"key": "a"})],
+        )
+        appended = store.append_events("r1", [("TaskFinished", {}), ("RunFinished", {})])
+        assert not pending  # both had their reply lost once
+    assert [e.seq for e in appended] == [3, 4]
+    kinds = [(e.seq, e.type) for e in store.events("r1")]
+    assert kinds == [
+        (1, "TaskStarted"),
+        (2, "BoardPosted"),
+        (3, "TaskFinished"),
+        (4, "RunFinished"),
+    ]
+    assert [(r.task_id, r.text) for r in store.task_records("r1")] == [("a", "A")]
+    assert [(e.key, e.version) for e in store.board_entries("r1")] == [("a", 1)]

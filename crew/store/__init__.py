@@ -10,14 +10,15 @@ default, ``.crew/crew.db``) and ``PostgresStore`` (shared by several machines). 
     open_store("postgresql://crew@db.internal/app")
 
 Every method is synchronous and each write is one short transaction, committed before the
-method returns: the scheduler calls them from its event loop thread. A SQL store outlasts a
-glitch of its database (a dropped connection, a write lock held by another process) by trying
-again for up to ``retry_budget_s`` (30 s), blocking its caller meanwhile; then it raises
-``StoreUnavailableError``.
+method returns. A SQL store outlasts a glitch of its database (a dropped connection, a write
+lock held by another process) by trying again for up to ``retry_budget_s`` (30 s), blocking its
+caller meanwhile; then it raises ``StoreUnavailableError``. So a run never calls a store from
+its event loop: its calls go, in order, to the store's own thread (``crew.store.writer``).
 
-Write-ahead discipline: the scheduler must call :meth:`Store.put_task` with a succeeded attempt,
-and let it return, *before* it counts the task as done (before dependents start, before the run
-moves on). A crash after that point loses nothing; a crash before it re-runs only that attempt.
+Write-ahead discipline: the scheduler must have :meth:`Store.put_task` return with a succeeded
+attempt (its board version and the events before it in the same transaction) *before* it counts
+the task as done (before dependents start, before the run moves on). A crash after that point
+loses nothing; a crash before it re-runs only that attempt.
 
 Values are plain data: the JSON fields of the records (inputs, data, usage, payloads, ...) must be
 JSON-serialisable (pydantic models go in as ``model_dump(mode="json")``); they come back as

@@ -52,6 +52,9 @@ class MemoryStore:
         clock: returns wall-clock seconds; a parameter so tests can move time.
     """
 
+    blocks = False
+    """Its calls never wait on I/O: a run makes them on its event loop, not on a thread."""
+
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._lock = threading.Lock()
@@ -191,13 +194,28 @@ class MemoryStore:
 
     # tasks
 
-    def put_task(self, record: TaskRecord, *, board: BoardRecord | None = None) -> None:
+    def put_task(
+        self,
+        record: TaskRecord,
+        *,
+        board: BoardRecord | None = None,
+        events: Sequence[tuple[str, dict[str, Any]]] = (),
+        exchanges: Sequence[tuple[str, str, dict[str, Any]]] = (),
+    ) -> None:
         record = _copy(record)
         version = _copy(board) if board is not None else None
+        kept = [
+            (key, (self._clock(), _load_json(_dump_json(response, f"the response to {key}"))))
+            for key, _, response in exchanges
+        ]
         with self._lock:
             self._need_run(record.run_id)
             if version is not None:
                 self._need_run(version.run_id)
+            self._append(record.run_id, events)  # first: a payload it refuses keeps nothing
+            for key, exchange in kept:
+                self._exchanges[(key, record.run_id)] = exchange
+            if version is not None:
                 self._board.setdefault(version.run_id, {})[(version.key, version.version)] = version
             identity = (record.task_id, record.index, record.attempt)
             self._tasks.setdefault(record.run_id, {})[identity] = record
@@ -234,15 +252,31 @@ class MemoryStore:
     ) -> EventRecord:
         with self._lock:
             self._need_run(run_id)
-            events = self._events.setdefault(run_id, [])
-            seq = events[-1].seq + 1 if events else 1
-            record = _copy(
-                EventRecord(
-                    run_id=run_id, seq=seq, type=type, payload=payload or {}, at=self._clock()
-                )
-            )
-            events.append(record)
-            return _copy(record)
+            return self._append(run_id, [(type, payload or {})])[0]
+
+    def append_events(
+        self, run_id: str, events: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[EventRecord]:
+        with self._lock:
+            self._need_run(run_id)
+            return self._append(run_id, events)
+
+    def _append(
+        self, run_id: str, events: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[EventRecord]:
+        """Number and keep ``events`` (the lock held, the run known)."""
+        kept = self._events.setdefault(run_id, [])
+        records = [
+            EventRecord(run_id=run_id, seq=0, type=type, payload=payload or {}, at=0.0)
+            for type, payload in events
+        ]
+        records = [_copy(r) for r in records]  # every payload checked before any is kept
+        appended = []
+        for record in records:
+            seq = kept[-1].seq + 1 if kept else 1
+            kept.append(dataclasses.replace(record, seq=seq, at=self._clock()))
+            appended.append(_copy(kept[-1]))
+        return appended
 
     def events(self, run_id: str, after_seq: int = 0) -> list[EventRecord]:
         with self._lock:

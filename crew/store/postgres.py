@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from crew.errors import ConfigError, redact
-from crew.store.records import _no_run, _run_exists
+from crew.store.records import _escape, _no_run, _run_exists
 from crew.store.sql import RETRY_BUDGET_S, SQLStore
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg.rows import DictRow
 
-    from crew.store.sql import _Connection
+    from crew.store.sql import _Connection, _EventRow
 
 _RUN = "run_id text NOT NULL REFERENCES crew_runs ON DELETE CASCADE"
 _TIME = "double precision"
@@ -67,6 +67,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE crew_events ADD COLUMN token text",
         "CREATE UNIQUE INDEX crew_events_token ON crew_events (run_id, token)",
     ),
+    (  # 4: a succeeded task's warning and its usage by agent, so a resumed run keeps them
+        "ALTER TABLE crew_tasks ADD COLUMN reason text",
+        "ALTER TABLE crew_tasks ADD COLUMN usage_by_agent jsonb NOT NULL DEFAULT '{}'",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -84,12 +88,30 @@ def _psycopg() -> ModuleType:
     return psycopg
 
 
-_APPEND_EVENT = (
-    "WITH counter AS (UPDATE crew_runs SET last_seq = last_seq + 1 WHERE run_id = %(run_id)s"
-    " RETURNING last_seq) INSERT INTO crew_events (run_id, seq, type, payload, at, token)"
-    " SELECT %(run_id)s, last_seq, %(type)s, %(payload)s::jsonb, %(at)s, %(token)s FROM counter"
-    " RETURNING seq"
+_COUNT_EVENTS = (
+    "UPDATE crew_runs SET last_seq = last_seq + %(n)s WHERE run_id = %(run_id)s"
+    " RETURNING last_seq - %(n)s AS base"
 )
+_INSERT_EVENTS = (
+    "INSERT INTO crew_events (run_id, seq, type, payload, at, token)"
+    " SELECT %(run_id)s, base + e.n, e.type, e.payload::jsonb, %(at)s, e.token"
+    " FROM counter, unnest(%(types)s::text[], %(payloads)s::text[], %(tokens)s::text[])"
+    " WITH ORDINALITY AS e(type, payload, token, n) RETURNING seq"
+)
+_APPEND_EVENTS = f"WITH counter AS ({_COUNT_EVENTS}) {_INSERT_EVENTS}"
+
+
+def _event_params(
+    run_id: str, rows: Sequence[_EventRow], at: float, prefix: str = ""
+) -> dict[str, Any]:
+    """The parameters of ``_APPEND_EVENTS`` (each name after ``prefix``)."""
+    params = {
+        "run_id": run_id, "n": len(rows), "at": at,
+        "types": [_escape(type) for type, _, _ in rows],
+        "payloads": [payload for _, payload, _ in rows],
+        "tokens": [token for _, _, token in rows],
+    }  # fmt: skip
+    return {f"{prefix}{name}": value for name, value in params.items()}
 
 
 def _redact(url: str) -> str:
@@ -107,8 +129,10 @@ def _password(url: str) -> str | None:
 class PostgresStore(SQLStore):
     """A store in a PostgreSQL database: one connection, guarded by a lock, reopened if lost.
 
-    One connection is enough: the scheduler writes from one thread, and each write is one short
-    transaction. Several processes (machines) may share the database; leases keep each run to one.
+    One connection is enough: a run writes from one thread (the store's, ``crew.store.writer``),
+    and each write is one short transaction. psycopg's connection may be used from any thread;
+    the store's lock keeps calls from several threads (a CLI command's too) one at a time.
+    Several processes (machines) may share the database; leases keep each run to one.
 
     Args:
         url: a libpq URL, ``postgresql://user:password@host:5432/database``.
@@ -229,12 +253,41 @@ class PostgresStore(SQLStore):
     def _lock_schema(self, conn: _Connection) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
 
-    def _insert_event(self, run_id: str, type: str, payload: str, token: str) -> tuple[int, float]:
-        """One statement: the run's row lock orders concurrent appends from any connection."""
-        with self._use("record an event", run_id) as conn:
-            at = self._clock()
-            params = {"run_id": run_id, "type": type, "payload": payload, "at": at, "token": token}
-            row = conn.execute(_APPEND_EVENT, params).fetchone()
-        if row is None:
+    def _commit_task(
+        self,
+        action: str,
+        run_id: str,
+        upserts: Sequence[tuple[str, dict[str, Any]]],
+        rows: Sequence[_EventRow],
+    ) -> None:
+        """One statement, so one round trip, atomic on its own: the upserts as data-modifying
+        WITH clauses, then the events (or the last upsert) as the statement."""
+        params: dict[str, Any] = {}
+        clauses = []
+        for i, (sql, values) in enumerate(upserts):
+            clauses.append(sql.replace("%(", f"%(u{i}_"))
+            params.update({f"u{i}_{name}": value for name, value in values.items()})
+        if rows:
+            clauses.append(_INSERT_EVENTS.replace("%(", "%(e_"))
+            params.update(_event_params(_escape(run_id), rows, self._clock(), prefix="e_"))
+        *first, last = clauses
+        named = [f"w{i} AS ({clause})" for i, clause in enumerate(first)]
+        if rows:
+            named.append(f"counter AS ({_COUNT_EVENTS.replace('%(', '%(e_')})")
+        statement = f"WITH {', '.join(named)} {last}" if named else last
+        with self._use(action, run_id) as conn:
+            if rows and not conn.execute(statement, params).fetchall():
+                raise _no_run(run_id)
+            if not rows:
+                conn.execute(statement, params)
+
+    def _insert_events(
+        self, conn: _Connection, run_id: str, rows: Sequence[_EventRow]
+    ) -> list[tuple[int, float]]:
+        """One statement for them all (one round trip): the run's row lock orders concurrent
+        appends from any connection."""
+        at = self._clock()
+        numbered = conn.execute(_APPEND_EVENTS, _event_params(run_id, rows, at)).fetchall()
+        if not numbered:
             raise _no_run(run_id)
-        return row["seq"], at
+        return [(seq, at) for seq in sorted(row["seq"] for row in numbered)]

@@ -87,6 +87,10 @@ class TaskRecord:
     """``Usage.to_dict()`` of the attempt."""
     started_at: float | None = None
     finished_at: float | None = None
+    reason: str | None = None
+    """A succeeded task's warning (a loop out of rounds), kept for a resumed run."""
+    usage_by_agent: dict[str, Any] = field(default_factory=dict)
+    """Agent role -> ``Usage.to_dict()``: who made the attempt's calls (a coworker's too)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -192,11 +196,21 @@ class Store(Protocol):
         """The ids of the runs ``delete_runs`` would delete now, newest first; deletes nothing."""
         ...
 
-    def put_task(self, record: TaskRecord, *, board: BoardRecord | None = None) -> None:
+    def put_task(
+        self,
+        record: TaskRecord,
+        *,
+        board: BoardRecord | None = None,
+        events: Sequence[tuple[str, dict[str, Any]]] = (),
+        exchanges: Sequence[tuple[str, str, dict[str, Any]]] = (),
+    ) -> None:
         """Insert or replace one attempt; durable when it returns (see the module docstring).
 
         With ``board``, the board version of its output is kept in the same transaction: a
-        crash leaves both or neither, never a version whose task did not commit."""
+        crash leaves both or neither, never a version whose task did not commit. ``events``
+        ((type, payload) pairs of the same run) are appended in that transaction too, and
+        ``exchanges`` ((request hash, model, response), as ``put_exchange`` takes them) kept,
+        so a task's completion costs one commit."""
         ...
 
     def task_records(self, run_id: str) -> list[TaskRecord]:
@@ -219,6 +233,12 @@ class Store(Protocol):
         self, run_id: str, type: str, payload: dict[str, Any] | None = None
     ) -> EventRecord:
         """Append an event; the store numbers it and stamps it with its clock."""
+        ...
+
+    def append_events(
+        self, run_id: str, events: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[EventRecord]:
+        """Append several events, (type, payload) pairs, in order, in one transaction."""
         ...
 
     def events(self, run_id: str, after_seq: int = 0) -> list[EventRecord]:
@@ -276,7 +296,9 @@ def default_holder() -> str:
 
 # Package-private: shared by the backends, so that they agree on the edge cases.
 
-_JSON_FIELDS = frozenset({"inputs", "task_ids", "usage", "metadata", "data", "payload", "response"})
+_JSON_FIELDS = frozenset(
+    {"inputs", "task_ids", "usage", "usage_by_agent", "metadata", "data", "payload", "response"}
+)
 _RUN_UPDATABLE = frozenset(f.name for f in fields(RunRecord)) - {
     "run_id",
     "created_at",

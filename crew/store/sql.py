@@ -8,7 +8,8 @@ differs, to :class:`SQLStore`:
   column, the clause that locks a row read in a transaction (``FOR UPDATE``), LIMIT's "no limit";
 - its connection, in two context managers: ``_use`` (the connection under the store's lock, the
   driver's errors made ``StoreError``) and ``_tx`` (the same, in one transaction);
-- what is not the same SQL on both: numbering events (``_insert_event``), keeping concurrent
+- what is not the same SQL on both: numbering events (``_insert_events``), a task's commit
+  in one statement where the database can (``_commit_task``), keeping concurrent
   migrations apart (``_lock_schema``), and the hint that goes with a driver error;
 - its schema, ``MIGRATIONS`` (the column types differ).
 
@@ -75,6 +76,8 @@ RETRY_WAITS = RetryPolicy(initial_s=0.1, max_s=2.0, jitter_s=0.1)
 """The waits between tries: 0.1 s, doubling up to 2 s (its ``attempts`` is not used)."""
 
 T = TypeVar("T")
+_EventRow = tuple[str, str, str]
+"""An event to insert: its type, its payload as JSON text, its token."""
 _log = logging.getLogger("crew.store")
 
 
@@ -148,9 +151,12 @@ class SQLStore(ABC):
         """Like :meth:`_use`, in one transaction, committed on leaving, rolled back on an error."""
 
     @abstractmethod
-    def _insert_event(self, run_id: str, type: str, payload: str, token: str) -> tuple[int, float]:
-        """Number and insert an event (``payload`` is JSON text, ``token`` its unique mark, for
-        ``_event_by_token``); its ``seq`` and ``at``."""
+    def _insert_events(
+        self, conn: _Connection, run_id: str, rows: Sequence[_EventRow]
+    ) -> list[tuple[int, float]]:
+        """Number and insert events in the transaction on ``conn`` (each row: its type, its
+        payload as JSON text, and a unique token, for ``_event_by_token``); their ``seq`` and
+        ``at``."""
 
     @abstractmethod
     def _hint(self, exc: BaseException) -> str:
@@ -427,20 +433,53 @@ class SQLStore(ABC):
 
     # tasks
 
-    def put_task(self, record: TaskRecord, *, board: BoardRecord | None = None) -> None:
+    def put_task(
+        self,
+        record: TaskRecord,
+        *,
+        board: BoardRecord | None = None,
+        events: Sequence[tuple[str, dict[str, Any]]] = (),
+        exchanges: Sequence[tuple[str, str, dict[str, Any]]] = (),
+    ) -> None:
         key = ("run_id", "task_id", "index", "attempt")
         task = self._upsert("tasks", _columns(TaskRecord), key)
-        if board is None:
+        if board is None and not events and not exchanges:
             self._write("record a task", task, _row_values(record), record.run_id)
             return
         version = self._upsert("board", _columns(BoardRecord), _BOARD_KEY)
-        values = _row_values(board), _row_values(record)
+        upserts = [(task, _row_values(record))]
+        if board is not None:
+            upserts.insert(0, (version, _row_values(board)))
+        exchange = self._upsert("exchanges", _EXCHANGE, ("request_hash", "run_id"))
+        upserts += [
+            (exchange, self._exchange_values(request_hash, record.run_id, model, response))
+            for request_hash, model, response in exchanges
+        ]
+        rows = self._event_rows(events)
+        action = "record a task and its events" if rows else "record a task and its board version"
 
-        def put(conn: _Connection) -> None:
-            conn.execute(version, values[0])
-            conn.execute(task, values[1])
+        def put(again: bool) -> None:
+            if again and rows and self._event_by_token(record.run_id, rows[0][2]) is not None:
+                return  # an earlier try committed, its reply lost: its events are there
+            self._commit_task(action, record.run_id, upserts, rows)
 
-        self._on("record a task and its board version", record.run_id, put)
+        self._retried(action, put)
+
+    def _commit_task(
+        self,
+        action: str,
+        run_id: str,
+        upserts: Sequence[tuple[str, dict[str, Any]]],
+        rows: Sequence[_EventRow],
+    ) -> None:
+        """Make the ``upserts`` (SQL, values: the board version, the task attempt, the model
+        exchanges) and append the events, in one transaction. A backend may do it in fewer
+        round trips."""
+        with self._tx(action, run_id) as conn:
+            for sql, values in upserts:
+                conn.execute(sql, values)
+            if rows:
+                self._insert_events(conn, _escape(run_id), rows)
 
     def task_records(self, run_id: str) -> list[TaskRecord]:
         where, params = self._by(run_id=run_id)
@@ -467,18 +506,45 @@ class SQLStore(ABC):
     def append_event(
         self, run_id: str, type: str, payload: dict[str, Any] | None = None
     ) -> EventRecord:
-        text = _dump_json(payload or {}, f"the payload of a {type} event")
-        token = uuid.uuid4().hex
+        return self.append_events(run_id, [(type, payload or {})])[0]
 
-        def attempt(again: bool) -> tuple[int, float]:
+    def append_events(
+        self, run_id: str, events: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[EventRecord]:
+        rows = self._event_rows(events)
+        if not rows:
+            return []
+
+        def attempt(again: bool) -> list[tuple[int, float]]:
             if again:  # an earlier try may have committed, its reply lost: then it is there
-                done = self._event_by_token(run_id, token)
+                done = self._event_by_token(run_id, rows[0][2])
                 if done is not None:
-                    return done
-            return self._insert_event(_escape(run_id), _escape(type), text, token)
+                    return self._numbered_after(run_id, done, len(rows))
+            with self._tx("record an event", run_id) as conn:
+                return self._insert_events(conn, _escape(run_id), rows)
 
-        seq, at = self._retried("record an event", attempt)
-        return EventRecord(run_id=run_id, seq=seq, type=type, payload=_load_json(text), at=at)
+        numbered = self._retried("record an event", attempt)
+        return [
+            EventRecord(run_id=run_id, seq=seq, type=type, payload=_load_json(text), at=at)
+            for (seq, at), (type, text, _) in zip(numbered, rows, strict=True)
+        ]
+
+    def _event_rows(self, events: Sequence[tuple[str, dict[str, Any]]]) -> list[_EventRow]:
+        """Events as rows to insert: their type, payload as JSON text and a unique token (the
+        same on every try), checked before anything is written."""
+        return [
+            (type, _dump_json(payload or {}, f"the payload of a {type} event"), uuid.uuid4().hex)
+            for type, payload in events
+        ]
+
+    def _numbered_after(
+        self, run_id: str, first: tuple[int, float], count: int
+    ) -> list[tuple[int, float]]:
+        """The seq and at of ``count`` events committed together, the first numbered ``first``."""
+        if count == 1:
+            return [first]
+        stored = self.events(run_id, first[0] - 1)[:count]
+        return [(e.seq, e.at) for e in stored]
 
     def _event_by_token(self, run_id: str, token: str) -> tuple[int, float] | None:
         """The ``seq`` and ``at`` of the event inserted with ``token``, if it was."""
@@ -517,15 +583,20 @@ class SQLStore(ABC):
     def put_exchange(
         self, request_hash: str, run_id: str, *, model: str, response: dict[str, Any]
     ) -> None:
-        params = {
+        params = self._exchange_values(request_hash, run_id, model, response)
+        sql = self._upsert("exchanges", _EXCHANGE, ("request_hash", "run_id"))
+        self._write("record a model exchange", sql, params, run_id)
+
+    def _exchange_values(
+        self, request_hash: str, run_id: str, model: str, response: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
             "request_hash": _escape(request_hash),
             "run_id": _escape(run_id),
             "model": _escape(model),
             "response": _dump_json(response, f"the response to {request_hash}"),
             "at": self._clock(),
         }
-        sql = self._upsert("exchanges", _EXCHANGE, ("request_hash", "run_id"))
-        self._write("record a model exchange", sql, params, run_id)
 
     def get_exchange(self, request_hash: str, run_id: str | None = None) -> dict[str, Any] | None:
         where, params = self._where(request_hash=request_hash, run_id=run_id)

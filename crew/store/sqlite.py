@@ -16,16 +16,23 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from crew.store.records import _JSON_FIELDS, EventRecord, _columns, _no_run, _run_exists
+from crew.store.records import (
+    _JSON_FIELDS,
+    EventRecord,
+    _columns,
+    _escape,
+    _no_run,
+    _run_exists,
+)
 from crew.store.sql import RETRY_BUDGET_S, SQLStore
 
 if TYPE_CHECKING:
-    from crew.store.sql import _Connection
+    from crew.store.sql import _Connection, _EventRow
 
 _RUN = "run_id TEXT NOT NULL REFERENCES runs ON DELETE CASCADE"
 
@@ -61,6 +68,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 3: an event's token, so that a write tried again after a glitch finds it, not repeats it
         "ALTER TABLE events ADD COLUMN token TEXT",
         "CREATE UNIQUE INDEX events_token ON events (run_id, token)",
+    ),
+    (  # 4: a succeeded task's warning and its usage by agent, so a resumed run keeps them
+        "ALTER TABLE tasks ADD COLUMN reason TEXT",
+        "ALTER TABLE tasks ADD COLUMN usage_by_agent TEXT NOT NULL DEFAULT '{}'",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -115,6 +126,8 @@ class SQLiteStore(SQLStore):
         super().__init__(str(self.path), clock=clock, retry_budget_s=retry_budget_s)
         try:
             _create_private(self.path)
+            # A run calls the store from the store's thread (crew.store.writer), a CLI command
+            # or a test from its own: the store's lock, not sqlite3, keeps them one at a time.
             self._conn = sqlite3.connect(
                 self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
             )
@@ -201,15 +214,20 @@ class SQLiteStore(SQLStore):
     def _lock_schema(self, conn: _Connection) -> None:
         """Nothing more to do: BEGIN IMMEDIATE has taken the write lock for the transaction."""
 
-    def _insert_event(self, run_id: str, type: str, payload: str, token: str) -> tuple[int, float]:
+    def _insert_events(
+        self, conn: _Connection, run_id: str, rows: Sequence[_EventRow]
+    ) -> list[tuple[int, float]]:
         """The next seq is MAX(seq) + 1, which no one can change under BEGIN IMMEDIATE."""
-        with self._tx("record an event", run_id) as conn:
-            last = conn.execute(
-                "SELECT MAX(seq) AS seq FROM events WHERE run_id = :run_id", {"run_id": run_id}
-            )
-            seq = (last.fetchone()["seq"] or 0) + 1
-            at = self._clock()
-            row = {"run_id": run_id, "seq": seq, "type": type, "payload": payload, "at": at}
-            insert = self._insert("events", [*_columns(EventRecord), "token"])
-            conn.execute(insert, {**row, "token": token})
-        return seq, at
+        last = conn.execute(
+            "SELECT MAX(seq) AS seq FROM events WHERE run_id = :run_id", {"run_id": run_id}
+        )
+        first = (last.fetchone()["seq"] or 0) + 1
+        at = self._clock()
+        insert = self._insert("events", [*_columns(EventRecord), "token"])
+        values = [
+            {"run_id": run_id, "seq": first + i, "type": _escape(type), "payload": payload,
+             "at": at, "token": token}
+            for i, (type, payload, token) in enumerate(rows)
+        ]  # fmt: skip
+        cast(sqlite3.Connection, conn).executemany(insert, values)
+        return [(first + i, at) for i in range(len(rows))]
