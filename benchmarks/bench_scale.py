@@ -19,7 +19,8 @@ the model side held open at once, this process's CPU time per task, and, along t
 tasks that ended last, how long each task waited after its dependency's answer.
 
 Memory: independent tasks held open by the model for seconds, 128 then 256 at once; the live
-Python memory (tracemalloc) and RSS at each plateau, per task in flight, for both models.
+Python memory (tracemalloc) at each plateau, per task in flight, for both models. (RSS says
+little here: after the warm-up runs, the allocator reuses memory it already holds.)
 """
 
 from __future__ import annotations
@@ -425,9 +426,9 @@ def report_run(server: Server, rounds: int = 3) -> None:
 
 def memory_in_flight(
     llm: Any, calls: Callable[[], dict[str, tuple[float, float]]], count: int, hold_ms: int
-) -> tuple[int, int, int]:
-    """(tracemalloc's live bytes, RSS bytes, calls open) while ``count`` independent tasks are
-    in flight, held by the model for ``hold_ms``; bytes minus those just before the run."""
+) -> tuple[int, int]:
+    """(live Python bytes, by tracemalloc, minus those just before the run; calls open) while
+    ``count`` independent tasks are in flight, held by the model for ``hold_ms``."""
     from crew import events
 
     spec: Spec = {f"m{i}": (hold_ms, []) for i in range(count)}
@@ -443,26 +444,20 @@ def memory_in_flight(
             if seen == count:
                 all_started.set()
 
-    async def main() -> tuple[int, int, float]:
+    async def main() -> tuple[int, float]:
         gc.collect()
-        base = tracemalloc.get_traced_memory()[0], _rss()
+        base = tracemalloc.get_traced_memory()[0]
         run = asyncio.create_task(crew.arun(on_event=watch))
         await all_started.wait()
         await asyncio.sleep(hold_ms / 4000)  # every call made, none answered
         gc.collect()
-        during = tracemalloc.get_traced_memory()[0], _rss(), time.perf_counter()
+        live, moment = tracemalloc.get_traced_memory()[0] - base, time.perf_counter()
         (await run).raise_for_status()
-        return during[0] - base[0], during[1] - base[1], during[2]
+        return live, moment
 
     calls()
-    live, rss, moment = asyncio.run(main())
-    open_calls = sum(1 for s, f in calls().values() if s <= moment <= f)
-    return live, rss, open_calls
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    live, moment = asyncio.run(main())
+    return live, sum(1 for s, f in calls().values() if s <= moment <= f)
 
 
 def report_memory(server: Server, hold_ms: int = 4000) -> None:
@@ -474,7 +469,10 @@ def report_memory(server: Server, hold_ms: int = 4000) -> None:
         "fake server, HTTP": (over_http(server.url), server.calls),
     }
     half = CONCURRENCY // 2
-    print(f"\nmemory per task in flight (independent tasks, held {hold_ms} ms by the model):")
+    print(
+        f"\nmemory per task in flight (live Python memory by tracemalloc; independent tasks held"
+        f" {hold_ms} ms by the model):"
+    )
     for name, (llm, calls) in models.items():
         memory_in_flight(llm, calls, 16, hold_ms=200)  # warm up: every import, the pool
         tracemalloc.start()
@@ -484,16 +482,10 @@ def report_memory(server: Server, hold_ms: int = 4000) -> None:
         finally:
             tracemalloc.stop()
         print(
-            f"  {name}: {CONCURRENCY} tasks in flight, {large[2]} calls open at the model"
-            f" ({small[2]} of {half})"
+            f"  {name:<20}{large[0] / CONCURRENCY / 1024:6.1f} KiB per task with {CONCURRENCY} in"
+            f" flight ({large[1]} calls open at the model); each task from {half} to"
+            f" {CONCURRENCY}: {(large[0] - small[0]) / half / 1024:.1f} KiB"
         )
-        for label, index in (("tracemalloc (live Python memory)", 0), ("RSS", 1)):
-            whole = large[index] / CONCURRENCY / 1024
-            marginal = (large[index] - small[index]) / half / 1024
-            print(
-                f"    {label:<34}{whole:6.1f} KiB per task at {CONCURRENCY};"
-                f" {marginal:6.1f} KiB per task from {half} to {CONCURRENCY}"
-            )
 
 
 def main() -> None:
