@@ -493,24 +493,32 @@ def test_a_cycle_among_many_tasks_is_found():
     assert problem.startswith("Tasks depend on each other in a cycle: t0 -> t1999 -> t1998")
 
 
-def test_planning_an_acyclic_crew_does_not_import_networkx():
-    """networkx is for listing cycles and the width; a valid plan is made without it."""
-    import subprocess
-    import sys
-    import textwrap
+def test_the_plan_graph_is_a_frozen_networkx_digraph_of_the_plans_edges():
+    import networkx as nx
 
-    script = textwrap.dedent("""
-        import sys
-        from crew import Agent, Crew, Task
-        from crew.testing import ScriptedLLM
-        agent = Agent(role="Worker", llm=ScriptedLLM())
-        tasks = [Task(id=f"t{i}", description="Do it", agent=agent,
-                      depends_on=[f"t{i - 1}"] if i else []) for i in range(50)]
-        plan = Crew(tasks).plan()
-        assert plan.order[-1] == "t49" and "networkx" not in sys.modules
-        assert plan.max_parallelism == 1 and "networkx" in sys.modules
-        print("ok")
-    """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    router = Task(id="triage", description="Triage", agent=WORKER, routes={"a": "fix"})
+    tasks = [
+        *tasks_of({"report": ["draft", "facts"], "draft": ["facts"], "facts": [], "alone": []}),
+        router,
+        Task(id="fix", description="Fix", agent=WORKER),
+    ]
 
-    assert done.stdout.strip() == "ok", done.stderr
+    plan = build_plan(tasks)
+
+    graph = plan.graph
+    assert isinstance(graph, nx.DiGraph)
+    assert list(graph) == ["report", "draft", "facts", "alone", "triage", "fix"]
+    assert set(graph.edges) == plan.edges()
+    assert plan.edges() == {
+        ("draft", "report"),
+        ("facts", "report"),
+        ("facts", "draft"),
+        ("triage", "fix"),
+    }
+    assert plan.dependencies("report") == ["draft", "facts"]  # as declared
+    assert plan.dependants("facts") == ["report", "draft"]  # as found, task after task
+    assert all(list(graph.predecessors(t)) == plan.dependencies(t) for t in plan.tasks)
+    assert all(list(graph.successors(t)) == plan.dependants(t) for t in plan.tasks)
+    assert nx.ancestors(graph, "report") == {"draft", "facts"}
+    with pytest.raises(nx.NetworkXError, match="Frozen"):
+        graph.add_edge("report", "facts")  # the plan's graph cannot change under the scheduler
