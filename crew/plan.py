@@ -283,14 +283,14 @@ def _analyse(
     expressions: Mapping[tuple[str, str], Expression],
 ) -> Plan:
     position = {task_id: i for i, task_id in enumerate(by_id)}
-    order = _declared_order(graph, position)
-    pred, succ = graph.pred, graph.succ
+    dependants = dict(graph.adjacency())  # task -> {dependant: edge data}, the graph's own dicts
+    order = _declared_order(graph, dependants, position)
     remaining: dict[str, float] = {}
     for task_id in reversed(order):
-        after = max((remaining[s] for s in succ[task_id]), default=0.0)
+        after = max((remaining[s] for s in dependants[task_id]), default=0.0)
         remaining[task_id] = by_id[task_id].estimate_s + after
-    path = [max(order, key=lambda t: (-1 if pred[t] else remaining[t], -position[t]))]
-    while successors := succ[path[-1]]:
+    path = [max(generations[0], key=lambda t: (remaining[t], -position[t]))]
+    while successors := dependants[path[-1]]:
         path.append(max(successors, key=lambda t: (remaining[t], -position[t])))
     levels = tuple(tuple(sorted(level, key=position.__getitem__)) for level in generations)
     return Plan(
@@ -306,7 +306,9 @@ def _analyse(
     )
 
 
-def _declared_order(graph: nx.DiGraph, position: Mapping[str, int]) -> tuple[str, ...]:
+def _declared_order(
+    graph: nx.DiGraph, dependants: Mapping[str, Iterable[str]], position: Mapping[str, int]
+) -> tuple[str, ...]:
     """The topological order that takes, each time, the first-declared task that is ready:
     networkx's ``lexicographical_topological_sort`` keyed by position, walked here over the
     graph's adjacency, as networkx's own takes several times longer."""
@@ -314,12 +316,11 @@ def _declared_order(graph: nx.DiGraph, position: Mapping[str, int]) -> tuple[str
     ready = [position[task_id] for task_id, count in waiting.items() if not count]
     heapq.heapify(ready)
     by_position = list(position)
-    succ = graph.succ
     order = []
     while ready:
         task_id = by_position[heapq.heappop(ready)]
         order.append(task_id)
-        for dependant in succ[task_id]:
+        for dependant in dependants[task_id]:
             waiting[dependant] -= 1
             if not waiting[dependant]:
                 heapq.heappush(ready, position[dependant])
