@@ -286,7 +286,7 @@ class Checkpoint:
         try:
             self.store.acquire_lease(self.run_id, self.holder, ttl_s=self.ttl_s)
         except LeaseHeldError as held:
-            if not _dead_here(held.holder):
+            if not gone_here(held.holder):
                 raise
             self.store.release_lease(self.run_id, held.holder)
             self.store.acquire_lease(self.run_id, self.holder, ttl_s=self.ttl_s)
@@ -334,7 +334,9 @@ def open_run(store: Store, run_id: str) -> dict[str, Any]:
     return dict(record.inputs)
 
 
-def _dead_here(holder: str) -> bool:
+def gone_here(holder: str) -> bool:
+    """Whether a lease's ``holder`` (``host:pid``) is a process of this machine that no longer
+    exists (killed, crashed): its lease can be taken over at once."""
     host, _, pid = holder.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False

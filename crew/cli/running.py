@@ -9,7 +9,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
@@ -506,24 +505,12 @@ def as_shown(store: Store, run: RunRecord) -> RunRecord:
     run that no one holds a lease of was stopped before it took one."""
     if run.status != "running":
         return run
+    from crew.checkpoint import gone_here
+
     lease = store.lease(run.run_id)
-    if lease is None or _gone_here(lease[0]):
+    if lease is None or gone_here(lease[0]):
         return dataclasses.replace(run, status="interrupted")
     return run
-
-
-def _gone_here(holder: str) -> bool:
-    """Whether ``holder`` (``host:pid``) is a process of this machine that no longer exists."""
-    host, _, pid = holder.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, someone else's
-        return False
-    return False
 
 
 def stderr() -> Console:
