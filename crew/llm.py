@@ -2,7 +2,8 @@
 ``api_base``) are called directly over HTTP (``crew.openai_http``); every other provider goes
 through ``litellm.acompletion``, and so does every model when the client is set to litellm
 (``LLM(client="litellm")``, ``CREW_LLM_CLIENT=litellm``, ``[llm] client`` in crew.toml). Both
-paths share the retries, fallbacks, rate limits and error messages here.
+paths share the retries, fallbacks and error messages here, and the rate limits and circuit
+breaker of ``crew.limits``.
 
 litellm is imported on the first call that needs it, not on ``import crew`` (it takes ~2.5 s);
 the only other module that touches it is ``crew.local``, the bundled model's litellm provider.
@@ -61,13 +62,11 @@ class LLM:
     """At most this many calls start in any 60 s, counted per (model, api_base) across the whole
     process (every LLM, crew and run); calls over the limit wait their turn."""
     max_tpm: int | None = None
-    """At most this many tokens in the calls started in any 60 s, counted like ``max_rpm``. A
-    call reserves its prompt (about 4 characters a token) plus ``max_tokens`` (else 1,024) for
-    the answer, then its real usage once answered; a call over the whole limit runs alone."""
+    """At most this many tokens in the calls started in any 60 s, counted like ``max_rpm`` (see
+    ``crew.limits.RateLimiter``); a call over the whole limit runs alone."""
     breaker_failures: int = limits.DEFAULT_BREAKER_FAILURES
-    """Consecutive failures (of kinds that are retried) of calls to this (model, api_base), in
-    the whole process, that open its circuit breaker: its calls then fail fast with
-    ``ProviderUnavailableError`` until a probe call succeeds. 0 turns the breaker off."""
+    """Retryable failures in a row, per (model, api_base) in the process, that open its circuit
+    breaker: calls then fail fast with ``ProviderUnavailableError``. 0: no breaker."""
     breaker_cooldown_s: float = limits.DEFAULT_BREAKER_COOLDOWN_S
     """Seconds an open breaker fails calls fast before it lets one probe call through."""
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -139,17 +138,11 @@ class LLM:
                     request.on_retry(_m, attempt, error, delay)
 
             try:
-                return await retrying(
-                    functools.partial(
-                        limits.guarded,
-                        llm._call,
-                        request,
-                        llm,
-                        max_retry_after_s=policy.max_retry_after_s,
-                    ),
-                    policy,
-                    on_retry=on_retry,
+                cap_s = policy.max_retry_after_s
+                call = functools.partial(
+                    limits.guarded, llm._call, request, llm, max_retry_after_s=cap_s
                 )
+                return await retrying(call, policy, on_retry=on_retry)
             except errors.LLMError as exc:
                 # An open circuit breaker sent nothing: the next model may well answer.
                 moves_on = exc.retryable or isinstance(exc, errors.ProviderUnavailableError)
