@@ -33,13 +33,16 @@ DEFAULT_BREAKER_COOLDOWN_S = 30.0
 
 
 class Reservation:
-    """One call's place in its model's window: when it starts and the tokens counted for it."""
+    """One call's place in its model's window: when it starts, the tokens counted for it, and
+    the limits it asked under."""
 
-    __slots__ = ("at", "tokens")
+    __slots__ = ("at", "max_rpm", "max_tpm", "tokens")
 
-    def __init__(self, at: float, tokens: int) -> None:
+    def __init__(self, at: float, tokens: int, max_rpm: int | None, max_tpm: int | None) -> None:
         self.at = at
         self.tokens = tokens
+        self.max_rpm = max_rpm
+        self.max_tpm = max_tpm
 
 
 @dataclass(frozen=True)
@@ -56,10 +59,12 @@ class RateLimiter:
     """At most ``max_rpm`` calls and ``max_tpm`` tokens start in any ``window_s`` (a sliding
     window), and no call starts while the provider's Retry-After lasts.
 
-    Each call reserves its start time when it asks, in arrival order, then sleeps until then, so
-    the waiting calls never race for a freed slot and a call is never overtaken: one larger than
-    the whole ``max_tpm`` is given a window to itself (it starts once the window holds no other
-    tokens, and the calls after it wait for it to leave) rather than waiting forever.
+    Each call reserves its start time when it asks, after every call that asked before, then
+    sleeps until then: waiting calls never race for a freed slot and none is overtaken, so one
+    larger than the whole ``max_tpm`` gets a window to itself (it starts once the window holds no
+    other tokens, and the calls after it wait for it to leave) rather than waiting forever. A
+    call's tokens are an estimate until its answer comes; when the real count is lower, the
+    waiting calls' starts are planned again, earlier (they wake every ``window_s / 20`` to see).
     """
 
     def __init__(
@@ -82,9 +87,11 @@ class RateLimiter:
         """Wait until a call of ``tokens`` may start within the limits, and count it."""
         waited: dict[str, float] = {}
         while True:
-            reservation, limit = self._reserve(max_rpm, max_tpm, tokens)
+            reservation, limit = self._reserve(Reservation(0.0, tokens, max_rpm, max_tpm))
             # A loop's timer may fire a hair early (asyncio's clock resolution): sleep it out.
             while (wait_s := reservation.at - self._clock()) > 0:
+                if max_tpm is not None:  # a start that may move earlier is looked at again
+                    wait_s = min(wait_s, self.window_s / 20)
                 try:
                     await self._sleep(wait_s)
                 except BaseException:  # cancelled while waiting: give the place back
@@ -99,54 +106,53 @@ class RateLimiter:
     def settle(self, admission: Admission, tokens: int) -> None:
         """Count the call's real tokens in place of its estimate (once its answer came)."""
         with self._lock:
-            admission.reservation.tokens = max(0, tokens)
+            reservation = admission.reservation
+            fewer = tokens < reservation.tokens
+            reservation.tokens = max(0, tokens)
+            if fewer:
+                self._replan()
 
     def pause(self, seconds: float) -> None:
         """Start no call for ``seconds`` (the provider's Retry-After), whoever asks."""
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
 
-    def _reserve(
-        self, max_rpm: int | None, max_tpm: int | None, tokens: int
-    ) -> tuple[Reservation, str]:
-        """The earliest start within the limits, after every call already placed (kept)."""
+    def _reserve(self, reservation: Reservation) -> tuple[Reservation, str]:
+        """Place ``reservation`` at its earliest start, after every call already placed."""
         with self._lock:
             now = self._clock()
             reserved = self._reserved
             while reserved and reserved[0].at <= now - self.window_s:
                 reserved.popleft()
-            start = max(now, self._paused_until, reserved[-1].at if reserved else now)
-            limit = "retry_after" if self._paused_until > now else ""
-            while True:  # each limit only moves the start later, so this ends
-                later = [(self._rpm_start(start, max_rpm), "rpm")]
-                later.append((self._tpm_start(start, max_tpm, tokens), "tpm"))
-                latest, why = max(later)
-                if latest <= start:
-                    break
-                start, limit = latest, why
-            reservation = Reservation(start, tokens)
+            reservation.at, limit = self._earliest(list(reserved), reservation, now)
             reserved.append(reservation)
             return reservation, limit
 
-    def _rpm_start(self, start: float, max_rpm: int | None) -> float:
-        in_window = [r for r in self._reserved if r.at > start - self.window_s]
-        if max_rpm is None or len(in_window) < max_rpm:
-            return start
-        # The oldest of the last max_rpm starts must leave the window first.
-        return in_window[-max_rpm].at + self.window_s
+    def _replan(self) -> None:
+        """Move the waiting calls' starts earlier where fewer tokens now fill their windows."""
+        now = self._clock()
+        placed = list(self._reserved)
+        for position, reservation in enumerate(placed):
+            if reservation.at > now and reservation.max_tpm is not None:
+                start, _ = self._earliest(placed[:position], reservation, now)
+                reservation.at = min(reservation.at, start)
 
-    def _tpm_start(self, start: float, max_tpm: int | None, tokens: int) -> float:
-        if max_tpm is None:
-            return start
-        in_window = [r for r in self._reserved if r.at > start - self.window_s]
-        used = sum(r.tokens for r in in_window)
-        if used + tokens <= max_tpm or used <= 0:  # a call over the whole limit runs alone
-            return start
-        for reservation in in_window:  # oldest first: wait until enough tokens have left
-            used -= reservation.tokens
-            if used + tokens <= max_tpm or used <= 0:
-                return reservation.at + self.window_s
-        return start
+    def _earliest(
+        self, before: list[Reservation], reservation: Reservation, now: float
+    ) -> tuple[float, str]:
+        """The earliest start of ``reservation`` within its limits, not before ``now``, a pause,
+        or the calls ``before`` it; and what set it."""
+        start = max(now, self._paused_until, before[-1].at if before else now)
+        limit = "retry_after" if self._paused_until > now else ""
+        while True:  # each limit only moves the start later, so this ends
+            in_window = [r for r in before if r.at > start - self.window_s]
+            latest, why = max(
+                (_rpm_start(in_window, start, reservation, self.window_s), "rpm"),
+                (_tpm_start(in_window, start, reservation, self.window_s), "tpm"),
+            )
+            if latest <= start:
+                return start, limit
+            start, limit = latest, why
 
     def _still_valid(self, reservation: Reservation) -> bool:
         """Whether a call may start at its reserved time; else (a Retry-After came while it
@@ -161,6 +167,32 @@ class RateLimiter:
         with self._lock:
             if reservation in self._reserved:
                 self._reserved.remove(reservation)
+
+
+def _rpm_start(
+    in_window: list[Reservation], start: float, reservation: Reservation, window_s: float
+) -> float:
+    limit = reservation.max_rpm
+    if limit is None or len(in_window) < limit:
+        return start
+    # The oldest of the last max_rpm starts must leave the window first.
+    return in_window[-limit].at + window_s
+
+
+def _tpm_start(
+    in_window: list[Reservation], start: float, reservation: Reservation, window_s: float
+) -> float:
+    limit, tokens = reservation.max_tpm, reservation.tokens
+    if limit is None:
+        return start
+    used = sum(r.tokens for r in in_window)
+    if used + tokens <= limit or used <= 0:  # a call over the whole limit runs alone
+        return start
+    for earlier in in_window:  # oldest first: wait until enough tokens have left
+        used -= earlier.tokens
+        if used + tokens <= limit or used <= 0:
+            return earlier.at + window_s
+    return start
 
 
 class CircuitBreaker:

@@ -34,7 +34,8 @@ checked there over ``WINDOW_S - SLACK_S``, the transport's jitter left out."""
 
 
 class FakeClock:
-    """A clock that moves only when the limiter sleeps, recording each sleep."""
+    """A clock that moves only when the limiter sleeps, recording each sleep; tasks sleeping at
+    once sleep side by side, as on a real clock."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -45,7 +46,9 @@ class FakeClock:
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
-        self.now += seconds
+        wakes = self.now + seconds
+        await asyncio.sleep(0)  # let other tasks run, as a real sleep does
+        self.now = max(self.now, wakes)
 
 
 def most_in_a_window(times: Sequence[float], weights: Sequence[int], window_s: float) -> int:
@@ -96,7 +99,21 @@ def test_a_call_s_real_usage_replaces_its_estimate():
 
     asyncio.run(main())
 
-    assert clock.sleeps == [60.0]
+    assert sum(clock.sleeps) == pytest.approx(60.0)
+
+
+def test_a_waiting_call_starts_earlier_when_the_one_before_used_fewer_tokens():
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep)
+
+    async def main() -> float:
+        first = await limiter.acquire(max_tpm=100, tokens=90)
+        second = asyncio.create_task(limiter.acquire(max_tpm=100, tokens=90))
+        await asyncio.sleep(0)  # it reserves 60 s ahead and looks again after 3 s
+        limiter.settle(first, 10)
+        return (await second).waited_s
+
+    assert asyncio.run(main()) == pytest.approx(3.0)
 
 
 def test_a_call_over_the_whole_limit_runs_alone_and_is_not_overtaken():
