@@ -150,6 +150,13 @@ class Attempt:
         def on_token(text: str) -> None:
             emit(events.TokenDelta, task_id=task.id, text=text)
 
+        def on_wait(model: str, limit: str, waited_s: float) -> None:
+            emit(events.RateLimited, task_id=task.id, model=model, limit=limit, waited_s=waited_s)
+
+        def on_circuit(model: str, opened: bool, reason: str) -> None:
+            kind = events.CircuitOpened if opened else events.CircuitClosed
+            emit(kind, task_id=task.id, model=model, reason=reason)
+
         request = ChatRequest(
             on_token=on_token if run.stream else None,
             messages=list(messages),
@@ -160,6 +167,8 @@ class Attempt:
             agent=self.agent.role,
             on_retry=on_retry,
             on_fallback=on_fallback,
+            on_wait=on_wait,
+            on_circuit=on_circuit,
             call_attempts=run.call_attempts,
         )
         response = await run.llm.complete(request)

@@ -50,6 +50,12 @@ class ChatRequest:
     """(failed model, next model, error) before moving to a fallback model."""
     on_token: Callable[[str], None] | None = None
     """When set, the answer is streamed and each piece of text is passed here as it arrives."""
+    on_wait: Callable[[str, str, float], None] | None = None
+    """(model, limit, seconds waited) after a call waited for its model's rate limits; the limit
+    is "rpm", "tpm" or "retry_after"."""
+    on_circuit: Callable[[str, bool, str], None] | None = None
+    """(model, opened, reason) when a call opened (True) or closed (False) its model's circuit
+    breaker."""
     call_attempts: int | None = None
     """The crew's tries in all per call, for a model that sets no retry policy of its own."""
 

@@ -12,6 +12,9 @@ flags::
     fallbacks = ["openai/gpt-4o"]
     timeout_s = 120
     max_rpm = 60                   # calls started per minute, at most
+    max_tpm = 200000               # tokens of the calls started per minute, at most
+    breaker_failures = 12          # failures in a row that make calls fail fast (0: never)
+    breaker_cooldown_s = 30        # for this long, then one probe call
     client = "litellm"             # every model through litellm (default "auto": openai/* direct)
     [llm.profiles.fast]            # a named model: Agent(llm="fast"), crew run --llm fast
     model = "groq/llama-3.1-8b-instant"
@@ -207,7 +210,11 @@ def _to_llm(settings: ModelSettings, *, connection: bool = True) -> LLM:
         "temperature": settings.temperature,
         "max_tokens": settings.max_tokens,
         "max_rpm": settings.max_rpm,
+        "max_tpm": settings.max_tpm,
     }
+    for key in ("breaker_failures", "breaker_cooldown_s"):
+        if (value := getattr(settings, key)) is not None:
+            options[key] = value
     if connection:
         options |= {
             "api_base": settings.api_base,

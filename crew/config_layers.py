@@ -43,6 +43,7 @@ _FLAGS = {
     "max_tokens": "llm.max_tokens",
     "timeout_s": "llm.timeout_s",
     "max_rpm": "llm.max_rpm",
+    "max_tpm": "llm.max_tpm",
     "fallbacks": "llm.fallbacks",
     "max_concurrency": "run.max_concurrency",
     "on_failure": "run.on_failure",
@@ -69,6 +70,12 @@ class ModelSettings(BaseModel):
     """Models tried in order when this one keeps failing."""
     max_rpm: int | None = Field(default=None, ge=1)
     """Calls started per minute, at most, counted per model and server across the process."""
+    max_tpm: int | None = Field(default=None, ge=1)
+    """Tokens of the calls started per minute, at most, counted like ``max_rpm``."""
+    breaker_failures: int | None = Field(default=None, ge=0)
+    """Failures in a row that open the model's circuit breaker (default 12; 0: no breaker)."""
+    breaker_cooldown_s: float | None = Field(default=None, ge=0)
+    """Seconds an open breaker fails calls fast before one probe call (default 30)."""
     client: Literal["auto", "litellm"] | None = None
     """How calls are sent: "auto" (``openai/*`` models over HTTP, the others through litellm) or
     "litellm" (every model through litellm)."""

@@ -15,6 +15,7 @@ The tree::
     │   ├── BadRequestError      400 and other 4xx                              not retryable
     │   ├── ModelNotFoundError   404                                            not retryable
     │   ├── ContextWindowError   the prompt is longer than the model accepts    not retryable
+    │   ├── ProviderUnavailableError its circuit breaker is open: fails fast     not retryable
     │   └── ReplayMissError      strict replay: the request was not recorded    not retryable
     ├── TaskError                a task attempt failed for a reason of its own
     │   ├── TaskTimeoutError     the task ran past its ``timeout_s``            retryable
@@ -219,6 +220,13 @@ class ModelNotFoundError(LLMError):
 
 class ContextWindowError(LLMError):
     pass
+
+
+class ProviderUnavailableError(LLMError):
+    """The model's circuit breaker is open: its provider failed so many calls in a row that crew
+    sends it none for a while (``crew.limits.CircuitBreaker``). Nothing was sent. Neither the
+    call nor the task is retried, so a provider that is down stops a run in seconds rather than
+    minutes of retries; the model's fallbacks are tried, and the run can be resumed later."""
 
 
 class ReplayMissError(LLMError):

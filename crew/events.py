@@ -159,6 +159,36 @@ class LLMFallback(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RateLimited(Event):
+    """A model call waited before it started, for its model's process-wide limits."""
+
+    task_id: str
+    model: str
+    limit: str
+    """What it waited for: "rpm" (calls per minute), "tpm" (tokens per minute) or
+    "retry_after" (the provider's Retry-After, which holds back every call to the model)."""
+    waited_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class CircuitOpened(Event):
+    """A model's circuit breaker opened: its calls fail fast until a probe call succeeds."""
+
+    task_id: str
+    model: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CircuitClosed(Event):
+    """A model's circuit breaker closed: its provider answered again."""
+
+    task_id: str
+    model: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class TokenDelta(Event):
     """A piece of a model's answer as it streams in (only when the crew streams)."""
 

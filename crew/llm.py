@@ -2,7 +2,8 @@
 ``api_base``) are called directly over HTTP (``crew.openai_http``); every other provider goes
 through ``litellm.acompletion``, and so does every model when the client is set to litellm
 (``LLM(client="litellm")``, ``CREW_LLM_CLIENT=litellm``, ``[llm] client`` in crew.toml). Both
-paths share the retries, fallbacks, rate limits and error messages here.
+paths share the retries, fallbacks and error messages here, and the rate limits and circuit
+breaker of ``crew.limits``.
 
 litellm is imported on the first call that needs it, not on ``import crew`` (it takes ~2.5 s);
 the only other module that touches it is ``crew.local``, the bundled model's litellm provider.
@@ -14,19 +15,18 @@ in-process one for tests.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
-import threading
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass, field, replace
 from types import ModuleType
 from typing import Any, Literal
 
-from crew import errors, local, openai_http, prices
+from crew import errors, limits, local, openai_http, prices
 from crew.chat import ChatModel, ChatRequest, ChatResponse, ToolCall
+from crew.limits import RateLimiter as RateLimiter
+from crew.limits import rate_limiter as rate_limiter
 from crew.retry import DEFAULT_CALL_ATTEMPTS, RetryPolicy, retrying
 from crew.usage import Usage
 
@@ -61,6 +61,14 @@ class LLM:
     max_rpm: int | None = None
     """At most this many calls start in any 60 s, counted per (model, api_base) across the whole
     process (every LLM, crew and run); calls over the limit wait their turn."""
+    max_tpm: int | None = None
+    """At most this many tokens in the calls started in any 60 s, counted like ``max_rpm`` (see
+    ``crew.limits.RateLimiter``); a call over the whole limit runs alone."""
+    breaker_failures: int = limits.DEFAULT_BREAKER_FAILURES
+    """Retryable failures in a row, per (model, api_base) in the process, that open its circuit
+    breaker: calls then fail fast with ``ProviderUnavailableError``. 0: no breaker."""
+    breaker_cooldown_s: float = limits.DEFAULT_BREAKER_COOLDOWN_S
+    """Seconds an open breaker fails calls fast before it lets one probe call through."""
     params: Mapping[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for litellm.acompletion (e.g. top_p, seed, extra_headers); the
     direct path sends them in the request body (headers as headers)."""
@@ -74,8 +82,14 @@ class LLM:
             raise errors.ConfigError(
                 "LLM(model=...) needs a litellm model string, e.g. 'openai/gpt-4o-mini'."
             )
-        if self.max_rpm is not None and self.max_rpm < 1:
-            raise errors.ConfigError(f"LLM(max_rpm=...) must be at least 1, got {self.max_rpm}.")
+        for key in ("max_rpm", "max_tpm"):
+            if (value := getattr(self, key)) is not None and value < 1:
+                raise errors.ConfigError(f"LLM({key}=...) must be at least 1, got {value}.")
+        if self.breaker_failures < 0 or self.breaker_cooldown_s < 0:
+            raise errors.ConfigError(
+                "LLM(breaker_failures=..., breaker_cooldown_s=...) must not be negative"
+                " (breaker_failures=0 turns the circuit breaker off)."
+            )
         if self.client not in CLIENTS:
             raise errors.ConfigError(
                 f"LLM(client={self.client!r}) is not a client: use 'auto' (openai/* models over"
@@ -115,6 +129,7 @@ class LLM:
         chain = self.chain()
         crew_policy = RetryPolicy(attempts=request.call_attempts or DEFAULT_CALL_ATTEMPTS)
         for position, llm in enumerate(chain):
+            policy = llm.retry or crew_policy
 
             def on_retry(
                 attempt: int, error: BaseException, delay: float, _m: str = llm.model
@@ -123,13 +138,15 @@ class LLM:
                     request.on_retry(_m, attempt, error, delay)
 
             try:
-                return await retrying(
-                    functools.partial(llm._call, request),
-                    llm.retry or crew_policy,
-                    on_retry=on_retry,
+                cap_s = policy.max_retry_after_s
+                call = functools.partial(
+                    limits.guarded, llm._call, request, llm, max_retry_after_s=cap_s
                 )
+                return await retrying(call, policy, on_retry=on_retry)
             except errors.LLMError as exc:
-                if not exc.retryable or position == len(chain) - 1:
+                # An open circuit breaker sent nothing: the next model may well answer.
+                moves_on = exc.retryable or isinstance(exc, errors.ProviderUnavailableError)
+                if not moves_on or position == len(chain) - 1:
                     exc.retries_spent = True
                     raise
                 if request.on_fallback is not None:
@@ -137,8 +154,7 @@ class LLM:
         raise AssertionError("unreachable: the chain always has this model")
 
     async def _call(self, request: ChatRequest) -> ChatResponse:
-        if self.max_rpm is not None:
-            await rate_limiter(self.model, self.api_base).acquire(self.max_rpm)
+        """One call, once the limits let it start (``crew.limits.guarded``)."""
         if not self.direct:
             return await self._call_litellm(request)
         try:
@@ -306,54 +322,6 @@ def supports_response_schema(model: str) -> bool:
         return bool(_litellm().supports_response_schema(model=model))
     except Exception:  # litellm raises for models it has never heard of
         return False
-
-
-class RateLimiter:
-    """Lets at most ``max_rpm`` calls start in any ``window_s`` (a sliding window).
-
-    Shared by every event loop and thread of the process: ``crew.run()`` starts a new loop each
-    time, so the state is plain data under a thread lock, never held across an ``await``.
-    """
-
-    def __init__(
-        self,
-        *,
-        window_s: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-    ) -> None:
-        self.window_s = window_s
-        self._clock = clock
-        self._sleep = sleep
-        self._starts: deque[float] = deque()
-        self._lock = threading.Lock()
-
-    async def acquire(self, max_rpm: int) -> None:
-        """Wait until a call may start within ``max_rpm`` per window, and count it."""
-        while (wait_s := self._try_start(max_rpm)) > 0:
-            await self._sleep(wait_s)
-
-    def _try_start(self, max_rpm: int) -> float:
-        """0 if a call may start now (and count it), else the seconds until one may."""
-        with self._lock:
-            now = self._clock()
-            while self._starts and self._starts[0] <= now - self.window_s:
-                self._starts.popleft()
-            if len(self._starts) < max_rpm:
-                self._starts.append(now)
-                return 0.0
-            # The oldest of the last max_rpm starts must leave the window first.
-            return max(self._starts[-max_rpm] + self.window_s - now, 1e-3)
-
-
-_limiters: dict[tuple[str, str | None], RateLimiter] = {}
-_limiters_lock = threading.Lock()
-
-
-def rate_limiter(model: str, api_base: str | None) -> RateLimiter:
-    """The process-wide limiter of calls to ``model`` at ``api_base``."""
-    with _limiters_lock:
-        return _limiters.setdefault((model, api_base), RateLimiter())
 
 
 def _provider(model: str) -> str:

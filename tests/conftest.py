@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from crew import LLM, RetryPolicy, local
+from crew import LLM, RetryPolicy, limits, local
 from crew.store import Store, open_store
 from crew.store.memory import MemoryStore
 from crew.testserver import FakeOpenAIServer, ServerReply
@@ -76,6 +76,15 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
     monkeypatch.setattr(socket, "getaddrinfo", _guarded_getaddrinfo)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_limits() -> Iterator[None]:
+    """Each test starts with no rate-limit window, Retry-After pause or open circuit breaker
+    left by another: they are process-wide, and most tests call the same fake model."""
+    limits.reset()
+    yield
+    limits.reset()
 
 
 @pytest.fixture(autouse=True)
