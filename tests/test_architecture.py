@@ -29,7 +29,7 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("store",),
     ("replay",),
     # The runtime: planning a crew and running it.
-    ("plan", "attempt", "hooks", "instances"),
+    ("plan", "attempt", "hooks", "instances", "tracing"),
     ("maps", "loops"),
     ("scheduler", "checkpoint", "process"),
     ("run",),
@@ -76,6 +76,7 @@ GATEWAYS: dict[str, set[str]] = {
         "cli.project",
     },
     "psycopg": {"store.postgres"},
+    "opentelemetry": {"tracing"},  # only for a traced run (the otel extra)
     "sqlite3": {"store.sqlite"},
 }
 
