@@ -14,9 +14,13 @@ else to OpenTelemetry's no-op default: nothing is sent anywhere unless a provide
 and tracing is on. Prompts, answers, tool arguments and results, inputs and outputs are on the
 spans only with ``capture_content``.
 
-The sink is one more subscriber of the run's event bus. It makes each span when its end event
-arrives or its start event does, with the events' own times, so spans have their true
-durations. This is the only module that imports opentelemetry, and only for a traced run.
+The sink is one more subscriber of the run's event bus: a run's, task's or tool call's span
+starts at its start event and ends at its end event, and a model call's is made whole from
+``LLMCalled``, which says how long the call took. Each takes the events' own times, so spans
+have their true durations (they are not made current: other instrumentation's spans, an HTTP
+client's say, do not nest under them). A subcrew's events reach its parent's run, so its tasks
+are spans under the parent's task. This is the only module that imports opentelemetry, and
+only for a traced run.
 """
 
 from __future__ import annotations

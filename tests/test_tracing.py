@@ -5,6 +5,7 @@ exporter, on a provider given to the crew or set globally for one test and reset
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -414,3 +415,26 @@ def test_the_trace_flag_without_opentelemetry_exits_2(tmp_path, monkeypatch, cap
 
     assert main(["run", ".", "--trace"]) == 2
     assert "pip install 'crew[otel]'" in capsys.readouterr().err
+
+
+def test_opentelemetry_is_imported_only_for_a_traced_run():
+    code = textwrap.dedent(
+        """\
+        import sys
+        from crew import Agent, Crew, Task
+        from crew.store.memory import MemoryStore
+        from crew.testing import ScriptedLLM
+
+        task = Task(id="t", description="Do it", agent=Agent(role="Worker", goal="Work"))
+        crew = Crew([task], llm=ScriptedLLM(), store=MemoryStore())
+        assert crew.run().status == "succeeded"
+        print("untraced", any(m.startswith("opentelemetry") for m in sys.modules))
+        assert crew.replace(tracing=True).run().status == "succeeded"
+        print("traced", any(m.startswith("opentelemetry") for m in sys.modules))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["untraced", "False", "traced", "True"]
