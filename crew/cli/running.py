@@ -441,9 +441,10 @@ def configure(crew: Crew, settings: Settings) -> Crew:
         from crew.tracing import Tracing, require
 
         traced = settings.tracing
-        changes["tracing"] = traced.enabled and Tracing(capture_content=traced.capture_content)
         if traced.enabled:
             require()  # before the view starts
+        on = Tracing(capture_content=traced.capture_content)
+        changes["tracing"] = on if traced.enabled else False
     return crew.replace(**changes) if changes else crew
 
 
