@@ -173,12 +173,19 @@ class Attempt:
         )
         response = await run.llm.complete(request)
         run.on_usage(response.usage, self.agent.role)  # a coworker's calls are its own
+        content = (
+            {"messages": tuple(messages), "answer": _assistant_message(response)}
+            if emit.content
+            else {}
+        )
         emit(
             events.LLMCalled,
             task_id=task.id,
             model=response.model,
             usage=response.usage,
             latency_ms=response.latency_ms,
+            request_model=run.llm.name,
+            **content,
         )
         return response
 
@@ -186,23 +193,41 @@ class Attempt:
         self, task: Task | Assignment, run: TaskRun, tools: Mapping[str, Tool], call: ToolCall
     ) -> str:
         """Run one tool call; any failure becomes the text the model reads, never a task failure."""
-        run.emit(events.ToolCalled, task_id=task.id, tool=call.name, arguments=call.arguments)
+        emit, call_id = run.emit, call.id
+        emit(
+            events.ToolCalled,
+            task_id=task.id,
+            tool=call.name,
+            arguments=call.arguments,
+            call_id=call_id,
+        )
         found = tools.get(call.name)
-        ok = False
+        error_type = ""
         if found is None:
             result = f"Error: there is no tool '{call.name}'. Available tools: {', '.join(tools)}."
+            error_type = "unknown_tool"
         elif (
             call.raw_arguments.strip() and not call.arguments and call.raw_arguments.strip() != "{}"
         ):
             result = (
                 f"Error: the arguments of {call.name} are not a JSON object: {call.raw_arguments}"
             )
+            error_type = "invalid_arguments"
         else:
             try:
-                result, ok = await found.invoke(call.arguments), True
+                result = await found.invoke(call.arguments)
             except Exception as exc:  # the model sees the error and can try another way
                 result = f"Error: {call.name} raised {type(exc).__name__}: {exc}"
-        run.emit(events.ToolFinished, task_id=task.id, tool=call.name, ok=ok, result=result)
+                error_type = type(exc).__name__
+        emit(
+            events.ToolFinished,
+            task_id=task.id,
+            tool=call.name,
+            ok=not error_type,
+            result=result,
+            call_id=call_id,
+            error_type=error_type,
+        )
         return result
 
     def _delegation_tools(self, task: Task | Assignment, run: TaskRun) -> list[Tool]:

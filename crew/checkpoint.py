@@ -401,12 +401,17 @@ def _usage(stored: Mapping[str, Any]) -> Usage:
 _USAGE_FIELDS = ("calls", "prompt_tokens", "completion_tokens", "cost_usd", "retries")
 
 
+_CONTENT = ("messages", "answer")
+"""``LLMCalled``'s prompts and answer, carried for a tracing sink that captures content: the
+store already keeps each exchange (for replay), so the event log does not copy them."""
+
+
 def _payload(event: events.Event) -> dict[str, Any]:
     """An event's fields as plain JSON data, without the heavy objects (outputs, results)."""
     payload: dict[str, Any] = {}
     for field in dataclasses.fields(event):
         value = getattr(event, field.name)
-        if field.name in ("run_id", "at", "result"):
+        if field.name in ("run_id", "at", "result") or field.name in _CONTENT:
             continue
         if isinstance(value, TaskOutput):
             value = {"text": value.text, "agent": value.agent, "model": value.model}

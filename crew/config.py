@@ -24,6 +24,9 @@ flags::
     review_hook = "https://hooks.example.com/..."  # or a shell command: see crew.hooks
     call_attempts = 12             # tries per model call, for models without their own retry
     task_retries = 2               # further attempts at a failed task without its own retries
+    [tracing]                      # OpenTelemetry spans (the otel extra; see crew.tracing)
+    enabled = true                 # CREW_TRACING=1, crew run --trace
+    capture_content = false        # prompts and answers on the spans too
 
 A layer that sets ``model`` also drops the ``api_base`` and ``api_key`` of lower layers: they
 belong to the model they were set with (``CREW_MODEL=openai/...`` must not reach a local Ollama
@@ -46,6 +49,7 @@ from crew.config_layers import (
     LLMSection,
     ModelSettings,
     RunSection,
+    TracingSection,
     mask,
     project_folders,
     read_layers,
@@ -54,7 +58,7 @@ from crew.dotenv import PROVIDER_NAMES, export, read_env_file
 from crew.errors import ConfigError, did_you_mean
 from crew.llm import LLM
 
-__all__ = ["LLMSection", "ModelSettings", "RunSection", "Settings"]
+__all__ = ["LLMSection", "ModelSettings", "RunSection", "Settings", "TracingSection"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class Settings:
 
     llm: LLMSection = LLMSection()
     run: RunSection = RunSection()
+    tracing: TracingSection = TracingSection()
     llm_override: str | None = None
     """``--llm`` or ``CREW_LLM``: a profile name or a model string that every agent uses."""
     sources: Mapping[str, str] = field(default_factory=dict)
@@ -117,6 +122,7 @@ class Settings:
         return cls(
             llm=file.llm,
             run=file.run,
+            tracing=file.tracing,
             llm_override=override,
             sources=sources,
             provider_keys={k: keys[k] for k in sorted(keys) if not k.startswith("CREW_")},
@@ -196,6 +202,9 @@ class Settings:
         for key in RunSection.model_fields:
             value = _shown(getattr(self.run, key), key)
             rows.append((f"run.{key}", value, self._source(f"run.{key}")))
+        for key in TracingSection.model_fields:
+            value = _shown(getattr(self.tracing, key), key)
+            rows.append((f"tracing.{key}", value, self._source(f"tracing.{key}")))
         for name, (value, source) in self.provider_keys.items():
             rows.append((name, _shown(value, name), source))
         return rows

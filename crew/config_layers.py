@@ -32,6 +32,8 @@ _ENV = {
     "CREW_REVIEW_HOOK": "run.review_hook",
     "CREW_CALL_ATTEMPTS": "run.call_attempts",
     "CREW_TASK_RETRIES": "run.task_retries",
+    "CREW_TRACING": "tracing.enabled",
+    "CREW_TRACING_CAPTURE_CONTENT": "tracing.capture_content",
     "CREW_LLM": "llm_override",
 }
 _FLAGS = {
@@ -49,6 +51,7 @@ _FLAGS = {
     "on_failure": "run.on_failure",
     "call_attempts": "run.call_attempts",
     "task_retries": "run.task_retries",
+    "trace": "tracing.enabled",
 }
 
 
@@ -103,11 +106,23 @@ class RunSection(BaseModel):
     """Further attempts at a failed task, for tasks that set no ``retries:``."""
 
 
+class TracingSection(BaseModel):
+    """``[tracing]``: OpenTelemetry spans of each run (the ``otel`` extra; see crew.tracing)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    """Spans go to the tracer provider the application configured; crew sets up none."""
+    capture_content: bool = False
+    """Prompts, answers, tool arguments and results, inputs and outputs on the spans too."""
+
+
 class SettingsFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     llm: LLMSection = LLMSection()
     run: RunSection = RunSection()
+    tracing: TracingSection = TracingSection()
 
 
 # The fields known at each place in the file, for "did you mean" on unknown keys.
@@ -116,6 +131,7 @@ _KNOWN: dict[str, type[BaseModel]] = {
     "llm": LLMSection,
     "llm.profiles.*": ModelSettings,
     "run": RunSection,
+    "tracing": TracingSection,
 }
 
 

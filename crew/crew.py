@@ -24,6 +24,9 @@ from crew.run import Run, RunSettings
 from crew.scheduler import FailurePolicy, Slots, check_settings
 from crew.store import Store, open_store
 from crew.task import Task, every_task
+from crew.tracing import TracingSetting
+from crew.tracing import check as check_tracing
+from crew.tracing import resolve as resolve_tracing
 
 __all__ = ["Crew", "CrewResult", "RunStatus"]
 
@@ -50,6 +53,9 @@ class Crew:
         call_attempts: tries in all per model call, for models without ``LLM(retry=...)``.
         task_retries: further attempts at a failed task, for tasks without ``retries``. The
             defaults (``crew.retry``) survive a 25% rate of transient provider faults.
+        tracing: OpenTelemetry spans of each run (the ``otel`` extra): True, or
+            ``crew.tracing.Tracing(capture_content=..., tracer_provider=...)``; False for none;
+            None for ``CREW_TRACING`` (see ``crew.tracing``).
         clock: wall-clock seconds; id_factory: new run ids. Parameters so tests can fix them.
     """
 
@@ -71,6 +77,7 @@ class Crew:
         goal: str = "",
         call_attempts: int = DEFAULT_CALL_ATTEMPTS,
         task_retries: int = DEFAULT_TASK_RETRIES,
+        tracing: TracingSetting = None,
         clock: Callable[[], float] = time.time,
         id_factory: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
     ) -> None:
@@ -96,6 +103,8 @@ class Crew:
         check_settings(max_concurrency, on_failure)
         check_defaults(call_attempts, task_retries)
         self.call_attempts, self.task_retries = call_attempts, task_retries
+        check_tracing(tracing)
+        self.tracing = tracing
         self.name = name
         self._extra_agents = self._arguments["agents"]
         self.llm = as_chat_model(llm) if llm is not None else None
@@ -191,6 +200,7 @@ class Crew:
             stored_inputs = open_run(self.store, resume)
             inputs = stored_inputs if inputs is None else inputs
         plan = self.plan(inputs)  # first: it also rejects inputs that are not a mapping
+        traced = resolve_tracing(self.tracing)
         store = self.store  # opened only for a valid crew: a bad one leaves no file behind
         default = self._default_llm()
         models = [as_chat_model(m) for a in self.agents if (m := a.llm or default) is not None]
@@ -199,7 +209,7 @@ class Crew:
             name=self.name, source=self.source, max_concurrency=self.max_concurrency,
             on_failure=self.on_failure, stream=self.stream, review_hook=self.review_hook,
             agents=tuple(self.agents), coworkers_only=self._extra_agents,
-            call_attempts=self.call_attempts, task_retries=self.task_retries,
+            call_attempts=self.call_attempts, task_retries=self.task_retries, tracing=traced,
         )  # fmt: skip
         run = Run(
             settings,

@@ -137,8 +137,16 @@ class ItemFinished(Event):
 class LLMCalled(Event):
     task_id: str
     model: str
+    """The model that answered (a fallback's, when the primary failed)."""
     usage: Usage
     latency_ms: float
+    """From the request to the whole answer: the call began ``latency_ms`` before ``at``."""
+    request_model: str = ""
+    """The model the agent asked for."""
+    messages: tuple[dict[str, Any], ...] = ()
+    """The request's messages: only when the emitter carries content (``Emitter.content``)."""
+    answer: dict[str, Any] | None = None
+    """The answer as an assistant message (text and tool calls), under the same condition."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,6 +209,8 @@ class ToolCalled(Event):
     task_id: str
     tool: str
     arguments: dict[str, Any]
+    call_id: str = ""
+    """The model's id for the call: it pairs the call with its ``ToolFinished``."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,6 +219,10 @@ class ToolFinished(Event):
     tool: str
     ok: bool
     result: str
+    call_id: str = ""
+    error_type: str = ""
+    """Why it failed (not ``ok``): the exception's type, ``unknown_tool`` or
+    ``invalid_arguments``; empty when ``ok``."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -262,12 +276,17 @@ class Emitter:
     """Stamps events of one run with its id and the time, and emits them on a bus.
 
     Building an event costs nothing when nobody listens: the bus's sinks are checked first.
+    ``content``: whether ``LLMCalled`` carries the prompts and answers, for a sink that asked
+    for them (tracing with ``capture_content``); off, events and the event log stay free of them.
     """
 
-    def __init__(self, bus: EventBus, run_id: str, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, bus: EventBus, run_id: str, clock: Callable[[], float], *, content: bool = False
+    ) -> None:
         self.bus = bus
         self.run_id = run_id
         self.clock = clock
+        self.content = content
 
     def __call__(self, event_type: type[Event], /, **fields: Any) -> None:
         if self.bus.sinks:

@@ -33,6 +33,7 @@ from crew.usage import RunUsage, Usage
 if TYPE_CHECKING:
     from crew.agent import Agent
     from crew.chat import ChatModel
+    from crew.tracing import Tracing
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +54,8 @@ class RunSettings:
     """Tries in all per model call, for models without a ``RetryPolicy`` of their own."""
     task_retries: int = DEFAULT_TASK_RETRIES
     """Further attempts at a failed task, for tasks that set no ``retries``."""
+    tracing: Tracing | None = None
+    """OpenTelemetry spans of the run, or None (see ``crew.tracing``)."""
 
 
 class Run:
@@ -88,7 +91,8 @@ class Run:
         self.bus = events.EventBus()
         if on_event is not None:
             self.bus.subscribe(on_event)
-        self.emit = events.Emitter(self.bus, run_id, clock)
+        content = settings.tracing is not None and settings.tracing.capture_content
+        self.emit = events.Emitter(self.bus, run_id, clock, content=content)
         self.checkpoint = Checkpoint(store, run_id)
         self.board = Board(clock=clock, on_post=self._posted)
         self.coworkers = {agent.role: agent for agent in settings.agents}
@@ -128,6 +132,10 @@ class Run:
             )  # fmt: skip
         self.bus.subscribe(checkpoint.on_event)
         checkpoint.outbox.on_lost = functools.partial(self.bus.failed, checkpoint.on_event)
+        if self.settings.tracing is not None and parent_run_id is None:  # a subcrew: ours
+            from crew.tracing import OpenTelemetrySink
+
+            self.bus.subscribe(OpenTelemetrySink(self.settings.tracing))
         started = self.clock()
         lease = asyncio.create_task(checkpoint.keep_lease())
         lease.add_done_callback(functools.partial(_stop_if_lease_lost, asyncio.current_task()))
@@ -251,7 +259,9 @@ class Run:
         run_id = f"{self.emit.run_id}.{task.id}{suffix}"
         replayed = f"{self.replay}.{task.id}{suffix}" if self.replay else None
         model = task.crew.llm or self.default  # a subcrew without a model uses ours
-        child = task.crew.replace(store=self.store, clock=self.clock, llm=model)
+        # Its events come here: it is traced as part of this run, if this run is.
+        tracing = self.settings.tracing or False
+        child = task.crew.replace(store=self.store, clock=self.clock, llm=model, tracing=tracing)
         read = self.checkpoint.writer.call  # on the store's thread, not the event loop
         exists = await read(self.store.get_run, run_id) is not None
         if replayed is not None and await read(self.store.get_run, replayed) is None:

@@ -30,7 +30,7 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("store",),
     ("replay",),
     # The runtime: planning a crew and running it.
-    ("plan", "attempt", "hooks", "instances"),
+    ("plan", "attempt", "hooks", "instances", "tracing"),
     ("maps", "loops", "fork", "outbox"),
     ("scheduler", "checkpoint", "process"),
     ("run",),
@@ -77,6 +77,7 @@ GATEWAYS: dict[str, set[str]] = {
         "cli.project",
     },
     "psycopg": {"store.postgres"},
+    "opentelemetry": {"tracing"},  # only for a traced run (the otel extra)
     "sqlite3": {"store.sqlite"},
 }
 

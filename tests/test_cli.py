@@ -255,7 +255,8 @@ def test_templates_lists_roles_and_tasks(tmp_path):
 
 def test_config_shows_values_sources_and_masks_keys(tmp_path):
     write(tmp_path, "crew.toml", '[llm]\nmodel = "anthropic/claude-3-5-haiku-latest"\n')
-    done = crew("config", cwd=tmp_path, CREW_API_KEY="sk-verysecretvalue1234")
+    # Wide enough for the machine's own variables (AWS_CA_BUNDLE=/etc/ssl/...) beside the model.
+    done = crew("config", cwd=tmp_path, CREW_API_KEY="sk-verysecretvalue1234", COLUMNS="120")
     assert done.returncode == 0, done.stderr
     assert "anthropic/claude-3-5-haiku-latest" in done.stdout
     assert "crew.toml" in done.stdout

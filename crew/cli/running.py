@@ -68,7 +68,16 @@ def add_run(commands: Commands) -> None:
     run.add_argument(
         "--replay-strict", action="store_true", help="with --replay: fail what RUN did not record"
     )
+    add_trace(run)
     run.set_defaults(command=_run)
+
+
+def add_trace(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trace", action="store_true",
+        help="OpenTelemetry spans of the run, to the tracer provider the environment configured"
+        " (the otel extra; e.g. under opentelemetry-instrument)",
+    )  # fmt: skip
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -99,6 +108,7 @@ def add_resume(commands: Commands) -> None:
     resume.add_argument("--llm", help="a profile or litellm model for every agent")
     resume.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     resume.add_argument("--quiet", action="store_true", help=QUIET)
+    add_trace(resume)
     resume.set_defaults(command=_resume)
 
 
@@ -143,6 +153,7 @@ def add_fork(commands: Commands) -> None:
     fork.add_argument("--llm", help="a profile or litellm model for every agent")
     fork.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     fork.add_argument("--quiet", action="store_true", help=QUIET)
+    add_trace(fork)
     fork.set_defaults(command=_fork)
 
 
@@ -333,6 +344,8 @@ def read_settings(args: argparse.Namespace) -> Settings:
         for key in ("llm", "max_concurrency", "on_failure")
         if (value := getattr(args, key, None)) is not None
     }
+    if getattr(args, "trace", False):
+        overrides["trace"] = True
     return Settings.load(overrides=overrides, project=project_dir(args))
 
 
@@ -417,7 +430,7 @@ def load(
 
 def configure(crew: Crew, settings: Settings) -> Crew:
     """Apply --llm (every agent) or the configured default model (agents that name none), the
-    [run] settings and the review hook."""
+    [run] settings, the review hook and [tracing] (or --trace)."""
     if settings.llm_override:
         crew = crew.with_llm(settings.resolve_llm(settings.llm_override))
     changes: dict[str, Any] = {}
@@ -437,6 +450,14 @@ def configure(crew: Crew, settings: Settings) -> Crew:
             changes[key] = getattr(settings.run, key)
     if settings.review_hook is not None:
         changes["review_hook"] = settings.review_hook
+    if "tracing.enabled" in settings.sources:  # [tracing], CREW_TRACING, --trace
+        from crew.tracing import Tracing, require
+
+        traced = settings.tracing
+        if traced.enabled:
+            require()  # before the view starts
+        on = Tracing(capture_content=traced.capture_content)
+        changes["tracing"] = on if traced.enabled else False
     return crew.replace(**changes) if changes else crew
 
 
