@@ -15,6 +15,7 @@ flags::
     max_tpm = 200000               # tokens of the calls started per minute, at most
     breaker_failures = 12          # failures in a row that make calls fail fast (0: never)
     breaker_cooldown_s = 30        # for this long, then one probe call
+    breaker_window_s = 10          # the failures in a row must last this long to open it
     client = "litellm"             # every model through litellm (default "auto": openai/* direct)
     [llm.profiles.fast]            # a named model: Agent(llm="fast"), crew run --llm fast
     model = "groq/llama-3.1-8b-instant"
@@ -221,7 +222,7 @@ def _to_llm(settings: ModelSettings, *, connection: bool = True) -> LLM:
         "max_rpm": settings.max_rpm,
         "max_tpm": settings.max_tpm,
     }
-    for key in ("breaker_failures", "breaker_cooldown_s"):
+    for key in ("breaker_failures", "breaker_cooldown_s", "breaker_window_s"):
         if (value := getattr(settings, key)) is not None:
             options[key] = value
     if connection:

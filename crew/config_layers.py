@@ -79,6 +79,8 @@ class ModelSettings(BaseModel):
     """Failures in a row that open the model's circuit breaker (default 12; 0: no breaker)."""
     breaker_cooldown_s: float | None = Field(default=None, ge=0)
     """Seconds an open breaker fails calls fast before one probe call (default 30)."""
+    breaker_window_s: float | None = Field(default=None, ge=0)
+    """How long the failures in a row must last before they open the breaker (default 10)."""
     client: Literal["auto", "litellm"] | None = None
     """How calls are sent: "auto" (``openai/*`` models over HTTP, the others through litellm) or
     "litellm" (every model through litellm)."""

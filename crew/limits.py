@@ -30,6 +30,11 @@ per call, so a flaky provider does not open it, while a provider that is down op
 second or two when tasks run in parallel."""
 DEFAULT_BREAKER_COOLDOWN_S = 30.0
 """Seconds an open breaker fails calls fast before it lets one probe call through."""
+DEFAULT_BREAKER_WINDOW_S = 10.0
+"""How long the failures in a row must last, at least, before they open the breaker. Hundreds of
+calls in flight can fail together in a blip (a burst of dropped connections, a load balancer
+restarting); retries outlast such a blip. A provider that fails everything for this long is
+down, and then failing fast is kinder than a storm of retries."""
 
 
 class Reservation:
@@ -209,6 +214,7 @@ class CircuitBreaker:
         self.model = model
         self._clock = clock
         self._failures = 0
+        self._failing_since = 0.0
         self._opened_at: float | None = None
         self._probing = False
         self._last_error = ""
@@ -244,17 +250,28 @@ class CircuitBreaker:
             self._opened_at = None
             return closed
 
-    def failed(self, error: BaseException, *, probe: bool, failures: int) -> int | None:
+    def failed(
+        self, error: BaseException, *, probe: bool, failures: int, window_s: float = 0.0
+    ) -> int | None:
         """After a call failed for a reason that may pass: the failures in a row if this opened
-        the breaker (or, for a probe, opened it again), else None."""
+        the breaker (or, for a probe, opened it again), else None. The row opens the breaker
+        once it holds ``failures`` failures over ``window_s`` seconds at least."""
         with self._lock:
+            if self._failures == 0:
+                self._failing_since = self._clock()
             self._failures += 1
             self._last_error = errors.shorten(str(error), 200)
             if probe:
                 self._probing = False
                 self._opened_at = self._clock()
                 return self._failures
-            if failures > 0 and self._opened_at is None and self._failures >= failures:
+            lasted_s = self._clock() - self._failing_since
+            if (
+                failures > 0
+                and self._opened_at is None
+                and self._failures >= failures
+                and lasted_s >= window_s
+            ):
                 self._opened_at = self._clock()
                 return self._failures
             return None
@@ -341,6 +358,8 @@ class Limited(Protocol):
     def breaker_failures(self) -> int: ...
     @property
     def breaker_cooldown_s(self) -> float: ...
+    @property
+    def breaker_window_s(self) -> float: ...
 
 
 async def guarded(
@@ -403,11 +422,17 @@ def _failed(
     if not error.retryable:
         _closed(breaker.succeeded(probe=probe), request, llm, "the provider answered")
         return
-    failures = breaker.failed(error, probe=probe, failures=llm.breaker_failures)
+    failures = breaker.failed(
+        error, probe=probe, failures=llm.breaker_failures, window_s=llm.breaker_window_s
+    )
     if failures is None or request.on_circuit is None:
         return
     last = errors.shorten(str(error), 200)
-    what = f"the probe call failed ({last})" if probe else f"{failures} calls in a row failed"
+    what = (
+        f"the probe call failed ({last})"
+        if probe
+        else f"{failures} calls in a row failed over {llm.breaker_window_s:g} s or more"
+    )
     if not probe:
         what += f" (last: {last})"
     request.on_circuit(

@@ -69,6 +69,9 @@ class LLM:
     breaker: calls then fail fast with ``ProviderUnavailableError``. 0: no breaker."""
     breaker_cooldown_s: float = limits.DEFAULT_BREAKER_COOLDOWN_S
     """Seconds an open breaker fails calls fast before it lets one probe call through."""
+    breaker_window_s: float = limits.DEFAULT_BREAKER_WINDOW_S
+    """The failures in a row open the breaker only once they have lasted this long: a blip
+    that retries outlast never opens it."""
     params: Mapping[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for litellm.acompletion (e.g. top_p, seed, extra_headers); the
     direct path sends them in the request body (headers as headers)."""
@@ -85,9 +88,10 @@ class LLM:
         for key in ("max_rpm", "max_tpm"):
             if (value := getattr(self, key)) is not None and value < 1:
                 raise errors.ConfigError(f"LLM({key}=...) must be at least 1, got {value}.")
-        if self.breaker_failures < 0 or self.breaker_cooldown_s < 0:
+        if min(self.breaker_failures, self.breaker_cooldown_s, self.breaker_window_s) < 0:
             raise errors.ConfigError(
-                "LLM(breaker_failures=..., breaker_cooldown_s=...) must not be negative"
+                "LLM(breaker_failures=..., breaker_cooldown_s=..., breaker_window_s=...) must"
+                " not be negative"
                 " (breaker_failures=0 turns the circuit breaker off)."
             )
         if self.client not in CLIENTS:

@@ -226,6 +226,22 @@ def test_a_failed_probe_opens_the_breaker_for_another_cool_down():
         breaker.enter(failures=2, cooldown_s=10)
 
 
+def test_failures_in_a_row_open_the_breaker_only_once_they_have_lasted_the_window():
+    clock = FakeClock()
+    breaker = CircuitBreaker("openai/x", clock=clock)
+    error = ProviderError("boom", model="openai/x")
+    blip = [breaker.failed(error, probe=False, failures=3, window_s=10) for _ in range(50)]
+    assert blip == [None] * 50 and not breaker.is_open  # a burst that retries outlast
+    clock.now += 9
+    assert breaker.failed(error, probe=False, failures=3, window_s=10) is None
+    clock.now += 1
+    assert breaker.failed(error, probe=False, failures=3, window_s=10) == 52
+    assert breaker.is_open
+    breaker.succeeded(probe=False)
+    clock.now += 100  # a new row starts its own window
+    assert breaker.failed(error, probe=False, failures=1, window_s=10) is None
+
+
 def test_a_success_between_failures_keeps_the_breaker_closed():
     breaker = CircuitBreaker("openai/x")
     error = ProviderError("boom", model="openai/x")
@@ -309,7 +325,7 @@ def test_the_breaker_opens_fails_fast_and_closes_after_the_cool_down_probe(serve
     server.script("down", ServerReply(status=500))
     llm = LLM(
         "openai/flaky", api_base=server.url, api_key="sk-test", retry=FAST,
-        breaker_failures=3, breaker_cooldown_s=1.0,
+        breaker_failures=3, breaker_cooldown_s=1.0, breaker_window_s=0,
     )  # fmt: skip
     writer = Agent(role="Writer", goal="Write", llm=llm)
     seen: list[events.Event] = []
@@ -345,7 +361,7 @@ def test_an_open_breaker_moves_on_to_the_fallback_model(server):
     server.script("t", ServerReply(text="from the fallback"), model="openai/backup")
     llm = LLM(
         "openai/main", api_base=server.url, api_key="sk-test", retry=FAST,
-        breaker_failures=2, fallbacks=["openai/backup"],
+        breaker_failures=2, breaker_window_s=0, fallbacks=["openai/backup"],
     )  # fmt: skip
     writer = Agent(role="Writer", goal="Write", llm=llm)
     result = Crew([Task(id="t", description="Write", agent=writer)]).run()
