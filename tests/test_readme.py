@@ -81,7 +81,9 @@ def _loopback_only(command: list[str]) -> list[str]:
 @pytest.mark.usefixtures("installed_model")
 def test_the_main_command_runs_verbatim_on_the_bundled_model_with_no_key(tmp_path):
     command = readme_commands()["run"]
-    (tmp_path / "examples").symlink_to(ROOT / "examples")  # the store goes to tmp_path/.crew
+    # A copy, so that nothing the run writes lands in the repository; the store goes to
+    # tmp_path/.crew, the working folder's, as examples/research is no project of its own.
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
     env = {
         k: v
         for k, v in os.environ.items()
@@ -103,6 +105,7 @@ def test_the_main_command_runs_verbatim_on_the_bundled_model_with_no_key(tmp_pat
     assert "succeeded" in done.stdout + done.stderr
     assert '"title"' in done.stdout or "title" in done.stdout  # the article, the final output
     assert (tmp_path / ".crew").is_dir()
+    assert not (tmp_path / "examples" / "research" / ".crew").exists()
 
 
 def _llama_cpu_library() -> Path | None:

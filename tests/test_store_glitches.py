@@ -141,8 +141,10 @@ def test_postgres_connections_terminated_mid_run_fail_no_task(
         assert_stored_once(store, server, result)
     logged = retries_logged(caplog)
     # the failure the fault harness found, now tried again: "terminating connection due to
-    # administrator command", or "server closed the connection" if that was read first
-    assert any("cannot record a task and its events: " in m for m in logged)
+    # administrator command", or "server closed the connection" if that was read first. Which
+    # write meets it (the task's commit, a batch of events, the lease) depends on timing.
+    assert any(m.startswith("cannot ") or " cannot " in m for m in logged), logged
+    assert any("terminat" in m or "closed" in m for m in logged), logged
     assert all("trying again in" in m for m in logged)
 
 
