@@ -191,7 +191,7 @@ class Checkpoint:
         assert output is not None
         record = TaskRecord(
             run_id=self.run_id, task_id=output.task_id, index=index,
-            attempt=self._attempt(output.task_id, result.attempts, index), status="succeeded",
+            attempt=self.attempt_number(output.task_id, result.attempts, index), status="succeeded",
             text=output.text, data=_json(plain(output.data)), agent=output.agent,
             usage=output.usage.to_dict(), started_at=result.started_at,
             finished_at=result.finished_at, reason=result.reason,
@@ -225,7 +225,7 @@ class Checkpoint:
             return
         payload = _payload(event)
         if isinstance(payload.get("attempt"), int) and "task_id" in payload:
-            payload["attempt"] = self._attempt(payload["task_id"], payload["attempt"])
+            payload["attempt"] = self.attempt_number(payload["task_id"], payload["attempt"])
         self.outbox.add_event(event, type(event).__name__, payload)
 
     def on_exchange(self, request_hash: str, model: str, response: dict[str, Any]) -> None:
@@ -255,7 +255,7 @@ class Checkpoint:
         if failed:
             raise failed[0]
 
-    def _attempt(self, task_id: str, attempt: int, index: int = 0) -> int:
+    def attempt_number(self, task_id: str, attempt: int, index: int = 0) -> int:
         """The stored number of this process's ``attempt``: it goes on from earlier processes'."""
         return self._earlier.get((task_id, index), 0) + attempt
 
@@ -270,7 +270,7 @@ class Checkpoint:
                 self.store.put_task(
                     TaskRecord(
                         run_id=self.run_id, task_id=result.task_id,
-                        attempt=self._attempt(result.task_id, max(1, result.attempts)),
+                        attempt=self.attempt_number(result.task_id, max(1, result.attempts)),
                         status=result.status, error=_redacted(result.error or result.reason),
                         error_type=result.error_type, usage=result.usage.to_dict(),
                         started_at=result.started_at, finished_at=result.finished_at,

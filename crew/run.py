@@ -121,6 +121,7 @@ class Run:
     async def execute(self, *, resume: bool, parent_run_id: str | None = None) -> CrewResult:
         """Run (or, with ``resume``, continue) the plan and record how it ended."""
         checkpoint, scheduler, emit = self.checkpoint, self.scheduler, self.emit
+        restored: Mapping[str, TaskResult] = {}
         if resume:
             restored, self.rejected, stored = await checkpoint.resume(self.plan, self.board)
             scheduler.results.update(restored)
@@ -153,7 +154,11 @@ class Run:
         finally:
             for notice in self.notices:
                 notice.cancel()  # the run was cancelled: a command still runs to its timeout
-            results = {t: scheduler.results[t] for t in self.tasks if t in scheduler.results}
+            ours = {t: scheduler.results[t] for t in self.tasks if t in scheduler.results}
+            results = {  # attempts counted across resumes, as the store numbers them
+                t: r if t in restored or not r.attempts else _numbered(r, checkpoint)
+                for t, r in ours.items()
+            }
             result = CrewResult(
                 run_id=emit.run_id, crew=self.settings.name, status=status, tasks=results,
                 board=self.board, usage=_run_usage(self.plan.tasks, self.tasks, results),
@@ -161,7 +166,7 @@ class Run:
                 started_at=started, finished_at=self.clock(),
             )  # fmt: skip
             lease.cancel()
-            await checkpoint.finish(status, results, result.usage)
+            await checkpoint.finish(status, ours, result.usage)
             emit(events.RunFinished, status=status, result=result)
             await checkpoint.flush()  # every event is in the store before the run returns
         return result
@@ -338,6 +343,13 @@ def _stop_if_lease_lost(run: asyncio.Task[Any] | None, lease: asyncio.Task[None]
     """Another process took the run's lease over (it thought this one dead): stop here."""
     if run is not None and not lease.cancelled() and lease.exception() is not None:
         run.cancel()
+
+
+def _numbered(result: TaskResult, checkpoint: Checkpoint) -> TaskResult:
+    """``result`` with its attempts counted across resumes, as the store numbers them (a task
+    that failed once, then succeeded after a resume, made 2 attempts)."""
+    attempts = checkpoint.attempt_number(result.task_id, result.attempts)
+    return dataclasses.replace(result, attempts=attempts)
 
 
 def _run_usage(

@@ -227,6 +227,7 @@ def test_attempts_are_numbered_on_across_resumes_and_earlier_ones_are_kept(durab
 
     second = Crew(graph, llm=ScriptedLLM({"b": "B"}), store=store).run(resume=first.run_id)
     assert second.status == "succeeded"
+    assert (second.tasks["a"].attempts, second.tasks["b"].attempts) == (1, 2)  # as stored
 
     b = [r for r in store.task_records(first.run_id) if r.task_id == "b"]
     assert [(r.attempt, r.status) for r in b] == [(1, "failed"), (2, "succeeded")]
@@ -234,6 +235,19 @@ def test_attempts_are_numbered_on_across_resumes_and_earlier_ones_are_kept(durab
     assert store.finished_outputs(first.run_id)[("b", 0)].text == "B"
     started = [e.payload for e in store.events(first.run_id) if e.type == "TaskStarted"]
     assert [(p["task_id"], p["attempt"]) for p in started] == [("a", 1), ("b", 1), ("b", 2)]
+
+    third = Crew(graph, llm=broken, store=store).run(resume=first.run_id)  # nothing to redo
+    assert third.tasks["b"].attempts == 2 and len(store.task_records(first.run_id)) == 3
+
+
+def test_a_task_failing_again_after_a_resume_is_its_second_attempt(durable_store: Store):
+    store, graph = durable_store, tasks_of({"a": []})
+    broken = ScriptedLLM({"a": BadRequestError("refused", model="m")})
+    first = Crew(graph, llm=broken, store=store).run()
+    again = Crew(graph, llm=broken, store=store).run(resume=first.run_id)
+    assert again.status == "failed" and again.tasks["a"].attempts == 2
+    records = store.task_records(first.run_id)
+    assert [(r.attempt, r.status) for r in records] == [(1, "failed"), (2, "failed")]
 
 
 class Crash(Exception):
