@@ -159,6 +159,7 @@ class FakeOpenAIServer:
         self._route = route or _task_key
         self._rules: dict[tuple[str, str | None], list[ServerReply]] = {}
         self._calls: list[Call] = []
+        self._since = 0.0  # calls that started before this (the last reset) are not recorded
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -185,10 +186,13 @@ class FakeOpenAIServer:
             self._rules[key, model] = list(replies)
 
     def reset(self) -> None:
-        """Forget all scripted rules and recorded calls."""
+        """Forget all scripted rules and recorded calls. A call in flight now (a request of a
+        process a test killed, still being answered) is not recorded when it ends: it belongs
+        to what came before the reset."""
         with self._lock:
             self._rules.clear()
             self._calls.clear()
+            self._since = time.perf_counter()
 
     def start(self) -> FakeOpenAIServer:
         """Bind and serve in a background thread; returns ``self``."""
@@ -248,7 +252,10 @@ class FakeOpenAIServer:
         tools = sum(1 for m in _messages(body) if m.get("role") == "tool")
         model = str(body.get("model", ""))
         with self._lock:
-            self._calls.append(Call(key, model, body, status, started, time.perf_counter(), tools))
+            if started >= self._since:
+                self._calls.append(
+                    Call(key, model, body, status, started, time.perf_counter(), tools)
+                )
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

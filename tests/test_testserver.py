@@ -361,3 +361,15 @@ def test_faults_take_the_place_of_a_share_of_the_answers() -> None:
     assert statuses.count(500) == faults.injected["500"] > 0
     assert statuses.count(0) == faults.injected["hang"] > 0
     assert statuses.count(200) == 60 - sum(faults.injected.values()) > 0
+
+
+def test_a_call_in_flight_at_a_reset_is_not_recorded(server):
+    server.default = ServerReply(text="late", latency_ms=400)
+    late = threading.Thread(target=_post, args=(server, "from the test before"))
+    late.start()
+    time.sleep(0.15)  # the request is being answered
+    server.reset()
+    server.default = ServerReply(text="now")
+    assert _post(server, "this test's").json()["choices"][0]["message"]["content"] == "now"
+    late.join()
+    assert [c.body["messages"][0]["content"] for c in server.calls] == ["this test's"]
