@@ -63,7 +63,7 @@ class Tool:
     ) -> None:
         if not callable(fn):
             raise ConfigError(f"@tool needs a function, got {type(fn).__name__}.")
-        label = name or getattr(fn, "__name__", "tool")
+        label = name or fn.__name__
         if reconcile is not None and (idempotent or not callable(reconcile)):
             raise ConfigError(
                 f"Tool '{label}': reconcile= is for a tool that is not idempotent and must be a"
@@ -152,7 +152,15 @@ def idempotency_key() -> str:
 
 
 @overload
-def tool(fn: Callable[..., Any], /) -> Tool: ...
+def tool(
+    fn: Callable[..., Any],
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    idempotent: bool = True,
+    reconcile: Callable[[str], Any] | None = None,
+) -> Tool: ...
 @overload
 def tool(
     *,
