@@ -379,3 +379,30 @@ def test_a_kill_between_a_charge_and_its_result_is_reported_unknown(tmp_path: Pa
         env=env, cwd=tmp_path, timeout=120,
     )  # fmt: skip
     assert "ToolOutcomeUnknown" in logs.stdout and unknown[0].key in logs.stdout
+
+
+def test_a_crew_file_references_a_tool_that_is_not_idempotent(tmp_path: Path):
+    from crew.spec.loader import load_crew_yaml
+
+    (tmp_path / "idem_refs.py").write_text(
+        textwrap.dedent("""
+            from crew import tool
+
+            @tool(idempotent=False, reconcile=lambda key: None)
+            def pay(amount: int) -> str:
+                \"\"\"Pay.\"\"\"
+                return "paid"
+        """)
+    )
+    (tmp_path / "crew.yaml").write_text(
+        textwrap.dedent("""\
+            agents:
+              a: {role: A, tools: ["idem_refs:pay"]}
+            tasks:
+              t: {description: T, agent: a}
+        """)
+    )
+    agent = load_crew_yaml(tmp_path / "crew.yaml").crew.tasks[0].agent
+    assert agent is not None
+    pay = agent.tool_map["pay"]
+    assert pay.idempotent is False and pay.reconcile is not None
