@@ -238,6 +238,30 @@ def test_reconcile_is_only_for_tools_that_are_not_idempotent():
         tool(lambda amount: amount, reconcile=lambda key: None)
 
 
+def test_a_tool_call_record_comes_back_exactly_and_goes_with_its_run(durable_store: Store):
+    odd = "nul\x00 lone\ud800 🦜"
+    durable_store.create_run("r1", crew="c", inputs={}, task_ids=["t"])
+    intent = ToolCallRecord(
+        run_id="r1", key="r1/t/0/1/0", task_id="t", attempt=1, call_index=0, tool="pay",
+        arguments={"note": odd, "amount": 5}, arguments_hash="h", status="pending",
+        created_at=1.0,
+    )  # fmt: skip
+    durable_store.put_tool_call(intent)
+    assert durable_store.tool_calls("r1") == [intent]
+    done = ToolCallRecord(**{**_fields(intent), "status": "done", "result": odd})
+    durable_store.put_tool_call(done)  # the same key: replaced, not added
+    assert durable_store.tool_calls("r1", "t") == [done]
+    assert durable_store.tool_calls("r1", "other") == []
+    with pytest.raises(StoreError):
+        durable_store.put_tool_call(ToolCallRecord(**{**_fields(intent), "run_id": "nope"}))
+    assert durable_store.delete_runs(keep=0) == 1
+    assert durable_store.tool_calls("r1") == []
+
+
+def _fields(record: ToolCallRecord) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in ToolCallRecord.__dataclass_fields__}
+
+
 # --- a real crash: SIGKILL at random moments, then resume -------------------------------------
 
 CRASH_SCRIPT = textwrap.dedent("""
