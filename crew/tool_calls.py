@@ -71,9 +71,14 @@ class ToolCallLog:
         self._loading = asyncio.Lock()
 
     async def call(
-        self, tool: Tool, arguments: dict[str, Any], kwargs: dict[str, Any], *, emit: Any,
+        self,
+        tool: Tool,
+        arguments: dict[str, Any],
+        kwargs: dict[str, Any],
+        *,
+        emit: events.Emitter,
         call_id: str = "",
-    ) -> tuple[str, str]:  # fmt: skip
+    ) -> tuple[str, str]:
         """Make the call once: (result text, error type; "" if none). ``kwargs`` are the
         validated ``arguments``. Raises ``ToolOutcomeUnknownError``, and ``StoreError`` if an
         intent or a result cannot be written (then the tool is not called, or its result is not
@@ -125,7 +130,9 @@ class ToolCallLog:
                 return self._earlier.pop(position)
         return None
 
-    async def _reconcile(self, tool: Tool, intent: ToolCallRecord, emit: Any) -> str | None:
+    async def _reconcile(
+        self, tool: Tool, intent: ToolCallRecord, emit: events.Emitter
+    ) -> str | None:
         """What became of a call cut off before its result: its result, or None if it did not
         take effect. Raises ``ToolOutcomeUnknownError`` if nothing can tell."""
         if tool.reconcile is None:
@@ -146,7 +153,9 @@ class ToolCallLog:
             ) from exc
         return None if found is None else _as_text(found)
 
-    def _reused(self, record: ToolCallRecord, emit: Any, call_id: str, how: str) -> tuple[str, str]:
+    def _reused(
+        self, record: ToolCallRecord, emit: events.Emitter, call_id: str, how: str
+    ) -> tuple[str, str]:
         result = record.result or ""
         emit(
             events.ToolResultReused, task_id=self.task_id, tool=record.tool, key=record.key,
