@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from crew.agent import Agent
     from crew.board import Board
     from crew.task import Task
+    from crew.tool_calls import ToolCallLog
 
 KEEPS_TEXT = "__crew_keeps_text__"
 """Set to True on an output model whose task keeps an answer that still does not match after
@@ -213,12 +214,23 @@ class Attempt:
                 f"Error: the arguments of {call.name} are not a JSON object: {call.raw_arguments}"
             )
             error_type = "invalid_arguments"
-        else:
+        elif found.idempotent or run.tool_calls is None:
             try:
                 result = await found.invoke(call.arguments)
             except Exception as exc:  # the model sees the error and can try another way
                 result = f"Error: {call.name} raised {type(exc).__name__}: {exc}"
                 error_type = type(exc).__name__
+        else:  # recorded before and after, made once across attempts (crew.tool_calls)
+            try:
+                kwargs = found.validate(call.arguments)
+            except Exception as exc:  # refused arguments: no intent, nothing happened
+                result = f"Error: {call.name} raised {type(exc).__name__}: {exc}"
+                error_type = type(exc).__name__
+            else:
+                log = run.tool_calls
+                result, error_type = await log.call(
+                    found, call.arguments, kwargs, emit=emit, call_id=call_id
+                )
         emit(
             events.ToolFinished,
             task_id=task.id,
@@ -328,6 +340,9 @@ class TaskRun:
     """A reviewer's reason for rejecting this task's previous answer (it runs again)."""
     call_attempts: int | None = None
     """The crew's tries in all per model call, for models without a retry policy of their own."""
+    tool_calls: ToolCallLog | None = None
+    """Records the calls of tools that are not idempotent, so none is made twice across
+    attempts; None: they are called like the others (no store)."""
 
 
 def _feedback(task: Task | Assignment, run: TaskRun) -> tuple[str, str] | None:

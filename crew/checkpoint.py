@@ -47,6 +47,7 @@ from crew.store import (
     default_holder,
 )
 from crew.store.writer import writer_for
+from crew.tool_calls import ToolCallLog
 from crew.usage import RunUsage, Usage
 
 LEASE_TTL_S = 30.0
@@ -254,6 +255,14 @@ class Checkpoint:
             failed, self._failed = self._failed, []
         if failed:
             raise failed[0]
+
+    def tool_calls(self, task_id: str, attempt: int, index: int = 0) -> ToolCallLog:
+        """The log of one attempt's calls of tools that are not idempotent: each intent written
+        before its call and its result after, both awaited on the store's thread."""
+        number = self.attempt_number(task_id, attempt, index)
+        return ToolCallLog(
+            self.store, self.writer, self.run_id, task_id, index=index, attempt=number
+        )
 
     def attempt_number(self, task_id: str, attempt: int, index: int = 0) -> int:
         """The stored number of this process's ``attempt``: it goes on from earlier processes'."""

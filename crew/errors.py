@@ -20,7 +20,8 @@ The tree::
     ├── TaskError                a task attempt failed for a reason of its own
     │   ├── TaskTimeoutError     the task ran past its ``timeout_s``            retryable
     │   ├── OutputValidationError the output did not match ``output_model``     retryable
-    │   └── MaxIterationsError   the tool loop did not converge                 retryable
+    │   ├── MaxIterationsError   the tool loop did not converge                 retryable
+    │   └── ToolOutcomeUnknownError a cut-off call of a non-idempotent tool   not retryable
     ├── StoreError               the run store could not be opened, read or written
     │   ├── LeaseHeldError       another live process holds the run's lease
     │   └── StoreUnavailableError its database was unreachable or locked (the store retries it)
@@ -259,6 +260,22 @@ class OutputValidationError(TaskError):
 
 class MaxIterationsError(TaskError):
     retryable = True
+
+
+class ToolOutcomeUnknownError(TaskError):
+    """A tool that is not idempotent was called, and the run stopped before its result was
+    recorded; the tool has no ``reconcile`` to find out whether it took effect. Not retried: a
+    person checks, then records the outcome (``crew.tool_calls.resolve_tool_call``).
+
+    Attributes:
+        key: the call's idempotency key.
+        tool: the tool's name.
+    """
+
+    def __init__(self, message: str, *, task_id: str = "", key: str = "", tool: str = "") -> None:
+        super().__init__(message, task_id=task_id)
+        self.key = key
+        self.tool = tool
 
 
 class StoreError(CrewError):

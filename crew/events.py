@@ -226,6 +226,34 @@ class ToolFinished(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ToolResultReused(Event):
+    """A call of a tool that is not idempotent was not made again: an earlier attempt (before a
+    crash, a resume or a retry) made it, and its result is given to the model instead."""
+
+    task_id: str
+    tool: str
+    key: str
+    """The idempotency key of the earlier call."""
+    result: str
+    call_id: str = ""
+    how: str = "recorded"
+    """recorded (the result was in the store: the call's own, or one a person recorded) or
+    reconciled (the tool's ``reconcile`` found that the call took effect)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolOutcomeUnknown(Event):
+    """An earlier call of a tool that is not idempotent began, and its result was never
+    recorded: whether it took effect is unknown, and no ``reconcile`` can tell. The task fails
+    with ``ToolOutcomeUnknownError`` until a person records the outcome."""
+
+    task_id: str
+    tool: str
+    key: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
 class BoardPosted(Event):
     key: str
     version: int

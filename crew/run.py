@@ -197,6 +197,7 @@ class Run:
             stream=self.settings.stream,
             feedback=self.rejected.get(task_id),
             call_attempts=self.settings.call_attempts,
+            tool_calls=self.checkpoint.tool_calls(task_id, state.number, state.index),
         )
         answer = await Attempt(agent).execute(task, run)
         return TaskOutput(

@@ -2,11 +2,19 @@
 
 The JSON schema the model sees comes from the type hints (through pydantic) and the docstring; the
 arguments the model sends are validated against it before the function runs.
+
+A tool with side effects that must not happen twice (a payment, an e-mail) says
+``@tool(idempotent=False)``: the run then records each call's intent before it and its result
+after it, and never calls it again for the same intent (see ``crew.tool_calls``). Its function
+can read the call's key with :func:`idempotency_key` (to hand it on, to a payment API say), and
+``reconcile=`` names a function that, given a key, says whether a call cut off by a crash took
+effect.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import json
@@ -21,6 +29,8 @@ if TYPE_CHECKING:
 
     from crew.board import Board
 
+_KEY: contextvars.ContextVar[str] = contextvars.ContextVar("crew_idempotency_key", default="")
+
 _ARGS_SECTION = re.compile(r"^\s*(Args|Arguments|Parameters):\s*$", re.MULTILINE)
 _ARG_LINE = re.compile(r"^\s+(\w+)(?:\s*\([^)]*\))?:\s*(.+)$")
 
@@ -33,16 +43,38 @@ class Tool:
             calls of one turn run concurrently.
         name: defaults to the function's name.
         description: defaults to the first paragraph of the docstring.
+        idempotent: False for a tool whose side effect must not happen twice: each call's
+            intent and result are recorded, and a call an earlier attempt made is not made
+            again (its result is reused).
+        reconcile: for a tool that is not idempotent, ``reconcile(key)`` (sync or async) says
+            what became of a call cut off before its result was recorded: its result if it
+            took effect, None if it did not (it is then made again). Without it, such a call
+            fails its task (``ToolOutcomeUnknownError``) until a person says.
     """
 
     def __init__(
-        self, fn: Callable[..., Any], *, name: str | None = None, description: str | None = None
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        idempotent: bool = True,
+        reconcile: Callable[[str], Any] | None = None,
     ) -> None:
         if not callable(fn):
             raise ConfigError(f"@tool needs a function, got {type(fn).__name__}.")
+        label = name or fn.__name__
+        if reconcile is not None and (idempotent or not callable(reconcile)):
+            raise ConfigError(
+                f"Tool '{label}': reconcile= is for a tool that is not idempotent and must be a"
+                " function of the call's key. Pass @tool(idempotent=False, reconcile=fn), or drop"
+                " reconcile."
+            )
         doc = inspect.getdoc(fn) or ""
         self.fn = fn
-        self.name = name or fn.__name__
+        self.name = label
+        self.idempotent = idempotent
+        self.reconcile = reconcile
         self.description = description or _first_paragraph(doc) or self.name.replace("_", " ")
         self._arg_docs = _arg_docs(doc)
         self._args_model: type[BaseModel] | None = None
@@ -78,7 +110,10 @@ class Tool:
 
     def with_fn(self, fn: Callable[..., Any]) -> Tool:
         """The same tool (name, schema) calling ``fn``, which must take the same arguments."""
-        bound = Tool(fn, name=self.name, description=self.description)
+        bound = Tool(
+            fn, name=self.name, description=self.description, idempotent=self.idempotent,
+            reconcile=self.reconcile,
+        )  # fmt: skip
         bound._args_model, bound._schema = self.args_model, self.schema()
         return bound
 
@@ -87,31 +122,70 @@ class Tool:
 
         Raises whatever the function raises; the agent loop turns that into the tool's answer.
         """
+        return await self.call(self.validate(arguments))
+
+    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The function's keyword arguments from the model's; raises pydantic's ValidationError."""
         values = self.args_model.model_validate(arguments)
         fields = type(values).model_fields
-        kwargs = {info.alias or name: getattr(values, name) for name, info in fields.items()}
-        if inspect.iscoroutinefunction(self.fn):
-            result = await self.fn(**kwargs)
-        else:
-            result = await asyncio.to_thread(self.fn, **kwargs)
+        return {info.alias or name: getattr(values, name) for name, info in fields.items()}
+
+    async def call(self, kwargs: dict[str, Any], *, key: str = "") -> str:
+        """Run the function on validated ``kwargs`` (``key``: what ``idempotency_key()`` reads
+        meanwhile); its result as text."""
+        token = _KEY.set(key)
+        try:
+            if inspect.iscoroutinefunction(self.fn):
+                result = await self.fn(**kwargs)
+            else:  # to_thread copies the context: the key goes along
+                result = await asyncio.to_thread(self.fn, **kwargs)
+        finally:
+            _KEY.reset(token)
         return _as_text(result)
 
 
+def idempotency_key() -> str:
+    """The key of the tool call running now ("" outside a call of a tool that is not
+    idempotent): the same on every attempt that repeats the call, so an API that takes an
+    idempotency key can be handed it."""
+    return _KEY.get()
+
+
 @overload
-def tool(fn: Callable[..., Any], /) -> Tool: ...
+def tool(
+    fn: Callable[..., Any],
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    idempotent: bool = True,
+    reconcile: Callable[[str], Any] | None = None,
+) -> Tool: ...
 @overload
-def tool(*, name: str | None = None, description: str | None = None) -> Callable[..., Tool]: ...
+def tool(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    idempotent: bool = True,
+    reconcile: Callable[[str], Any] | None = None,
+) -> Callable[..., Tool]: ...
 def tool(
     fn: Callable[..., Any] | None = None,
     /,
     *,
     name: str | None = None,
     description: str | None = None,
+    idempotent: bool = True,
+    reconcile: Callable[[str], Any] | None = None,
 ) -> Tool | Callable[..., Tool]:
-    """Make a function a tool: ``@tool`` or ``@tool(name=..., description=...)``."""
+    """Make a function a tool: ``@tool`` or ``@tool(name=..., description=..., idempotent=False,
+    reconcile=...)`` (see :class:`Tool`)."""
+    options: dict[str, Any] = {
+        "name": name, "description": description, "idempotent": idempotent, "reconcile": reconcile
+    }  # fmt: skip
     if fn is not None:
-        return Tool(fn, name=name, description=description)
-    return lambda f: Tool(f, name=name, description=description)
+        return Tool(fn, **options)
+    return lambda f: Tool(f, **options)
 
 
 def as_tool(obj: Tool | Callable[..., Any]) -> Tool:

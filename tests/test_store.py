@@ -687,7 +687,7 @@ def test_a_reopened_store_has_its_data(backend: Backend):
     assert again.task_records("r1") == store.task_records("r1")
     if backend.sql is not None:
         versions = backend.sql([f"SELECT version FROM {backend.prefix}schema_version"])[0]
-        assert versions == [(1,), (2,), (3,), (4,)]  # applied once, not again on reopening
+        assert versions == [(1,), (2,), (3,), (4,), (5,)]  # applied once, not again on reopening
 
 
 @pytest.mark.parametrize("name", ["sqlite", "postgres"])
@@ -730,7 +730,7 @@ def test_an_older_database_is_migrated_and_keeps_its_data(
         store.acquire_lease("old", "host:1", ttl_s=5)
         assert store.append_event("old", "RunResumed").seq == 1
     versions = sql([f"SELECT version FROM {prefix}schema_version ORDER BY version"])[0]
-    assert versions == [(1,), (2,), (3,), (4,)]
+    assert versions == [(1,), (2,), (3,), (4,), (5,)]
     sql([f"INSERT INTO {prefix}schema_version VALUES (99, 0)"])
     with pytest.raises(StoreError, match="schema version 99, newer than this crew knows"):
         current()

@@ -44,6 +44,7 @@ from crew.store.records import (
     RunStatus,
     Store,
     TaskRecord,
+    ToolCallRecord,
     default_holder,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "RunStatus",
     "Store",
     "TaskRecord",
+    "ToolCallRecord",
     "default_holder",
     "open_store",
 ]

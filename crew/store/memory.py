@@ -18,6 +18,7 @@ from crew.store.records import (
     RunRecord,
     RunStatus,
     TaskRecord,
+    ToolCallRecord,
     _check_ttl,
     _dump_json,
     _lease_gone,
@@ -65,6 +66,7 @@ class MemoryStore:
         self._reviews: dict[tuple[str, str], ReviewRecord] = {}
         self._exchanges: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
         self._leases: dict[str, tuple[str, float]] = {}
+        self._tool_calls: dict[tuple[str, str], ToolCallRecord] = {}
 
     def __repr__(self) -> str:
         return "MemoryStore()"
@@ -191,6 +193,8 @@ class MemoryStore:
             del self._reviews[key]
         for key in [k for k in self._exchanges if k[1] == run_id]:
             del self._exchanges[key]
+        for call in [k for k in self._tool_calls if k[0] == run_id]:
+            del self._tool_calls[call]
 
     # tasks
 
@@ -305,6 +309,23 @@ class MemoryStore:
                 if (run_id is None or r.run_id == run_id) and (status is None or r.status == status)
             ]
         return sorted(found, key=lambda r: (r.created_at, r.run_id, r.task_id))
+
+    # tool calls
+
+    def put_tool_call(self, record: ToolCallRecord) -> None:
+        record = _copy(record)
+        with self._lock:
+            self._need_run(record.run_id)
+            self._tool_calls[(record.run_id, record.key)] = record
+
+    def tool_calls(self, run_id: str, task_id: str | None = None) -> list[ToolCallRecord]:
+        with self._lock:
+            found = [
+                r for (run, _), r in self._tool_calls.items()
+                if run == run_id and task_id in (None, r.task_id)
+            ]  # fmt: skip
+        order = sorted(found, key=lambda r: (r.task_id, r.index, r.attempt, r.call_index))
+        return [_copy(r) for r in order]
 
     # exchanges
 

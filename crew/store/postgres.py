@@ -71,6 +71,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE crew_tasks ADD COLUMN reason text",
         "ALTER TABLE crew_tasks ADD COLUMN usage_by_agent jsonb NOT NULL DEFAULT '{}'",
     ),
+    (  # 5: calls of tools that are not idempotent: the intent before, the result after
+        f"CREATE TABLE crew_tool_calls ({_RUN}, key text NOT NULL, task_id text NOT NULL,"
+        f' "index" integer NOT NULL, attempt integer NOT NULL, call_index integer NOT NULL,'
+        f" tool text NOT NULL, arguments jsonb NOT NULL, arguments_hash text NOT NULL,"
+        f" status text NOT NULL, result text, error_type text NOT NULL,"
+        f" created_at {_TIME} NOT NULL, finished_at {_TIME}, PRIMARY KEY (run_id, key))",
+        "CREATE INDEX crew_tool_calls_task ON crew_tool_calls (run_id, task_id)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

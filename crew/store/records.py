@@ -144,6 +144,46 @@ class ReviewRecord:
             )
 
 
+ToolCallStatus = Literal["pending", "done", "not_done"]
+TOOL_CALL_STATUSES: tuple[str, ...] = ("pending", "done", "not_done")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ToolCallRecord:
+    """A call of a tool that is not idempotent: its intent, written (durably) before the call,
+    then its result, written after it. One per (run_id, key)."""
+
+    run_id: str
+    key: str
+    """The idempotency key: ``run_id/task_id/index/attempt/call_index``."""
+    task_id: str
+    index: int = 0
+    attempt: int
+    """The attempt that made the call, counted by the tool-call log (see ``crew.tool_calls``)."""
+    call_index: int
+    """0, 1, 2, ... in the order the attempt's calls were made."""
+    tool: str
+    arguments: dict[str, Any]
+    arguments_hash: str
+    """sha256 of the tool's name and its arguments as canonical JSON: how a later attempt finds
+    the call it repeats."""
+    status: ToolCallStatus
+    """pending (the intent: the call began and no result is known), done (``result`` holds
+    it), or not_done (a person or the tool's ``reconcile`` said it never took effect)."""
+    result: str | None = None
+    """The result as the model read it (an error's text too)."""
+    error_type: str = ""
+    """The exception the tool raised (its result is then the error's text); empty if none."""
+    created_at: float
+    finished_at: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in TOOL_CALL_STATUSES:
+            raise ValueError(
+                f"tool call status {self.status!r} is not one of {', '.join(TOOL_CALL_STATUSES)}"
+            )
+
+
 class Store(Protocol):
     """What the scheduler and the CLI need to keep runs durable. Every backend passes the same
     contract suite (``tests/test_store.py``). Errors of the database are raised as
@@ -267,6 +307,14 @@ class Store(Protocol):
         """The recorded response to a request: of that run, or the latest of any run."""
         ...
 
+    def put_tool_call(self, record: ToolCallRecord) -> None:
+        """Insert or replace the record of (run_id, key); durable when it returns."""
+        ...
+
+    def tool_calls(self, run_id: str, task_id: str | None = None) -> list[ToolCallRecord]:
+        """The run's tool-call records (of one task), by task id, index, attempt, call index."""
+        ...
+
     def acquire_lease(self, run_id: str, holder: str, *, ttl_s: float) -> None:
         """Take the run's lease for ``ttl_s`` seconds, or renew our own.
 
@@ -297,8 +345,8 @@ def default_holder() -> str:
 # Package-private: shared by the backends, so that they agree on the edge cases.
 
 _JSON_FIELDS = frozenset(
-    {"inputs", "task_ids", "usage", "usage_by_agent", "metadata", "data", "payload", "response"}
-)
+    ("inputs", "task_ids", "usage", "usage_by_agent", "metadata", "data", "payload", "response")
+) | {"arguments"}  # of a ToolCallRecord
 _RUN_UPDATABLE = frozenset(f.name for f in fields(RunRecord)) - {
     "run_id",
     "created_at",

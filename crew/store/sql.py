@@ -50,6 +50,7 @@ from crew.store.records import (
     RunRecord,
     RunStatus,
     TaskRecord,
+    ToolCallRecord,
     _check_ttl,
     _columns,
     _dump_json,
@@ -606,6 +607,17 @@ class SQLStore(ABC):
         )
         rows = self._read("read a model exchange", sql, params)
         return rows[0]["response"] if rows else None
+
+    # tool calls
+
+    def put_tool_call(self, record: ToolCallRecord) -> None:
+        self._put("record a tool call", "tool_calls", record, ("run_id", "key"))
+
+    def tool_calls(self, run_id: str, task_id: str | None = None) -> list[ToolCallRecord]:
+        where, params = self._where(run_id=run_id, task_id=task_id)
+        order = ' ORDER BY task_id, "index", attempt, call_index'
+        sql = self._select("tool_calls", ToolCallRecord, where) + order
+        return [ToolCallRecord(**row) for row in self._read("read tool calls", sql, params)]
 
     # leases
 

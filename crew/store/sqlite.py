@@ -73,6 +73,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE tasks ADD COLUMN reason TEXT",
         "ALTER TABLE tasks ADD COLUMN usage_by_agent TEXT NOT NULL DEFAULT '{}'",
     ),
+    (  # 5: calls of tools that are not idempotent: the intent before, the result after
+        f"CREATE TABLE tool_calls ({_RUN}, key TEXT NOT NULL, task_id TEXT NOT NULL,"
+        ' "index" INTEGER NOT NULL, attempt INTEGER NOT NULL, call_index INTEGER NOT NULL,'
+        " tool TEXT NOT NULL, arguments TEXT NOT NULL, arguments_hash TEXT NOT NULL,"
+        " status TEXT NOT NULL, result TEXT, error_type TEXT NOT NULL,"
+        " created_at REAL NOT NULL, finished_at REAL, PRIMARY KEY (run_id, key))",
+        "CREATE INDEX tool_calls_task ON tool_calls (run_id, task_id)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
