@@ -1,0 +1,188 @@
+"""Budgets (``crew.budget``): each model call reserves its worst case before it is sent, the run
+stops dispatching once a reservation fails, ends ``budget_exceeded``, and resumes with a higher
+budget. The end-to-end tests run a priced model (``openai/gpt-4o-mini``'s prices, from litellm's
+map) against the fake server, whose answers report known usage."""
+
+from __future__ import annotations
+
+import pytest
+
+from crew import LLM, Agent, Budget, Crew, RetryPolicy, Task, events
+from crew.budget import Estimate, Ledger, call_estimate, prices_of
+from crew.errors import BudgetExceededError, ConfigError, RunFailedError
+from crew.limits import estimate_tokens
+from crew.prices import cost_usd
+from crew.store.memory import MemoryStore
+from crew.testserver import Call, FakeOpenAIServer, ServerReply
+
+MODEL = "openai/gpt-4o-mini"
+ANSWER_TOKENS = 200
+FAST = RetryPolicy(attempts=3, initial_s=0.01, max_s=0.02, jitter_s=0.0)
+
+
+def priced(server: FakeOpenAIServer) -> LLM:
+    return LLM(MODEL, api_base=server.url, api_key="sk-test", max_tokens=ANSWER_TOKENS, retry=FAST)
+
+
+def parallel_crew(llm: LLM, count: int, **kwargs: object) -> Crew:
+    writer = Agent(role="Writer", goal="Write", llm=llm)
+    tasks = [Task(id=f"t{i}", description=f"Part {i}", agent=writer) for i in range(count)]
+    return Crew(tasks, max_concurrency=8, store=MemoryStore(), **kwargs)  # type: ignore[arg-type]
+
+
+def answered(server: FakeOpenAIServer) -> list[Call]:
+    return [call for call in server.calls if call.status == 200]
+
+
+def one_call_estimate(llm: LLM) -> Estimate:
+    """A generous estimate of one call of these crews (their prompts are short)."""
+    return call_estimate(400, ANSWER_TOKENS, prices_of(llm))
+
+
+# The ledger
+
+
+def test_ledger_refuses_a_reservation_that_would_pass_the_budget():
+    ledger = Ledger(Budget(max_cost_usd=1.0))
+    first = ledger.reserve(Estimate(10, 0.6), what="call 1")
+    with pytest.raises(BudgetExceededError, match=r"max_cost_usd \$1"):
+        ledger.reserve(Estimate(10, 0.6), what="call 2")
+    assert ledger.exceeded is not None
+    ledger.settle(first, cost_usd=0.2, tokens=5)
+    assert (ledger.spent_usd, ledger.reserved_usd, ledger.spent_tokens) == (0.2, 0.0, 5)
+
+
+def test_ledger_gives_back_a_failed_calls_reservation_and_counts_earlier_spending():
+    ledger = Ledger(Budget(max_tokens=100), spent_tokens=60)
+    held = ledger.reserve(Estimate(40, 0.0), what="call")
+    ledger.release(held)
+    assert ledger.reserved_tokens == 0
+    with pytest.raises(BudgetExceededError, match="max_tokens 100"):
+        ledger.reserve(Estimate(41, 0.0), what="call")
+
+
+@pytest.mark.parametrize("bad", [{"max_cost_usd": -1}, {"max_tokens": 1.5}, {"max_cost_usd": "5"}])
+def test_a_bad_budget_is_a_config_error(bad):
+    with pytest.raises(ConfigError, match="Budget"):
+        Budget(**bad)  # type: ignore[arg-type]
+
+
+def test_prices_come_from_the_price_map_and_an_unknown_model_costs_nothing(server):
+    assert prices_of(priced(server))[1] > 0
+    assert prices_of(LLM("openai/not-a-model-anyone-prices", api_base=server.url)) == (0.0, 0.0)
+
+
+# End to end, against the fake server
+
+
+def cost_of(calls: list[Call], prompt_tokens: int) -> float:
+    """What the answered calls cost, from the usage the server was scripted to report."""
+    one = cost_usd(MODEL, prompt_tokens=prompt_tokens, completion_tokens=ANSWER_TOKENS)
+    return one * len(calls)
+
+
+def estimate_error(calls: list[Call], prompt_tokens: int, llm: LLM) -> float:
+    """The most any answered call cost beyond what it reserved (0 when none did)."""
+    prices = prices_of(llm)
+    real = cost_usd(MODEL, prompt_tokens=prompt_tokens, completion_tokens=ANSWER_TOKENS)
+    errors = [
+        real
+        - call_estimate(
+            estimate_tokens(c.body["messages"], None, 0), ANSWER_TOKENS, prices
+        ).cost_usd
+        for c in calls
+    ]
+    return max([0.0, *errors])
+
+
+def test_parallel_calls_never_spend_past_the_budget_by_more_than_one_calls_estimate_error(
+    server,
+):
+    server.default = ServerReply(text="done", prompt_tokens=20, completion_tokens=ANSWER_TOKENS)
+    llm = priced(server)
+    per_call = one_call_estimate(llm).cost_usd
+    budget = Budget(max_cost_usd=round(per_call * 5.5, 8))
+    seen: list[events.Event] = []
+
+    result = parallel_crew(llm, 20, budget=budget).run(on_event=seen.append)
+
+    calls = answered(server)
+    real = cost_of(calls, 20)
+    assert result.status == "budget_exceeded"
+    assert 0 < len(calls) < 20
+    assert real <= budget.max_cost_usd + estimate_error(calls, 20, llm)
+    assert result.usage.total.cost_usd == pytest.approx(real)
+    pending = [r for r in result.tasks.values() if r.status == "pending"]
+    assert len(pending) == 20 - len(calls)
+    assert all("budget" in (r.reason or "") for r in pending)
+    exceeded = [e for e in seen if isinstance(e, events.BudgetExceeded)]
+    assert exceeded and exceeded[0].max_cost_usd == budget.max_cost_usd
+    assert exceeded[0].model == MODEL
+    finished = [e for e in seen if isinstance(e, events.RunFinished)]
+    assert finished[-1].status == "budget_exceeded"
+    with pytest.raises(RunFailedError, match="budget_exceeded"):
+        result.raise_for_status()
+
+
+def test_a_provider_counting_more_than_the_estimate_overshoots_by_one_calls_error_at_most(
+    server,
+):
+    """The provider counts 10 times the prompt tokens crew estimated: each call costs more than
+    it reserved, and one at a time the run passes its budget by one call's error at most."""
+    server.default = ServerReply(text="done", prompt_tokens=2000, completion_tokens=ANSWER_TOKENS)
+    llm = priced(server)
+    budget = Budget(
+        max_cost_usd=cost_usd(MODEL, prompt_tokens=2000, completion_tokens=ANSWER_TOKENS) * 3.5
+    )
+    crew = parallel_crew(llm, 10, budget=budget).replace(max_concurrency=1)
+
+    result = crew.run()
+
+    calls = answered(server)
+    error = estimate_error(calls, 2000, llm)
+    assert result.status == "budget_exceeded"
+    assert error > 0
+    assert budget.max_cost_usd < cost_of(calls, 2000) <= budget.max_cost_usd + error
+
+
+def test_a_resume_with_a_higher_budget_finishes_without_calling_finished_tasks_again(server):
+    server.default = ServerReply(text="done", prompt_tokens=20, completion_tokens=ANSWER_TOKENS)
+    llm = priced(server)
+    per_call = one_call_estimate(llm).cost_usd
+    crew = parallel_crew(llm, 12, budget=Budget(max_cost_usd=per_call * 4))
+    first = crew.run(run_id="r1")
+    done = {t for t, r in first.tasks.items() if r.status == "succeeded"}
+    assert first.status == "budget_exceeded" and done
+    server.reset()
+    server.default = ServerReply(text="done", prompt_tokens=20, completion_tokens=ANSWER_TOKENS)
+
+    again = crew.run(resume="r1", budget=Budget(max_cost_usd=per_call * 20))
+
+    assert again.status == "succeeded"
+    called = {c.key for c in answered(server)}
+    assert len(answered(server)) == 12 - len(done)
+    assert called and not called & done
+    # The run's usage covers all of it: the restored tasks' and the new calls'.
+    assert again.usage.total.cost_usd == pytest.approx(
+        cost_of(answered(server), 20) * 12 / len(answered(server))
+    )
+
+
+def test_what_a_run_spent_counts_against_the_budget_of_its_resume(server):
+    server.default = ServerReply(text="done", prompt_tokens=20, completion_tokens=ANSWER_TOKENS)
+    llm = priced(server)
+    per_call = one_call_estimate(llm).cost_usd
+    budget = Budget(max_cost_usd=per_call * 4)
+    crew = parallel_crew(llm, 12, budget=budget)
+    first = crew.run(run_id="r1")
+    before = answered(server)
+    server.reset()
+    server.default = ServerReply(text="done", prompt_tokens=20, completion_tokens=ANSWER_TOKENS)
+    seen: list[events.Event] = []
+
+    again = crew.run(resume="r1", on_event=seen.append)  # the same budget: little is left
+
+    assert first.status == again.status == "budget_exceeded"
+    assert cost_of(before + answered(server), 20) <= budget.max_cost_usd
+    exceeded = [e for e in seen if isinstance(e, events.BudgetExceeded)]
+    assert exceeded[0].spent_usd >= first.usage.total.cost_usd > 0
