@@ -171,7 +171,8 @@ class Run:
                 started_at=started, finished_at=self.clock(),
             )  # fmt: skip
             lease.cancel()
-            await checkpoint.finish(status, ours, result.usage)
+            limits = dataclasses.asdict(self.ledger.budget) if self.ledger is not None else None
+            await checkpoint.finish(status, ours, result.usage, limits)
             emit(events.RunFinished, status=status, result=result)
             await checkpoint.flush()  # every event is in the store before the run returns
         return result

@@ -5,6 +5,8 @@ map) against the fake server, whose answers report known usage."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from crew import LLM, Agent, Budget, Crew, RetryPolicy, Task, events
@@ -186,3 +188,69 @@ def test_what_a_run_spent_counts_against_the_budget_of_its_resume(server):
     assert cost_of(before + answered(server), 20) <= budget.max_cost_usd
     exceeded = [e for e in seen if isinstance(e, events.BudgetExceeded)]
     assert exceeded[0].spent_usd >= first.usage.total.cost_usd > 0
+
+
+# The crew file and the command line
+
+PARALLEL = """\
+name: parallel
+budget: {max_cost_usd: 0.001}
+max_concurrency: 3
+agents:
+  w: {role: Writer}
+tasks:
+  a: {description: Write part a, agent: w}
+  b: {description: Write part b, agent: w}
+  c: {description: Write part c, agent: w}
+"""
+
+
+def test_the_crew_files_budget_key_builds_a_budget(tmp_path):
+    from crew.spec import load_crew_yaml
+
+    path = tmp_path / "crew.yaml"
+    path.write_text(PARALLEL, encoding="utf-8")
+    assert load_crew_yaml(path).crew.budget == Budget(max_cost_usd=0.001)
+    path.write_text(PARALLEL.replace("max_cost_usd", "max_cost"), encoding="utf-8")
+    with pytest.raises(ConfigError, match="max_cost"):
+        load_crew_yaml(path)
+
+
+def test_the_command_line_stops_at_the_budget_shows_it_and_resumes_with_max_cost(tmp_path, server):
+    from tests.test_cli import crew as run_crew
+
+    (tmp_path / "crew.yaml").write_text(PARALLEL, encoding="utf-8")
+    server.default = ServerReply(
+        text="done", prompt_tokens=20, completion_tokens=ANSWER_TOKENS, latency_ms=300
+    )
+    env = {"CREW_MODEL": MODEL, "CREW_API_BASE": server.url, "OPENAI_API_KEY": "sk-test"}
+
+    done = run_crew("run", ".", "--json", cwd=tmp_path, **env)
+
+    assert done.returncode == 3, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "budget_exceeded"
+    assert "--max-cost" in done.stderr and "Traceback" not in done.stderr
+    first = len(answered(server))
+    assert 0 < first < 3
+    shown = run_crew("show", result["run_id"], cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "budget_exceeded" in shown.stdout
+    assert "budget: spent $" in shown.stdout and "of $0.001" in shown.stdout
+
+    again = run_crew("resume", result["run_id"], "--max-cost", "1", "--json", cwd=tmp_path, **env)
+
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["status"] == "succeeded"
+    assert len(answered(server)) == 3  # the tasks done before were not called again
+    assert "of $1" in run_crew("show", result["run_id"], cwd=tmp_path).stdout
+
+
+def test_a_negative_max_cost_is_a_usage_error(tmp_path, server):
+    from tests.test_cli import assert_usage_error
+    from tests.test_cli import crew as run_crew
+
+    (tmp_path / "crew.yaml").write_text(PARALLEL, encoding="utf-8")
+    done = run_crew("run", ".", "--max-cost", "-1", cwd=tmp_path, server=server)
+    assert_usage_error(done, "max_cost_usd")
+    assert not server.calls
