@@ -17,14 +17,15 @@ token), never a longer answer than ``max_tokens``. A model without a ``max_token
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from crew import prices
+from crew import prices, prompts
 from crew.chat import ChatModel, ChatRequest, ChatResponse
 from crew.errors import BudgetExceededError, ConfigError
 from crew.limits import DEFAULT_ANSWER_TOKENS, estimate_tokens
+from crew.task import Task
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ def prices_of(model: object) -> tuple[float, float]:
     of them: the highest of its chain, since a fallback may answer; (0, 0) for other models."""
     chain = getattr(model, "chain", None)
     names = [llm.model for llm in chain()] if callable(chain) else []
+    if isinstance(model, str):  # a model string not made an LLM yet
+        names = [model]
     infos = [prices.model_info(name) for name in names]
     return (
         max((float(i.get("input_cost_per_token") or 0.0) for i in infos), default=0.0),
@@ -210,3 +213,76 @@ class Budgeted:
         usage = response.usage
         self.ledger.settle(estimate, cost_usd=usage.cost_usd, tokens=usage.total_tokens)
         return response
+
+
+@dataclass(frozen=True)
+class TaskEstimate:
+    """A task's worst case before a run (``crew plan --estimate``)."""
+
+    task_id: str
+    model: str
+    per_call: Estimate
+    """One call: the task's prompt (without its dependencies' outputs) plus, for each
+    dependency, as many tokens as its model may answer; plus this model's answer tokens."""
+    calls: int
+    """Calls at most: the tool loop's (``max_iterations`` and a final answer, for an agent with
+    tools) times the task's attempts (``retries`` + 1) times a loop's ``max_rounds``."""
+    priced: bool
+    """Whether litellm's map has a price for the model (else its cost shows as 0)."""
+    note: str = ""
+    """What the figures leave out: "per item" for a map, a subcrew not estimated."""
+
+    @property
+    def worst(self) -> Estimate:
+        return Estimate(self.per_call.tokens * self.calls, self.per_call.cost_usd * self.calls)
+
+
+class Planned(Protocol):
+    """What the estimate reads of a plan (``crew.plan.Plan``)."""
+
+    @property
+    def all_tasks(self) -> dict[str, Task]: ...
+
+
+def worst_cases(
+    plan: Planned, *, default: object, task_retries: int, inputs: Mapping[str, Any]
+) -> list[TaskEstimate]:
+    """Each task's worst case, in plan order, with ``default`` the model of agents that name
+    none and ``task_retries`` the retries of tasks that set none. A tool's results, delegated
+    work and a reviewer's feedback add prompt tokens these figures do not count."""
+    tasks = plan.all_tasks
+    rounds = {b.id: t.max_rounds or 1 for t in tasks.values() for b in t.body}
+    estimates = []
+    for task in tasks.values():
+        if task.kind == "loop":
+            continue  # its body's tasks are counted, round by round
+        if task.kind == "crew":
+            note = "a subcrew: estimate its own crew file"
+            estimates.append(TaskEstimate(task.id, "", Estimate(0, 0.0), 0, True, note))
+            continue
+        agent = task.agent
+        assert agent is not None  # the planner checked
+        model = agent.llm if agent.llm is not None else default
+        context = sum(_answer_tokens(tasks.get(d), default) for d in task.dependency_ids)
+        messages = [
+            {"role": "system", "content": prompts.system_prompt(agent, inputs)},
+            {"role": "user", "content": prompts.task_prompt(task, inputs, (), None)},
+        ]
+        tools = [t.schema() for t in agent.tools] or None
+        prompt = estimate_tokens(messages, tools, 0) + context
+        per_call = call_estimate(prompt, answer_tokens_of(model), prices_of(model))
+        has_tools = bool(agent.tools) or agent.board_tools or agent.allow_delegation
+        attempts = (task_retries if task.retries is None else task.retries) + 1
+        calls = (agent.max_iterations + 1 if has_tools else 1) * attempts * rounds.get(task.id, 1)
+        name = getattr(model, "name", str(model))
+        priced = bool(prices.model_info(name).get("output_cost_per_token"))
+        note = "per item" if task.kind == "map" else ""
+        estimates.append(TaskEstimate(task.id, name, per_call, calls, priced, note))
+    return estimates
+
+
+def _answer_tokens(task: Task | None, default: object) -> int:
+    """The tokens a dependency may put on the board: its model's answer at most."""
+    agent = task.agent if task is not None else None
+    model = agent.llm if agent is not None and agent.llm is not None else default
+    return answer_tokens_of(model)

@@ -254,3 +254,37 @@ def test_a_negative_max_cost_is_a_usage_error(tmp_path, server):
     done = run_crew("run", ".", "--max-cost", "-1", cwd=tmp_path, server=server)
     assert_usage_error(done, "max_cost_usd")
     assert not server.calls
+
+
+ESTIMATED = """\
+name: est
+agents:
+  w: {role: Writer, llm: openai/gpt-4o-mini, board_tools: false}
+  r: {role: Reviewer, board_tools: false}
+tasks:
+  a: {description: Write part a, agent: w}
+  b: {description: Review part a, agent: r, depends_on: [a], retries: 0}
+"""
+
+
+def test_plan_estimate_prints_each_tasks_worst_case_the_total_and_what_is_unpriced(tmp_path):
+    from tests.test_cli import crew as run_crew
+
+    (tmp_path / "crew.yaml").write_text(ESTIMATED, encoding="utf-8")
+
+    done = run_crew("plan", ".", "--estimate", cwd=tmp_path, CREW_MODEL="openai/local-thing")
+
+    assert done.returncode == 0, done.stderr
+    lines = {
+        line.split()[1]: line for line in done.stdout.splitlines() if line[:3] in ("│ a", "│ b")
+    }
+    # a: gpt-4o-mini, 1024 answer tokens, 3 attempts (2 retries), one call each (no tools)
+    assert "openai/gpt-4o-mini" in lines["a"] and "│ 3 " in lines["a"]
+    one_a = int(lines["a"].split("│")[3].split()[0].replace(",", ""))
+    assert one_a > 1024
+    # b reads a's output: as many tokens as a's model may answer, counted in its prompt
+    one_b = int(lines["b"].split("│")[3].split()[0].replace(",", ""))
+    assert one_b > 1024 + 1024 and "│ 1 " in lines["b"]
+    a_cost = cost_usd(MODEL, prompt_tokens=one_a - 1024, completion_tokens=1024) * 3
+    assert f"Worst case in total: ${a_cost:.4f}" in done.stdout
+    assert "No price known for openai/local-thing" in done.stdout
