@@ -193,9 +193,6 @@ class Budgeted:
     def name(self) -> str:
         return self.model.name
 
-    def __getattr__(self, name: str) -> Any:  # what the agent loop asks of the model passes
-        return getattr(self.model, name)
-
     async def complete(self, request: ChatRequest) -> ChatResponse:
         prompt = estimate_tokens(request.messages, request.tools, 0)
         estimate = call_estimate(prompt, self._answer_tokens, self._prices)

@@ -182,9 +182,11 @@ class Run:
         model = as_chat_model(agent.llm) if agent.llm is not None else self.default
         if model is None:
             raise ConfigError(f"Agent '{agent.role}' has no model; pass Agent(llm=...).")
-        if self.ledger is not None:  # inside the record: a replayed answer costs nothing
-            model = Budgeted(model, self.ledger, self._exceeded)
-        return self.exchanges.wrap(model)
+        if self.ledger is None:
+            return self.exchanges.wrap(model)
+        # Only what is sent is budgeted (a replayed answer costs nothing); the request is
+        # hashed for replay with the model itself, budget or not.
+        return self.exchanges.wrap(model, Budgeted(model, self.ledger, self._exceeded).complete)
 
     def _halted(self) -> str | None:
         return self.ledger.exceeded if self.ledger is not None else None

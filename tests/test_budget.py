@@ -190,6 +190,21 @@ def test_what_a_run_spent_counts_against_the_budget_of_its_resume(server):
     assert exceeded[0].spent_usd >= first.usage.total.cost_usd > 0
 
 
+def test_replayed_answers_cost_nothing_and_hash_as_without_a_budget(server):
+    server.default = ServerReply(text="done", prompt_tokens=20, completion_tokens=ANSWER_TOKENS)
+    llm = priced(server)
+    plain = parallel_crew(llm, 3)
+    recorded = plain.run(run_id="r1")
+    server.reset()
+    tiny = plain.replace(budget=Budget(max_cost_usd=0.0, max_tokens=0))
+
+    replayed = tiny.run(replay="r1", replay_strict=True)
+
+    assert recorded.status == replayed.status == "succeeded"
+    assert not server.calls
+    assert replayed.usage.total.cost_usd == 0
+
+
 # The crew file and the command line
 
 PARALLEL = """\
