@@ -265,7 +265,7 @@ def worst_cases(
             {"role": "system", "content": prompts.system_prompt(agent, inputs)},
             {"role": "user", "content": prompts.task_prompt(task, inputs, (), None)},
         ]
-        tools = [t.schema() for t in agent.tools] or None
+        tools = [t.schema() for t in agent.tool_map.values()] or None
         prompt = estimate_tokens(messages, tools, 0) + context
         per_call = call_estimate(prompt, answer_tokens_of(model), prices_of(model))
         has_tools = bool(agent.tools) or agent.board_tools or agent.allow_delegation

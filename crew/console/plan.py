@@ -149,10 +149,10 @@ def render_estimate(estimates: list[TaskEstimate], console: Console) -> None:
         )  # fmt: skip
     console.print(table)
     once = sum(e.per_call.cost_usd for e in estimates)
-    worst = sum(e.worst.cost_usd for e in estimates)
+    total_usd = sum(e.worst.cost_usd for e in estimates)
     tokens = sum(e.worst.tokens for e in estimates)
     console.print(
-        f"Worst case in total: ${worst:.4f}, {tokens:,} tokens"
+        f"Worst case in total: ${total_usd:.4f}, {tokens:,} tokens"
         f" (${once:.4f} if each task makes one call).",
         markup=False,
     )
