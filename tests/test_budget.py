@@ -15,6 +15,7 @@ from crew.errors import BudgetExceededError, ConfigError, RunFailedError
 from crew.limits import estimate_tokens
 from crew.prices import cost_usd
 from crew.store.memory import MemoryStore
+from crew.task import loop
 from crew.testserver import Call, FakeOpenAIServer, ServerReply
 
 MODEL = "openai/gpt-4o-mini"
@@ -188,6 +189,54 @@ def test_what_a_run_spent_counts_against_the_budget_of_its_resume(server):
     assert cost_of(before + answered(server), 20) <= budget.max_cost_usd
     exceeded = [e for e in seen if isinstance(e, events.BudgetExceeded)]
     assert exceeded[0].spent_usd >= first.usage.total.cost_usd > 0
+
+
+def test_a_map_stops_at_the_budget_and_its_resume_runs_only_the_items_left(server):
+    server.default = ServerReply(
+        text="done", prompt_tokens=20, completion_tokens=ANSWER_TOKENS, latency_ms=50
+    )
+    llm = priced(server)
+    writer = Agent(role="Writer", goal="Write", llm=llm)
+    each = Task(
+        id="each", description="Write {item}", agent=writer, for_each=lambda _: list("abcdefghij")
+    )
+    per_call = one_call_estimate(llm).cost_usd
+    crew = Crew(
+        [each], max_concurrency=8, store=MemoryStore(), budget=Budget(max_cost_usd=per_call * 3)
+    )
+
+    first = crew.run(run_id="m1")
+
+    assert first.status == "budget_exceeded"
+    assert first.tasks["each"].status == "pending"
+    done = len(answered(server))
+    assert 0 < done < 10
+    again = crew.run(resume="m1", budget=Budget(max_cost_usd=1.0))
+    assert again.status == "succeeded"
+    assert len(answered(server)) == 10  # no item answered twice
+    assert len(again.outputs["each"].data) == 10
+
+
+def test_a_loop_stops_at_the_budget_between_rounds_and_resumes(server):
+    server.default = ServerReply(text="done", prompt_tokens=20, completion_tokens=ANSWER_TOKENS)
+    llm = priced(server)
+    writer = Agent(role="Writer", goal="Write", llm=llm)
+    body = [Task(id="draft", description="Draft it again", agent=writer)]
+    per_call = one_call_estimate(llm).cost_usd
+    crew = Crew(
+        [loop("refine", body, max_rounds=3)], store=MemoryStore(),
+        budget=Budget(max_cost_usd=per_call * 1.5),
+    )  # fmt: skip
+
+    first = crew.run(run_id="l1")
+
+    assert first.status == "budget_exceeded"
+    assert first.tasks["refine"].status == "pending"
+    rounds = len(answered(server))
+    assert 0 < rounds < 3
+    again = crew.run(resume="l1", budget=Budget(max_cost_usd=1.0))
+    assert again.status == "succeeded"
+    assert len(answered(server)) == 3  # the rounds done were not called again
 
 
 def test_replayed_answers_cost_nothing_and_hash_as_without_a_budget(server):
