@@ -107,7 +107,9 @@ def test_parallel_calls_never_spend_past_the_budget_by_more_than_one_calls_estim
     budget = Budget(max_cost_usd=round(per_call * 5.5, 8))
     seen: list[events.Event] = []
 
-    result = parallel_crew(llm, 20, budget=budget).run(on_event=seen.append)
+    crew = parallel_crew(llm, 20, budget=budget)
+
+    result = crew.run(on_event=seen.append)
 
     calls = answered(server)
     real = cost_of(calls, 20)
@@ -123,6 +125,11 @@ def test_parallel_calls_never_spend_past_the_budget_by_more_than_one_calls_estim
     assert exceeded[0].model == MODEL
     finished = [e for e in seen if isinstance(e, events.RunFinished)]
     assert finished[-1].status == "budget_exceeded"
+    logged = [e.type for e in crew.store.events(result.run_id)]
+    assert "BudgetExceeded" in logged
+    assert (
+        crew.store.get_run(result.run_id).metadata["budget"]["max_cost_usd"] == budget.max_cost_usd
+    )
     with pytest.raises(RunFailedError, match="budget_exceeded"):
         result.raise_for_status()
 
@@ -237,6 +244,30 @@ def test_a_loop_stops_at_the_budget_between_rounds_and_resumes(server):
     again = crew.run(resume="l1", budget=Budget(max_cost_usd=1.0))
     assert again.status == "succeeded"
     assert len(answered(server)) == 3  # the rounds done were not called again
+
+
+def test_a_subcrew_spends_from_its_parents_budget(server):
+    server.default = ServerReply(
+        text="done", prompt_tokens=20, completion_tokens=ANSWER_TOKENS, latency_ms=50
+    )
+    llm = priced(server)
+    per_call = one_call_estimate(llm).cost_usd
+    inner = parallel_crew(llm, 6).replace(name="inner")
+    writer = Agent(role="Writer", goal="Write", llm=llm)
+    outer = Crew(
+        [Task(id="own", description="Write it", agent=writer),
+         Task(id="sub", description="Its parts", crew=inner)],
+        store=MemoryStore(), budget=Budget(max_cost_usd=per_call * 3),
+    )  # fmt: skip
+
+    result = outer.run(run_id="p1")
+
+    assert result.status == "budget_exceeded"
+    assert result.tasks["sub"].status == "pending"
+    assert cost_of(answered(server), 20) <= per_call * 3  # the parent's and the child's calls
+    again = outer.run(resume="p1", budget=Budget(max_cost_usd=1.0))
+    assert again.status == "succeeded"
+    assert len(answered(server)) == 7  # nothing answered twice
 
 
 def test_replayed_answers_cost_nothing_and_hash_as_without_a_budget(server):
