@@ -7,6 +7,7 @@
 
 from crew.agent import Agent
 from crew.board import Board, BoardEntry
+from crew.budget import Budget
 from crew.crew import Crew
 from crew.errors import ConfigError, CrewError, LLMError, PlanError, RunFailedError
 from crew.llm import LLM, ChatModel
@@ -24,6 +25,7 @@ __all__ = [
     "Agent",
     "Board",
     "BoardEntry",
+    "Budget",
     "ChatModel",
     "ConfigError",
     "Crew",

@@ -268,12 +268,25 @@ class Checkpoint:
         """The stored number of this process's ``attempt``: it goes on from earlier processes'."""
         return self._earlier.get((task_id, index), 0) + attempt
 
-    async def finish(self, status: str, results: Mapping[str, TaskResult], usage: RunUsage) -> None:
-        """Record how the run ended (the tasks that did not succeed too) and free its lease."""
-        await self.writer.call(self._finish, status, results, usage)
+    async def finish(
+        self,
+        status: str,
+        results: Mapping[str, TaskResult],
+        usage: RunUsage,
+        budget: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record how the run ended (the tasks that did not succeed too) and free its lease;
+        ``budget``: the run's limits, kept in its metadata (``crew show`` reads them)."""
+        await self.writer.call(self._finish, status, results, usage, budget)
         self._raise_failed()
 
-    def _finish(self, status: str, results: Mapping[str, TaskResult], usage: RunUsage) -> None:
+    def _finish(
+        self,
+        status: str,
+        results: Mapping[str, TaskResult],
+        usage: RunUsage,
+        budget: Mapping[str, Any] | None = None,
+    ) -> None:
         for result in results.values():
             if result.status in ("failed", "cancelled"):
                 self.store.put_task(
@@ -286,7 +299,10 @@ class Checkpoint:
                         usage_by_agent={r: u.to_dict() for r, u in result.usage_by_agent.items()},
                     )
                 )  # fmt: skip
-        self.store.update_run(self.run_id, status=status, usage=usage.to_dict())
+        changes: dict[str, Any] = {"status": status, "usage": usage.to_dict()}
+        if budget is not None and (record := self.store.get_run(self.run_id)) is not None:
+            changes["metadata"] = {**record.metadata, "budget": dict(budget)}
+        self.store.update_run(self.run_id, **changes)
         self.store.release_lease(self.run_id, self.holder)
 
     def _take_lease(self) -> None:

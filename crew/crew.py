@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from crew import events, hooks
 from crew.agent import Agent
+from crew.budget import Budget, Ledger
 from crew.checkpoint import open_run
 from crew.errors import ConfigError
 from crew.fork import fork_run
@@ -56,6 +57,9 @@ class Crew:
         tracing: OpenTelemetry spans of each run (the ``otel`` extra): True, or
             ``crew.tracing.Tracing(capture_content=..., tracer_provider=...)``; False for none;
             None for ``CREW_TRACING`` (see ``crew.tracing``).
+        budget: the most each run may spend on model calls (``crew.budget.Budget``): each call
+            reserves its worst case first, and the run stops dispatching once one cannot; it ends
+            ``budget_exceeded``. What earlier attempts at a resumed run spent counts.
         clock: wall-clock seconds; id_factory: new run ids. Parameters so tests can fix them.
     """
 
@@ -78,6 +82,7 @@ class Crew:
         call_attempts: int = DEFAULT_CALL_ATTEMPTS,
         task_retries: int = DEFAULT_TASK_RETRIES,
         tracing: TracingSetting = None,
+        budget: Budget | None = None,
         clock: Callable[[], float] = time.time,
         id_factory: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
     ) -> None:
@@ -105,6 +110,12 @@ class Crew:
         self.call_attempts, self.task_retries = call_attempts, task_retries
         check_tracing(tracing)
         self.tracing = tracing
+        if budget is not None and not isinstance(budget, Budget):
+            raise ConfigError(
+                f"Crew(budget=...) takes a crew.Budget(max_cost_usd=..., max_tokens=...), got"
+                f" {type(budget).__name__}."
+            )
+        self.budget = budget
         self.name = name
         self._extra_agents = self._arguments["agents"]
         self.llm = as_chat_model(llm) if llm is not None else None
@@ -181,6 +192,8 @@ class Crew:
         replay_strict: bool = False,
         slots: Slots | None = None,
         parent_run_id: str | None = None,
+        budget: Budget | None = None,
+        ledger: Ledger | None = None,
     ) -> CrewResult:
         """Run the crew. Raises ``ConfigError`` before any model call if the crew is invalid;
         a task failure does not raise: it is in the result (see ``raise_for_status``).
@@ -195,6 +208,9 @@ class Crew:
 
         ``slots`` and ``parent_run_id`` are for a subcrew's run: it shares its parent's limit on
         agents at work and is stored as the parent's child.
+
+        ``budget`` replaces the crew's for this run (a resume with a higher one); ``ledger`` is
+        a subcrew's: it spends from its parent's budget.
         """
         if resume is not None:
             stored_inputs = open_run(self.store, resume)
@@ -211,6 +227,8 @@ class Crew:
             agents=tuple(self.agents), coworkers_only=self._extra_agents,
             call_attempts=self.call_attempts, task_retries=self.task_retries, tracing=traced,
         )  # fmt: skip
+        if ledger is None and (budget := budget or self.budget) is not None:
+            ledger = Ledger(budget, **(_spent(store, resume) if resume is not None else {}))
         run = Run(
             settings,
             plan,
@@ -223,6 +241,7 @@ class Crew:
             replay=replay,
             replay_strict=replay_strict,
             slots=slots,
+            ledger=ledger,
         )
         return await run.execute(resume=resume is not None, parent_run_id=parent_run_id)
 
@@ -316,6 +335,14 @@ def _on_model(tasks: Iterable[Task], agents: Mapping[int, Agent], model: ChatMod
             task = dataclasses.replace(task, group=_on_model(task.body, agents, model))
         changed.append(task)
     return changed
+
+
+def _spent(store: Store, run_id: str) -> dict[str, Any]:
+    """What the stored run spent so far (it counts against a resumed run's budget)."""
+    record = store.get_run(run_id)
+    total = (record.usage if record is not None else {}).get("total") or {}
+    tokens = int(total.get("prompt_tokens", 0)) + int(total.get("completion_tokens", 0))
+    return {"spent_usd": float(total.get("cost_usd", 0.0)), "spent_tokens": tokens}
 
 
 def _loop_running() -> bool:

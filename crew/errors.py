@@ -26,6 +26,7 @@ The tree::
     │   ├── LeaseHeldError       another live process holds the run's lease
     │   └── StoreUnavailableError its database was unreachable or locked (the store retries it)
     ├── HookError                a review hook failed (the run goes on; it emits ReviewHookFailed)
+    ├── BudgetExceededError      a call's reservation would pass the run's budget   not retried
     └── RunFailedError           ``CrewResult.raise_for_status()`` on a run that did not succeed
 
 Foreign exceptions are translated at one boundary each: litellm's in ``crew/llm.py``, the database
@@ -307,6 +308,18 @@ class StoreUnavailableError(StoreError):
 class HookError(CrewError):
     """A review hook (webhook or command) failed. The run does not fail: it emits
     ``ReviewHookFailed`` with this message, and the review is pending all the same."""
+
+
+class BudgetExceededError(CrewError):
+    """A model call's reservation (its prompt counted, plus its ``max_tokens`` of answer, at the
+    model's prices) would take the run past its ``Budget``. Nothing was sent. Neither the call
+    nor the task is retried and no fallback is tried: the run dispatches no new task, lets the
+    running ones end, and ends ``budget_exceeded``; resume it with a higher budget."""
+
+    def __init__(self, message: str, *, spent_usd: float = 0.0, spent_tokens: int = 0) -> None:
+        super().__init__(message)
+        self.spent_usd = spent_usd
+        self.spent_tokens = spent_tokens
 
 
 class RunFailedError(CrewError):

@@ -33,7 +33,7 @@ class RunStarted(Event):
 @dataclass(frozen=True, kw_only=True)
 class RunFinished(Event):
     status: str
-    """succeeded, failed or cancelled."""
+    """succeeded, failed, cancelled, waiting or budget_exceeded."""
     result: CrewResult
 
 
@@ -194,6 +194,23 @@ class CircuitClosed(Event):
     task_id: str
     model: str
     reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetExceeded(Event):
+    """A model call's reservation would have passed the run's budget: nothing was sent, and the
+    run dispatches no new task (the running ones end; the run ends ``budget_exceeded``)."""
+
+    task_id: str
+    model: str
+    spent_usd: float
+    """Spent and reserved by the run's calls when this one asked (resumed runs included)."""
+    reserve_usd: float
+    """What this call asked to reserve."""
+    max_cost_usd: float | None
+    spent_tokens: int
+    reserve_tokens: int
+    max_tokens: int | None
 
 
 @dataclass(frozen=True, kw_only=True)

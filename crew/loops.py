@@ -38,6 +38,8 @@ class Host(Protocol):
     def stored(self) -> Mapping[tuple[str, int], TaskResult]: ...
     @property
     def plan_body(self) -> Callable[[Task], Plan] | None: ...
+    @property
+    def halted(self) -> Callable[[], str | None]: ...
     def announce(self, task_id: str, agent: str) -> None: ...
     async def run_round(
         self, body: Plan, stored: dict[str, TaskResult], number: int
@@ -94,6 +96,12 @@ async def run_loop(host: Host, task_id: str) -> TaskResult:
             return failed(
                 task_id, error, number, started, host.clock(), usage, by_agent=by_agent(charged)
             )
+        if any(r.status == "pending" for r in results.values()) and (why := host.halted()):
+            return TaskResult(  # the round's done tasks are stored: a resume runs the others
+                task_id=task_id, status="pending", reason=why, attempts=number,
+                started_at=started, finished_at=host.clock(), usage=usage,
+                usage_by_agent=dict(by_agent(charged)),
+            )  # fmt: skip
         last = next((r.output for r in reversed(results.values()) if r.output), last)
         if resumed_past:
             continue  # the stored next round shows this one's condition did not hold

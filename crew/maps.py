@@ -40,6 +40,8 @@ class Host(Protocol):
     def on_failure(self) -> str: ...
     @property
     def stored(self) -> Mapping[tuple[str, int], TaskResult]: ...
+    @property
+    def halted(self) -> Callable[[], str | None]: ...
     def scope(self) -> Mapping[str, Any]: ...
     def announce(self, task_id: str, agent: str) -> None: ...
     async def run_task(self, task_id: str, state: TaskAttempt, *, announce: bool) -> TaskResult: ...
@@ -76,6 +78,8 @@ async def run_map(host: Host, task_id: str, missing: tuple[str, ...]) -> TaskRes
         done[i] = result
         if result.status == "succeeded":
             host.emit(events.ItemFinished, task_id=task_id, item=i, items=len(items))
+        elif result.status == "pending":
+            pass  # the run's budget was spent: the other items' calls end, then the map waits
         elif host.on_failure == "fail_fast":
             raise _ItemFailed(i, result)
 
@@ -87,6 +91,12 @@ async def run_map(host: Host, task_id: str, missing: tuple[str, ...]) -> TaskRes
         pass  # reported below, from ``done``
     usage = Usage.sum(r.usage for r in done.values())
     spent = by_agent((r, agent) for r in done.values())
+    if any(r.status == "pending" for r in done.values()) and (why := host.halted()):
+        # The run's budget was spent. The items done are stored: a resume runs the others.
+        return TaskResult(
+            task_id=task_id, status="pending", reason=why, started_at=started,
+            finished_at=host.clock(), usage=usage, usage_by_agent=dict(spent),
+        )  # fmt: skip
     failures = sorted(i for i, r in done.items() if r.status != "succeeded")
     if failures or len(done) < len(items):
         first = done[failures[0]] if failures else None

@@ -105,9 +105,10 @@ class Exchanges:
         """Requests answered by the model itself."""
         self._seen: dict[str, int] = {}
 
-    def wrap(self, model: ChatModel) -> ChatModel:
-        """``model``, its exchanges recorded and, when replaying, answered from the store."""
-        return _Recorded(model, self)
+    def wrap(self, model: ChatModel, call: Call | None = None) -> ChatModel:
+        """``model``, its exchanges recorded and, when replaying, answered from the store;
+        ``call`` sends what the store does not answer (by default ``model.complete``)."""
+        return _Recorded(model, self, call or model.complete)
 
     async def answer(self, model: ChatModel, request: ChatRequest, call: Call) -> ChatResponse:
         """The recorded answer to ``request`` if the replayed run has it, else ``call``'s."""
@@ -152,9 +153,10 @@ class _Recorded:
     """A ``ChatModel`` whose calls go through the run's ``Exchanges``: a wrapper, so any model
     can be recorded, and what the agent loop asks of the model passes through."""
 
-    def __init__(self, model: ChatModel, exchanges: Exchanges) -> None:
+    def __init__(self, model: ChatModel, exchanges: Exchanges, call: Call) -> None:
         self.model = model
         self.exchanges = exchanges
+        self.call = call
 
     @property
     def name(self) -> str:
@@ -165,7 +167,7 @@ class _Recorded:
         return bool(getattr(self.model, "enforces_schema", False))
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        return await self.exchanges.answer(self.model, request, self.model.complete)
+        return await self.exchanges.answer(self.model, request, self.call)
 
 
 def _lineage(store: Store, run_id: str) -> list[str]:

@@ -89,8 +89,10 @@ class TaskResult:
         }
 
 
-RunStatus = Literal["succeeded", "failed", "cancelled", "waiting"]
-"""waiting: every task that could run has; the rest wait for a person's review."""
+RunStatus = Literal["succeeded", "failed", "cancelled", "waiting", "budget_exceeded"]
+"""waiting: every task that could run has; the rest wait for a person's review.
+budget_exceeded: a call's reservation would have passed the run's ``Budget``; the tasks left
+are ``pending``, for a resume with a higher budget."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 from crew import events, hooks
 from crew.attempt import Attempt, TaskRun
 from crew.board import Board, BoardEntry, plain
+from crew.budget import Budgeted, Estimate, Ledger
 from crew.checkpoint import Checkpoint
-from crew.errors import ConfigError, TaskError
+from crew.errors import BudgetExceededError, ConfigError, TaskError
 from crew.instances import TaskAttempt, by_agent
 from crew.llm import as_chat_model
 from crew.plan import Plan, build_plan
@@ -32,7 +33,7 @@ from crew.usage import RunUsage, Usage
 
 if TYPE_CHECKING:
     from crew.agent import Agent
-    from crew.chat import ChatModel
+    from crew.chat import ChatModel, ChatRequest
     from crew.tracing import Tracing
 
 
@@ -67,6 +68,7 @@ class Run:
         default: the model of agents that name none.
         replay, replay_strict: answer recorded requests of that run from the store.
         slots: shared with a parent run (a subcrew); else the run's own.
+        ledger: the run's budget account (a subcrew shares its parent's), or None for no budget.
     """
 
     def __init__(
@@ -83,7 +85,9 @@ class Run:
         replay: str | None = None,
         replay_strict: bool = False,
         slots: Slots | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
+        self.ledger = ledger
         self.settings, self.plan, self.inputs, self.store = settings, plan, inputs, store
         self.clock, self.default, self.replay = clock, default, replay
         self.tasks = dict(plan.all_tasks)
@@ -116,6 +120,7 @@ class Run:
             plan_body=self._plan_body,
             slots=slots or Slots(settings.max_concurrency),
             task_retries=settings.task_retries,
+            halted=self._halted,
         )
 
     async def execute(self, *, resume: bool, parent_run_id: str | None = None) -> CrewResult:
@@ -150,7 +155,7 @@ class Run:
         try:
             await scheduler.run()
             await asyncio.gather(*self.notices)
-            status = _status(scheduler)
+            status = _status(scheduler, self._halted() is not None)
         finally:
             for notice in self.notices:
                 notice.cancel()  # the run was cancelled: a command still runs to its timeout
@@ -166,7 +171,8 @@ class Run:
                 started_at=started, finished_at=self.clock(),
             )  # fmt: skip
             lease.cancel()
-            await checkpoint.finish(status, ours, result.usage)
+            limits = dataclasses.asdict(self.ledger.budget) if self.ledger is not None else None
+            await checkpoint.finish(status, ours, result.usage, limits)
             emit(events.RunFinished, status=status, result=result)
             await checkpoint.flush()  # every event is in the store before the run returns
         return result
@@ -176,7 +182,25 @@ class Run:
         model = as_chat_model(agent.llm) if agent.llm is not None else self.default
         if model is None:
             raise ConfigError(f"Agent '{agent.role}' has no model; pass Agent(llm=...).")
-        return self.exchanges.wrap(model)
+        if self.ledger is None:
+            return self.exchanges.wrap(model)
+        # Only what is sent is budgeted (a replayed answer costs nothing); the request is
+        # hashed for replay with the model itself, budget or not.
+        return self.exchanges.wrap(model, Budgeted(model, self.ledger, self._exceeded).complete)
+
+    def _halted(self) -> str | None:
+        return self.ledger.exceeded if self.ledger is not None else None
+
+    def _exceeded(self, request: ChatRequest, model: str, estimate: Estimate) -> None:
+        ledger = self.ledger
+        assert ledger is not None
+        self.emit(
+            events.BudgetExceeded, task_id=request.task_id, model=model,
+            spent_usd=ledger.spent_usd + ledger.reserved_usd, reserve_usd=estimate.cost_usd,
+            max_cost_usd=ledger.budget.max_cost_usd,
+            spent_tokens=ledger.spent_tokens + ledger.reserved_tokens,
+            reserve_tokens=estimate.tokens, max_tokens=ledger.budget.max_tokens,
+        )  # fmt: skip
 
     async def _attempt(self, task_id: str, state: TaskAttempt) -> TaskOutput:
         task = self.tasks[task_id]
@@ -280,10 +304,16 @@ class Run:
             replay=replayed,
             slots=self.scheduler.slots,
             parent_run_id=self.emit.run_id,
+            ledger=self.ledger,
         )
         for role, usage in result.usage.by_agent.items():  # the subcrew's agents did the work
             state.add_usage(usage, role)
         output = result.output
+        if result.status == "budget_exceeded":  # this task waits for a resume, as its calls do
+            raise BudgetExceededError(
+                f"Task '{task.id}': subcrew '{child.name}' (run {run_id}) stopped: the run's"
+                " budget was spent."
+            )
         if result.status != "succeeded" or output is None:
             failed = [f"'{r.task_id}': {r.error}" for r in result.tasks.values() if r.error]
             raise TaskError(
@@ -326,16 +356,19 @@ def _instance(
     return changed, inputs
 
 
-def _status(scheduler: Scheduler) -> RunStatus:
+def _status(scheduler: Scheduler, budget_spent: bool = False) -> RunStatus:
     """failed: a task was cancelled, or failed and the run did not go on without it (a
-    dependant needed it, or it has none: see ``Scheduler.tolerated``); waiting: a task
-    waits for a review (so may a failure's dependant); else succeeded."""
+    dependant needed it, or it has none: see ``Scheduler.tolerated``); budget_exceeded: else,
+    when a call's reservation failed and tasks are left to do; waiting: a task waits for a
+    review (so may a failure's dependant); else succeeded."""
     results = scheduler.results.values()
     broken = {
         r.task_id for r in results if r.status == "failed" and r.task_id not in scheduler.tolerated
     }
     if broken - scheduler.undecided or any(r.status == "cancelled" for r in results):
         return "failed"
+    if budget_spent and any(r.status == "pending" for r in results):
+        return "budget_exceeded"
     waiting = broken or any(r.status == "waiting" for r in results)
     return "waiting" if waiting else "succeeded"
 

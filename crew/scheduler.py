@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from crew import events
 from crew.board import Board
-from crew.errors import ConfigError, TaskTimeoutError
+from crew.errors import BudgetExceededError, ConfigError, TaskTimeoutError
 from crew.instances import TaskAttempt, describe, failed, instance_index
 from crew.loops import run_loop
 from crew.maps import run_map
@@ -125,6 +125,9 @@ class Scheduler:
     """Failed tasks with a dependant that has not decided yet (it waits for a review)."""
     task_retries: int = DEFAULT_TASK_RETRIES
     """Retries of a task that sets none (``Task.retries`` is None): the crew's."""
+    halted: Callable[[], str | None] = lambda: None
+    """Why no new task may start (the run's budget is spent), or None. Once it says so, the
+    scheduler dispatches nothing more: running tasks end, the rest stay ``pending``."""
 
     def __post_init__(self) -> None:
         check_settings(self.max_concurrency, self.on_failure)
@@ -168,7 +171,11 @@ class Scheduler:
             await self._stop("the run was cancelled")
             self._skip_rest("the run was cancelled before it started", status="pending")
             raise
-        self._skip_rest("it waits for a review of an earlier task", status="pending")
+        halted = self.halted()
+        self._skip_rest(
+            "the run's budget was spent" if halted else "it waits for a review of an earlier task",
+            status="pending",
+        )
         self._judge_failures()
         return {t: self.results[t] for t in plan.tasks}
 
@@ -283,8 +290,8 @@ class Scheduler:
         return f"depends on '{dep}', which was {status}" + (f" because {root}" if root else "")
 
     def _start(self, task_id: str, *, missing: tuple[str, ...] = ()) -> None:
-        if self._stopping is not None:
-            return  # the run is stopping: nothing new starts (the rest is skipped)
+        if self._stopping is not None or self.halted():
+            return  # the run is stopping: nothing new starts (the rest is skipped or pending)
         task = self.plan.tasks[task_id]
         try:
             runs = self.holds(task_id, "when")
@@ -404,6 +411,12 @@ class Scheduler:
             )
         except asyncio.CancelledError:
             raise
+        except BudgetExceededError as exc:  # not a failure: it runs again on a resume
+            return TaskResult(
+                task_id=task_id, status="pending", reason=str(exc), attempts=state.number,
+                started_at=started, finished_at=self.clock(), usage=state.usage,
+                usage_by_agent=dict(state.by_agent),
+            )  # fmt: skip
         except Exception as exc:
             if announce:
                 self.emit(

@@ -33,7 +33,12 @@ def add_plan(commands: Commands) -> None:
         "plan", help="validate a crew and show its task graph, no model call"
     )
     add_target(plan)
-    plan.add_argument("--mermaid", action="store_true", help="print a Mermaid flowchart instead")
+    shown = plan.add_mutually_exclusive_group()
+    shown.add_argument("--mermaid", action="store_true", help="print a Mermaid flowchart instead")
+    shown.add_argument(
+        "--estimate", action="store_true",
+        help="also print each task's worst-case tokens and cost, and the total",
+    )  # fmt: skip
     plan.set_defaults(command=_plan)
 
 
@@ -54,11 +59,20 @@ def _plan(args: argparse.Namespace) -> int:
         for name, spec in loaded.inputs.items()
     }
     inputs = loaded.resolve_inputs({**placeholders, **given})
-    plan = configure(loaded.crew, settings).plan(inputs)
+    crew = configure(loaded.crew, settings)
+    plan = crew.plan(inputs)
     if args.mermaid:
         sys.stdout.write(plan_mermaid(plan, inputs=inputs) + "\n")
     else:
         render_plan(plan, Console(highlight=False), inputs=inputs)
+    if args.estimate:
+        from crew.budget import worst_cases
+        from crew.console import render_estimate
+
+        estimates = worst_cases(
+            plan, default=crew.llm, task_retries=crew.task_retries, inputs=inputs
+        )
+        render_estimate(estimates, Console(highlight=False, width=120))
     return 0
 
 

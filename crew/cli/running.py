@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     Start = Callable[[EventSink], Coroutine[Any, Any, CrewResult]]
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
+EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
 QUIET = "no live view; only the final output, as written (not rendered as markdown)"
 
 
@@ -69,6 +69,7 @@ def add_run(commands: Commands) -> None:
         "--replay-strict", action="store_true", help="with --replay: fail what RUN did not record"
     )
     add_trace(run)
+    add_budget(run)
     run.set_defaults(command=_run)
 
 
@@ -78,6 +79,33 @@ def add_trace(parser: argparse.ArgumentParser) -> None:
         help="OpenTelemetry spans of the run, to the tracer provider the environment configured"
         " (the otel extra; e.g. under opentelemetry-instrument)",
     )  # fmt: skip
+
+
+def add_budget(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-cost", type=float, metavar="USD",
+        help="the run's budget in US dollars, the whole run's spending counted (resumes too);"
+        " calls are checked before they are sent",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-tokens", type=int, metavar="N", help="the run's budget in tokens (prompt + answer)"
+    )
+
+
+def with_budget(args: argparse.Namespace, crew: Crew) -> Crew:
+    """``crew`` with the budget flags over its own budget (the crew file's ``budget:``)."""
+    from crew.budget import Budget
+
+    cost, tokens = getattr(args, "max_cost", None), getattr(args, "max_tokens", None)
+    if cost is None and tokens is None:
+        return crew
+    own = crew.budget or Budget()
+    return crew.replace(
+        budget=Budget(
+            max_cost_usd=own.max_cost_usd if cost is None else cost,
+            max_tokens=own.max_tokens if tokens is None else tokens,
+        )
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -90,6 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     if (store := project_store(args)) is not None:
         crew = crew.replace(store=store)
+    crew = with_budget(args, crew)
     needs_a_model(crew)
     crew.plan(inputs)  # every setup problem surfaces here, before the view starts
     replayed = args.replay and find_run(crew.store, args.replay).run_id
@@ -109,6 +138,7 @@ def add_resume(commands: Commands) -> None:
     resume.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     resume.add_argument("--quiet", action="store_true", help=QUIET)
     add_trace(resume)
+    add_budget(resume)
     resume.set_defaults(command=_resume)
 
 
@@ -154,6 +184,7 @@ def add_fork(commands: Commands) -> None:
     fork.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     fork.add_argument("--quiet", action="store_true", help=QUIET)
     add_trace(fork)
+    add_budget(fork)
     fork.set_defaults(command=_fork)
 
 
@@ -188,7 +219,7 @@ def stored_crew(
         raise ConfigError(f"Run '{run_id}' was started from Python; {from_python}.")
     loaded, output_files = load(Path(record.source), settings, record.inputs)
     crew = configure(loaded.crew, settings).replace(store=store, source=record.source)
-    return crew, loaded, output_files
+    return with_budget(args, crew), loaded, output_files
 
 
 def pairs(items: Sequence[str], usage: str, example: str) -> dict[str, str]:
@@ -331,6 +362,14 @@ def report(args: argparse.Namespace, result: CrewResult, out: Console) -> int:
             f" then: crew resume {result.run_id})"
         )
         return 0
+    if result.status == "budget_exceeded":
+        total = result.usage.total
+        stderr().print(
+            f"Run {result.run_id} stopped: its budget was spent (${total.cost_usd:.4f},"
+            f" {total.total_tokens:,} tokens so far). Continue with a higher one:"
+            f" {where}crew resume {result.run_id} --max-cost USD"
+        )
+        return EXIT_BUDGET
     if result.status != "succeeded":
         stderr().print(f"Fix the cause, then continue with: {where}crew resume {result.run_id}")
     return 0 if result.status == "succeeded" else EXIT_FAILED

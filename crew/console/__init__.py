@@ -18,18 +18,26 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from crew.console.live import ConsoleView
-    from crew.console.plan import plan_mermaid, render_plan
+    from crew.console.plan import plan_mermaid, render_estimate, render_plan
     from crew.console.reports import render_result, result_json
 
 _HOMES = {
     "ConsoleView": "crew.console.live",
     "plan_mermaid": "crew.console.plan",
+    "render_estimate": "crew.console.plan",
     "render_plan": "crew.console.plan",
     "render_result": "crew.console.reports",
     "result_json": "crew.console.reports",
 }
 
-__all__ = ["ConsoleView", "plan_mermaid", "render_plan", "render_result", "result_json"]
+__all__ = [
+    "ConsoleView",
+    "plan_mermaid",
+    "render_estimate",
+    "render_plan",
+    "render_result",
+    "result_json",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -50,6 +50,8 @@ def render_run(store: Store, run: RunRecord, console: Console) -> None:
     )
     if run.parent_run_id:
         console.print(escape(origin(run)))
+    if line := budget_line(run):
+        console.print(escape(line))
     edited = {
         review.task_id: review.text or ""
         for review in store.reviews(run.run_id)
@@ -89,6 +91,20 @@ def log_lines(events: Iterable[EventRecord]) -> Iterator[str]:
         )
         details = " ".join(f"{k}={json.dumps(v)[:80]}" for k, v in event.payload.items())
         yield f"{moment} {event.seq:>4} {event.type:<14} {details}\n"
+
+
+def budget_line(run: RunRecord) -> str:
+    """What the run spent of its budget, if it had one: ``budget: spent $0.0123 of $0.05``."""
+    budget = run.metadata.get("budget")
+    if not isinstance(budget, dict):
+        return ""
+    total = run.usage.get("total", {})
+    parts = []
+    if budget.get("max_cost_usd") is not None:
+        parts.append(f"${total.get('cost_usd', 0.0):.4f} of ${budget['max_cost_usd']:g}")
+    if budget.get("max_tokens") is not None:
+        parts.append(f"{total.get('total_tokens', 0):,} of {budget['max_tokens']:,} tokens")
+    return "budget: spent " + ", ".join(parts) if parts else ""
 
 
 def origin(run: RunRecord) -> str:

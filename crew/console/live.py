@@ -32,6 +32,7 @@ _STATES = {
     "failed": ("✗", "failed", "bold red"),
     "skipped": ("-", "skipped", "dim"),
     "cancelled": ("⊘", "cancelled", "magenta"),
+    "pending": ("$", "pending", "yellow"),
 }
 _DONE = frozenset({"succeeded", "failed", "skipped", "cancelled"})
 _TAIL_CHARS = 400
@@ -123,6 +124,7 @@ class ConsoleView:
             events.MapStarted: self._map_started,
             events.OutputKeptAsText: self._output_kept_as_text,
             events.ItemFinished: self._item_finished,
+            events.BudgetExceeded: self._budget_exceeded,
         }
         token_delta = getattr(events, "TokenDelta", None)  # streaming may not exist yet
         if token_delta is not None:
@@ -325,6 +327,21 @@ class ConsoleView:
         state = "skipped" if isinstance(event, events.TaskSkipped) else "cancelled"
         row = self._end(event, state, first_line(event.reason))
         self._say(row, f"- {row.task_id} {state}: {row.detail}", "dim")
+
+    def _budget_exceeded(self, event: events.BudgetExceeded) -> None:
+        """The task's call was refused: it waits for a resume with a higher budget."""
+        row = self._end(event, "pending", "the run's budget was spent")
+        limits = []
+        if event.max_cost_usd is not None:
+            limits.append(f"${event.spent_usd:.4f} of ${event.max_cost_usd:g}")
+        if event.max_tokens is not None:
+            limits.append(f"{event.spent_tokens:,} of {event.max_tokens:,} tokens")
+        self._say(
+            row,
+            f"$ budget spent ({', '.join(limits)}): {row.task_id} waits for a resume;"
+            " no new task starts",
+            "yellow",
+        )
 
     def _route_chosen(self, event: events.RouteChosen) -> None:
         row = self._row(event.task_id)

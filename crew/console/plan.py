@@ -8,9 +8,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from crew.budget import TaskEstimate
 from crew.console.text import count
 from crew.plan import Plan
 from crew.prompts import interpolate
@@ -132,3 +134,42 @@ def _mermaid_graph(
             arrow = f'-- "{", ".join(routes)}" -->' if routes else "-->"
             lines.append(f"{indent}{ids[dep]} {arrow} {ids[task_id]}")
     return lines
+
+
+def render_estimate(estimates: list[TaskEstimate], console: Console) -> None:
+    """Each task's worst case before a run (``crew plan --estimate``): one call's tokens and
+    cost, the calls it may make at most, and their product; then the totals, and what the
+    figures do not know (models without a price, maps' items, subcrews)."""
+    table = Table("task", "model", "one call", "calls at most", "worst case", title="Estimate")
+    for e in estimates:
+        one, worst = e.per_call, e.worst
+        table.add_row(
+            e.task_id, e.model, f"{one.tokens:,} tok ${one.cost_usd:.4f}", str(e.calls),
+            f"{worst.tokens:,} tok ${worst.cost_usd:.4f}" + (f" ({e.note})" if e.note else ""),
+        )  # fmt: skip
+    console.print(table)
+    once = sum(e.per_call.cost_usd for e in estimates)
+    total_usd = sum(e.worst.cost_usd for e in estimates)
+    tokens = sum(e.worst.tokens for e in estimates)
+    console.print(
+        f"Worst case in total: ${total_usd:.4f}, {tokens:,} tokens"
+        f" (${once:.4f} if each task makes one call).",
+        markup=False,
+    )
+    console.print(
+        "One call: the prompt counted at about 4 characters a token, each dependency's output"
+        " as long as its model may answer, and the model's max_tokens of answer. Calls at most:"
+        " the tool loop's (max_iterations + 1 with tools) times the task's attempts (retries + 1)"
+        " times a loop's rounds. Tool results and delegated work add tokens not counted here.",
+        markup=False,
+    )
+    unpriced = sorted({e.model for e in estimates if not e.priced and e.model})
+    if unpriced:
+        console.print(
+            f"No price known for {', '.join(unpriced)}: counted at $0 (only a max_tokens"
+            " budget limits them).",
+            markup=False,
+        )
+    for e in estimates:
+        if e.note:
+            console.print(f"{e.task_id}: {e.note}.", markup=False)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from crew.agent import Agent
+from crew.budget import Budget
 from crew.crew import Crew
 from crew.errors import ConfigError, did_you_mean
 from crew.expr import parse
@@ -388,6 +389,7 @@ class Loader:
             on_failure=header.on_failure,
             call_attempts=header.call_attempts,
             task_retries=header.task_retries,
+            budget=Budget(**header.budget.model_dump()) if header.budget is not None else None,
             process=header.process,
             manager=built[header.manager] if header.manager is not None else None,
             goal=header.goal or "",

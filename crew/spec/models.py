@@ -73,6 +73,15 @@ class TaskModel(BaseModel):
         return {name: [t] if isinstance(t, str) else t for name, t in routes.items()}
 
 
+class BudgetModel(BaseModel):
+    """``budget:`` in a crew file: ``max_cost_usd`` and/or ``max_tokens`` (see ``crew.Budget``)."""
+
+    model_config = STRICT
+
+    max_cost_usd: float | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=0)
+
+
 class CrewModel(BaseModel):
     model_config = STRICT
 
@@ -85,6 +94,7 @@ class CrewModel(BaseModel):
     on_failure: Literal["fail_fast", "continue"] = "fail_fast"
     call_attempts: int = Field(DEFAULT_CALL_ATTEMPTS, ge=1)
     task_retries: int = Field(DEFAULT_TASK_RETRIES, ge=0)
+    budget: BudgetModel | None = None
     process: Literal["graph", "hierarchical"] = "graph"
     manager: str | None = None
     goal: str | None = None

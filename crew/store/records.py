@@ -18,7 +18,9 @@ from typing import Any, Literal, Protocol
 
 from crew.errors import LeaseHeldError, StoreError
 
-RunStatus = Literal["running", "succeeded", "failed", "cancelled", "waiting", "interrupted"]
+RunStatus = Literal[
+    "running", "succeeded", "failed", "cancelled", "waiting", "interrupted", "budget_exceeded"
+]
 ReviewStatus = Literal["pending", "approved", "rejected", "edited"]
 RUN_STATUSES: tuple[str, ...] = (
     "running",
@@ -27,6 +29,7 @@ RUN_STATUSES: tuple[str, ...] = (
     "cancelled",
     "waiting",
     "interrupted",
+    "budget_exceeded",
 )
 REVIEW_STATUSES: tuple[str, ...] = ("pending", "approved", "rejected", "edited")
 
