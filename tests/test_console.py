@@ -607,3 +607,29 @@ def test_plain_mode_says_how_a_loop_ended_and_what_a_map_did():
         "[0/2] refine looped 3 rounds: max rounds reached",
         "[0/3] started later (Writer)",  # refine's rounds are over: not in its body
     ]
+
+
+def test_crew_show_says_what_the_run_met_on_the_way():
+    from crew.console.history import render_run
+    from crew.store.memory import MemoryStore
+
+    store = MemoryStore()
+    store.create_run("r1", crew="c", inputs={}, task_ids=("a", "b"))
+    limited = {"task_id": "a", "model": "openai/m", "limit": "tpm"}
+    store.append_events(
+        "r1",
+        [
+            ("RateLimited", {**limited, "waited_s": 1.5}),
+            ("RateLimited", {**limited, "waited_s": 2.0}),
+            ("CircuitOpened", {"task_id": "a", "model": "openai/m", "reason": "12 calls failed"}),
+            ("ToolOutcomeUnknown", {"task_id": "b", "tool": "charge", "key": "r1/b/0/1/0"}),
+            ("TaskFinished", {"task_id": "a"}),
+        ],
+    )
+    out = io.StringIO()
+    render_run(store, store.get_run("r1"), Console(file=out, width=200))  # type: ignore[arg-type]
+    text = out.getvalue()
+    assert "rate limit (tpm) of openai/m: 2 calls waited 3.5 s in all" in text
+    assert "circuit breaker of openai/m opened: 12 calls failed" in text
+    assert "tool charge was interrupted" in text and "r1/b/0/1/0" in text
+    assert "TaskFinished" not in text

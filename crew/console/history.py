@@ -52,6 +52,8 @@ def render_run(store: Store, run: RunRecord, console: Console) -> None:
         console.print(escape(origin(run)))
     if line := budget_line(run):
         console.print(escape(line))
+    for line in event_notes(store.events(run.run_id)):
+        console.print(escape(line))
     edited = {
         review.task_id: review.text or ""
         for review in store.reviews(run.run_id)
@@ -91,6 +93,41 @@ def log_lines(events: Iterable[EventRecord]) -> Iterator[str]:
         )
         details = " ".join(f"{k}={json.dumps(v)[:80]}" for k, v in event.payload.items())
         yield f"{moment} {event.seq:>4} {event.type:<14} {details}\n"
+
+
+def event_notes(events: Iterable[EventRecord]) -> list[str]:
+    """What a run met on the way, from its events, a line each: time spent waiting for rate
+    limits, circuit breakers opened and closed, non-idempotent tool results used again or of
+    unknown outcome, loops out of rounds."""
+    waited: dict[tuple[str, str], list[float]] = {}
+    notes: list[str] = []
+    for event in events:
+        p = event.payload
+        if event.type == "RateLimited":
+            waited.setdefault((p.get("model", "?"), p.get("limit", "?")), []).append(
+                float(p.get("waited_s") or 0.0)
+            )
+        elif event.type == "CircuitOpened":
+            notes.append(f"circuit breaker of {p.get('model')} opened: {p.get('reason')}")
+        elif event.type == "CircuitClosed":
+            notes.append(f"circuit breaker of {p.get('model')} closed: {p.get('reason')}")
+        elif event.type == "ToolResultReused":
+            notes.append(
+                f"task {p.get('task_id')}: tool {p.get('tool')} not called again, its recorded"
+                f" result used ({p.get('key')})"
+            )
+        elif event.type == "ToolOutcomeUnknown":
+            notes.append(
+                f"task {p.get('task_id')}: tool {p.get('tool')} was interrupted and whether it took"
+                f" effect is unknown ({p.get('key')})"
+            )
+        elif event.type == "LoopExhausted":
+            notes.append(f"task {p.get('task_id')}: {p.get('reason')}")
+    limits = [
+        f"rate limit ({limit}) of {model}: {len(waits)} calls waited {sum(waits):.1f} s in all"
+        for (model, limit), waits in waited.items()
+    ]
+    return limits + notes
 
 
 def budget_line(run: RunRecord) -> str:
