@@ -205,9 +205,9 @@ def _unknown_message(intent: ToolCallRecord) -> str:
         f"Task '{intent.task_id}': tool '{intent.tool}' was called with {arguments} (key "
         f"'{intent.key}'), and the run stopped before its result was recorded, so crew cannot "
         "tell whether it took effect, and will not call it again blindly. Check whether it did, "
-        f"then record it: crew.tool_calls.resolve_tool_call(store, '{intent.run_id}', "
-        f"'{intent.key}', done=True, result='...') if it did, done=False if it did not; then "
-        "resume the run. Or give the tool reconcile= to decide this by itself."
+        f"then record it: `crew resolve {intent.run_id} {intent.key} --done RESULT` if it did, "
+        "`--not-done` if it did not (in Python: crew.tool_calls.resolve_tool_call); then resume "
+        "the run. Or give the tool reconcile= to decide this by itself."
     )
 
 

@@ -404,6 +404,25 @@ def test_a_kill_between_a_charge_and_its_result_is_reported_unknown(tmp_path: Pa
     )  # fmt: skip
     assert "ToolOutcomeUnknown" in logs.stdout and unknown[0].key in logs.stdout
 
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "crew.cli", *args], capture_output=True, text=True, env=env,
+            cwd=tmp_path, timeout=120,
+        )  # fmt: skip
+
+    listed = cli("resolve", "r1")
+    assert listed.returncode == 0 and {r.key for r in unknown} <= set(listed.stdout.split())
+    vague = cli("resolve", "r1", unknown[0].key)
+    assert vague.returncode == 2 and "--done" in vague.stderr and "Traceback" not in vague.stderr
+    for record in unknown:  # a person checked: every charge begun went through
+        done = cli("resolve", "r1", record.key, "--done", "charged")
+        assert done.returncode == 0 and "crew resume r1" in done.stdout, done.stderr
+    with SQLiteStore(db) as store:
+        resumed = crash_crew(store, str(effects), reconcile=False, hold_s=0.0).run(resume="r1")
+        assert resumed.status == "succeeded", resumed.tasks
+    made = _effects(effects)
+    assert len({key for key, _, _ in made}) == len(made)  # no intent charged twice
+
 
 def test_a_crew_file_references_a_tool_that_is_not_idempotent(tmp_path: Path):
     from crew.spec.loader import load_crew_yaml

@@ -15,7 +15,14 @@ import re
 import sys
 from collections.abc import Sequence
 
-from crew.cli.history import add_logs, add_prune, add_review, add_runs, add_show
+from crew.cli.history import (
+    add_logs,
+    add_prune,
+    add_resolve,
+    add_review,
+    add_runs,
+    add_show,
+)
 from crew.cli.project import add_config, add_init, add_plan, add_templates
 from crew.cli.running import (
     EXIT_INTERRUPTED,
@@ -63,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     for add in (
         add_run, add_resume, add_fork, add_runs, add_review, add_show, add_logs,
-        add_prune, add_plan, add_init, add_templates, add_config,
+        add_resolve, add_prune, add_plan, add_init, add_templates, add_config,
     ):  # fmt: skip
         add(commands)  # each command's parser sits above the function that runs it
     return parser

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import textwrap
 from collections.abc import Callable, Coroutine
@@ -148,6 +149,43 @@ def _show(args: argparse.Namespace) -> int:
     render_run(store, run, Console(highlight=False))
     if run.status in ("interrupted", "failed", "cancelled"):
         sys.stdout.write(f"Continue it with: crew resume {run.run_id}\n")
+    return 0
+
+
+def add_resolve(commands: Commands) -> None:
+    """``crew resolve``: record what a person found out about an interrupted tool call."""
+    resolve = commands.add_parser(
+        "resolve",
+        help="say whether an interrupted non-idempotent tool call took effect",
+        description="A non-idempotent tool's call was interrupted before its result was"
+        " recorded, so crew will not call it again blindly. Check whether it took effect, record"
+        " it here, then `crew resume RUN`. Without KEY, lists the calls whose outcome is unknown.",
+    )
+    resolve.add_argument("run_id", help=_RUN_ID_HELP)
+    resolve.add_argument("key", nargs="?", help="the call's key, as `crew show` prints it")
+    outcome = resolve.add_mutually_exclusive_group()
+    outcome.add_argument("--done", metavar="RESULT", help="it took effect; the model reads RESULT")
+    outcome.add_argument(
+        "--not-done", action="store_true", help="it did not: make it again on resume"
+    )
+    resolve.set_defaults(command=_resolve)
+
+
+def _resolve(args: argparse.Namespace) -> int:
+    from crew.tool_calls import resolve_tool_call, unknown_tool_calls
+
+    store, run = _stored_run(args.run_id)
+    if args.key is None:
+        for call in unknown_tool_calls(store, run.run_id):
+            line = (
+                f"{call.key}  task {call.task_id}  tool {call.tool}  {json.dumps(call.arguments)}"
+            )
+            sys.stdout.write(line + "\n")
+        return 0
+    if args.done is None and not args.not_done:
+        raise ConfigError("Say what happened: --done RESULT (it took effect) or --not-done.")
+    resolve_tool_call(store, run.run_id, args.key, done=not args.not_done, result=args.done or "")
+    sys.stdout.write(f"Recorded. Continue the run with: crew resume {run.run_id}\n")
     return 0
 
 
