@@ -134,6 +134,9 @@ class Scheduler:
         if self.slots is None:
             self.slots = Slots(self.max_concurrency)
         self._position = {t: i for i, t in enumerate(self.plan.order)}
+        self._deps = {t: self.plan.dependencies(t) for t in self.plan.order}
+        self._next: dict[str, list[str]] = {}
+        """Each task's dependants, highest priority first (made when the task ends)."""
 
     async def run(self) -> dict[str, TaskResult]:
         """Run every task; return each task's result, in declaration order.
@@ -142,8 +145,10 @@ class Scheduler:
         the results hold every finished output and nothing half-done; then it re-raises.
         """
         plan = self.plan
-        self._open = {t: set(plan.dependencies(t)) for t in plan.order}
+        self._open = {t: set(self._deps[t]) for t in plan.order}
         self._ok: dict[str, set[str]] = {t: set() for t in plan.order}
+        self._bad: dict[str, set[str]] = {t: set() for t in plan.order}
+        """Dependencies that ended without succeeding (failed, skipped, cancelled)."""
         self._excluded: dict[str, str] = {}
         self._passed_over: set[str] = set()
         """Tasks skipped by their condition or a router: not for want of a dependency."""
@@ -157,13 +162,11 @@ class Scheduler:
             if task_id in self._open:
                 self._resolve(task_id, result)
         for task_id in sorted(plan.order, key=self._priority):
-            if not self._open[task_id] and not plan.dependencies(task_id):
+            if not self._open[task_id] and not self._deps[task_id]:
                 self._decide(task_id)
         try:
             while self._stopping is None and self._running:
-                task_id = await self._finished.get()
-                self._resolve(task_id, self._running.pop(task_id).result())
-                self._free(task_id)  # after the tasks it released have queued for a slot
+                self._handle(await self._finished.get())
             if self._stopping is not None:
                 await self._stop(self._stopping)
                 self._skip_rest(self._stopping)
@@ -178,6 +181,24 @@ class Scheduler:
         )
         self._judge_failures()
         return {t: self.results[t] for t in plan.tasks}
+
+    def _handle(self, first: str) -> None:
+        """Handle ``first`` and every other task that ended meanwhile, the one with the
+        longest path to the end first: the tasks each releases queue for a slot before the
+        slots of the ended tasks are handed on, and the most urgent task starts first."""
+        ended = [first]
+        while not self._finished.empty():
+            ended.append(self._finished.get_nowait())
+        if len(ended) > 1:
+            ended.sort(key=self._priority)
+        handled = []
+        for task_id in ended:
+            if self._stopping is not None:
+                break  # the rest stay running (done): the stop records their results
+            self._resolve(task_id, self._running.pop(task_id).result())
+            handled.append(task_id)
+        for task_id in handled:
+            self._free(task_id)
 
     def _judge_failures(self) -> None:
         """Sort the failures into ``tolerated`` and ``undecided``. The run went on without a
@@ -209,14 +230,21 @@ class Scheduler:
         if result.status == "succeeded" and self.plan.tasks[task_id].routes:
             self._route(task_id, result)
         if result.status == "failed":
-            dependants = self.plan.dependants(task_id)
+            dependants = self._dependants(task_id)
             if not dependants or any(self.plan.tasks[d].join == "all" for d in dependants):
                 self._stop_after(task_id)  # else its dependants may go on without it
-        for dependant in self.plan.dependants(task_id):
+        succeeded = result.status == "succeeded"
+        for dependant in self._dependants(task_id):
             self._open[dependant].discard(task_id)
-            if result.status == "succeeded":
-                self._ok[dependant].add(task_id)
+            (self._ok if succeeded else self._bad)[dependant].add(task_id)
             self._decide(dependant)
+
+    def _dependants(self, task_id: str) -> list[str]:
+        dependants = self._next.get(task_id)
+        if dependants is None:
+            dependants = sorted(self.plan.dependants(task_id), key=self._priority)
+            self._next[task_id] = dependants
+        return dependants
 
     def _stop_after(self, task_id: str) -> None:
         """A failure the run cannot go on without: a ``fail_fast`` run stops."""
@@ -226,7 +254,7 @@ class Scheduler:
     def _cannot_join(self, task_id: str, reason: str) -> None:
         """Skip a task whose ``join`` can no longer be met; a failed dependency it could not do
         without stops a ``fail_fast`` run."""
-        for dep in self.plan.dependencies(task_id):
+        for dep in self._deps[task_id]:
             if self.results.get(dep) is not None and self.results[dep].status == "failed":
                 self._stop_after(dep)
                 break
@@ -251,7 +279,8 @@ class Scheduler:
         )
 
     def _decide(self, task_id: str) -> None:
-        """Start, skip, or leave waiting a task whose dependencies changed."""
+        """Start, skip, or leave waiting a task whose dependencies changed. It is called once
+        per dependency that ends, so it counts, and lists the dependencies only once it acts."""
         if task_id in self.results or task_id in self._running:
             return
         if task_id in self._excluded:
@@ -260,23 +289,22 @@ class Scheduler:
             self._skip(task_id, self._excluded[task_id])
             return
         task = self.plan.tasks[task_id]
-        deps = self.plan.dependencies(task_id)
-        ok, still_open = self._ok[task_id], self._open[task_id]
-        ended_badly = [d for d in deps if d not in ok and d not in still_open]
+        deps = self._deps[task_id]
+        ok, still_open, bad = self._ok[task_id], self._open[task_id], self._bad[task_id]
         need = task.quorum
         if not deps:  # none here (a loop's body task may depend only on tasks before the loop)
             self._start(task_id)
-        elif task.join == "all" and ended_badly:
-            dep = ended_badly[0]
+        elif task.join == "all" and bad:
+            dep = next(d for d in deps if d in bad)
             self._why[task_id] = self._why.get(dep, f"'{dep}' failed")
             self._skip(task_id, self._skipped_because(dep))
         elif task.join == "all" or task.join == "best_effort":
             if still_open:
                 return
-            if deps and not ok:
+            if not ok:
                 self._cannot_join(task_id, "none of its dependencies succeeded")
             else:
-                self._start(task_id, missing=tuple(ended_badly))
+                self._start(task_id, missing=tuple(d for d in deps if d in bad))
         elif need is not None and len(ok) >= need:
             self._start(task_id, missing=tuple(d for d in deps if d not in ok))
         elif need is not None and len(ok) + len(still_open) < need:
