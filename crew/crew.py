@@ -22,7 +22,8 @@ from crew.process import Process, hierarchical_tasks
 from crew.results import CrewResult, RunStatus
 from crew.retry import DEFAULT_CALL_ATTEMPTS, DEFAULT_TASK_RETRIES, check_defaults
 from crew.run import Run, RunSettings
-from crew.scheduler import FailurePolicy, Slots, check_settings
+from crew.scheduler import FailurePolicy, check_settings
+from crew.slots import Slots
 from crew.store import Store, open_store
 from crew.task import Task, every_task
 from crew.tracing import TracingSetting

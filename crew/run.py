@@ -26,7 +26,8 @@ from crew.plan import Plan, build_plan
 from crew.replay import Exchanges
 from crew.results import CrewResult, RunStatus, TaskOutput, TaskResult
 from crew.retry import DEFAULT_CALL_ATTEMPTS, DEFAULT_TASK_RETRIES
-from crew.scheduler import FailurePolicy, Scheduler, Slots
+from crew.scheduler import FailurePolicy, Scheduler
+from crew.slots import Slots
 from crew.store import Store
 from crew.task import Task
 from crew.usage import RunUsage, Usage

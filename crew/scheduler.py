@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import heapq
-import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -29,6 +27,7 @@ from crew.maps import run_map
 from crew.plan import Plan
 from crew.results import TaskOutput, TaskResult
 from crew.retry import DEFAULT_TASK_RETRIES, RetryPolicy, retrying, worth_another_attempt
+from crew.slots import Slots
 from crew.task import Task
 from crew.usage import Usage
 
@@ -38,50 +37,6 @@ Attempt = Callable[[str, TaskAttempt], Awaitable[TaskOutput]]
 
 # A failed task attempt is tried again quickly: the model layer already waited on provider errors.
 TASK_RETRY = RetryPolicy(initial_s=0.05, max_s=2.0, jitter_s=0.05)
-
-
-class Slots:
-    """A semaphore that grants its highest-priority waiter first (lowest sort key).
-
-    ``reserve`` queues a ticket at once, without awaiting, so tasks released by one completion
-    all queue before the slot of the finished task is handed on (``release``).
-    """
-
-    def __init__(self, size: int) -> None:
-        self._free = size
-        self._waiters: list[tuple[Any, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-
-    def reserve(self, priority: Any) -> asyncio.Future[None]:
-        """A ticket: a future done once the slot is the holder's."""
-        ticket = asyncio.get_running_loop().create_future()
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            ticket.set_result(None)
-        else:
-            heapq.heappush(self._waiters, (priority, next(self._order), ticket))
-        return ticket
-
-    def release(self, ticket: asyncio.Future[None]) -> None:
-        """Give the slot back, or withdraw a ticket never granted."""
-        if not ticket.done() or ticket.cancelled():
-            ticket.cancel()
-            return
-        while self._waiters:
-            waiter = heapq.heappop(self._waiters)[2]
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._free += 1
-
-    @contextlib.asynccontextmanager
-    async def hold(self, priority: Any) -> AsyncIterator[None]:
-        ticket = self.reserve(priority)
-        try:
-            await ticket
-            yield
-        finally:
-            self.release(ticket)
 
 
 @dataclass

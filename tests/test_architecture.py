@@ -22,7 +22,7 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("plan_checks",),
     # The model layer: models (OpenAI-compatible over HTTP, litellm, the bundled one, replay) and
     # stores.
-    ("retry", "prices", "limits", "local.worker", "store.records"),
+    ("retry", "prices", "limits", "slots", "local.worker", "store.records"),
     ("local.client", "openai_http", "budget"),
     ("local",),
     ("llm", "store.memory", "store.sql", "store.writer"),
