@@ -13,10 +13,12 @@ from typing import Any, cast
 from crew import events, hooks
 from crew.agent import Agent
 from crew.budget import Budget, Ledger
+from crew.chat import ChatModel
 from crew.checkpoint import open_run
 from crew.errors import ConfigError
 from crew.fork import fork_run
-from crew.llm import ChatModel, as_chat_model, default_llm, prepare
+from crew.llm import prepare
+from crew.model_choice import as_chat_model, default_llm
 from crew.plan import Plan, build_plan
 from crew.process import Process, hierarchical_tasks
 from crew.results import CrewResult, RunStatus

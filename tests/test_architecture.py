@@ -28,7 +28,7 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("llm", "store.memory", "store.sql", "store.writer"),
     ("store.sqlite", "store.postgres"),
     ("store",),
-    ("replay", "tool_calls"),
+    ("replay", "tool_calls", "model_choice"),
     # The runtime: planning a crew and running it.
     ("plan", "attempt", "hooks", "instances", "tracing"),
     ("maps", "loops", "fork", "outbox"),
