@@ -12,7 +12,6 @@ end of the graph goes first (critical-path priority). Maps (``crew.maps``) and l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -20,23 +19,18 @@ from typing import Any, Literal
 
 from crew import events
 from crew.board import Board
-from crew.errors import BudgetExceededError, ConfigError, TaskTimeoutError
-from crew.instances import TaskAttempt, describe, failed, instance_index
+from crew.errors import ConfigError
+from crew.instances import Attempt, TaskAttempt, describe, failed, instance_index, run_instance
 from crew.loops import run_loop
 from crew.maps import run_map
 from crew.plan import Plan
 from crew.results import TaskOutput, TaskResult
-from crew.retry import DEFAULT_TASK_RETRIES, RetryPolicy, retrying, worth_another_attempt
+from crew.retry import DEFAULT_TASK_RETRIES
 from crew.slots import Slots
 from crew.task import Task
 from crew.usage import Usage
 
 FailurePolicy = Literal["fail_fast", "continue"]
-Attempt = Callable[[str, TaskAttempt], Awaitable[TaskOutput]]
-"""Runs one attempt of a task and returns its output (the crew wires in the agent)."""
-
-# A failed task attempt is tried again quickly: the model layer already waited on provider errors.
-TASK_RETRY = RetryPolicy(initial_s=0.05, max_s=2.0, jitter_s=0.05)
 
 
 @dataclass
@@ -108,7 +102,8 @@ class Scheduler:
         self._passed_over: set[str] = set()
         """Tasks skipped by their condition or a router: not for want of a dependency."""
         self._why: dict[str, str] = {}
-        self._began: set[str] = set()
+        self.began: set[str] = set()
+        """Tasks that started an attempt (or a map or loop that began): a stop cancels them."""
         self._running: dict[str, asyncio.Task[TaskResult]] = {}
         self._tickets: dict[str, asyncio.Future[None]] = {}
         self._finished: asyncio.Queue[str] = asyncio.Queue()
@@ -116,7 +111,7 @@ class Scheduler:
         for task_id, result in list(self.results.items()):
             if task_id in self._open:
                 self._resolve(task_id, result)
-        for task_id in sorted(plan.order, key=self._priority):
+        for task_id in sorted(plan.order, key=self.priority):
             if not self._open[task_id] and not self._deps[task_id]:
                 self._decide(task_id)
         try:
@@ -145,7 +140,7 @@ class Scheduler:
         while not self._finished.empty():
             ended.append(self._finished.get_nowait())
         if len(ended) > 1:
-            ended.sort(key=self._priority)
+            ended.sort(key=self.priority)
         handled = []
         for task_id in ended:
             if self._stopping is not None:
@@ -174,7 +169,8 @@ class Scheduler:
             else:
                 self.undecided.add(task_id)
 
-    def _priority(self, task_id: str) -> tuple[float, int]:
+    def priority(self, task_id: str) -> tuple[float, int]:
+        """The sort key of a task where it waits: the longest path to the end first."""
         return (-self.plan.remaining_s[task_id], self._position[task_id])
 
     def _resolve(self, task_id: str, result: TaskResult) -> None:
@@ -197,7 +193,7 @@ class Scheduler:
     def _dependants(self, task_id: str) -> list[str]:
         dependants = self._next.get(task_id)
         if dependants is None:
-            dependants = sorted(self.plan.dependants(task_id), key=self._priority)
+            dependants = sorted(self.plan.dependants(task_id), key=self.priority)
             self._next[task_id] = dependants
         return dependants
 
@@ -295,7 +291,7 @@ class Scheduler:
             state = TaskAttempt(missing=missing, round=self.round, context=earlier)
             if task.kind == "agent":
                 assert self.slots is not None
-                self._tickets[task_id] = self.slots.reserve(self._priority(task_id))
+                self._tickets[task_id] = self.slots.reserve(self.priority(task_id))
             job = self.run_task(task_id, state, ticket=self._tickets.get(task_id))
         running = asyncio.create_task(job, name=f"crew-task-{task_id}")
         running.add_done_callback(functools.partial(_notify, self._finished, task_id))
@@ -312,7 +308,7 @@ class Scheduler:
     def announce(self, task_id: str, agent: str) -> None:
         """A map or loop began: say so; from now on, a stop cancels it instead of skipping it."""
         self.emit(events.TaskStarted, task_id=task_id, agent=agent, attempt=1)
-        self._began.add(task_id)
+        self.began.add(task_id)
 
     async def run_round(
         self, body: Plan, stored: dict[str, TaskResult], number: int
@@ -349,89 +345,8 @@ class Scheduler:
         announce: bool = True,
         ticket: asyncio.Future[None] | None = None,
     ) -> TaskResult:
-        """All attempts of one task (or of one map item). Returns its result; raises only
-        CancelledError. With a ``ticket``, it waits for its slot first (the scheduler frees
-        it); a map item holds a slot per attempt; a subcrew's own tasks take slots."""
-        task = self.plan.tasks[task_id]
-        agent = task.agent.role if task.agent is not None else ""
-        state.index = instance_index(state.round, state.item_index)
-        if ticket is not None:
-            await ticket
-        started = self.clock()
-
-        async def one_attempt() -> TaskOutput:
-            async with self._slot(task, task_id, ticket):
-                state.number += 1
-                if announce:
-                    self.emit(
-                        events.TaskStarted, task_id=task_id, agent=agent, attempt=state.number
-                    )
-                self._began.add(task_id)
-                try:
-                    async with asyncio.timeout(task.timeout_s):
-                        return await self.attempt(task_id, state)
-                except TimeoutError as exc:
-                    raise TaskTimeoutError(
-                        f"Task '{task_id}' ran past its timeout_s={task.timeout_s:g} s."
-                        " Raise Task(timeout_s=...) or give the task less to do.",
-                        task_id=task_id,
-                    ) from exc
-
-        def on_retry(attempt: int, error: BaseException, delay: float) -> None:
-            self.emit(
-                events.TaskRetrying,
-                task_id=task_id,
-                attempt=attempt,
-                error=str(error),
-                delay_s=delay,
-            )
-
-        retries = self.task_retries if task.retries is None else task.retries
-        policy = replace(TASK_RETRY, attempts=retries + 1)
-        try:
-            output = await retrying(
-                one_attempt, policy, on_retry=on_retry, retry_if=worth_another_attempt
-            )
-        except asyncio.CancelledError:
-            raise
-        except BudgetExceededError as exc:  # not a failure: it runs again on a resume
-            return TaskResult(
-                task_id=task_id, status="pending", reason=str(exc), attempts=state.number,
-                started_at=started, finished_at=self.clock(), usage=state.usage,
-                usage_by_agent=dict(state.by_agent),
-            )  # fmt: skip
-        except Exception as exc:
-            if announce:
-                self.emit(
-                    events.TaskFailed,
-                    task_id=task_id,
-                    error=str(exc),
-                    error_type=type(exc).__name__,
-                )
-            return failed(
-                task_id, exc, state.number, started, self.clock(), state.usage,
-                by_agent=state.by_agent,
-            )  # fmt: skip
-        output = replace(output, usage=state.usage, item=state.item_index)
-        result = TaskResult(
-            task_id=task_id, status="succeeded", output=output, attempts=state.number,
-            started_at=started, finished_at=self.clock(), usage=state.usage,
-            usage_by_agent=dict(state.by_agent),
-        )  # fmt: skip
-        await self.on_output(result, state.index)  # durable before the task is done
-        if announce:
-            self.emit(events.TaskFinished, task_id=task_id, output=output)
-            if self.hold(output):
-                result = replace(result, status="waiting", reason="waits for a review")
-        return result
-
-    def _slot(
-        self, task: Task, task_id: str, ticket: asyncio.Future[None] | None
-    ) -> contextlib.AbstractAsyncContextManager[None]:
-        if task.kind == "crew" or ticket is not None:
-            return contextlib.nullcontext()
-        assert self.slots is not None
-        return self.slots.hold(self._priority(task_id))
+        """All attempts of one task (or of one map item): ``crew.instances.run_instance``."""
+        return await run_instance(self, task_id, state, announce=announce, ticket=ticket)
 
     async def finish(
         self,
@@ -465,7 +380,7 @@ class Scheduler:
         for task_id, job in running.items():
             if not job.cancelled() and job.exception() is None:
                 self.results[task_id] = job.result()  # it finished before the cancel landed
-            elif task_id not in self._began:
+            elif task_id not in self.began:
                 self._skip(task_id, reason)
             else:
                 self.results[task_id] = TaskResult(

@@ -30,7 +30,8 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("store",),
     ("replay", "tool_calls", "model_choice"),
     # The runtime: planning a crew and running it.
-    ("plan", "attempt", "hooks", "instances", "tracing"),
+    ("plan", "attempt", "hooks", "tracing"),
+    ("instances",),
     ("maps", "loops", "fork", "outbox"),
     ("scheduler", "checkpoint", "process"),
     ("run",),
