@@ -63,7 +63,8 @@ LAYERS = {module: rank for rank, row in enumerate(ROWS) for module in row}
 # local/ is a litellm custom provider (its errors are litellm's), so it is litellm's second door.
 GATEWAYS: dict[str, set[str]] = {
     "litellm": {"llm", "local", "local.client"},
-    "httpx": {"openai_http"},  # the direct path to OpenAI-compatible servers
+    "aiohttp": {"openai_http"},  # the direct path to OpenAI-compatible servers
+    "httpx": set(),
     "llama_cpp": {"local.worker"},  # the worker process is the only one that loads llama.cpp
     "tenacity": {"retry"},
     "networkx": {"plan"},

@@ -478,19 +478,17 @@ def test_one_client_per_loop_and_server_is_reused_within_a_run(server):
     assert len(server.calls) == 6
 
 
-def test_every_call_in_flight_reaches_the_server_at_once_on_small_pools(server):
-    """httpx would queue calls beyond its 100 connections and scan its whole pool per call:
-    the direct path spreads them over clients of 16 connections, so none waits there."""
+def test_every_call_in_flight_reaches_the_server_at_once(server):
+    """No connection limit on the direct path (an HTTP client's default of 100 would queue the
+    rest in arrival order): crew's slots bound the calls, critical path first."""
     server.default = ServerReply(text="ok", latency_ms=400)
     llm = make("direct", server.url)
     calls = 120
 
-    async def at_once() -> int:
+    async def at_once() -> None:
         await asyncio.gather(*(llm.complete(ChatRequest(messages=USER)) for _ in range(calls)))
-        pool = openai_http._pools[asyncio.get_running_loop()]
-        return len(pool[server.url]._calls)
 
-    assert asyncio.run(at_once()) == -(-calls // 16)
+    asyncio.run(at_once())
     moments = sorted(
         [(c.started, 1) for c in server.calls] + [(c.finished, -1) for c in server.calls]
     )
