@@ -132,7 +132,7 @@ def main() -> None:
             rows[path]["first_request_s"] = min(
                 first_request_s(path, server.url, server) for _ in range(3)
             )
-    print("| | direct (httpx) | litellm |")
+    print("| | direct (aiohttp) | litellm |")
     print("|---|---|---|")
     for key, label, unit in [
         ("ready_s", "import + prepare before the first call", "s"),
