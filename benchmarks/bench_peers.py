@@ -322,11 +322,19 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.graphs = args.graphs.split(",")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CREW_", "OPENAI_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CREW_", "OPENAI_")) and k != "PYTHONDONTWRITEBYTECODE"
+    }
     env |= {"PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
           f" ({os.cpu_count()} cores); medians of {args.runs} runs")  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
+        # crew's bytecode, cached as an installed package's is (pip compiles it), out of the tree
+        env["PYTHONPYCACHEPREFIX"] = f"{folder}/pycache"
+        compileall = [sys.executable, "-m", "compileall", "-q", str(ROOT / "crew")]
+        subprocess.run(compileall, env=env, check=True, capture_output=True)
         stores = {"memory": "memory", "sqlite": f"{folder}/crew.db"}
         postgres = None
         if "postgresql" in args.stores.split(","):
