@@ -1,7 +1,7 @@
 """crew beside a no-framework baseline, on every model path and store, in one run (issue #12).
 
-    python benchmarks/bench_peers.py              # 3 runs per figure; takes about 2 minutes
-    python benchmarks/bench_peers.py --runs 7 --paths direct --graphs chain0   # store costs only
+    python benchmarks/bench_peers.py              # 3 rounds; takes about 2 minutes
+    python benchmarks/bench_peers.py --runs 9 --paths direct --graphs chain0   # store costs only
 
 The fake OpenAI-compatible server runs in its own process, as a real provider would, and answers
 each request after the number of milliseconds its prompt names (``sleep_ms=N``). The baseline is
@@ -11,10 +11,12 @@ on the direct path (httpx) and through litellm (``CREW_LLM_CLIENT=litellm``), on
 memory, SQLite (a new file) and PostgreSQL (``CREW_TEST_POSTGRES_URL``, in a schema of its own
 that is dropped at the end; skipped with a line if unreachable).
 
-Each configuration runs in a fresh child process, so its imports and peak RSS are its own. The
-child's first act is a cold run: one task, timed from the parent spawning the child to the
-request reaching the server (the server's clock; ``time.perf_counter`` is the system's
-monotonic clock) and to the run's end. Then the graphs, each ``--runs`` times, medians shown:
+Each configuration runs in a fresh child process, so its imports and peak RSS are its own, and
+``--runs`` rounds each start every configuration once, in turn, so that other work on the
+machine weighs on them alike; each figure is the median of the rounds. A child's first act is a
+cold run: one task, timed from the parent spawning the child to the request reaching the server
+(the server's clock; ``time.perf_counter`` is the system's monotonic clock) and to the run's
+end. Then the graphs (the 0 ms chain five times, its median kept):
 
 - a 32-wide fan-out (root -> 32 -> join, 100 ms tasks) and an unbalanced 40-task DAG (50-400
   ms tasks): makespan / critical path (the sum of the latencies along the longest path);
@@ -198,7 +200,7 @@ def _crew(url: str, path: str, store_url: str) -> Any:
     return run_graph
 
 
-def child(config: str, url: str, runs: int, graphs: list[str]) -> None:
+def child(config: str, url: str, graphs: list[str]) -> None:
     """Measure one configuration (``baseline`` or ``PATH:STORE_URL``); print JSON."""
     tag = f" cold={os.getpid()}"
     if config == "baseline":
@@ -211,7 +213,9 @@ def child(config: str, url: str, runs: int, graphs: list[str]) -> None:
     run_graph(chain(5, 0))  # warm up: connections, caches
     for name in graphs:
         spec = GRAPHS[name]
-        figures[name] = [run_graph(spec) for _ in range(runs)]
+        figures[name] = statistics.median(
+            run_graph(spec) for _ in range(5 if name == "chain0" else 1)
+        )
     figures["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     figures["litellm"] = "litellm" in sys.modules
     print(json.dumps(figures))
@@ -256,7 +260,7 @@ def _drop_schema(url: str) -> None:
 def _measure(
     config: str, server: subprocess.Popen[str], args: argparse.Namespace, env: dict[str, str]
 ) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--child", config, args.url, str(args.runs)]
+    command = [sys.executable, __file__, "--child", config, args.url]
     started = time.perf_counter()
     done = subprocess.run(
         [*command, ",".join(args.graphs)], env=env, capture_output=True, text=True, timeout=900
@@ -276,10 +280,11 @@ def _row(label: str, values: list[str], target: str) -> str:
     return f"| {label} | {' | '.join(values)} | {target} |"
 
 
-def _table(columns: list[str], results: dict[str, dict[str, Any]], graphs: list[str]) -> None:
+def _table(columns: list[str], results: dict[str, list[dict[str, Any]]], graphs: list[str]) -> None:
     print(_row("", [c.replace(":", " / ") for c in columns], "target"))
     print("|---" * (len(columns) + 2) + "|")
-    med = {c: {g: statistics.median(results[c][g]) for g in graphs} for c in columns}
+    keys = [*graphs, "cold_first_ms", "cold_end_ms", "rss_mb"]
+    med = {c: {k: statistics.median(r[k] for r in results[c]) for k in keys} for c in columns}
     for graph, label in (("fanout", "32-wide fan-out"), ("dag40", "unbalanced 40-task DAG")):
         if graph in graphs:
             ratios = [med[c][graph] / critical_s(GRAPHS[graph]) for c in columns]
@@ -301,17 +306,18 @@ def _table(columns: list[str], results: dict[str, dict[str, Any]], graphs: list[
             over.append(f"{per_task[c] - per_task[memory]:+.2f}" if shown else "")
         print(_row("  store over memory (same path), ms per task", over, "PostgreSQL <= 1.0"))
     print(_row("cold first run: ms to the first request",
-               [f"{results[c]['cold_first_ms']:.0f}" for c in columns], "<= 500"))  # fmt: skip
+               [f"{med[c]['cold_first_ms']:.0f}" for c in columns], "<= 500"))  # fmt: skip
     print(_row("cold first run: ms to its end",
-               [f"{results[c]['cold_end_ms']:.0f}" for c in columns], ""))  # fmt: skip
-    print(_row("peak RSS, MB", [f"{results[c]['rss_mb']:.0f}" for c in columns],
+               [f"{med[c]['cold_end_ms']:.0f}" for c in columns], ""))  # fmt: skip
+    print(_row("peak RSS, MB", [f"{med[c]['rss_mb']:.0f}" for c in columns],
                "<= 120 (direct)"))  # fmt: skip
-    print(_row("litellm imported", ["yes" if results[c]["litellm"] else "no" for c in columns], ""))
+    imported = ["yes" if any(r["litellm"] for r in results[c]) else "no" for c in columns]
+    print(_row("litellm imported", imported, ""))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs per graph (medians shown)")
+    parser.add_argument("--runs", type=int, default=3, help="rounds (medians shown)")
     parser.add_argument("--paths", default=",".join(PATHS), help="of: " + ",".join(PATHS))
     parser.add_argument("--stores", default=",".join(STORES), help="of: " + ",".join(STORES))
     parser.add_argument("--graphs", default=",".join(GRAPHS), help="of: " + ",".join(GRAPHS))
@@ -329,7 +335,7 @@ def main() -> None:
     }
     env |= {"PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
-          f" ({os.cpu_count()} cores); medians of {args.runs} runs")  # fmt: skip
+          f" ({os.cpu_count()} cores); medians of {args.runs} rounds")  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
         # crew's bytecode, cached as an installed package's is (pip compiles it), out of the tree
         env["PYTHONPYCACHEPREFIX"] = f"{folder}/pycache"
@@ -355,14 +361,15 @@ def main() -> None:
         try:
             assert server.stdout
             args.url = server.stdout.readline().strip()
-            results = {}
-            for column in columns:
-                path, _, store = column.partition(":")
-                child_env = env | ({"CREW_LLM_CLIENT": "litellm"} if path == "litellm" else {})
-                config = "baseline"
-                if store:  # SQLite: a new file for each path
-                    config = f"{path}:{stores[store].replace('crew.db', f'{path}.db')}"
-                results[column] = _measure(config, server, args, child_env)
+            results: dict[str, list[dict[str, Any]]] = {column: [] for column in columns}
+            for _ in range(args.runs):
+                for column in columns:
+                    path, _, store = column.partition(":")
+                    child_env = env | ({"CREW_LLM_CLIENT": "litellm"} if path == "litellm" else {})
+                    config = "baseline"
+                    if store:  # SQLite: a file for each path
+                        config = f"{path}:{stores[store].replace('crew.db', f'{path}.db')}"
+                    results[column].append(_measure(config, server, args, child_env))
         finally:
             server.kill()
             server.wait()
@@ -377,6 +384,6 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--serve"]:
         serve()
     elif sys.argv[1:2] == ["--child"]:
-        child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5].split(","))
+        child(sys.argv[2], sys.argv[3], sys.argv[4].split(","))
     else:
         main()
