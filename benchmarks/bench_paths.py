@@ -1,4 +1,4 @@
-"""The two model paths' cost per call: directly over HTTP (``crew.openai_http``) and through litellm.
+"""The cost per call of the two model paths: directly over HTTP and through litellm.
 
     python benchmarks/bench_paths.py           # prints one table; takes about 15 s
 

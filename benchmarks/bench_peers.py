@@ -45,7 +45,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 _SLEEP = re.compile(r"sleep_ms=(\d+)")
@@ -182,7 +182,7 @@ def _crew(url: str, path: str, store_url: str) -> Any:
     from crew import LLM, Agent, Crew, Task
     from crew.store import open_store
 
-    client = "litellm" if path == "litellm" else "auto"
+    client: Literal["auto", "litellm"] = "litellm" if path == "litellm" else "auto"
     llm = LLM("openai/fake", api_base=url, api_key="sk-bench", client=client)
     agent = Agent(role="Worker", goal="Do the task", llm=llm, board_tools=False)
     store = open_store(store_url)
@@ -242,9 +242,10 @@ def _postgres(url: str) -> tuple[str | None, str]:
             conn.execute(f"DROP TABLE {SCHEMA}.flush")
     except Exception as exc:  # no driver or no server: say so, measure the others
         return None, f"PostgreSQL not measured: {type(exc).__name__}: {exc}".strip()
+    median_ms, best_ms = statistics.median(times) * 1000, min(times) * 1000
     flush = (
-        f"PostgreSQL: one committed INSERT (its WAL flush) takes {statistics.median(times) * 1000:.2f}"
-        f" ms in median, {min(times) * 1000:.2f} ms at best, over 200"
+        f"PostgreSQL: one committed INSERT (its WAL flush) takes {median_ms:.2f} ms in median,"
+        f" {best_ms:.2f} ms at best, over 200"
     )
     joiner = "&" if "?" in url else "?"
     return f"{url}{joiner}options=-csearch_path%3D{SCHEMA}", flush
@@ -276,43 +277,44 @@ def _measure(
     return figures
 
 
-def _row(label: str, values: list[str], target: str) -> str:
-    return f"| {label} | {' | '.join(values)} | {target} |"
-
-
 def _table(columns: list[str], results: dict[str, list[dict[str, Any]]], graphs: list[str]) -> None:
-    print(_row("", [c.replace(":", " / ") for c in columns], "target"))
-    print("|---" * (len(columns) + 2) + "|")
     keys = [*graphs, "cold_first_ms", "cold_end_ms", "rss_mb"]
     med = {c: {k: statistics.median(r[k] for r in results[c]) for k in keys} for c in columns}
-    for graph, label in (("fanout", "32-wide fan-out"), ("dag40", "unbalanced 40-task DAG")):
+    rows = [("", [c.replace(":", " / ") for c in columns], "target")]
+    for graph, label in (
+        ("fanout", "32-wide fan-out"),
+        ("dag40", "unbalanced 40-task DAG"),
+        ("chain10", "chain of 10 x 100 ms"),
+    ):
         if graph in graphs:
             ratios = [med[c][graph] / critical_s(GRAPHS[graph]) for c in columns]
-            limit = ratios[0] + 0.03
-            print(_row(f"{label}, makespan / critical path", [f"{r:.3f}" for r in ratios],
-                       f"<= {limit:.3f} (baseline + 0.03)"))  # fmt: skip
-    if "chain10" in graphs:
-        ratios = [med[c]["chain10"] / critical_s(GRAPHS["chain10"]) for c in columns]
-        print(_row("chain of 10 x 100 ms, makespan / critical path",
-                   [f"{r:.3f}" for r in ratios], ""))  # fmt: skip
+            target = "" if graph == "chain10" else f"<= {ratios[0] + 0.03:.3f} (baseline + 0.03)"
+            rows.append(
+                (f"{label}, makespan / critical path", [f"{r:.3f}" for r in ratios], target)
+            )
     if "chain0" in graphs:
         per_task = {c: med[c]["chain0"] / 50 * 1000 for c in columns}
-        print(_row("0 ms chain of 50, ms per task", [f"{per_task[c]:.2f}" for c in columns],
-                   "<= 2.0"))  # fmt: skip
+        rows.append(
+            ("0 ms chain of 50, ms per task", [f"{v:.2f}" for v in per_task.values()], "<= 2.0")
+        )
         over = []
         for c in columns:
             memory = c.split(":", 1)[0] + ":memory"
             shown = c != "baseline" and memory in per_task and c != memory
             over.append(f"{per_task[c] - per_task[memory]:+.2f}" if shown else "")
-        print(_row("  store over memory (same path), ms per task", over, "PostgreSQL <= 1.0"))
-    print(_row("cold first run: ms to the first request",
-               [f"{med[c]['cold_first_ms']:.0f}" for c in columns], "<= 500"))  # fmt: skip
-    print(_row("cold first run: ms to its end",
-               [f"{med[c]['cold_end_ms']:.0f}" for c in columns], ""))  # fmt: skip
-    print(_row("peak RSS, MB", [f"{med[c]['rss_mb']:.0f}" for c in columns],
-               "<= 120 (direct)"))  # fmt: skip
+        rows.append(("  store over memory (same path), ms per task", over, "PostgreSQL <= 1.0"))
+    for key, label, target, digits in (
+        ("cold_first_ms", "cold first run: ms to the first request", "<= 500", 0),
+        ("cold_end_ms", "cold first run: ms to its end", "", 0),
+        ("rss_mb", "peak RSS, MB", "<= 120 (direct)", 0),
+    ):
+        rows.append((label, [f"{med[c][key]:.{digits}f}" for c in columns], target))
     imported = ["yes" if any(r["litellm"] for r in results[c]) else "no" for c in columns]
-    print(_row("litellm imported", imported, ""))
+    rows.append(("litellm imported", imported, ""))
+    for i, (label, values, target) in enumerate(rows):
+        print(f"| {label} | {' | '.join(values)} | {target} |")
+        if not i:
+            print("|---" * (len(columns) + 2) + "|")
 
 
 def main() -> None:
@@ -334,8 +336,8 @@ def main() -> None:
         if not k.startswith(("CREW_", "OPENAI_")) and k != "PYTHONDONTWRITEBYTECODE"
     }
     env |= {"PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
-          f" ({os.cpu_count()} cores); medians of {args.runs} rounds")  # fmt: skip
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average before: {load} ({os.cpu_count()} cores); medians of {args.runs} rounds")
     with tempfile.TemporaryDirectory() as folder:
         # crew's bytecode, cached as an installed package's is (pip compiles it), out of the tree
         env["PYTHONPYCACHEPREFIX"] = f"{folder}/pycache"
@@ -354,10 +356,9 @@ def main() -> None:
             for store in args.stores.split(",")
             if store in stores
         ]
-        server = subprocess.Popen(
-            [sys.executable, __file__, "--serve"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-        )  # fmt: skip
+        serve = [sys.executable, __file__, "--serve"]
+        pipe = subprocess.PIPE
+        server = subprocess.Popen(serve, stdin=pipe, stdout=pipe, text=True, env=env)
         try:
             assert server.stdout
             args.url = server.stdout.readline().strip()

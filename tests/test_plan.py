@@ -561,7 +561,9 @@ def test_find_cycles_lists_networkx_cycles_and_none_for_a_dag(seed):
     cycles = find_cycles(cyclic)
     assert bool(cycles) == _reaches(dag, ids[back], ids[0])  # a cycle iff it comes back to t0
     assert all(cycle[0] == min(cycle, key=ids.index) for cycle in cycles)
-    assert all(all(nxt in cyclic[t] for t, nxt in zip(c, [*c[1:], c[0]])) for c in cycles)
+    assert all(
+        all(nxt in cyclic[t] for t, nxt in zip(c, [*c[1:], c[0]], strict=True)) for c in cycles
+    )
 
 
 def _reaches(dependencies, start, goal):
