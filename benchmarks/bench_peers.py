@@ -1,6 +1,6 @@
 """crew beside a no-framework baseline, on every model path and store, in one run (issue #12).
 
-    python benchmarks/bench_peers.py              # 3 rounds; takes about 2 minutes
+    python benchmarks/bench_peers.py              # 3 rounds; takes 3-5 minutes
     python benchmarks/bench_peers.py --runs 9 --paths direct --graphs chain0   # store costs only
 
 The fake OpenAI-compatible server runs in its own process, as a real provider would, and answers
@@ -212,10 +212,10 @@ def child(config: str, url: str, graphs: list[str]) -> None:
     figures: dict[str, Any] = {"cold_end": time.perf_counter(), "cold_tag": str(os.getpid())}
     run_graph(chain(5, 0))  # warm up: connections, caches
     for name in graphs:
-        spec = GRAPHS[name]
-        figures[name] = statistics.median(
-            run_graph(spec) for _ in range(5 if name == "chain0" else 1)
-        )
+        cpu = time.process_time()
+        runs = 5 if name == "chain0" else 1
+        figures[name] = statistics.median(run_graph(GRAPHS[name]) for _ in range(runs))
+        figures[f"{name}_cpu"] = (time.process_time() - cpu) / runs
     figures["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     figures["litellm"] = "litellm" in sys.modules
     print(json.dumps(figures))
@@ -241,7 +241,7 @@ def _postgres(url: str) -> tuple[str | None, str]:
                 times.append(time.perf_counter() - started)
             conn.execute(f"DROP TABLE {SCHEMA}.flush")
     except Exception as exc:  # no driver or no server: say so, measure the others
-        return None, f"PostgreSQL not measured: {type(exc).__name__}: {exc}".strip()
+        return None, f"PostgreSQL not measured: {type(exc).__name__}: {' '.join(str(exc).split())}"
     median_ms, best_ms = statistics.median(times) * 1000, min(times) * 1000
     flush = (
         f"PostgreSQL: one committed INSERT (its WAL flush) takes {median_ms:.2f} ms in median,"
@@ -278,7 +278,8 @@ def _measure(
 
 
 def _table(columns: list[str], results: dict[str, list[dict[str, Any]]], graphs: list[str]) -> None:
-    keys = [*graphs, "cold_first_ms", "cold_end_ms", "rss_mb"]
+    keys = [*graphs, "chain0_cpu", "cold_first_ms", "cold_end_ms", "rss_mb"]
+    keys = [key for key in keys if key in results[columns[0]][0]]
     med = {c: {k: statistics.median(r[k] for r in results[c]) for k in keys} for c in columns}
     rows = [("", [c.replace(":", " / ") for c in columns], "target")]
     for graph, label in (
@@ -303,6 +304,8 @@ def _table(columns: list[str], results: dict[str, list[dict[str, Any]]], graphs:
             shown = c != "baseline" and memory in per_task and c != memory
             over.append(f"{per_task[c] - per_task[memory]:+.2f}" if shown else "")
         rows.append(("  store over memory (same path), ms per task", over, "PostgreSQL <= 1.0"))
+        cpu = [f"{med[c]['chain0_cpu'] / 50 * 1000:.2f}" for c in columns]
+        rows.append(("  CPU of the process per task, ms (less hit by load)", cpu, ""))
     for key, label, target, digits in (
         ("cold_first_ms", "cold first run: ms to the first request", "<= 500", 0),
         ("cold_end_ms", "cold first run: ms to its end", "", 0),
