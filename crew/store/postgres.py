@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg.rows import DictRow
 
-    from crew.store.sql import _Connection, _EventRow
+    from crew.store.sqldb import _Connection, _EventRow
 
 _RUN = "run_id text NOT NULL REFERENCES crew_runs ON DELETE CASCADE"
 _TIME = "double precision"

@@ -32,7 +32,7 @@ from crew.store.records import (
 from crew.store.sql import RETRY_BUDGET_S, SQLStore
 
 if TYPE_CHECKING:
-    from crew.store.sql import _Connection, _EventRow
+    from crew.store.sqldb import _Connection, _EventRow
 
 _RUN = "run_id TEXT NOT NULL REFERENCES runs ON DELETE CASCADE"
 
