@@ -23,7 +23,7 @@ ROWS: tuple[tuple[str, ...], ...] = (
     # The model layer: models (OpenAI-compatible over HTTP, litellm, the bundled one, replay) and
     # stores.
     ("retry", "prices", "limits", "local.worker", "store.records"),
-    ("local.client", "openai_http", "budget"),
+    ("local.client", "openai_http", "budget", "store.protocol", "store.sqldb"),
     ("local",),
     ("llm", "store.memory", "store.sql", "store.writer"),
     ("store.sqlite", "store.postgres"),

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 
 from crew.errors import ConfigError
+from crew.store.protocol import Store
 from crew.store.records import (
     DEFAULT_PATH,
     REVIEW_STATUSES,
@@ -42,7 +43,6 @@ from crew.store.records import (
     ReviewStatus,
     RunRecord,
     RunStatus,
-    Store,
     TaskRecord,
     ToolCallRecord,
     default_holder,
