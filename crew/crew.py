@@ -194,6 +194,7 @@ class Crew:
         parent_run_id: str | None = None,
         budget: Budget | None = None,
         ledger: Ledger | None = None,
+        batch: tuple[str, int] | None = None,
     ) -> CrewResult:
         """Run the crew. Raises ``ConfigError`` before any model call if the crew is invalid;
         a task failure does not raise: it is in the result (see ``raise_for_status``).
@@ -210,7 +211,8 @@ class Crew:
         agents at work and is stored as the parent's child.
 
         ``budget`` replaces the crew's for this run (a resume with a higher one); ``ledger`` is
-        a subcrew's: it spends from its parent's budget.
+        a subcrew's: it spends from its parent's budget. ``batch``: (batch id, line), to store
+        a new run as part of a batch (see ``crew.batch``).
         """
         if resume is not None:
             stored_inputs = open_run(self.store, resume)
@@ -243,7 +245,9 @@ class Crew:
             slots=slots,
             ledger=ledger,
         )
-        return await run.execute(resume=resume is not None, parent_run_id=parent_run_id)
+        return await run.execute(
+            resume=resume is not None, parent_run_id=parent_run_id, batch=batch
+        )
 
     async def astream(
         self, inputs: Mapping[str, Any] | None = None, *, run_id: str | None = None

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from crew.store.records import (
+    BatchRecord,
     BoardRecord,
     EventRecord,
     ReviewRecord,
@@ -37,8 +38,11 @@ class Store(Protocol):
         status: RunStatus = "running",
         parent_run_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        batch_id: str | None = None,
+        batch_line: int | None = None,
     ) -> RunRecord:
-        """Record a new run, stamped with the store's clock; StoreError if the id exists."""
+        """Record a new run, stamped with the store's clock; StoreError if the id exists.
+        ``batch_id`` and ``batch_line``: the batch it is part of, and its line there."""
         ...
 
     def update_run(self, run_id: str, **fields: Any) -> RunRecord:
@@ -50,11 +54,22 @@ class Store(Protocol):
         ...
 
     def list_runs(
-        self, limit: int | None = 50, *, status: RunStatus | None = None, crew: str | None = None
+        self,
+        limit: int | None = 50,
+        *,
+        status: RunStatus | None = None,
+        crew: str | None = None,
+        batch: str | None = None,
     ) -> list[RunRecord]:
         """Runs, newest first (by ``created_at``); a ``running`` run whose lease has expired is
-        reported (and filtered) as ``interrupted``."""
+        reported (and filtered) as ``interrupted``. ``batch``: only the runs of that batch."""
         ...
+
+    def put_batch(self, record: BatchRecord) -> None:
+        """Insert or replace the batch ``record.batch_id``."""
+        ...
+
+    def get_batch(self, batch_id: str) -> BatchRecord | None: ...
 
     def delete_runs(self, *, older_than_s: float | None = None, keep: int | None = None) -> int:
         """Prune runs and everything that belongs to them; returns how many runs went.

@@ -61,10 +61,30 @@ class RunRecord:
     parent_run_id: str | None = None
     """The run this one was resumed or re-run from."""
     metadata: dict[str, Any] = field(default_factory=dict)
+    batch_id: str | None = None
+    """The batch the run is part of (``crew batch``), or None."""
+    batch_line: int | None = None
+    """Its line in the batch's inputs file (1-based), or None."""
 
     def __post_init__(self) -> None:
         if self.status not in RUN_STATUSES:
             raise ValueError(f"run status {self.status!r} is not one of {', '.join(RUN_STATUSES)}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BatchRecord:
+    """A batch: one crew run once per line of an inputs file (``crew batch``)."""
+
+    batch_id: str
+    crew: str
+    """The crew's name."""
+    source: str = ""
+    """Where the crew came from (as ``RunRecord.source``)."""
+    inputs_file: str = ""
+    """The inputs file, or "" for inputs given in Python."""
+    size: int
+    """How many inputs (runs) the batch has."""
+    created_at: float
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -201,6 +221,8 @@ _RUN_UPDATABLE = frozenset(f.name for f in fields(RunRecord)) - {
     "run_id",
     "created_at",
     "updated_at",
+    "batch_id",
+    "batch_line",
 }
 
 

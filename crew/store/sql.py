@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from crew.store.records import (
+    BatchRecord,
     _JSON_FIELDS,
     BoardRecord,
     EventRecord,
@@ -66,6 +67,8 @@ class SQLStore(SQLDatabase):
         status: RunStatus = "running",
         parent_run_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        batch_id: str | None = None,
+        batch_line: int | None = None,
     ) -> RunRecord:
         now = self._clock()
         record = _new_run(
@@ -78,6 +81,8 @@ class SQLStore(SQLDatabase):
             status=status,
             parent_run_id=parent_run_id,
             metadata=metadata,
+            batch_id=batch_id,
+            batch_line=batch_line,
         )
         params = _row_values(record)
         insert = self._insert("runs", _columns(RunRecord)) + " ON CONFLICT (run_id) DO NOTHING"
@@ -120,9 +125,14 @@ class SQLStore(SQLDatabase):
         return RunRecord(**rows[0]) if rows else None
 
     def list_runs(
-        self, limit: int | None = 50, *, status: RunStatus | None = None, crew: str | None = None
+        self,
+        limit: int | None = 50,
+        *,
+        status: RunStatus | None = None,
+        crew: str | None = None,
+        batch: str | None = None,
     ) -> list[RunRecord]:
-        where, params = self._where(status=status, crew=crew)
+        where, params = self._where(status=status, crew=crew, batch_id=batch)
         sql = (
             f"{self._select_runs(where)}"
             f" ORDER BY created_at DESC, run_id DESC LIMIT {self._param('limit')}"
@@ -187,6 +197,16 @@ class SQLStore(SQLDatabase):
         if older_than_s is not None:
             params["cutoff"] = now - older_than_s
         return params
+
+    # batches
+
+    def put_batch(self, record: BatchRecord) -> None:
+        self._put("record a batch", "batches", record, ("batch_id",))
+
+    def get_batch(self, batch_id: str) -> BatchRecord | None:
+        where, params = self._by(batch_id=batch_id)
+        rows = self._read("read a batch", self._select("batches", BatchRecord, where), params)
+        return BatchRecord(**rows[0]) if rows else None
 
     # tasks
 

@@ -248,7 +248,7 @@ class SQLDatabase(ABC):
 
     def _put(self, action: str, table: str, record: Any, key: tuple[str, ...]) -> None:
         sql = self._upsert(table, _columns(type(record)), key)
-        self._write(action, sql, _row_values(record), record.run_id)
+        self._write(action, sql, _row_values(record), getattr(record, "run_id", ""))
 
     def _migrate(self) -> None:
         """Bring the schema to the latest version, in one transaction, so that two processes
