@@ -101,7 +101,7 @@ class Checkpoint:
             self.store.create_run(
                 self.run_id, crew=crew, inputs=dict(inputs), task_ids=list(plan.all_tasks),
                 source=source, parent_run_id=parent,
-                **({} if batch is None else {"batch_id": batch[0], "batch_line": batch[1]}),
+                batch_id=batch[0] if batch else None, batch_line=batch[1] if batch else None,
             )  # fmt: skip
             self._take_lease()
 

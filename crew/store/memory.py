@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from crew.store.records import (
-    BatchRecord,
     _JSON_FIELDS,
+    BatchRecord,
     BoardRecord,
     EventRecord,
     ReviewRecord,

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from crew.store.records import (
-    BatchRecord,
     _JSON_FIELDS,
+    BatchRecord,
     BoardRecord,
     EventRecord,
     ReviewRecord,
