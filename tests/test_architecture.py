@@ -51,10 +51,10 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("crewai",),
     # Face: what a person sees (terminal views) and types (the CLI); then the public names.
     ("console.text",),
-    ("console.live", "console.reports", "console.plan", "console.history"),
+    ("console.live", "console.reports", "console.plan", "console.history", "console.batch"),
     ("console",),
     ("cli.running",),
-    ("cli.history", "cli.project"),
+    ("cli.history", "cli.project", "cli.batch"),
     ("cli",),
     ("cli.__main__", "__init__"),
 )
@@ -74,7 +74,9 @@ GATEWAYS: dict[str, set[str]] = {
         "console.reports",
         "console.plan",
         "console.history",
+        "console.batch",
         "cli.running",
+        "cli.batch",
         "cli.history",
         "cli.project",
     },
