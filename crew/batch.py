@@ -178,6 +178,16 @@ def _check(plan_or_crew: Plan | Runnable, inputs: Mapping[str, Any]) -> None:
         plan_or_crew.plan(inputs)
 
 
+def first_inputs(path: str | Path) -> dict[str, Any]:
+    """The inputs of the file's first good line, as written, or {} (``read_inputs`` says what
+    is wrong): what a Python crew's ``build_crew(inputs)`` is built with for the whole batch."""
+    try:
+        rows = _rows(Path(path))
+    except BatchInputError:
+        return {}
+    return next((given for _, given in rows if isinstance(given, dict)), {})
+
+
 def _rows(path: Path) -> list[tuple[int, Any]]:
     """(line, inputs) for each line of the file; a line that is not an object of inputs gets its
     problem (a string) instead."""
