@@ -19,7 +19,7 @@ import csv
 import ipaddress
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -102,6 +102,10 @@ class BatchResult:
             "usage": self.usage,
             "error": self.error,
         }
+
+
+OnResult = Callable[[BatchResult], None]
+"""Told of each input's result as it comes, in any order (an executor's ``on_result``)."""
 
 
 def run_id_of(batch_id: str, line: int) -> str:

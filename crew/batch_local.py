@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from crew.batch import (
     DEFAULT_CONCURRENCY,
     BatchItem,
     BatchResult,
+    OnResult,
     Runnable,
     _check_same_inputs,
     check_executor,
@@ -26,8 +27,6 @@ from crew.errors import ConfigError
 if TYPE_CHECKING:
     from crew import events
     from crew.store import Store
-
-OnResult = Callable[[BatchResult], None]
 
 
 async def run_batch(

@@ -377,6 +377,8 @@ def test_a_batch_writes_its_results_in_input_order_and_exits_1_if_any_failed(tmp
     shown = crew_cli("show", "b7-3", cwd=tmp_path, server=server)
     assert shown.returncode == 0 and "about c" in shown.stdout
     assert "line 3 of batch b7" in shown.stdout
+    unknown = crew_cli("runs", "--batch", "b8", cwd=tmp_path, server=server)
+    assert unknown.returncode == 2 and "There is no batch 'b8' in the store." in unknown.stderr
 
 
 def test_all_succeeded_exits_0_with_plain_lines_when_not_a_terminal(tmp_path, server):
