@@ -115,6 +115,11 @@ def test_every_bad_line_is_reported_at_once_as_file_line_field_problem(tmp_path)
     assert str(caught.value).startswith(f"5 problems in {path}:")
 
 
+def test_python_inputs_that_are_not_dicts_are_refused_by_position(llm):
+    with pytest.raises(BatchInputError, match=r"inputs:2 inputs: a str, not a dict"):
+        leads_crew(llm).batch([{"company": "a"}, "b"])
+
+
 def test_without_declared_inputs_each_line_must_fill_every_placeholder(tmp_path):
     path = write(tmp_path, "leads.csv", "company,note\nacme,x\n,y\n")
     with pytest.raises(BatchInputError, match=r"leads.csv:3 inputs: Missing inputs: 'company'"):
