@@ -19,7 +19,7 @@ import csv
 import ipaddress
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -410,24 +410,3 @@ def new_batch_id() -> str:
     import uuid
 
     return f"b{uuid.uuid4().hex[:10]}"
-
-
-def summarize(
-    batch_id: str, results: Sequence[BatchResult], *, duration_s: float = 0.0
-) -> dict[str, Any]:
-    """A batch's summary as data (``crew batch --json``): its id, the inputs, how many runs ended
-    in each status, and the usage of all its runs summed."""
-    counts: dict[str, int] = {}
-    usage: dict[str, float] = {}
-    for result in results:
-        counts[result.status] = counts.get(result.status, 0) + 1
-        for name, value in result.usage.items():
-            if isinstance(value, int | float):
-                usage[name] = usage.get(name, 0) + value
-    return {
-        "batch_id": batch_id,
-        "inputs": len(results),
-        "counts": counts,
-        "usage": usage,
-        "duration_s": round(duration_s, 3),
-    }

@@ -145,7 +145,7 @@ def _execute(
         _write_out(args.out, [got[item.line] for item in items if item.line in got])
         return _interrupted(args, crew, items, batch_id, len(got), bool(terminated))
     _write_out(args.out, results)
-    from crew.batch import summarize
+    from crew.batch_local import summarize
 
     summary = summarize(batch_id, results, duration_s=time.monotonic() - started)
     summary["out"] = str(args.out) if args.out is not None else None
