@@ -79,6 +79,8 @@ GATEWAYS: dict[str, set[str]] = {
     "psycopg": {"store.postgres"},
     "opentelemetry": {"tracing"},  # only for a traced run (the otel extra)
     "sqlite3": {"store.sqlite"},
+    "dask": {"batch_dask"},  # the dask executor of crew batch (the dask extra)
+    "distributed": {"batch_dask"},
 }
 
 

@@ -1,0 +1,222 @@
+"""The dask executor of crew batch: real LocalClusters of worker processes on 127.0.0.1, the fake
+server, and the PostgreSQL store (or a SQLite file, on one machine)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import cloudpickle
+import psutil
+import pytest
+
+from crew import LLM, Agent, Crew, Task, tool
+from crew.batch import BatchItem, BatchResult
+from crew.errors import ConfigError
+from crew.store import open_store
+from crew.store.postgres import PostgresStore
+from crew.store.sqlite import SQLiteStore
+from crew.testserver import FakeOpenAIServer, ServerReply
+
+dask = pytest.importorskip("distributed")
+batch_dask = pytest.importorskip("crew.batch_dask")
+
+_TOPIC = re.compile(r"topic-(\d+)")
+
+
+@tool
+def word_count(text: str) -> int:
+    """Count the words in a text."""
+    return len(text.split())
+
+
+def five_tasks(llm: LLM, store: object, tools: Sequence[object] = ()) -> Crew:
+    """Three tasks in parallel, then two in a row, as in the benchmark."""
+    agent = Agent(role="Analyst", goal="Know {topic}", backstory="Careful.", llm=llm, tools=tools)
+    first = [Task(id=f"part{n}", description="Study {topic}", agent=agent) for n in range(3)]
+    join = Task(id="join", description="Join the parts on {topic}", agent=agent, depends_on=first)
+    last = Task(id="last", description="Conclude on {topic}", agent=agent, depends_on=[join])
+    return Crew(tasks=[*first, join, last], store=store)  # type: ignore[arg-type]
+
+
+def items(count: int, batch_id: str) -> list[BatchItem]:
+    return [BatchItem(line, {"topic": f"topic-{line}"}, f"{batch_id}-{line}") for line in range(count)]
+
+
+def batch(crew: Crew, work: Sequence[BatchItem], **options: object) -> list[BatchResult]:
+    seen: list[BatchResult] = []
+    options = {"address": None, "concurrency": 4, "workers": 2, **options}
+    results = asyncio.run(
+        batch_dask.run_batch_on_dask(
+            crew, work, batch_id="b", on_result=seen.append, **options  # type: ignore[arg-type]
+        )
+    )
+    assert sorted(r.line for r in seen) == [item.line for item in work]  # each told once
+    return results
+
+
+def line_of(call: object) -> int:
+    found = _TOPIC.search(str(call.body["messages"]))  # type: ignore[attr-defined]
+    assert found is not None
+    return int(found.group(1))
+
+
+def test_a_crew_with_tools_and_an_opened_store_pickles_and_reopens_its_store(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    llm = LLM("openai/fake", api_base="http://127.0.0.1:9/v1", api_key="sk-test", max_rpm=10)
+    for url, kind in ((str(tmp_path / "crew.db"), SQLiteStore), (postgres_url, PostgresStore)):
+        crew = five_tasks(llm, url, tools=[word_count])
+        crew.plan({"topic": "x"})
+        crew.store.create_run("r1", crew="c", inputs={}, task_ids=["part0"], source="")
+        copy = cloudpickle.loads(cloudpickle.dumps(crew))
+        assert isinstance(copy.store, kind) and copy.store is not crew.store
+        assert copy.store.get_run("r1") is not None  # the same database, its own connection
+        assert [t.id for t in copy.tasks] == [t.id for t in crew.tasks]
+        assert copy.agents[0].llm == llm
+        assert [t.name for t in copy.agents[0].tools] == ["word_count"]
+        crew.store.close()
+        copy.store.close()
+
+
+def test_the_local_cluster_listens_on_loopback_only() -> None:
+    async def listening() -> tuple[str, dict[str, int], set[str]]:
+        async with batch_dask._client(None, 4, 2) as client:
+            pids = await client.run(os.getpid)
+            processes = [psutil.Process(), *psutil.Process().children(recursive=True)]
+            bound = {
+                c.laddr.ip
+                for p in processes
+                for c in p.net_connections(kind="inet")
+                if c.status == psutil.CONN_LISTEN
+            }
+            return client.scheduler.address, pids, bound
+
+    scheduler, workers, bound = asyncio.run(listening())
+    assert scheduler.startswith("tcp://127.0.0.1:")
+    assert len(workers) == 2 and all(a.startswith("tcp://127.0.0.1:") for a in workers)
+    assert bound == {"127.0.0.1"}
+
+
+def test_a_batch_runs_on_worker_processes_with_postgres(server: FakeOpenAIServer, postgres_url):
+    server.default = ServerReply(text="fine", latency_ms=20)
+    llm = LLM("openai/fake", api_base=server.url, api_key="sk-test")
+    crew = five_tasks(llm, postgres_url)
+    results = batch(crew, items(6, "pg"))
+    assert [r.line for r in results] == list(range(6))
+    assert {r.status for r in results} == {"succeeded"}
+    assert sorted({(line_of(c), c.key) for c in server.calls}) == sorted(
+        (line, task) for line in range(6) for task in ("part0", "part1", "part2", "join", "last")
+    )
+    store = open_store(postgres_url)
+    assert {store.get_run(f"pg-{n}").status for n in range(6)} == {"succeeded"}  # type: ignore[union-attr]
+    server.reset()
+    again = batch(crew, items(6, "pg"))  # the same batch again: every run is done
+    assert {r.status for r in again} == {"succeeded"} and server.calls == []
+    store.close()
+
+
+def test_a_store_the_workers_cannot_share_is_refused_in_one_line(tmp_path: Path) -> None:
+    llm = LLM("openai/fake", api_base="http://127.0.0.1:9/v1", api_key="sk-test")
+    sqlite = five_tasks(llm, str(tmp_path / "crew.db"))
+    with pytest.raises(ConfigError) as remote:
+        batch(sqlite, items(1, "x"), address="tcp://127.0.0.1:9")
+    assert "postgresql://" in str(remote.value) and "\n" not in str(remote.value)
+    with pytest.raises(ConfigError, match="in other processes"):
+        batch(five_tasks(llm, "memory"), items(1, "x"))
+    batch_dask.check_shared_store(sqlite, remote=False)  # one machine: a SQLite file will do
+
+
+def test_max_rpm_holds_across_two_worker_processes(server: FakeOpenAIServer, tmp_path: Path):
+    server.default = ServerReply(text="fine", latency_ms=10)
+    llm = LLM("openai/fake", api_base=server.url, api_key="sk-test", max_rpm=3)
+    agent = Agent(role="Counter", goal="Count {topic}", backstory="Exact.", llm=llm)
+    crew = Crew(tasks=[Task(id="count", description="Count {topic}", agent=agent)],
+                store=str(tmp_path / "crew.db"))  # fmt: skip
+    window_s = 1.5
+    results = batch(crew, items(9, "rpm"), concurrency=8, workers=2, rate_window_s=window_s)
+    assert {r.status for r in results} == {"succeeded"}
+    starts = sorted(call.started for call in server.calls)
+    assert len(starts) == 9
+    # Any 4 starts span a window at least (each worker alone would have let 3 + 3 start at once);
+    # a hair less for the way from the scheduler to the server.
+    spans = [later - earlier for earlier, later in zip(starts, starts[3:], strict=False)]
+    assert min(spans) >= window_s - 0.15, spans
+    assert starts[-1] - starts[0] >= 2 * window_s - 0.15
+
+
+@pytest.mark.slow
+def test_a_lost_workers_runs_resume_on_another_worker_from_their_checkpoints(
+    server: FakeOpenAIServer, postgres_url: str
+) -> None:
+    server.default = ServerReply(text="fine", latency_ms=300)
+    llm = LLM("openai/fake", api_base=server.url, api_key="sk-test")
+    crew = five_tasks(llm, postgres_url)
+    store = open_store(postgres_url)
+    work = items(10, "lost")
+    seen: list[BatchResult] = []
+
+    def committed() -> dict[int, set[str]]:
+        done: dict[int, set[str]] = {}
+        for item in work:
+            tasks = {r.task_id for r in store.task_records(item.run_id) if r.status == "succeeded"}
+            done[item.line] = tasks
+        return done
+
+    async def scenario() -> tuple[list[BatchResult], float, dict[int, set[str]], set[int]]:
+        async with (
+            dask.LocalCluster(
+                n_workers=2, threads_per_worker=3, processes=True, host="127.0.0.1",
+                dashboard_address="127.0.0.1:0", asynchronous=True,
+            ) as cluster,
+            dask.Client(cluster, asynchronous=True) as client,
+        ):  # fmt: skip
+            pids = await client.run(os.getpid)
+            running = asyncio.create_task(
+                batch_dask.run_batch_on_dask(
+                    crew, work, batch_id="lost", address=cluster.scheduler_address,
+                    concurrency=6, on_result=seen.append,
+                )
+            )  # fmt: skip
+            while True:  # until a worker holds a run with some tasks done and some not
+                await asyncio.sleep(0.05)
+                assert not running.done()
+                processing = await client.processing()
+                done = committed()
+                victims = [
+                    (worker, {int(key.rsplit("-", 1)[1]) for key in keys})
+                    for worker, keys in processing.items()
+                    if any(0 < len(done[int(k.rsplit("-", 1)[1])]) < 5 for k in keys)
+                ]
+                if victims:
+                    break
+            worker, its_lines = victims[0]
+            os.kill(pids[worker], signal.SIGKILL)
+            killed_at = time.perf_counter()
+            done_at_kill = committed()  # the dead worker commits no more
+            return await running, killed_at, done_at_kill, its_lines
+
+    results, killed_at, done_at_kill, lost_lines = asyncio.run(scenario())
+    assert [r.line for r in results] == list(range(10))
+    assert {r.status for r in results} == {"succeeded"}
+    # Every input ended with every task answered once at least...
+    answered = {(line_of(c), c.key) for c in server.calls if c.status == 200}
+    assert len(answered) == 10 * 5
+    # ...and no task committed by the time of the kill was called again after it.
+    again = [
+        (line_of(c), c.key)
+        for c in server.calls
+        if c.started > killed_at and c.key in done_at_kill[line_of(c)]
+    ]
+    assert again == []
+    resumed = [line for line in lost_lines if 0 < len(done_at_kill[line]) < 5]
+    assert resumed, "the lost worker held a run in the middle"
+    for line in resumed:  # it finished elsewhere, its missing tasks called after the kill
+        late = {c.key for c in server.calls if line_of(c) == line and c.started > killed_at}
+        assert late == {"part0", "part1", "part2", "join", "last"} - done_at_kill[line]
+    store.close()
