@@ -10,8 +10,8 @@ scheduler. The only module that imports dask.
   of its own, in one of the worker's threads.
 - **The store must be shared**, since any worker may run, or resume, any run. PostgreSQL is.
   A SQLite file is shared by the processes of one machine, so it serves a ``LocalCluster``
-  (its writes take turns under one lock: fine for a few workers); with an address it is
-  refused, as is a memory store anywhere.
+  or a cluster at a loopback address (its writes take turns under one lock: fine for a few
+  workers); ``crew.batch.check_executor`` refuses it for other addresses, and a memory store.
 - **Rate limits** are the scheduler's: a scheduler plugin holds one ``crew.limits.RateLimiter``
   per model, and every worker's calls wait their turn there (``crew.limits.share_limiters``),
   so ``max_rpm`` and ``max_tpm`` hold for the whole cluster. The scheduler outlives any worker.
@@ -29,13 +29,16 @@ import math
 import os
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from crew import limits
-from crew.errors import ConfigError, LeaseHeldError
+from crew.batch import BatchItem, BatchResult, failed_result, run_one
+from crew.errors import ConfigError
 
 try:
+    import cloudpickle
     import dask
     import distributed
     from distributed.diagnostics.plugin import SchedulerPlugin
@@ -43,7 +46,6 @@ except ImportError as exc:  # this module is imported only for the dask executor
     raise ConfigError("The dask executor needs Dask distributed: pip install 'crew[dask]'.") from exc
 
 if TYPE_CHECKING:
-    from crew.batch import BatchItem, BatchResult
     from crew.crew import Crew
 
 ALLOWED_FAILURES = 6
@@ -68,12 +70,15 @@ async def run_batch_on_dask(
     batch_id: str,
     address: str | None,
     concurrency: int,
-    on_result: Callable[[BatchResult], object],
+    on_result: Callable[[BatchResult], object] | None = None,
     workers: int | None = None,
     rate_window_s: float = 60.0,
 ) -> list[BatchResult]:
     """Run ``items`` on a Dask cluster, at most ``concurrency`` at once; their results in input
-    order. ``on_result`` is called here, in the caller's loop, as each result arrives.
+    order. ``on_result`` is called here, in the caller's loop, as each result arrives. The
+    caller has checked that the store is one the workers share (``crew.batch.check_executor``).
+    A run that fails, or whose task Dask gives up on (its workers lost ``ALLOWED_FAILURES``
+    times), is a failed result; the others go on.
 
     Args:
         address: the scheduler of a running cluster (``tcp://HOST:PORT``); None starts a
@@ -82,51 +87,36 @@ async def run_batch_on_dask(
             ``concurrency``); each gets an equal share of the ``concurrency`` threads.
         rate_window_s: the window of the models' ``max_rpm`` and ``max_tpm`` (tests shorten it).
 
-    Raises:
-        ConfigError: dask is not installed, or the crew's store is not shared by the workers.
     """
-    check_shared_store(crew, remote=address is not None)
     results: dict[int, BatchResult] = {}
     with dask.config.set(_CONFIG):
         async with _client(address, concurrency, workers) as client:
             await client.register_plugin(SharedLimits(window_s=rate_window_s), name=_LIMITS_PLUGIN)
-            [shipped] = await client.scatter([crew], broadcast=True, hash=False)
+            shipped = (uuid.uuid4().hex, cloudpickle.dumps(crew))
             pending = iter(items)
             waiting = distributed.as_completed()
+            submitted: dict[str, BatchItem] = {}
 
             def submit_next() -> None:
                 item = next(pending, None)
                 if item is not None:
                     key = f"crew-run-{item.run_id}"
-                    run = client.submit(_run, shipped, item, batch_id, key=key, pure=False)
-                    waiting.add(run)
+                    submitted[key] = item
+                    waiting.add(client.submit(_run, shipped, item, batch_id, key=key, pure=False))
 
             for _ in range(max(1, concurrency)):
                 submit_next()
             async for future in waiting:
-                result = await future
-                results[result.line] = result
-                on_result(result)
+                item = submitted.pop(future.key)
+                try:
+                    result = await future
+                except Exception as exc:  # KilledWorker: lost too often; one input's failure
+                    result = failed_result(item, exc)
+                results[item.line] = result
+                if on_result is not None:
+                    on_result(result)
                 submit_next()
     return [results[item.line] for item in items]
-
-
-def check_shared_store(crew: Crew, *, remote: bool) -> None:
-    """Refuse a store the workers cannot share: memory anywhere, SQLite on remote workers."""
-    from crew.store.postgres import PostgresStore
-    from crew.store.sqlite import SQLiteStore
-
-    store = crew.store
-    if isinstance(store, PostgresStore):
-        return
-    if isinstance(store, SQLiteStore) and not remote:
-        return
-    where = "on other machines" if remote else "in other processes"
-    raise ConfigError(
-        f"The dask executor needs a store its workers share, and {store!r} cannot be opened"
-        f" {where}: set CREW_STORE=postgresql://user@host/database"
-        + ("." if remote else " (or a SQLite file, for a cluster on this machine).")
-    )
 
 
 @contextlib.asynccontextmanager
@@ -155,26 +145,33 @@ async def _client(
 
 
 _opening = threading.Lock()
+_crews: dict[str, Crew] = {}
+"""The crews of the last batches this worker process ran, by batch token."""
 _joined: set[str] = set()
 """The scheduler whose rate limiters this worker process uses (at most one)."""
 
 
-def _run(crew: Crew, item: BatchItem, batch_id: str) -> BatchResult:
-    """One run, in a worker's thread: resumed if the store has it (a lost worker's run)."""
-    from crew.batch import run_one
+def _run(shipped: tuple[str, bytes], item: BatchItem, batch_id: str) -> BatchResult:
+    """One run, in a worker's thread: resumed if the store has it (a lost worker's run).
 
-    with _opening:  # the worker's threads share one crew: open its store once
+    The crew comes pickled with each task (a few kB), so that a worker started after a loss
+    has it too; each worker process unpickles it, and opens its store, once per batch."""
+    token, pickled = shipped
+    with _opening:
         scheduler = distributed.get_worker().scheduler.address
         if scheduler not in _joined:
             limits.share_limiters(_SchedulerLimiter)
             _joined.clear()
             _joined.add(scheduler)
-        crew.store  # noqa: B018
-    while True:
-        try:
-            return asyncio.run(run_one(crew, item, batch_id=batch_id))
-        except LeaseHeldError as held:  # a lost worker elsewhere: its lease has to lapse
-            time.sleep(max(0.1, min(held.expires_at - time.time(), 60.0)))
+        if (crew := _crews.get(token)) is None:
+            while len(_crews) >= 4:  # an earlier batch's: its runs are over
+                _crews.pop(next(iter(_crews))).store.close()
+            crew = _crews[token] = cloudpickle.loads(pickled)
+            crew.store  # noqa: B018
+    try:  # run_one waits out the lease of a lost worker's run (on another machine)
+        return asyncio.run(run_one(crew, item, batch_id=batch_id))
+    except Exception as exc:  # one input's failure is its result, as on the local executor
+        return failed_result(item, exc)
 
 
 class SharedLimits(SchedulerPlugin):  # type: ignore[misc]

@@ -81,6 +81,7 @@ GATEWAYS: dict[str, set[str]] = {
     "sqlite3": {"store.sqlite"},
     "dask": {"batch_dask"},  # the dask executor of crew batch (the dask extra)
     "distributed": {"batch_dask"},
+    "cloudpickle": {"batch_dask"},  # how the crew goes to the workers (a dask dependency)
 }
 
 

@@ -138,16 +138,16 @@ def test_max_rpm_holds_across_two_worker_processes(server: FakeOpenAIServer, tmp
     agent = Agent(role="Counter", goal="Count {topic}", backstory="Exact.", llm=llm)
     crew = Crew(tasks=[Task(id="count", description="Count {topic}", agent=agent)],
                 store=str(tmp_path / "crew.db"))  # fmt: skip
-    window_s = 1.5
+    window_s = 2.0
     results = batch(crew, items(9, "rpm"), concurrency=8, workers=2, rate_window_s=window_s)
     assert {r.status for r in results} == {"succeeded"}
     starts = sorted(call.started for call in server.calls)
     assert len(starts) == 9
-    # Any 4 starts span a window at least (each worker alone would have let 3 + 3 start at once);
-    # a hair less for the way from the scheduler to the server.
+    # Any 4 starts span a window (each worker alone would have let 3 + 3 start at once), less
+    # the time from the scheduler's go to the server, longer for a worker's first call (imports).
     spans = [later - earlier for earlier, later in zip(starts, starts[3:], strict=False)]
-    assert min(spans) >= window_s - 0.15, spans
-    assert starts[-1] - starts[0] >= 2 * window_s - 0.15
+    assert min(spans) >= window_s - 0.5, spans
+    assert starts[-1] - starts[0] >= 2 * window_s - 0.5
 
 
 @pytest.mark.slow
