@@ -41,8 +41,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crew import LLM, Agent, Crew, Task  # noqa: E402
-from crew.batch import BatchItem, checked  # noqa: E402
+from crew import LLM, Agent, Crew, Task
+from crew.batch import BatchItem, checked
 
 LATENCY_MS = 200
 TASKS = ("part0", "part1", "part2", "join", "last")

@@ -31,10 +31,10 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from crew import limits
-from crew.batch import BatchItem, BatchResult, failed_result, run_one
+from crew.batch import BatchItem, BatchResult, Runnable, failed_result, run_one
 from crew.errors import ConfigError
 
 try:
@@ -43,10 +43,10 @@ try:
     import distributed
     from distributed.diagnostics.plugin import SchedulerPlugin
 except ImportError as exc:  # this module is imported only for the dask executor
-    raise ConfigError("The dask executor needs Dask distributed: pip install 'crew[dask]'.") from exc
+    raise ConfigError(
+        "The dask executor needs Dask distributed: pip install 'crew[dask]'."
+    ) from exc
 
-if TYPE_CHECKING:
-    from crew.crew import Crew
 
 ALLOWED_FAILURES = 6
 """Workers a run's task may lose (killed, out of memory) before the batch gives it up as failed:
@@ -64,7 +64,7 @@ _LIMITS_PLUGIN = "crew-shared-limits"
 
 
 async def run_batch_on_dask(
-    crew: Crew,
+    crew: Runnable,
     items: Sequence[BatchItem],
     *,
     batch_id: str,
@@ -145,7 +145,7 @@ async def _client(
 
 
 _opening = threading.Lock()
-_crews: dict[str, Crew] = {}
+_crews: dict[str, Runnable] = {}
 """The crews of the last batches this worker process ran, by batch token."""
 _joined: set[str] = set()
 """The scheduler whose rate limiters this worker process uses (at most one)."""
@@ -174,7 +174,7 @@ def _run(shipped: tuple[str, bytes], item: BatchItem, batch_id: str) -> BatchRes
         return failed_result(item, exc)
 
 
-class SharedLimits(SchedulerPlugin):  # type: ignore[misc]
+class SharedLimits(SchedulerPlugin):
     """A scheduler plugin: the cluster's rate limiters, one per (model, api_base), which the
     workers' calls ask over the scheduler's connection (``_SchedulerLimiter``)."""
 
@@ -252,4 +252,5 @@ class _SchedulerLimiter:
 
     def _send(self, op: str, **message: Any) -> Any:
         call = getattr(self._worker.scheduler, op)
-        return asyncio.run_coroutine_threadsafe(call(**message), self._worker.loop.asyncio_loop)
+        loop: asyncio.AbstractEventLoop = self._worker.loop.asyncio_loop  # type: ignore[attr-defined]
+        return asyncio.run_coroutine_threadsafe(call(**message), loop)

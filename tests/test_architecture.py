@@ -35,6 +35,7 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("scheduler", "checkpoint", "process"),
     ("run",),
     ("batch",),
+    ("batch_dask",),
     ("batch_local",),
     ("crew",),
     # Spec: crews from files (YAML, CrewAI projects, Python), settings, fakes for tests.

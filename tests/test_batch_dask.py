@@ -4,6 +4,7 @@ server, and the PostgreSQL store (or a SQLite file, on one machine)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -17,7 +18,6 @@ import pytest
 
 from crew import LLM, Agent, Crew, Task, tool
 from crew.batch import BatchItem, BatchResult
-from crew.errors import ConfigError
 from crew.store import open_store
 from crew.store.postgres import PostgresStore
 from crew.store.sqlite import SQLiteStore
@@ -45,7 +45,9 @@ def five_tasks(llm: LLM, store: object, tools: Sequence[object] = ()) -> Crew:
 
 
 def items(count: int, batch_id: str) -> list[BatchItem]:
-    return [BatchItem(line, {"topic": f"topic-{line}"}, f"{batch_id}-{line}") for line in range(count)]
+    return [
+        BatchItem(line, {"topic": f"topic-{line}"}, f"{batch_id}-{line}") for line in range(count)
+    ]
 
 
 def batch(crew: Crew, work: Sequence[BatchItem], **options: object) -> list[BatchResult]:
@@ -53,7 +55,11 @@ def batch(crew: Crew, work: Sequence[BatchItem], **options: object) -> list[Batc
     options = {"address": None, "concurrency": 4, "workers": 2, **options}
     results = asyncio.run(
         batch_dask.run_batch_on_dask(
-            crew, work, batch_id="b", on_result=seen.append, **options  # type: ignore[arg-type]
+            crew,
+            work,
+            batch_id="b",
+            on_result=seen.append,
+            **options,  # type: ignore[arg-type]
         )
     )
     assert sorted(r.line for r in seen) == [item.line for item in work]  # each told once
@@ -121,15 +127,33 @@ def test_a_batch_runs_on_worker_processes_with_postgres(server: FakeOpenAIServer
     store.close()
 
 
-def test_a_store_the_workers_cannot_share_is_refused_in_one_line(tmp_path: Path) -> None:
-    llm = LLM("openai/fake", api_base="http://127.0.0.1:9/v1", api_key="sk-test")
-    sqlite = five_tasks(llm, str(tmp_path / "crew.db"))
-    with pytest.raises(ConfigError) as remote:
-        batch(sqlite, items(1, "x"), address="tcp://127.0.0.1:9")
-    assert "postgresql://" in str(remote.value) and "\n" not in str(remote.value)
-    with pytest.raises(ConfigError, match="in other processes"):
-        batch(five_tasks(llm, "memory"), items(1, "x"))
-    batch_dask.check_shared_store(sqlite, remote=False)  # one machine: a SQLite file will do
+def test_crew_batch_on_dask_with_a_sqlite_file_on_this_machine(server, tmp_path: Path) -> None:
+    llm = LLM("openai/fake", api_base=server.url, api_key="sk-test")
+    crew = five_tasks(llm, str(tmp_path / "crew.db"))
+    topics = [{"topic": f"topic-{n}"} for n in range(1, 5)]
+    results = crew.batch(topics, executor="dask", concurrency=4, batch_id="lite")
+    assert [(r.line, r.run_id, r.status) for r in results] == [
+        (n, f"lite-{n}", "succeeded") for n in range(1, 5)
+    ]
+    assert len(server.calls) == 4 * 5
+
+
+def test_the_leads_example_runs_as_a_batch_on_dask_with_postgres(server, postgres_url, tmp_path):
+    from tests.test_batch import EXAMPLES, crew_cli
+    from tests.test_examples import answer
+
+    server.default = answer
+    done = crew_cli(
+        "batch", str(EXAMPLES / "leads"), "--inputs", str(EXAMPLES / "leads" / "leads.jsonl"),
+        "--executor", "dask", "--out", "scores.jsonl", "--json", "--concurrency", "4",
+        cwd=tmp_path, server=server, CREW_STORE=postgres_url,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["counts"] == {"succeeded": 5}
+    scores = [json.loads(line) for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    assert [s["line"] for s in scores] == [1, 2, 3, 4, 5]
+    assert all(set(s["output"]) == {"score", "reason"} for s in scores)  # its output model's
+    assert len(server.calls) == 15
 
 
 def test_max_rpm_holds_across_two_worker_processes(server: FakeOpenAIServer, tmp_path: Path):
