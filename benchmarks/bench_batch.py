@@ -209,7 +209,9 @@ def resume(api_base: str, store: str, count: int, threads: int) -> dict[str, Any
     before = statuses()
     done = {run_id for run_id, status in before.items() if status == "succeeded"}
     middle = set(before) - done
-    tasks_before = sum(len(watch.task_records(run_id)) for run_id in ids)
+    kept = sum(
+        r.status == "succeeded" for run_id in before for r in watch.task_records(run_id)
+    )  # tasks whose output the rerun finds: it calls each of the others once
     crew = five_tasks(api_base, store)
     items = items_for(crew, count, batch_id)
     start = time.perf_counter()
@@ -219,7 +221,6 @@ def resume(api_base: str, store: str, count: int, threads: int) -> dict[str, Any
         )
     )
     wall_s = time.perf_counter() - start
-    finished = [run_id for run_id in middle for r in watch.task_records(run_id)]
     watch.close()
     return {
         "wall_s": wall_s,
@@ -227,8 +228,7 @@ def resume(api_base: str, store: str, count: int, threads: int) -> dict[str, Any
         "resumed": len(middle),
         "started": count - len(before),
         "failed": sum(r.status != "succeeded" for r in results),
-        "tasks_before": tasks_before,
-        "task_records_of_resumed": len(finished),
+        "calls": len(TASKS) * count - kept,
     }
 
 
@@ -308,7 +308,8 @@ def main() -> None:
         f"\nresume of a batch killed halfway (2x{threads} Dask workers): {resumed['wall_s']:.1f} s"
         f" for {resumed['done_before']} runs done before the kill (skipped),"
         f" {resumed['resumed']} in the middle (resumed from their checkpoints) and"
-        f" {resumed['started']} not started; {resumed['failed']} failed"
+        f" {resumed['started']} not started; {resumed['calls']} model calls;"
+        f" {resumed['failed']} failed"
     )
 
 
