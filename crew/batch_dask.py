@@ -208,12 +208,13 @@ class SharedLimits(SchedulerPlugin):
         number = next(self._ids)
         if max_tpm is not None:  # only a token limit has use for the real count
             now = time.monotonic()
-            self.admitted = {n: a for n, a in self.admitted.items() if a[0] > now - 120}
+            while self.admitted and next(iter(self.admitted.values()))[0] < now - 2 * self.window_s:
+                self.admitted.pop(next(iter(self.admitted)))  # never settled: out of the window
             self.admitted[number] = (now, admission)
         return {"id": number, "waited_s": admission.waited_s, "limit": admission.limit}
 
-    def settle(self, key: list[str | None], id: int, tokens: int) -> None:
-        if (admitted := self.admitted.pop(id, None)) is not None:
+    def settle(self, key: list[str | None], number: int, tokens: int) -> None:
+        if (admitted := self.admitted.pop(number, None)) is not None:
             self._limiter(key).settle(admitted[1], tokens)
 
     def pause(self, key: list[str | None], seconds: float) -> None:
@@ -239,13 +240,15 @@ class _SchedulerLimiter:
             )
         )  # fmt: skip
         reservation = limits.Reservation(time.monotonic(), tokens, max_rpm, max_tpm)
-        if max_tpm is not None:
+        if max_tpm is not None:  # only a token limit has use for the real count
+            if len(self._ids) >= 1000:  # calls that never settled (no answer came): long gone
+                self._ids = dict(list(self._ids.items())[500:])
             self._ids[reservation] = answer["id"]
         return limits.Admission(reservation, answer["waited_s"], answer["limit"])
 
     def settle(self, admission: limits.Admission, tokens: int) -> None:
         if (number := self._ids.pop(admission.reservation, None)) is not None:
-            self._send("crew_limits_settle", key=self.key, id=number, tokens=tokens)
+            self._send("crew_limits_settle", key=self.key, number=number, tokens=tokens)
 
     def pause(self, seconds: float) -> None:
         self._send("crew_limits_pause", key=self.key, seconds=seconds)
