@@ -6,8 +6,9 @@ scheduler. The only module that imports dask.
 
 - **The crew** goes to each worker once (scattered), pickled by cloudpickle; its store goes as
   its address and each worker process opens its own connection (``SQLiteStore.__reduce__``,
-  ``PostgresStore.__reduce__``). A run on a worker is ``crew.batch.run_one`` on an event loop
-  of its own, in one of the worker's threads.
+  ``PostgresStore.__reduce__``). A run on a worker is ``crew.batch.run_one`` on the event
+  loop that all the process's runs share (as the local executor's do); a Dask thread waits
+  for each.
 - **The store must be shared**, since any worker may run, or resume, any run. PostgreSQL is.
   A SQLite file is shared by the processes of one machine, so it serves a ``LocalCluster``
   or a cluster at a loopback address (its writes take turns under one lock: fine for a few
@@ -155,7 +156,8 @@ def _run(shipped: tuple[str, bytes], item: BatchItem, batch_id: str) -> BatchRes
     """One run, in a worker's thread: resumed if the store has it (a lost worker's run).
 
     The crew comes pickled with each task (a few kB), so that a worker started after a loss
-    has it too; each worker process unpickles it, and opens its store, once per batch."""
+    has it too; each worker process unpickles it, and opens its store, once per batch. The run
+    itself goes on the process's loop of runs (``_runs_loop``); this thread waits for it."""
     token, pickled = shipped
     with _opening:
         scheduler = distributed.get_worker().scheduler.address
@@ -168,10 +170,28 @@ def _run(shipped: tuple[str, bytes], item: BatchItem, batch_id: str) -> BatchRes
                 _crews.pop(next(iter(_crews))).store.close()
             crew = _crews[token] = cloudpickle.loads(pickled)
             crew.store  # noqa: B018
+        loop = _runs_loop()
     try:  # run_one waits out the lease of a lost worker's run (on another machine)
-        return asyncio.run(run_one(crew, item, batch_id=batch_id))
+        running = asyncio.run_coroutine_threadsafe(run_one(crew, item, batch_id=batch_id), loop)
+        return running.result()
     except Exception as exc:  # one input's failure is its result, as on the local executor
         return failed_result(item, exc)
+
+
+def _runs_loop() -> asyncio.AbstractEventLoop:
+    """The worker process's event loop for runs, in a thread of its own, made on first use.
+
+    Every run of the process goes on it, as the local executor's runs share one loop: each
+    model's HTTP connections are kept from one run to the next (a loop per run would open new
+    ones, and a TLS handshake each), and a Dask thread only waits for its run."""
+    global _loop
+    if _loop is None:
+        _loop = asyncio.new_event_loop()
+        threading.Thread(target=_loop.run_forever, name="crew-runs", daemon=True).start()
+    return _loop
+
+
+_loop: asyncio.AbstractEventLoop | None = None
 
 
 class SharedLimits(SchedulerPlugin):
