@@ -308,7 +308,7 @@ def main() -> None:
         f"\nresume of a batch killed halfway (2x{threads} Dask workers): {resumed['wall_s']:.1f} s"
         f" for {resumed['done_before']} runs done before the kill (skipped),"
         f" {resumed['resumed']} in the middle (resumed from their checkpoints) and"
-        f" {resumed['started']} not started; {resumed['calls']} model calls;"
+        f" {resumed['started']} not started; {resumed['calls']} tasks without a stored output;"
         f" {resumed['failed']} failed"
     )
 

@@ -8,6 +8,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,6 +74,12 @@ def line_of(call: object) -> int:
     return int(found.group(1))
 
 
+def test_import_crew_loads_no_dask() -> None:
+    code = "import crew, sys; print(sorted({'dask', 'distributed'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_a_crew_with_tools_and_an_opened_store_pickles_and_reopens_its_store(
     tmp_path: Path, postgres_url: str
 ) -> None:
@@ -128,14 +136,21 @@ def test_a_batch_runs_on_worker_processes_with_postgres(server: FakeOpenAIServer
 
 
 def test_crew_batch_on_dask_with_a_sqlite_file_on_this_machine(server, tmp_path: Path) -> None:
+    def reply(body: dict[str, object]) -> ServerReply:
+        if "topic-3" in str(body["messages"]):
+            return ServerReply(status=400, error="This request is malformed.")
+        return ServerReply(text="fine")
+
+    server.default = reply
     llm = LLM("openai/fake", api_base=server.url, api_key="sk-test")
     crew = five_tasks(llm, str(tmp_path / "crew.db"))
     topics = [{"topic": f"topic-{n}"} for n in range(1, 5)]
     results = crew.batch(topics, executor="dask", concurrency=4, batch_id="lite")
     assert [(r.line, r.run_id, r.status) for r in results] == [
-        (n, f"lite-{n}", "succeeded") for n in range(1, 5)
-    ]
-    assert len(server.calls) == 4 * 5
+        (n, f"lite-{n}", "failed" if n == 3 else "succeeded") for n in range(1, 5)
+    ]  # a failed run is its input's result; the others go on
+    assert "malformed" in str(results[2].error)
+    assert {line_of(c) for c in server.calls if c.status == 200} == {1, 2, 4}
 
 
 def test_the_leads_example_runs_as_a_batch_on_dask_with_postgres(server, postgres_url, tmp_path):
