@@ -34,7 +34,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
-from crew import limits
+from crew import events, limits
 from crew.batch import BatchItem, BatchResult, Runnable, failed_result, run_one
 from crew.errors import ConfigError
 
@@ -72,6 +72,7 @@ async def run_batch_on_dask(
     address: str | None,
     concurrency: int,
     on_result: Callable[[BatchResult], object] | None = None,
+    on_event: events.EventSink | None = None,
     workers: int | None = None,
     rate_window_s: float = 60.0,
 ) -> list[BatchResult]:
@@ -86,6 +87,8 @@ async def run_batch_on_dask(
             ``LocalCluster`` on 127.0.0.1 for the batch.
         workers: the LocalCluster's worker processes (else as many as cores, at most
             ``concurrency``); each gets an equal share of the ``concurrency`` threads.
+        on_event: told ``RunStarted`` as each run's task starts on a worker (the progress view
+            counts the runs at work); a run's other events stay on its worker and in the store.
         rate_window_s: the window of the models' ``max_rpm`` and ``max_tpm`` (tests shorten it).
 
     """
@@ -94,6 +97,9 @@ async def run_batch_on_dask(
         async with _client(address, concurrency, workers) as client:
             await client.register_plugin(SharedLimits(window_s=rate_window_s), name=_LIMITS_PLUGIN)
             shipped = (uuid.uuid4().hex, cloudpickle.dumps(crew))
+            if on_event is not None:
+                told = _started(crew, items, results, on_event)
+                client.subscribe_topic(f"crew-batch-{shipped[0]}", told)
             pending = iter(items)
             waiting = distributed.as_completed()
             submitted: dict[str, BatchItem] = {}
@@ -118,6 +124,29 @@ async def run_batch_on_dask(
                     on_result(result)
                 submit_next()
     return [results[item.line] for item in items]
+
+
+def _started(
+    crew: Runnable,
+    items: Sequence[BatchItem],
+    results: dict[int, BatchResult],
+    on_event: events.EventSink,
+) -> Callable[[tuple[float, dict[str, Any]]], None]:
+    """What turns a worker's word that a run started into ``RunStarted`` for ``on_event``."""
+    by_run = {item.run_id: item for item in items}
+    task_ids = tuple(task.id for task in crew.tasks)
+
+    def told(event: tuple[float, dict[str, Any]]) -> None:
+        item = by_run.get(event[1]["run_id"])
+        if item is not None and item.line not in results:  # its result may have come first
+            on_event(
+                events.RunStarted(
+                    run_id=item.run_id, at=event[1]["at"], crew=crew.name, task_ids=task_ids,
+                    inputs=item.inputs,
+                )
+            )  # fmt: skip
+
+    return told
 
 
 @contextlib.asynccontextmanager
@@ -171,6 +200,8 @@ def _run(shipped: tuple[str, bytes], item: BatchItem, batch_id: str) -> BatchRes
             crew = _crews[token] = cloudpickle.loads(pickled)
             crew.store  # noqa: B018
         loop = _runs_loop()
+    worker = distributed.get_worker()
+    worker.log_event(f"crew-batch-{token}", {"run_id": item.run_id, "at": time.time()})
     try:  # run_one waits out the lease of a lost worker's run (on another machine)
         running = asyncio.run_coroutine_threadsafe(run_one(crew, item, batch_id=batch_id), loop)
         return running.result()

@@ -20,6 +20,7 @@ import pytest
 
 from crew import LLM, Agent, Crew, Task, tool
 from crew.batch import BatchItem, BatchResult
+from crew.events import RunStarted
 from crew.store import open_store
 from crew.store.postgres import PostgresStore
 from crew.store.sqlite import SQLiteStore
@@ -121,8 +122,12 @@ def test_a_batch_runs_on_worker_processes_with_postgres(server: FakeOpenAIServer
     server.default = ServerReply(text="fine", latency_ms=20)
     llm = LLM("openai/fake", api_base=server.url, api_key="sk-test")
     crew = five_tasks(llm, postgres_url)
-    results = batch(crew, items(6, "pg"))
+    started: list[object] = []
+    results = batch(crew, items(6, "pg"), on_event=started.append)
     assert [r.line for r in results] == list(range(6))
+    assert sorted(e.run_id for e in started if isinstance(e, RunStarted)) == [
+        f"pg-{n}" for n in range(6)
+    ]  # each run's start, told as its task starts on a worker (the view counts them)
     assert {r.status for r in results} == {"succeeded"}
     assert sorted({(line_of(c), c.key) for c in server.calls}) == sorted(
         (line, task) for line in range(6) for task in ("part0", "part1", "part2", "join", "last")
