@@ -19,7 +19,7 @@ import csv
 import ipaddress
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -104,6 +104,10 @@ class BatchResult:
         }
 
 
+OnResult = Callable[[BatchResult], None]
+"""Told of each input's result as it comes, in any order (an executor's ``on_result``)."""
+
+
 def run_id_of(batch_id: str, line: int) -> str:
     return f"{batch_id}-{line}"
 
@@ -153,8 +157,12 @@ def checked(
     items, problems = [], []
     for line, given in rows:
         where = f"{source}:{line}"
-        if isinstance(given, str):  # a line that is not an object: its problem, already said
-            problems.append(f"{where} {given}")
+        if isinstance(given, _Unreadable):
+            problems.append(f"{where} {given.problem}")
+            continue
+        if not isinstance(given, Mapping):
+            kind = type(given).__name__
+            problems.append(f"{where} inputs: a {kind}, not a dict of name: value.")
             continue
         try:
             inputs = given if specs is None else resolve_inputs(specs, given, where, give=_GIVE)
@@ -178,9 +186,26 @@ def _check(plan_or_crew: Plan | Runnable, inputs: Mapping[str, Any]) -> None:
         plan_or_crew.plan(inputs)
 
 
+@dataclass(frozen=True)
+class _Unreadable:
+    """A line of an inputs file that is no object of inputs, and why."""
+
+    problem: str
+
+
+def first_inputs(path: str | Path) -> dict[str, Any]:
+    """The inputs of the file's first good line, as written, or {} (``read_inputs`` says what
+    is wrong): what a Python crew's ``build_crew(inputs)`` is built with for the whole batch."""
+    try:
+        rows = _rows(Path(path))
+    except BatchInputError:
+        return {}
+    return next((given for _, given in rows if isinstance(given, dict)), {})
+
+
 def _rows(path: Path) -> list[tuple[int, Any]]:
     """(line, inputs) for each line of the file; a line that is not an object of inputs gets its
-    problem (a string) instead."""
+    problem (``_Unreadable``) instead."""
     suffix = path.suffix.lower()
     if suffix not in (*_JSONL, ".csv"):
         raise BatchInputError(
@@ -205,11 +230,11 @@ def _jsonl_rows(text: str) -> list[tuple[int, Any]]:
         try:
             value = json.loads(content)
         except (ValueError, RecursionError) as exc:
-            rows.append((line, f"line: not JSON ({exc}); write one JSON object per line."))
+            rows.append((line, _Unreadable(f"line: not JSON ({exc}); write one object a line.")))
             continue
         if not isinstance(value, dict):
             kind = type(value).__name__
-            rows.append((line, f"line: a JSON {kind}, not an object of name: value."))
+            rows.append((line, _Unreadable(f"line: a JSON {kind}, not an object of name: value.")))
         else:
             rows.append((line, value))
     return rows
@@ -228,7 +253,8 @@ def _csv_rows(text: str) -> list[tuple[int, Any]]:
         if not any(cell.strip() for cell in cells):
             continue
         if len(cells) != len(names):
-            rows.append((line, f"row: {len(cells)} cells, but the header names {len(names)}."))
+            problem = f"row: {len(cells)} cells, but the header names {len(names)}."
+            rows.append((line, _Unreadable(problem)))
             continue
         rows.append((line, {n: cell for n, cell in zip(names, cells, strict=True) if cell != ""}))
     return rows
@@ -384,24 +410,3 @@ def new_batch_id() -> str:
     import uuid
 
     return f"b{uuid.uuid4().hex[:10]}"
-
-
-def summarize(
-    batch_id: str, results: Sequence[BatchResult], *, duration_s: float = 0.0
-) -> dict[str, Any]:
-    """A batch's summary as data (``crew batch --json``): its id, the inputs, how many runs ended
-    in each status, and the usage of all its runs summed."""
-    counts: dict[str, int] = {}
-    usage: dict[str, float] = {}
-    for result in results:
-        counts[result.status] = counts.get(result.status, 0) + 1
-        for name, value in result.usage.items():
-            if isinstance(value, int | float):
-                usage[name] = usage.get(name, 0) + value
-    return {
-        "batch_id": batch_id,
-        "inputs": len(results),
-        "counts": counts,
-        "usage": usage,
-        "duration_s": round(duration_s, 3),
-    }

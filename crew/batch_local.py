@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from crew.batch import (
     DEFAULT_CONCURRENCY,
     BatchItem,
     BatchResult,
+    OnResult,
     Runnable,
     _check_same_inputs,
     check_executor,
@@ -26,8 +27,6 @@ from crew.errors import ConfigError
 if TYPE_CHECKING:
     from crew import events
     from crew.store import Store
-
-OnResult = Callable[[BatchResult], None]
 
 
 async def run_batch(
@@ -141,3 +140,24 @@ async def _on_dask(
     )  # fmt: skip
     results = await done if inspect.isawaitable(done) else done
     return list(results)
+
+
+def summarize(
+    batch_id: str, results: Sequence[BatchResult], *, duration_s: float = 0.0
+) -> dict[str, Any]:
+    """A batch's summary as data (``crew batch --json``): its id, the inputs, how many runs ended
+    in each status, and the usage of all its runs summed."""
+    counts: dict[str, int] = {}
+    usage: dict[str, float] = {}
+    for result in results:
+        counts[result.status] = counts.get(result.status, 0) + 1
+        for name, value in result.usage.items():
+            if isinstance(value, int | float):
+                usage[name] = usage.get(name, 0) + value
+    return {
+        "batch_id": batch_id,
+        "inputs": len(results),
+        "counts": counts,
+        "usage": usage,
+        "duration_s": round(duration_s, 3),
+    }

@@ -250,8 +250,20 @@ class Crew:
             resume=resume is not None, parent_run_id=parent_run_id, batch=batch
         )
 
-    def batch(self, inputs: Iterable[Mapping[str, Any]] | str | Path, **kwargs: Any) -> list[Any]:
+    def batch(
+        self,
+        inputs: Iterable[Mapping[str, Any]] | str | Path,
+        *,
+        concurrency: int = 8,
+        executor: str = "local",
+        address: str | None = None,
+        batch_id: str | None = None,
+        **kwargs: Any,
+    ) -> list[Any]:
         """Run the crew once per input and wait for every result (the sync form of ``abatch``)."""
+        kwargs.update(
+            concurrency=concurrency, executor=executor, address=address, batch_id=batch_id
+        )
         if not _loop_running():
             return asyncio.run(self.abatch(inputs, **kwargs))
         with ThreadPoolExecutor(1, thread_name_prefix="crew-batch") as pool:

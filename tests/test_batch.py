@@ -115,6 +115,11 @@ def test_every_bad_line_is_reported_at_once_as_file_line_field_problem(tmp_path)
     assert str(caught.value).startswith(f"5 problems in {path}:")
 
 
+def test_python_inputs_that_are_not_dicts_are_refused_by_position(llm):
+    with pytest.raises(BatchInputError, match=r"inputs:2 inputs: a str, not a dict"):
+        leads_crew(llm).batch([{"company": "a"}, "b"])
+
+
 def test_without_declared_inputs_each_line_must_fill_every_placeholder(tmp_path):
     path = write(tmp_path, "leads.csv", "company,note\nacme,x\n,y\n")
     with pytest.raises(BatchInputError, match=r"leads.csv:3 inputs: Missing inputs: 'company'"):
@@ -209,6 +214,21 @@ def test_run_one_returns_a_stored_success_without_a_call(llm, server):
     )
     assert server.calls == []
     assert crew.store.get_run("x-4").batch_line == 4  # type: ignore[union-attr]
+
+
+def test_run_one_waits_for_a_lease_held_elsewhere_then_resumes_the_run(llm, server):
+    crew = leads_crew(llm)
+    store = crew.store
+    store.create_run(
+        "w-1", crew="leads", inputs={"company": "q"}, task_ids=["research", "score"],
+        batch_id="w", batch_line=1,
+    )  # fmt: skip
+    store.acquire_lease("w-1", "another-machine:7", ttl_s=0.3)  # its holder went silent
+    item = BatchItem(line=1, inputs={"company": "q"}, run_id="w-1")
+    result = asyncio.run(run_one(crew, item, batch_id="w"))
+    assert (result.status, result.output) == ("succeeded", "score of q")
+    assert [c.key for c in server.calls] == ["research", "score"]
+    assert store.lease("w-1") is None  # taken over, then released by the run
 
 
 def test_the_rate_limit_of_a_model_holds_across_the_whole_batch(server):
@@ -361,6 +381,9 @@ def test_a_batch_writes_its_results_in_input_order_and_exits_1_if_any_failed(tmp
     assert "2 of 3 done, 1 failed, 0 never started" in listed.stdout
     shown = crew_cli("show", "b7-3", cwd=tmp_path, server=server)
     assert shown.returncode == 0 and "about c" in shown.stdout
+    assert "line 3 of batch b7" in shown.stdout
+    unknown = crew_cli("runs", "--batch", "b8", cwd=tmp_path, server=server)
+    assert unknown.returncode == 2 and "There is no batch 'b8' in the store." in unknown.stderr
 
 
 def test_all_succeeded_exits_0_with_plain_lines_when_not_a_terminal(tmp_path, server):
@@ -468,6 +491,23 @@ def test_a_stopped_batch_interrupts_its_running_runs_and_says_how_to_continue(
     assert statuses == {"k-1": "succeeded", "k-2": "interrupted"}  # k-3 never started
     listed = crew_cli("runs", "--batch", "k", cwd=tmp_path, server=server)
     assert "1 of 3 done, 1 interrupted, 1 never started" in listed.stdout
+
+
+def test_a_python_crew_built_from_its_inputs_is_built_with_the_first_line(tmp_path, server):
+    server.default = by_topic()
+    write(
+        tmp_path, "crew.py",
+        "from crew import Agent, Crew, Task\n"
+        "INPUTS = {'topic': {'description': 'The topic'}}\n"
+        "def build_crew(inputs):\n"
+        "    agent = Agent(role='Worker', goal='Work on topic: {topic}')\n"
+        "    return Crew([Task(id='notes', description='Notes on {topic}', agent=agent)])\n",
+    )  # fmt: skip
+    write(tmp_path, "in.csv", "topic\nx\ny\n")
+    done = crew_cli("batch", "crew.py", "--inputs", "in.csv", "--json", cwd=tmp_path,
+                    server=server)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["counts"] == {"succeeded": 2}
 
 
 def test_the_leads_example_runs_as_a_batch(tmp_path, server):

@@ -98,8 +98,12 @@ def _batch(args: argparse.Namespace) -> int:
 
 def _crew(args: argparse.Namespace) -> tuple[Crew, dict[str, Any] | None]:
     """The crew to run, configured as ``crew run`` would; its declared inputs, if it has any."""
+    from crew.batch import first_inputs
+
     settings = read_settings(args)
-    loaded, _ = load(args.target, settings, {}, crew_class=args.crew_class)
+    # A Python crew's build_crew(inputs) is called once, with the first line's inputs.
+    given = first_inputs(args.inputs) if args.target.suffix == ".py" else {}
+    loaded, _ = load(args.target, settings, given, crew_class=args.crew_class)
     for warning in loaded.warnings:
         stderr().print(f"[yellow]warning:[/] {markup(warning)}", highlight=False)
     crew = configure(loaded.crew, settings).replace(source=str(args.target.resolve()))
@@ -141,7 +145,7 @@ def _execute(
         _write_out(args.out, [got[item.line] for item in items if item.line in got])
         return _interrupted(args, crew, items, batch_id, len(got), bool(terminated))
     _write_out(args.out, results)
-    from crew.batch import summarize
+    from crew.batch_local import summarize
 
     summary = summarize(batch_id, results, duration_s=time.monotonic() - started)
     summary["out"] = str(args.out) if args.out is not None else None
