@@ -28,10 +28,12 @@ import asyncio
 import contextlib
 import math
 import os
+import sys
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from crew import events, limits
@@ -96,7 +98,7 @@ async def run_batch_on_dask(
     with dask.config.set(_CONFIG):
         async with _client(address, concurrency, workers) as client:
             await client.register_plugin(SharedLimits(window_s=rate_window_s), name=_LIMITS_PLUGIN)
-            shipped = (uuid.uuid4().hex, cloudpickle.dumps(crew))
+            shipped = (uuid.uuid4().hex, _pickled(crew))
             if on_event is not None:
                 told = _started(crew, items, results, on_event)
                 client.subscribe_topic(f"crew-batch-{shipped[0]}", told)
@@ -124,6 +126,29 @@ async def run_batch_on_dask(
                     on_result(result)
                 submit_next()
     return [results[item.line] for item in items]
+
+
+def _pickled(crew: Runnable) -> bytes:
+    """The crew, pickled; its own Python modules by value (a crew file run as a script, the
+    tools beside a crew file): the workers have crew and its libraries, not the crew's folder."""
+    source = Path(crew.source).resolve() if crew.source else None
+    folder = source if source is None or source.is_dir() else source.parent
+    own = []
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if name == "crew" or name.startswith("crew.") or not file or "site-packages" in file:
+            continue
+        if name.startswith("_crew_file_") or (
+            folder and Path(file).resolve().is_relative_to(folder)
+        ):
+            own.append(module)
+    for module in own:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        return cloudpickle.dumps(crew)
+    finally:
+        for module in own:
+            cloudpickle.unregister_pickle_by_value(module)
 
 
 def _started(

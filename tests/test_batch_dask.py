@@ -176,6 +176,21 @@ def test_the_leads_example_runs_as_a_batch_on_dask_with_postgres(server, postgre
     assert len(server.calls) == 15
 
 
+def test_a_python_crew_file_and_its_tools_go_to_the_workers_by_value(server, tmp_path: Path):
+    from tests.test_batch import EXAMPLES, crew_cli, write
+    from tests.test_examples import answer
+
+    server.default = answer
+    write(tmp_path, "in.jsonl", '{"topic": "Lisbon"}\n{"topic": "Porto"}\n')
+    done = crew_cli(
+        "batch", str(EXAMPLES / "quickstart.py"), "--inputs", "in.jsonl", "--executor", "dask",
+        "--json", cwd=tmp_path, server=server, CREW_STORE=str(tmp_path / "crew.db"),
+    )  # fmt: skip
+    # The file runs as module _crew_file_quickstart, which no worker could import.
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["counts"] == {"succeeded": 2}
+
+
 def test_max_rpm_holds_across_two_worker_processes(server: FakeOpenAIServer, tmp_path: Path):
     server.default = ServerReply(text="fine", latency_ms=10)
     llm = LLM("openai/fake", api_base=server.url, api_key="sk-test", max_rpm=3)
