@@ -209,6 +209,19 @@ def test_max_rpm_holds_across_two_worker_processes(server: FakeOpenAIServer, tmp
     assert starts[-1] - starts[0] >= 2 * window_s - 0.5
 
 
+def test_the_schedulers_limiter_counts_a_calls_real_tokens_once_it_answers() -> None:
+    shared = batch_dask.SharedLimits(window_s=60.0)
+    key = ["openai/fake", None]
+
+    async def second_call_after_the_first_settles() -> dict[str, object]:
+        first = await shared.acquire(key, None, 100, 80)
+        shared.settle(key, first["id"], 10)  # it used 10 tokens, not the 80 it reserved
+        return await asyncio.wait_for(shared.acquire(key, None, 100, 80), 5)
+
+    # 10 + 80 fit in 100 tokens a minute; unsettled, 80 + 80 would wait for the window.
+    assert asyncio.run(second_call_after_the_first_settles())["waited_s"] == 0
+
+
 @pytest.mark.slow
 def test_a_lost_workers_runs_resume_on_another_worker_from_their_checkpoints(
     server: FakeOpenAIServer, postgres_url: str
