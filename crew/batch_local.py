@@ -57,7 +57,7 @@ async def run_batch(
     check_executor(executor, store, address)
     await asyncio.to_thread(_begin, crew, store, items, batch_id, inputs_file)
     if executor == "dask":
-        return await _on_dask(crew, items, batch_id, address, concurrency, on_result)
+        return await _on_dask(crew, items, batch_id, address, concurrency, on_result, on_event)
     return await _run_here(crew, items, batch_id, concurrency, on_result, on_event)
 
 
@@ -124,6 +124,7 @@ async def _on_dask(
     address: str | None,
     concurrency: int,
     on_result: OnResult | None,
+    on_event: events.EventSink | None = None,
 ) -> list[BatchResult]:
     # An executor of an optional extra, loaded on demand like a store's backend.
     try:
@@ -135,7 +136,7 @@ async def _on_dask(
         ) from exc
     done = run_batch_on_dask(
         crew, items, batch_id=batch_id, address=address, concurrency=concurrency,
-        on_result=on_result,
+        on_result=on_result, on_event=on_event,
     )  # fmt: skip
     results = await done if inspect.isawaitable(done) else done
     return list(results)

@@ -35,6 +35,7 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("scheduler", "checkpoint", "process"),
     ("run",),
     ("batch",),
+    ("batch_dask",),
     ("batch_local",),
     ("crew",),
     # Spec: crews from files (YAML, CrewAI projects, Python), settings, fakes for tests.
@@ -83,6 +84,9 @@ GATEWAYS: dict[str, set[str]] = {
     "psycopg": {"store.postgres"},
     "opentelemetry": {"tracing"},  # only for a traced run (the otel extra)
     "sqlite3": {"store.sqlite"},
+    "dask": {"batch_dask"},  # the dask executor of crew batch (the dask extra)
+    "distributed": {"batch_dask"},
+    "cloudpickle": {"batch_dask"},  # how the crew goes to the workers (a dask dependency)
 }
 
 

@@ -10,6 +10,7 @@ reopened and the write tried again (``SQLStore``), for up to ``retry_budget_s``.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -204,6 +205,10 @@ class PostgresStore(SQLStore):
 
     def __repr__(self) -> str:
         return f"PostgresStore({_redact(self.url)!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # To another process (a Dask worker) as its URL: that process opens its own connection.
+        return (functools.partial(PostgresStore, clock=self._clock), (self.url,))
 
     def close(self) -> None:
         with self._lock:

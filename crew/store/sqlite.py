@@ -12,6 +12,7 @@ to ``retry_budget_s`` in all.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -162,6 +163,10 @@ class SQLiteStore(SQLStore):
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # To another process (a Dask worker) as its file: that process opens its own connection.
+        return (functools.partial(SQLiteStore, clock=self._clock), (str(self.path),))
 
     def close(self) -> None:
         with self._lock:
