@@ -268,6 +268,9 @@ def _dump_json(value: Any, what: str) -> str:
     """JSON text of a value, its strings escaped (``_escape``), or a StoreError that says which
     value did not fit."""
     try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        if "\\u0000" not in text and not _UNSTORABLE.search(text):
+            return text  # nothing to escape (json writes NUL as \u0000): the same text, sooner
         return json.dumps(
             _escape(value), ensure_ascii=False, allow_nan=False, separators=(",", ":")
         )
