@@ -103,12 +103,6 @@ def test_a_crew_file_does_not_load_crewai_nor_httpx_command_line_client(tmp_path
     assert "httpx" in imported and "click" not in imported  # httpx's CLI, which crew never runs
 
 
-def test_a_run_plans_its_crew_without_networkx(tmp_path, server):
-    _, imported = run_crew(tmp_path, server, "--quiet")
-    assert "crew.plan" in imported and len(server.calls) == 1  # the crew was planned, then ran
-    assert "networkx" not in imported  # its import alone was the largest cost before the call
-
-
 def test_render_result_as_written_prints_the_text_unwrapped():
     output = TaskOutput(task_id="hello", agent="Worker", text=MARKDOWN)
     result = CrewResult(
