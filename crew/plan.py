@@ -1,13 +1,12 @@
 """The planner: the task graph of a crew, checked whole before any model call.
 
-The graph is held as two adjacency dicts (``_Graph``: each task's dependencies and dependants,
-in the order the edges were found), built in one pass over the tasks. Its checks and walks are
-done here over those dicts, with networkx's algorithms (Kahn's order for acyclicity and for the
-generations, a breadth-first search for descendants), so planning never imports networkx: its
-import alone (0.1-0.2 s) was the largest cost before ``crew run``'s first request. networkx is
-this module's door for what is rarer: listing the cycles of a graph that has some, the width
-(``Plan.max_parallelism``) and ``Plan.graph``, a networkx ``DiGraph`` made on first use.
-Planning 10,000 tasks takes 0.1-0.2 s (``python benchmarks/bench_scale.py --plan``).
+The graph is a networkx ``DiGraph`` (``Plan.graph``), built in one ``add_edges_from`` from the
+edges found in one pass over the tasks. networkx checks it is acyclic (and lists the cycles
+only when it is not), gives its generations, descendants and width; the declaration-ordered
+topological order is walked here over the graph's adjacency, as networkx's lexicographic sort
+would be several times slower. This is networkx's only door, imported on the first plan:
+planning 10,000 tasks takes 0.2-0.4 s in a fresh process, networkx's import (0.1-0.2 s)
+included, and 0.1-0.2 s after that (``python benchmarks/bench_scale.py --plan``).
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ class Plan:
 
     tasks: Mapping[str, Task]
     """By id, in the order the crew declared them."""
-    _graph: _Graph = field(repr=False)
+    _graph: nx.DiGraph = field(repr=False)
     """An edge u -> v means v depends on u; edges in the order they were found."""
     order: tuple[str, ...]
     """A topological order (declaration order among unrelated tasks)."""
@@ -77,38 +76,32 @@ class Plan:
                 found.update(self.groups[task_id].all_tasks)
         return found
 
-    @functools.cached_property
+    @property
     def graph(self) -> nx.DiGraph:
-        """The task graph as a networkx ``DiGraph``, made on first use and frozen (networkx
-        refuses to change it): an edge u -> v means v depends on u; nodes in declaration order,
-        a loop's body in ``groups``. For networkx's algorithms (``nx.ancestors(plan.graph,
-        "report")``); crew itself asks the methods, and never imports networkx to run."""
-        return self._graph.networkx()
+        """The task graph, frozen (networkx refuses to change it): an edge u -> v means v
+        depends on u; nodes in declaration order, a loop's body in ``groups``. For networkx's
+        algorithms (``nx.ancestors(plan.graph, "report")``); crew itself asks the methods."""
+        return self._graph
 
     @functools.cached_property
     def max_parallelism(self) -> int:
         """Most tasks that can ever run at once: the width of the graph (computed on first use,
         as it needs the transitive closure; the scheduler never asks)."""
-        return _width(self.graph)
+        return _width(self._graph)
 
     def dependencies(self, task_id: str) -> list[str]:
         """The tasks ``task_id`` waits for."""
-        return list(self._graph.pred[task_id])
+        return list(self._graph.predecessors(task_id))
 
     def dependants(self, task_id: str) -> list[str]:
         """The tasks that wait for ``task_id``."""
-        return list(self._graph.succ[task_id])
+        return list(self._graph.successors(task_id))
 
     def descendants(self, task_id: str) -> set[str]:
         """Every task downstream of ``task_id``."""
-        succ = self._graph.succ
-        seen: set[str] = set()
-        frontier = [task_id]
-        while frontier:
-            fresh = [t for node in frontier for t in succ[node] if t not in seen]
-            seen.update(fresh)
-            frontier = fresh
-        return seen
+        import networkx as nx
+
+        return set(nx.descendants(self._graph, task_id))
 
     def check_inputs(self, inputs: Mapping[str, Any] | None) -> None:
         """Raise ``PlanError`` listing every problem of ``inputs`` for this plan (a value of the
@@ -128,46 +121,7 @@ class Plan:
 
     def edges(self) -> set[tuple[str, str]]:
         """Every (dependency, dependant) pair."""
-        return {(u, v) for u, dependants in self._graph.succ.items() for v in dependants}
-
-
-class _Graph:
-    """A directed graph as two adjacency dicts, the shape of networkx's ``DiGraph`` (``pred``,
-    ``succ``: node -> {neighbour: None}), neighbours in the order their edges were added."""
-
-    __slots__ = ("pred", "succ")
-
-    def __init__(self, nodes: Iterable[str], edges: Iterable[tuple[str, str]]) -> None:
-        self.pred: dict[str, dict[str, None]] = {node: {} for node in nodes}
-        self.succ: dict[str, dict[str, None]] = {node: {} for node in self.pred}
-        for u, v in edges:
-            self.succ[u][v] = None
-            self.pred[v][u] = None
-
-    def generations(self) -> list[list[str]] | None:
-        """networkx's ``topological_generations`` (Kahn's algorithm, in the same order), or
-        None if the graph has a cycle."""
-        waiting = {node: len(deps) for node, deps in self.pred.items() if deps}
-        ready = [node for node, deps in self.pred.items() if not deps]
-        generations = []
-        while ready:
-            generations.append(ready)
-            ready = []
-            for node in generations[-1]:
-                for child in self.succ[node]:
-                    waiting[child] -= 1
-                    if not waiting[child]:
-                        ready.append(child)
-                        del waiting[child]
-        return None if waiting else generations
-
-    def networkx(self) -> nx.DiGraph:
-        import networkx as nx
-
-        graph = nx.DiGraph()
-        graph.add_nodes_from(self.pred)
-        graph.add_edges_from((u, v) for u, dependants in self.succ.items() for v in dependants)
-        return nx.freeze(graph)
+        return set(self._graph.edges)
 
 
 def build_plan(
@@ -183,6 +137,8 @@ def build_plan(
 
     ``outer``: for a loop's body, the tasks of the crew outside it (done before it starts).
     """
+    import networkx as nx
+
     inputs = {} if inputs is None else inputs
     problems = check_inputs(inputs) if outer is None else []
     if not isinstance(inputs, Mapping):
@@ -212,8 +168,7 @@ def build_plan(
     for task in by_id.values():
         problems += check_dependencies(task, known)
     graph = _graph(by_id, needs, owner)
-    generations = graph.generations()
-    if generations is None:
+    if not nx.is_directed_acyclic_graph(graph):
         problems += _check_cycles(graph)  # simple_cycles, only for a graph that has some
     problems += check_quorums(by_id.values(), graph.pred, needs, [*(outer or {})])
     problems += check_agents(by_id.values(), default_llm)
@@ -232,11 +187,10 @@ def build_plan(
             except PlanError as exc:
                 problems += exc.problems
     if not problems:  # so the graph is acyclic
-        assert generations is not None
+        generations = list(nx.topological_generations(graph))
         problems += check_reachable(itertools.chain(*generations), graph.pred, by_id)
     if problems:
         raise PlanError(list(dict.fromkeys(problems)))
-    assert generations is not None
     return _analyse(by_id, graph, generations, groups, expressions)
 
 
@@ -268,11 +222,13 @@ def _needs(task: Task, inner: Sequence[Task], reads: Mapping[str, list[str]]) ->
 
 def _graph(
     by_id: Mapping[str, Task], needs: Mapping[str, Sequence[str]], owner: Mapping[str, str]
-) -> _Graph:
+) -> nx.DiGraph:
     """The task graph: a task waits for what it needs (a task inside a loop stands for the
     loop), and a router's targets wait for the router. Edges in the order they turn up, so that
     each task's dependencies and dependants keep the order they were declared in."""
-    found: dict[tuple[str, str], None] = {}  # edges, each once
+    import networkx as nx
+
+    found: dict[tuple[str, str], None] = {}  # edges, each once: one add_edges_from is fast
     for task in by_id.values():
         for dep in dict.fromkeys(owner.get(dep, dep) for dep in needs[task.id]):
             if dep != task.id and dep in by_id:
@@ -280,7 +236,10 @@ def _graph(
         if task.routes:  # asked first: most tasks are no routers
             for targets in task.route_targets.values():
                 found.update(((task.id, t), None) for t in targets if t in by_id)
-    return _Graph(by_id, found)
+    graph = nx.DiGraph()
+    graph.add_nodes_from(by_id)
+    graph.add_edges_from(found)
+    return nx.freeze(graph)
 
 
 def _parse_expressions(
@@ -318,13 +277,13 @@ def _parse_expressions(
 
 def _analyse(
     by_id: dict[str, Task],
-    graph: _Graph,
+    graph: nx.DiGraph,
     generations: list[list[str]],
     groups: Mapping[str, Plan],
     expressions: Mapping[tuple[str, str], Expression],
 ) -> Plan:
     position = {task_id: i for i, task_id in enumerate(by_id)}
-    dependants = graph.succ
+    dependants = dict(graph.adjacency())  # task -> {dependant: edge data}, the graph's own dicts
     order = _declared_order(graph, dependants, position)
     remaining: dict[str, float] = {}
     for task_id in reversed(order):
@@ -348,12 +307,12 @@ def _analyse(
 
 
 def _declared_order(
-    graph: _Graph, dependants: Mapping[str, Iterable[str]], position: Mapping[str, int]
+    graph: nx.DiGraph, dependants: Mapping[str, Iterable[str]], position: Mapping[str, int]
 ) -> tuple[str, ...]:
     """The topological order that takes, each time, the first-declared task that is ready:
     networkx's ``lexicographical_topological_sort`` keyed by position, walked here over the
     graph's adjacency, as networkx's own takes several times longer."""
-    waiting = {task_id: len(deps) for task_id, deps in graph.pred.items()}
+    waiting = dict(graph.in_degree)
     ready = [position[task_id] for task_id, count in waiting.items() if not count]
     heapq.heapify(ready)
     by_position = list(position)
@@ -385,13 +344,12 @@ def _width(graph: nx.DiGraph) -> int:
 def find_cycles(dependencies: Mapping[str, Sequence[str]], limit: int = 5) -> list[list[str]]:
     """Up to ``limit`` cycles of a {task: [its dependencies]} mapping. In each, every task
     depends on the next; each starts at its first-declared task, so messages are stable."""
-    position = {task: i for i, task in enumerate(dependencies)}
-    edges = [(task, dep) for task, deps in dependencies.items() for dep in deps if dep in position]
-    if _Graph(position, edges).generations() is not None:
-        return []  # no cycle: networkx (simple_cycles) is imported only to list some
     import networkx as nx
 
-    graph = nx.DiGraph(edges)
+    position = {task: i for i, task in enumerate(dependencies)}
+    graph = nx.DiGraph(
+        (task, dep) for task, deps in dependencies.items() for dep in deps if dep in position
+    )
     cycles = []
     for cycle in itertools.islice(nx.simple_cycles(graph), limit):
         start = cycle.index(min(cycle, key=position.__getitem__))
@@ -399,7 +357,7 @@ def find_cycles(dependencies: Mapping[str, Sequence[str]], limit: int = 5) -> li
     return cycles
 
 
-def _check_cycles(graph: _Graph) -> list[str]:
+def _check_cycles(graph: nx.DiGraph) -> list[str]:
     dependencies = {task_id: list(deps) for task_id, deps in graph.pred.items()}
     return [
         f"Tasks depend on each other in a cycle: {' -> '.join([*cycle, cycle[0]])} (each"
