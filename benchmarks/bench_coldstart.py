@@ -67,9 +67,13 @@ def _environment(url: str, store: str, folder: Path) -> dict[str, str]:
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("CREW_", "OPENAI_", "ANTHROPIC_"))
+        and key != "PYTHONDONTWRITEBYTECODE"
     }
     return env | {
         "PYTHONPATH": str(ROOT),
+        # crew's bytecode, cached as an installed package's is (pip compiles it): written by
+        # the warm-up run, read by the others, outside the source tree
+        "PYTHONPYCACHEPREFIX": str(SQLITE_DB.parent / "pycache"),
         "CREW_MODEL": "openai/fake",
         "CREW_API_BASE": url,
         "OPENAI_API_KEY": "sk-bench",

@@ -1,13 +1,13 @@
-"""The two model paths side by side: directly over HTTP (``crew.openai_http``) and through litellm.
+"""The cost per call of the two model paths: directly over HTTP and through litellm.
 
-    python benchmarks/bench_paths.py           # prints one table; takes about 30 s
+    python benchmarks/bench_paths.py           # prints one table; takes about 15 s
 
 The fake OpenAI-compatible server answers at once (0 ms) in this process; each path is measured
 in a fresh child process, so litellm's import never weighs on the direct path. Per path: the
 time to import what the first call needs, then the CPU and wall time per call of 300 bare
-``LLM.complete`` calls and per task of a 50-task chain run by ``Crew``, the child's peak RSS,
-and whether litellm was imported. Last, the time from starting ``crew run FILE`` to the first
-request reaching the server, per path.
+``LLM.complete`` calls (no crew around them), and whether litellm was imported.
+``bench_peers.py`` runs whole crews on both paths (per task, cold run, peak RSS), and
+``bench_coldstart.py`` times ``crew run`` to its first request.
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,16 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CALLS = 300
-CHAIN = 50
 
 
 def child(path: str, url: str) -> None:
     """Measure one path in this (fresh) process and print the numbers as JSON."""
     started = time.perf_counter()
-    from crew import LLM, Agent, Crew, Task
+    from crew import LLM
     from crew.chat import ChatRequest
     from crew.llm import prepare
-    from crew.store.memory import MemoryStore
 
     client = "auto" if path == "direct" else "litellm"
     llm = LLM("openai/gpt-4o-mini", api_base=url, api_key="sk-bench", client=client)
@@ -52,66 +48,16 @@ def child(path: str, url: str) -> None:
     asyncio.run(calls(CALLS))
     per_call = ((time.process_time() - cpu) / CALLS, (time.perf_counter() - wall) / CALLS)
 
-    agent = Agent(role="Worker", llm=llm, board_tools=False)
-    tasks = [
-        Task(id=f"t{i}", description="Say hi.", agent=agent, depends_on=[f"t{i - 1}"] if i else [])
-        for i in range(CHAIN)
-    ]
-    crew = Crew(tasks, store=MemoryStore())
-    cpu, wall = time.process_time(), time.perf_counter()
-    result = crew.run()
-    assert result.status == "succeeded", result.tasks
-    per_task = ((time.process_time() - cpu) / CHAIN, (time.perf_counter() - wall) / CHAIN)
     print(
         json.dumps(
             {
                 "ready_s": ready_s,
                 "call_cpu_ms": per_call[0] * 1000,
                 "call_wall_ms": per_call[1] * 1000,
-                "task_cpu_ms": per_task[0] * 1000,
-                "task_wall_ms": per_task[1] * 1000,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "litellm": "litellm" in sys.modules,
             }
         )
     )
-
-
-CREW_FILE = """\
-name: bench
-agents:
-  worker: {role: Worker, goal: Answer}
-tasks:
-  hello: {description: Say hi., agent: worker}
-"""
-
-
-def first_request_s(path: str, url: str, server: object) -> float:
-    """Seconds from starting ``crew run FILE`` to its first request reaching the server."""
-    server.reset()  # type: ignore[attr-defined]
-    with tempfile.TemporaryDirectory() as folder:
-        crew_file = Path(folder) / "crew.yaml"
-        crew_file.write_text(CREW_FILE)
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "CREW_MODEL": "openai/fake",
-            "CREW_API_BASE": url,
-            "OPENAI_API_KEY": "sk-bench",
-            "CREW_LLM_CLIENT": "auto" if path == "direct" else "litellm",
-            "CREW_STORE": "memory",
-        }
-        started = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "crew.cli", "run", str(crew_file), "--quiet"],
-            env=env,
-            cwd=folder,
-            capture_output=True,
-            timeout=120,
-            check=True,
-        )
-    calls = server.calls  # type: ignore[attr-defined]
-    return calls[0].started - started
 
 
 def main() -> None:
@@ -129,19 +75,12 @@ def main() -> None:
                 check=True,
             )
             rows[path] = json.loads(done.stdout.strip().splitlines()[-1])
-            rows[path]["first_request_s"] = min(
-                first_request_s(path, server.url, server) for _ in range(3)
-            )
     print("| | direct (aiohttp) | litellm |")
     print("|---|---|---|")
     for key, label, unit in [
         ("ready_s", "import + prepare before the first call", "s"),
         ("call_cpu_ms", f"CPU per call ({CALLS} bare calls)", "ms"),
         ("call_wall_ms", "wall per call", "ms"),
-        ("task_cpu_ms", f"CPU per task ({CHAIN}-task chain, 0 ms server)", "ms"),
-        ("task_wall_ms", "wall per task", "ms"),
-        ("peak_rss_mb", "peak RSS of the process", "MB"),
-        ("first_request_s", "`crew run FILE` start -> first request (best of 3)", "s"),
         ("litellm", "litellm imported", ""),
     ]:
         shown = [_shown(rows[path][key], unit) for path in ("direct", "litellm")]

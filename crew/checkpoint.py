@@ -91,14 +91,17 @@ class Checkpoint:
         plan: Plan,
         source: str,
         parent: str | None = None,
+        batch: tuple[str, int] | None = None,
     ) -> None:
-        """Record a new run (``parent``: the run a subcrew's run belongs to) and take its lease."""
+        """Record a new run (``parent``: the run a subcrew's run belongs to; ``batch``: the batch
+        id and line it runs for) and take its lease."""
         self.outbox.loop = asyncio.get_running_loop()
 
         def begin() -> None:
             self.store.create_run(
                 self.run_id, crew=crew, inputs=dict(inputs), task_ids=list(plan.all_tasks),
                 source=source, parent_run_id=parent,
+                batch_id=batch[0] if batch else None, batch_line=batch[1] if batch else None,
             )  # fmt: skip
             self._take_lease()
 

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, cast
 
 from crew import events, hooks
@@ -197,6 +198,7 @@ class Crew:
         parent_run_id: str | None = None,
         budget: Budget | None = None,
         ledger: Ledger | None = None,
+        batch: tuple[str, int] | None = None,
     ) -> CrewResult:
         """Run the crew. Raises ``ConfigError`` before any model call if the crew is invalid;
         a task failure does not raise: it is in the result (see ``raise_for_status``).
@@ -213,7 +215,8 @@ class Crew:
         agents at work and is stored as the parent's child.
 
         ``budget`` replaces the crew's for this run (a resume with a higher one); ``ledger`` is
-        a subcrew's: it spends from its parent's budget.
+        a subcrew's: it spends from its parent's budget. ``batch``: (batch id, line), to store
+        a new run as part of a batch (see ``crew.batch``).
         """
         if resume is not None:
             stored_inputs = open_run(self.store, resume)
@@ -246,7 +249,63 @@ class Crew:
             slots=slots,
             ledger=ledger,
         )
-        return await run.execute(resume=resume is not None, parent_run_id=parent_run_id)
+        return await run.execute(
+            resume=resume is not None, parent_run_id=parent_run_id, batch=batch
+        )
+
+    def batch(
+        self,
+        inputs: Iterable[Mapping[str, Any]] | str | Path,
+        *,
+        concurrency: int = 8,
+        executor: str = "local",
+        address: str | None = None,
+        batch_id: str | None = None,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """Run the crew once per input and wait for every result (the sync form of ``abatch``)."""
+        kwargs.update(
+            concurrency=concurrency, executor=executor, address=address, batch_id=batch_id
+        )
+        if not _loop_running():
+            return asyncio.run(self.abatch(inputs, **kwargs))
+        with ThreadPoolExecutor(1, thread_name_prefix="crew-batch") as pool:
+            return pool.submit(asyncio.run, self.abatch(inputs, **kwargs)).result()
+
+    async def abatch(
+        self,
+        inputs: Iterable[Mapping[str, Any]] | str | Path,
+        *,
+        concurrency: int = 8,
+        executor: str = "local",
+        address: str | None = None,
+        batch_id: str | None = None,
+        on_result: Callable[[Any], None] | None = None,
+    ) -> list[Any]:
+        """Run the crew once per input, as a batch stored under ``batch_id`` (else a new id);
+        the ``crew.batch.BatchResult`` of each input, in input order.
+
+        ``inputs``: dicts of inputs, or the path of a JSON Lines or CSV file (one run a line).
+        Every input is checked before any run starts (``BatchInputError`` lists every bad
+        one). ``concurrency``: runs at work at once (``executor="local"``: in this event loop);
+        ``executor="dask"`` runs each input as a task on the Dask cluster at ``address`` (a
+        local one if None). With the ``batch_id`` of an earlier batch, succeeded inputs are not
+        run again, interrupted and failed ones are resumed (see ``crew.batch``).
+        """
+        from crew import batch, batch_local
+
+        batch_id = batch_id or batch.new_batch_id()
+        if isinstance(inputs, str | Path):
+            items = batch.read_inputs(inputs, self, batch_id=batch_id)
+            inputs_file = str(inputs)
+        else:
+            rows = list(enumerate(inputs, start=1))
+            items = batch.checked(rows, self, batch_id=batch_id)
+            inputs_file = ""
+        return await batch_local.run_batch(
+            self, items, batch_id=batch_id, concurrency=concurrency, executor=executor,
+            address=address, inputs_file=inputs_file, on_result=on_result,
+        )  # fmt: skip
 
     async def astream(
         self, inputs: Mapping[str, Any] | None = None, *, run_id: str | None = None

@@ -4,7 +4,8 @@ The tree::
 
     CrewError
     ├── ConfigError              setup problems, raised before any model call
-    │   └── PlanError            the task graph is invalid (cycles, unknown ids, missing inputs)
+    │   ├── PlanError            the task graph is invalid (cycles, unknown ids, missing inputs)
+    │   └── BatchInputError      lines of a batch's inputs file do not fit the crew's inputs
     ├── LLMError                 a model call failed (``retryable``: may another try help?)
     │   ├── RateLimitError       429                                            retryable
     │   ├── LLMTimeoutError      the provider did not answer in time            retryable
@@ -109,7 +110,7 @@ _MAX_PROBLEM_CHARS = 600
 _MAX_LISTED_CHARS = 6_000  # with the count and the bullets, a message stays under 8 KB
 
 
-def _summary(problems: list[str]) -> str:
+def _summary(problems: list[str], where: str = "the crew") -> str:
     """The message of a ConfigError: its problems, each cut to a readable length, the first
     ``MAX_LISTED`` of them (fewer if they are long). A hostile or generated crew file can have
     thousands; all are kept in ``problems``, but a terminal or CI log gets a page, not
@@ -124,7 +125,7 @@ def _summary(problems: list[str]) -> str:
     listed = "\n".join(f"  - {p}" for p in shown)
     more = len(problems) - len(shown)
     rest = f"\n  ... and {more:,} more (fix these, then check again)" if more else ""
-    return f"{len(problems):,} problems in the crew:\n{listed}{rest}"
+    return f"{len(problems):,} problems in {where}:\n{listed}{rest}"
 
 
 def _cut(problem: str) -> str:
@@ -156,6 +157,20 @@ class ConfigError(CrewError):
 
 class PlanError(ConfigError):
     """The task graph is invalid: cycles, unknown or duplicate ids, missing agents or inputs."""
+
+
+class BatchInputError(ConfigError):
+    """A batch's inputs file cannot be read, or some of its lines do not fit the crew's inputs:
+    every bad line is listed, as ``FILE:LINE field: problem``; no run has started.
+
+    Attributes:
+        path: the inputs file.
+    """
+
+    def __init__(self, problems: str | Iterable[str], *, path: str) -> None:
+        super().__init__(problems)
+        self.path = path
+        self.args = (_summary(self.problems, path),)
 
 
 class LLMError(CrewError):

@@ -295,15 +295,40 @@ class CircuitBreaker:
         )
 
 
-_limiters: dict[tuple[str, str | None], RateLimiter] = {}
+class Limiter(Protocol):
+    """What a call asks of its model's rate limiter: ``RateLimiter``, or one that several
+    processes share (see ``share_limiters``)."""
+
+    async def acquire(
+        self, max_rpm: int | None = None, *, max_tpm: int | None = None, tokens: int = 0
+    ) -> Admission: ...
+    def settle(self, admission: Admission, tokens: int) -> None: ...
+    def pause(self, seconds: float) -> None: ...
+
+
+_limiters: dict[tuple[str, str | None], Limiter] = {}
 _breakers: dict[tuple[str, str | None], CircuitBreaker] = {}
 _registry_lock = threading.Lock()
+_make_limiter: Callable[[str, str | None], Limiter] | None = None
 
 
-def rate_limiter(model: str, api_base: str | None) -> RateLimiter:
+def rate_limiter(model: str, api_base: str | None) -> Limiter:
     """The process-wide limiter of calls to ``model`` at ``api_base``."""
     with _registry_lock:
-        return _limiters.setdefault((model, api_base), RateLimiter())
+        if (model, api_base) not in _limiters:
+            make = _make_limiter
+            _limiters[model, api_base] = make(model, api_base) if make else RateLimiter()
+        return _limiters[model, api_base]
+
+
+def share_limiters(make: Callable[[str, str | None], Limiter] | None) -> None:
+    """Make each model's limiter with ``make(model, api_base)`` from now on: one that several
+    processes share, so that ``max_rpm`` holds across them (a Dask worker of ``crew batch``
+    asks the scheduler). None: every process limits its own calls again."""
+    global _make_limiter
+    with _registry_lock:
+        _make_limiter = make
+        _limiters.clear()
 
 
 def circuit_breaker(model: str, api_base: str | None) -> CircuitBreaker:
@@ -402,7 +427,7 @@ async def guarded(
             breaker.abandoned(probe=probe)
 
 
-async def _admit(limiter: RateLimiter, request: ChatRequest, llm: Limited) -> Admission:
+async def _admit(limiter: Limiter, request: ChatRequest, llm: Limited) -> Admission:
     tokens = 0
     if llm.max_tpm is not None:
         tokens = estimate_tokens(request.messages, request.tools, llm.max_tokens)

@@ -124,8 +124,15 @@ class Run:
             halted=self._halted,
         )
 
-    async def execute(self, *, resume: bool, parent_run_id: str | None = None) -> CrewResult:
-        """Run (or, with ``resume``, continue) the plan and record how it ended."""
+    async def execute(
+        self,
+        *,
+        resume: bool,
+        parent_run_id: str | None = None,
+        batch: tuple[str, int] | None = None,
+    ) -> CrewResult:
+        """Run (or, with ``resume``, continue) the plan and record how it ended; ``batch``: the
+        batch id and line a new run is stored under."""
         checkpoint, scheduler, emit = self.checkpoint, self.scheduler, self.emit
         restored: Mapping[str, TaskResult] = {}
         if resume:
@@ -135,7 +142,7 @@ class Run:
         else:
             await checkpoint.begin(
                 crew=self.settings.name, inputs=self.inputs, plan=self.plan,
-                source=self.settings.source, parent=parent_run_id,
+                source=self.settings.source, parent=parent_run_id, batch=batch,
             )  # fmt: skip
         self.bus.subscribe(checkpoint.on_event)
         checkpoint.outbox.on_lost = functools.partial(self.bus.failed, checkpoint.on_event)

@@ -526,3 +526,53 @@ def test_a_write_queued_without_waiting_that_fails_is_raised_not_lost(durable_st
     crew = Crew(graph, llm=ScriptedLLM(), store=cast(Store, RefusedReviews(durable_store)))
     with pytest.raises(StoreError, match="the disk is full"):
         crew.run(run_id="r1")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    url = (
+        str(tmp_path / "crew.db")
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    from crew.store import open_store
+
+    store = open_store(url)
+    yield store
+    store.close()
+
+
+def test_each_task_costs_its_sql_store_one_transaction(
+    sql_store: Any, monkeypatch: pytest.MonkeyPatch
+):
+    """A task's output, board version, model exchange and the events before it are written in
+    one transaction (PostgreSQL: one statement, so one round trip); only the event batches the
+    outbox writes between commits come on top, and they are counted apart."""
+    from contextlib import contextmanager
+
+    counts = {"tasks": 0, "batches": 0}
+    batch = threading.local()
+    use, append_events = sql_store._use, sql_store.append_events
+
+    @contextmanager
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        counts["batches" if getattr(batch, "on", False) else "tasks"] += 1
+        with use(*args, **kwargs) as conn:
+            yield conn
+
+    def batched(*args: Any, **kwargs: Any) -> Any:
+        batch.on = True
+        try:
+            return append_events(*args, **kwargs)
+        finally:
+            batch.on = False
+
+    monkeypatch.setattr(sql_store, "_use", counted)
+    monkeypatch.setattr(sql_store, "append_events", batched)
+    uses = []
+    for n in (10, 30):
+        counts["tasks"] = 0
+        chain = {f"t{i}": [f"t{i - 1}"] if i else [] for i in range(n)}
+        Crew(tasks_of(chain), llm=ScriptedLLM(), store=sql_store).run().raise_for_status()
+        uses.append(counts["tasks"])
+    assert uses[1] - uses[0] == 20  # one per task; the rest (run, lease, finish) is per run

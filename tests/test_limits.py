@@ -23,6 +23,7 @@ from crew.limits import (
     circuit_breaker,
     estimate_tokens,
     rate_limiter,
+    share_limiters,
 )
 from crew.testserver import Call, FakeOpenAIServer, ServerReply
 
@@ -190,6 +191,26 @@ def test_the_estimate_counts_the_prompt_and_sets_aside_the_answer():
     assert estimate_tokens(messages, None, None) == 100 + 4 + 1024
     tools = [{"type": "function", "function": {"name": "f" * 100}}]
     assert estimate_tokens(messages, tools, 0) > 104
+
+
+def test_a_shared_limiter_plugs_in_for_every_model_until_unplugged():
+    made: list[tuple[str, str | None]] = []
+
+    def shared(model: str, api_base: str | None) -> RateLimiter:
+        made.append((model, api_base))
+        return RateLimiter(window_s=1.0)
+
+    mine = rate_limiter("openai/a", None)
+    share_limiters(shared)
+    try:
+        first = rate_limiter("openai/a", None)
+        assert first is not mine and first.window_s == 1.0  # the process's own are dropped
+        assert rate_limiter("openai/a", None) is first  # one per model, as before
+        rate_limiter("openai/b", "http://127.0.0.1:9/v1")
+        assert made == [("openai/a", None), ("openai/b", "http://127.0.0.1:9/v1")]
+    finally:
+        share_limiters(None)
+    assert rate_limiter("openai/a", None).window_s == 60.0
 
 
 # The breaker, on a fake clock

@@ -522,3 +522,57 @@ def test_the_plan_graph_is_a_frozen_networkx_digraph_of_the_plans_edges():
     assert nx.ancestors(graph, "report") == {"draft", "facts"}
     with pytest.raises(nx.NetworkXError, match="Frozen"):
         graph.add_edge("report", "facts")  # the plan's graph cannot change under the scheduler
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_plan_orders_and_levels_are_networkx_own(seed):
+    import random
+
+    import networkx as nx
+
+    rng = random.Random(seed)
+    ids = [f"t{i}" for i in range(30)]
+    spec = {t: rng.sample(ids[:i], min(i, rng.randint(0, 3))) for i, t in enumerate(ids)}
+    rng.shuffle(ids)  # declared in another order than their dependencies
+    plan = build_plan(tasks_of({t: spec[t] for t in ids}))
+    graph = nx.DiGraph()
+    graph.add_nodes_from(ids)
+    graph.add_edges_from((dep, t) for t in ids for dep in spec[t])
+
+    generations = [sorted(g, key=ids.index) for g in nx.topological_generations(graph)]
+    assert [list(level) for level in plan.levels] == generations
+    position = {t: i for i, t in enumerate(ids)}
+    assert list(plan.order) == list(nx.lexicographical_topological_sort(graph, position.get))
+    assert all(plan.descendants(t) == nx.descendants(graph, t) for t in ids)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_find_cycles_lists_networkx_cycles_and_none_for_a_dag(seed):
+    import random
+
+    from crew.plan import find_cycles
+
+    rng = random.Random(seed)
+    ids = [f"t{i}" for i in range(12)]
+    dag = {t: rng.sample(ids[:i], min(i, rng.randint(0, 3))) for i, t in enumerate(ids)}
+    assert find_cycles(dag) == []
+    back = rng.randrange(1, len(ids))
+    cyclic = {**dag, ids[0]: [ids[back]]}  # t0 depends on a later task: now some cycle exists
+    cycles = find_cycles(cyclic)
+    assert bool(cycles) == _reaches(dag, ids[back], ids[0])  # a cycle iff it comes back to t0
+    assert all(cycle[0] == min(cycle, key=ids.index) for cycle in cycles)
+    assert all(
+        all(nxt in cyclic[t] for t, nxt in zip(c, [*c[1:], c[0]], strict=True)) for c in cycles
+    )
+
+
+def _reaches(dependencies, start, goal):
+    seen, frontier = set(), [start]
+    while frontier:
+        task = frontier.pop()
+        if task == goal:
+            return True
+        if task not in seen:
+            seen.add(task)
+            frontier.extend(dependencies[task])
+    return False

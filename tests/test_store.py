@@ -7,6 +7,7 @@ where that is a failure.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import stat
@@ -23,6 +24,7 @@ import pytest
 
 from crew.errors import ConfigError, CrewError, LeaseHeldError, StoreError
 from crew.store import (
+    BatchRecord,
     BoardRecord,
     ReviewRecord,
     RunRecord,
@@ -238,6 +240,34 @@ def test_list_runs_newest_first_with_filters_and_limit(store: Store, clock: Cloc
     assert [r.run_id for r in store.list_runs(None, crew="trip")] == ["r2", "r0"]
     assert [r.run_id for r in store.list_runs(status="running", crew="trip")] == ["r2"]
     assert store.list_runs(status="cancelled") == []
+
+
+def test_runs_of_a_batch_know_their_line_and_are_listed_by_batch(store: Store, clock: Clock):
+    for line, batch in [(1, "b1"), (2, "b1"), (1, "b2")]:
+        store.create_run(
+            f"{batch}-{line}", crew="leads", inputs={"n": line}, task_ids=["a"],
+            batch_id=batch, batch_line=line,
+        )  # fmt: skip
+        clock.advance(1)
+    new_run(store, "alone")
+    assert [r.run_id for r in store.list_runs(batch="b1")] == ["b1-2", "b1-1"]
+    assert [r.batch_line for r in store.list_runs(None, batch="b2")] == [1]
+    assert store.get_run("alone").batch_id is None  # type: ignore[union-attr]
+    assert store.get_run("b1-2").batch_id == "b1"  # type: ignore[union-attr]
+    with pytest.raises(TypeError, match="batch_id"):
+        store.update_run("b1-1", batch_id="b3")
+
+
+def test_a_batch_round_trips_and_is_replaced_by_its_id(store: Store):
+    record = BatchRecord(
+        batch_id="b1", crew="leads", source="/x/crew.yaml", inputs_file="leads.jsonl",
+        size=5, created_at=T0,
+    )  # fmt: skip
+    assert store.get_batch("b1") is None
+    store.put_batch(record)
+    assert store.get_batch("b1") == record
+    store.put_batch(dataclasses.replace(record, size=6))
+    assert store.get_batch("b1").size == 6  # type: ignore[union-attr]
 
 
 def test_writes_about_an_unknown_run_are_refused(store: Store):
@@ -687,7 +717,14 @@ def test_a_reopened_store_has_its_data(backend: Backend):
     assert again.task_records("r1") == store.task_records("r1")
     if backend.sql is not None:
         versions = backend.sql([f"SELECT version FROM {backend.prefix}schema_version"])[0]
-        assert versions == [(1,), (2,), (3,), (4,), (5,)]  # applied once, not again on reopening
+        assert versions == [
+            (1,),
+            (2,),
+            (3,),
+            (4,),
+            (5,),
+            (6,),
+        ]  # applied once, not again on reopening
 
 
 @pytest.mark.parametrize("name", ["sqlite", "postgres"])
@@ -729,8 +766,9 @@ def test_an_older_database_is_migrated_and_keeps_its_data(
         store.put_review(review(run_id="old"))  # the tables of version 2 are there
         store.acquire_lease("old", "host:1", ttl_s=5)
         assert store.append_event("old", "RunResumed").seq == 1
+        assert store.list_runs(batch="b1") == []  # version 6: runs know their batch
     versions = sql([f"SELECT version FROM {prefix}schema_version ORDER BY version"])[0]
-    assert versions == [(1,), (2,), (3,), (4,), (5,)]
+    assert versions == [(1,), (2,), (3,), (4,), (5,), (6,)]
     sql([f"INSERT INTO {prefix}schema_version VALUES (99, 0)"])
     with pytest.raises(StoreError, match="schema version 99, newer than this crew knows"):
         current()

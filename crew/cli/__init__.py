@@ -1,11 +1,12 @@
-"""The ``crew`` command: run, resume, fork, review, history, plan, init, templates, config.
+"""The ``crew`` command: run, resume, fork, batch, review, history, plan, init, templates, config.
 
 Exit codes: 0 done, 1 the run finished with failed tasks, 2 the crew or the command is wrong
 (one message, no traceback), 130 interrupted.
 
 Each command's parser sits beside the function that runs it: ``crew.cli.running`` (run, resume,
-fork, and loading a crew for them), ``crew.cli.history`` (the store: runs, review and its
-decisions, show, logs, prune), ``crew.cli.project`` (plan, init, templates, config).
+fork, and loading a crew for them), ``crew.cli.batch`` (batch), ``crew.cli.history`` (the store:
+runs, review and its decisions, show, logs, prune), ``crew.cli.project`` (plan, init, templates,
+config).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 import sys
 from collections.abc import Sequence
 
+from crew.cli.batch import add_batch
 from crew.cli.history import (
     add_logs,
     add_prune,
@@ -69,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"crew {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     for add in (
-        add_run, add_resume, add_fork, add_runs, add_review, add_show, add_logs,
+        add_run, add_resume, add_fork, add_batch, add_runs, add_review, add_show, add_logs,
         add_resolve, add_prune, add_plan, add_init, add_templates, add_config,
     ):  # fmt: skip
         add(commands)  # each command's parser sits above the function that runs it

@@ -27,6 +27,9 @@ def add_runs(commands: Commands) -> None:
     """``crew runs``."""
     runs = commands.add_parser("runs", help="list the runs in the store, newest first")
     runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument(
+        "--batch", metavar="ID", help="the runs of one batch, by line, and its progress"
+    )
     runs.set_defaults(command=_runs)
 
 
@@ -37,10 +40,30 @@ def _runs(args: argparse.Namespace) -> int:
     from crew.store import open_store
 
     store = open_store(None)
+    if args.batch is not None:
+        return _batch_runs(store, args.batch)
     runs = [as_shown(store, run) for run in store.list_runs(args.limit)]
     render_runs(runs, Console(highlight=False))
     if any(run.status == "interrupted" for run in runs):
         sys.stdout.write("Continue an interrupted run with: crew resume RUN\n")
+    return 0
+
+
+def _batch_runs(store: Any, batch_id: str) -> int:
+    """``crew runs --batch ID``: the batch's runs, by line, then how far the batch got."""
+    from rich.console import Console
+
+    from crew.console.batch import render_batch
+    from crew.console.history import render_runs
+
+    batch = store.get_batch(batch_id)
+    runs = [as_shown(store, run) for run in store.list_runs(None, batch=batch_id)]
+    if batch is None and not runs:
+        raise ConfigError(f"There is no batch '{batch_id}' in the store.")
+    runs.sort(key=lambda run: run.batch_line or 0)
+    console = Console(highlight=False)
+    render_runs(runs, console)
+    render_batch(batch, runs, console)
     return 0
 
 

@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from crew.errors import ConfigError
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     Start = Callable[[EventSink], Coroutine[Any, Any, CrewResult]]
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
+T = TypeVar("T")
 EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 3, 130, 143
 QUIET = "no live view; only the final output, as written (not rendered as markdown)"
 
@@ -265,7 +266,7 @@ def execute(
         view.start()
     terminated: list[bool] = []
     try:
-        result = asyncio.run(_stoppable(start(on_event), terminated))
+        result = asyncio.run(stoppable(start(on_event), terminated))
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:
         if isinstance(exc, asyncio.CancelledError) and not terminated:
             raise
@@ -301,7 +302,7 @@ def _console(args: argparse.Namespace) -> Console:
     return Console(stderr=args.json, highlight=False)
 
 
-async def _stoppable(run: Coroutine[Any, Any, CrewResult], terminated: list[bool]) -> CrewResult:
+async def stoppable(run: Coroutine[Any, Any, T], terminated: list[bool]) -> T:
     """``run``, stopped by SIGTERM as by Ctrl-C: asyncio.run cancels its task on the first
     Ctrl-C, so the run's own cleanup records what finished and frees its lease; SIGTERM
     (a service manager, ``kill``, a CI timeout) does the same here, and says so in
@@ -326,23 +327,28 @@ async def _stoppable(run: Coroutine[Any, Any, CrewResult], terminated: list[bool
 def interrupted(args: argparse.Namespace, crew: Crew, run_id: str | None, terminated: bool) -> int:
     """Mark the stopped run ``interrupted`` (its tasks were cancelled, its finished outputs are
     stored) and say how to continue it; the exit code (143 for SIGTERM, 130 for Ctrl-C)."""
-    from crew.store import default_holder
-
     code = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     if run_id is None:
         stderr().print("[yellow]interrupted[/] before the run started")
         return code
-    store = crew.store
-    record = store.get_run(run_id)
-    if record is not None and record.status in ("running", "cancelled"):
-        store.update_run(run_id, status="interrupted")
-    store.release_lease(run_id, default_holder())  # if the run could not free it itself
+    mark_interrupted(crew.store, run_id)
     where = f"cd {project_dir(args)} && " if project_store(args) else ""  # the run's store
     stderr().print(
         f"[yellow]interrupted[/]: run {run_id} stopped."
         f" Continue with: {markup(where)}crew resume {run_id}"
     )
     return code
+
+
+def mark_interrupted(store: Store, run_id: str) -> None:
+    """Mark a run this process stopped ``interrupted`` (resumable), and free its lease if the run
+    could not free it itself."""
+    from crew.store import default_holder
+
+    record = store.get_run(run_id)
+    if record is not None and record.status in ("running", "cancelled"):
+        store.update_run(run_id, status="interrupted")
+    store.release_lease(run_id, default_holder())
 
 
 def report(args: argparse.Namespace, result: CrewResult, out: Console) -> int:

@@ -50,6 +50,8 @@ def render_run(store: Store, run: RunRecord, console: Console) -> None:
     )
     if run.parent_run_id:
         console.print(escape(origin(run)))
+    if run.batch_id is not None:
+        console.print(escape(f"line {run.batch_line} of batch {run.batch_id}"))
     if line := budget_line(run):
         console.print(escape(line))
     for line in event_notes(store.events(run.run_id)):

@@ -32,17 +32,18 @@ import time
 from collections.abc import Callable
 
 from crew.errors import ConfigError
+from crew.store.protocol import Store
 from crew.store.records import (
     DEFAULT_PATH,
     REVIEW_STATUSES,
     RUN_STATUSES,
+    BatchRecord,
     BoardRecord,
     EventRecord,
     ReviewRecord,
     ReviewStatus,
     RunRecord,
     RunStatus,
-    Store,
     TaskRecord,
     ToolCallRecord,
     default_holder,
@@ -52,6 +53,7 @@ __all__ = [
     "DEFAULT_PATH",
     "REVIEW_STATUSES",
     "RUN_STATUSES",
+    "BatchRecord",
     "BoardRecord",
     "EventRecord",
     "ReviewRecord",

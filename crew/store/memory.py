@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from crew.store.records import (
     _JSON_FIELDS,
+    BatchRecord,
     BoardRecord,
     EventRecord,
     ReviewRecord,
@@ -67,6 +68,7 @@ class MemoryStore:
         self._exchanges: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
         self._leases: dict[str, tuple[str, float]] = {}
         self._tool_calls: dict[tuple[str, str], ToolCallRecord] = {}
+        self._batches: dict[str, BatchRecord] = {}
 
     def __repr__(self) -> str:
         return "MemoryStore()"
@@ -97,6 +99,8 @@ class MemoryStore:
         status: RunStatus = "running",
         parent_run_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        batch_id: str | None = None,
+        batch_line: int | None = None,
     ) -> RunRecord:
         with self._lock:
             if run_id in self._runs:
@@ -112,6 +116,8 @@ class MemoryStore:
                     status=status,
                     parent_run_id=parent_run_id,
                     metadata=metadata,
+                    batch_id=batch_id,
+                    batch_line=batch_line,
                 )
             )
             self._runs[run_id] = record
@@ -131,16 +137,30 @@ class MemoryStore:
             return self._as_read(record, self._clock()) if record is not None else None
 
     def list_runs(
-        self, limit: int | None = 50, *, status: RunStatus | None = None, crew: str | None = None
+        self,
+        limit: int | None = 50,
+        *,
+        status: RunStatus | None = None,
+        crew: str | None = None,
+        batch: str | None = None,
     ) -> list[RunRecord]:
+        wanted = {"status": status, "crew": crew, "batch_id": batch}
         with self._lock:
             now = self._clock()
             runs = [
                 r
                 for r in (self._as_read(r, now) for r in self._newest_first())
-                if (status is None or r.status == status) and (crew is None or r.crew == crew)
+                if all(value is None or getattr(r, name) == value for name, value in wanted.items())
             ]
         return runs if limit is None else runs[:limit]
+
+    def put_batch(self, record: BatchRecord) -> None:
+        with self._lock:
+            self._batches[record.batch_id] = record
+
+    def get_batch(self, batch_id: str) -> BatchRecord | None:
+        with self._lock:
+            return self._batches.get(batch_id)
 
     def _as_read(self, record: RunRecord, now: float) -> RunRecord:
         """A copy of the run; ``interrupted`` if it is running and its lease has expired."""

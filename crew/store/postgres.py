@@ -10,6 +10,7 @@ reopened and the write tried again (``SQLStore``), for up to ``retry_budget_s``.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg.rows import DictRow
 
-    from crew.store.sql import _Connection, _EventRow
+    from crew.store.sqldb import _Connection, _EventRow
 
 _RUN = "run_id text NOT NULL REFERENCES crew_runs ON DELETE CASCADE"
 _TIME = "double precision"
@@ -79,6 +80,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f" created_at {_TIME} NOT NULL, finished_at {_TIME}, PRIMARY KEY (run_id, key))",
         "CREATE INDEX crew_tool_calls_task ON crew_tool_calls (run_id, task_id)",
     ),
+    (  # 6: batches (crew batch), and each run's batch and line in it
+        "ALTER TABLE crew_runs ADD COLUMN batch_id text",
+        "ALTER TABLE crew_runs ADD COLUMN batch_line integer",
+        "CREATE INDEX crew_runs_batch_id ON crew_runs (batch_id)",
+        f"CREATE TABLE crew_batches (batch_id text PRIMARY KEY, crew text NOT NULL,"
+        f" source text NOT NULL, inputs_file text NOT NULL, size integer NOT NULL,"
+        f" created_at {_TIME} NOT NULL)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -100,10 +109,12 @@ _COUNT_EVENTS = (
     "UPDATE crew_runs SET last_seq = last_seq + %(n)s WHERE run_id = %(run_id)s"
     " RETURNING last_seq - %(n)s AS base"
 )
+# The arrays are sent in binary (%b): psycopg's text format quotes every '"' and '\' of each
+# JSON payload with a regular expression, which cost more CPU than the rest of the statement.
 _INSERT_EVENTS = (
     "INSERT INTO crew_events (run_id, seq, type, payload, at, token)"
     " SELECT %(run_id)s, base + e.n, e.type, e.payload::jsonb, %(at)s, e.token"
-    " FROM counter, unnest(%(types)s::text[], %(payloads)s::text[], %(tokens)s::text[])"
+    " FROM counter, unnest(%(types)b::text[], %(payloads)b::text[], %(tokens)b::text[])"
     " WITH ORDINALITY AS e(type, payload, token, n) RETURNING seq"
 )
 _APPEND_EVENTS = f"WITH counter AS ({_COUNT_EVENTS}) {_INSERT_EVENTS}"
@@ -196,6 +207,10 @@ class PostgresStore(SQLStore):
 
     def __repr__(self) -> str:
         return f"PostgresStore({_redact(self.url)!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # To another process (a Dask worker) as its URL: that process opens its own connection.
+        return (functools.partial(PostgresStore, clock=self._clock), (self.url,))
 
     def close(self) -> None:
         with self._lock:

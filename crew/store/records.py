@@ -1,5 +1,5 @@
-"""The store's records, its ``Store`` protocol and the helpers its backends share (so that they
-agree on the edge cases). Re-exported by ``crew.store``.
+"""The store's records and the helpers its backends share (so that they agree on the edge
+cases); the ``Store`` protocol is in ``crew.store.protocol``. Re-exported by ``crew.store``.
 
 Text comes back exactly as it went in, whatever a model wrote: a NUL (which PostgreSQL refuses)
 or a lone surrogate (which is not UTF-8, so neither database takes it) is stored escaped, and
@@ -14,7 +14,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from crew.errors import LeaseHeldError, StoreError
 
@@ -61,10 +61,30 @@ class RunRecord:
     parent_run_id: str | None = None
     """The run this one was resumed or re-run from."""
     metadata: dict[str, Any] = field(default_factory=dict)
+    batch_id: str | None = None
+    """The batch the run is part of (``crew batch``), or None."""
+    batch_line: int | None = None
+    """Its line in the batch's inputs file (1-based), or None."""
 
     def __post_init__(self) -> None:
         if self.status not in RUN_STATUSES:
             raise ValueError(f"run status {self.status!r} is not one of {', '.join(RUN_STATUSES)}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BatchRecord:
+    """A batch: one crew run once per line of an inputs file (``crew batch``)."""
+
+    batch_id: str
+    crew: str
+    """The crew's name."""
+    source: str = ""
+    """Where the crew came from (as ``RunRecord.source``)."""
+    inputs_file: str = ""
+    """The inputs file, or "" for inputs given in Python."""
+    size: int
+    """How many inputs (runs) the batch has."""
+    created_at: float
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -187,159 +207,6 @@ class ToolCallRecord:
             )
 
 
-class Store(Protocol):
-    """What the scheduler and the CLI need to keep runs durable. Every backend passes the same
-    contract suite (``tests/test_store.py``). Errors of the database are raised as
-    ``StoreError``; writes about a run that does not exist raise ``StoreError`` too."""
-
-    def close(self) -> None: ...
-
-    def create_run(
-        self,
-        run_id: str,
-        *,
-        crew: str,
-        inputs: dict[str, Any],
-        task_ids: Sequence[str],
-        source: str = "",
-        status: RunStatus = "running",
-        parent_run_id: str | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> RunRecord:
-        """Record a new run, stamped with the store's clock; StoreError if the id exists."""
-        ...
-
-    def update_run(self, run_id: str, **fields: Any) -> RunRecord:
-        """Change some fields of a run (status, usage, metadata, ...); stamps ``updated_at``."""
-        ...
-
-    def get_run(self, run_id: str) -> RunRecord | None:
-        """The run; ``interrupted`` if it is ``running`` with an expired lease."""
-        ...
-
-    def list_runs(
-        self, limit: int | None = 50, *, status: RunStatus | None = None, crew: str | None = None
-    ) -> list[RunRecord]:
-        """Runs, newest first (by ``created_at``); a ``running`` run whose lease has expired is
-        reported (and filtered) as ``interrupted``."""
-        ...
-
-    def delete_runs(self, *, older_than_s: float | None = None, keep: int | None = None) -> int:
-        """Prune runs and everything that belongs to them; returns how many runs went.
-
-        Deletes the runs not updated for ``older_than_s`` seconds, except the ``keep`` newest;
-        with only ``keep``, every run but the ``keep`` newest. Runs with a live lease stay, and
-        so do runs that wait for a review (``waiting``, or with a pending review).
-        """
-        ...
-
-    def prunable_runs(
-        self, *, older_than_s: float | None = None, keep: int | None = None
-    ) -> list[str]:
-        """The ids of the runs ``delete_runs`` would delete now, newest first; deletes nothing."""
-        ...
-
-    def put_task(
-        self,
-        record: TaskRecord,
-        *,
-        board: BoardRecord | None = None,
-        events: Sequence[tuple[str, dict[str, Any]]] = (),
-        exchanges: Sequence[tuple[str, str, dict[str, Any]]] = (),
-    ) -> None:
-        """Insert or replace one attempt; durable when it returns (see the module docstring).
-
-        With ``board``, the board version of its output is kept in the same transaction: a
-        crash leaves both or neither, never a version whose task did not commit. ``events``
-        ((type, payload) pairs of the same run) are appended in that transaction too, and
-        ``exchanges`` ((request hash, model, response), as ``put_exchange`` takes them) kept,
-        so a task's completion costs one commit."""
-        ...
-
-    def task_records(self, run_id: str) -> list[TaskRecord]:
-        """Every attempt of every task of the run, by task id, index and attempt."""
-        ...
-
-    def finished_outputs(self, run_id: str) -> dict[tuple[str, int], TaskRecord]:
-        """The latest succeeded attempt of each (task_id, index): what a resume need not re-run."""
-        ...
-
-    def put_board_entry(self, record: BoardRecord) -> None:
-        """Keep one version of a board key (writing the same version again replaces it)."""
-        ...
-
-    def board_entries(self, run_id: str) -> list[BoardRecord]:
-        """Every version of every key, in the order posted (``updated_at``, key, version)."""
-        ...
-
-    def append_event(
-        self, run_id: str, type: str, payload: dict[str, Any] | None = None
-    ) -> EventRecord:
-        """Append an event; the store numbers it and stamps it with its clock."""
-        ...
-
-    def append_events(
-        self, run_id: str, events: Sequence[tuple[str, dict[str, Any]]]
-    ) -> list[EventRecord]:
-        """Append several events, (type, payload) pairs, in order, in one transaction."""
-        ...
-
-    def events(self, run_id: str, after_seq: int = 0) -> list[EventRecord]:
-        """The run's events with ``seq > after_seq``, in order."""
-        ...
-
-    def put_review(self, record: ReviewRecord) -> None:
-        """Insert or replace the review of (run_id, task_id)."""
-        ...
-
-    def get_review(self, run_id: str, task_id: str) -> ReviewRecord | None: ...
-
-    def reviews(
-        self, run_id: str | None = None, *, status: ReviewStatus | None = None
-    ) -> list[ReviewRecord]:
-        """Reviews of one run or of all runs, oldest first."""
-        ...
-
-    def put_exchange(
-        self, request_hash: str, run_id: str, *, model: str, response: dict[str, Any]
-    ) -> None:
-        """Record a model's response to a request, for replay (replaces the same hash and run)."""
-        ...
-
-    def get_exchange(self, request_hash: str, run_id: str | None = None) -> dict[str, Any] | None:
-        """The recorded response to a request: of that run, or the latest of any run."""
-        ...
-
-    def put_tool_call(self, record: ToolCallRecord) -> None:
-        """Insert or replace the record of (run_id, key); durable when it returns."""
-        ...
-
-    def tool_calls(self, run_id: str, task_id: str | None = None) -> list[ToolCallRecord]:
-        """The run's tool-call records (of one task), by task id, index, attempt, call index."""
-        ...
-
-    def acquire_lease(self, run_id: str, holder: str, *, ttl_s: float) -> None:
-        """Take the run's lease for ``ttl_s`` seconds, or renew our own.
-
-        Raises:
-            LeaseHeldError: another holder has the lease and it has not expired. An expired lease
-                is taken over: that is how a crashed holder's run becomes resumable.
-        """
-        ...
-
-    def renew_lease(self, run_id: str, holder: str, *, ttl_s: float) -> None:
-        """Extend our lease; LeaseHeldError if another holder took it over, StoreError if gone."""
-        ...
-
-    def release_lease(self, run_id: str, holder: str) -> None:
-        """Give the lease up; does nothing if ``holder`` does not hold it."""
-        ...
-
-    def lease(self, run_id: str) -> tuple[str, float] | None:
-        """The run's lease as (holder, expires_at), expired or not; None if nobody holds it."""
-        ...
-
-
 def default_holder() -> str:
     """This process as a lease holder: ``"host:pid"``."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -354,6 +221,8 @@ _RUN_UPDATABLE = frozenset(f.name for f in fields(RunRecord)) - {
     "run_id",
     "created_at",
     "updated_at",
+    "batch_id",
+    "batch_line",
 }
 
 
@@ -399,6 +268,9 @@ def _dump_json(value: Any, what: str) -> str:
     """JSON text of a value, its strings escaped (``_escape``), or a StoreError that says which
     value did not fit."""
     try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        if "\\u0000" not in text and not _UNSTORABLE.search(text):
+            return text  # nothing to escape (json writes NUL as \u0000): the same text, sooner
         return json.dumps(
             _escape(value), ensure_ascii=False, allow_nan=False, separators=(",", ":")
         )

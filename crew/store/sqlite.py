@@ -12,6 +12,7 @@ to ``retry_budget_s`` in all.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -32,7 +33,7 @@ from crew.store.records import (
 from crew.store.sql import RETRY_BUDGET_S, SQLStore
 
 if TYPE_CHECKING:
-    from crew.store.sql import _Connection, _EventRow
+    from crew.store.sqldb import _Connection, _EventRow
 
 _RUN = "run_id TEXT NOT NULL REFERENCES runs ON DELETE CASCADE"
 
@@ -80,6 +81,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " status TEXT NOT NULL, result TEXT, error_type TEXT NOT NULL,"
         " created_at REAL NOT NULL, finished_at REAL, PRIMARY KEY (run_id, key))",
         "CREATE INDEX tool_calls_task ON tool_calls (run_id, task_id)",
+    ),
+    (  # 6: batches (crew batch), and each run's batch and line in it
+        "ALTER TABLE runs ADD COLUMN batch_id TEXT",
+        "ALTER TABLE runs ADD COLUMN batch_line INTEGER",
+        "CREATE INDEX runs_batch_id ON runs (batch_id)",
+        "CREATE TABLE batches (batch_id TEXT PRIMARY KEY, crew TEXT NOT NULL,"
+        " source TEXT NOT NULL, inputs_file TEXT NOT NULL, size INTEGER NOT NULL,"
+        " created_at REAL NOT NULL)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -154,6 +163,10 @@ class SQLiteStore(SQLStore):
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # To another process (a Dask worker) as its file: that process opens its own connection.
+        return (functools.partial(SQLiteStore, clock=self._clock), (str(self.path),))
 
     def close(self) -> None:
         with self._lock:
