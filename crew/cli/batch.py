@@ -22,6 +22,7 @@ from crew.cli.running import (
     EXIT_TERMINATED,
     add_budget,
     add_trace,
+    collect_from_now,
     configure,
     load,
     mark_interrupted,
@@ -133,6 +134,7 @@ def _execute(
         address=args.address, inputs_file=str(args.inputs), on_result=on_result, on_event=view,
     )  # fmt: skip
     view.start()
+    collect_from_now()
     try:
         results = asyncio.run(stoppable(running, terminated))
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import json
 import os
 import signal
@@ -265,6 +266,7 @@ def execute(
         view.crew = crew.name
         view.start()
     terminated: list[bool] = []
+    collect_from_now()
     try:
         result = asyncio.run(stoppable(start(on_event), terminated))
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:
@@ -283,6 +285,17 @@ def execute(
         )
     write_outputs(result, output_files, loaded.source if loaded.source.is_dir() else Path())
     return report(args, result, view.console if view is not None else _console(args))
+
+
+def collect_from_now() -> None:
+    """The cyclic collector back on, once the crew is loaded (``crew.cli.main`` keeps it off
+    until then), with what the loading made frozen out of its sight: those objects live until
+    the process exits, and scanning them at each collection of a long run would cost as much as
+    it did at startup. Nothing to do when the collector is on already (``execute`` called
+    without ``main``)."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _live_view(args: argparse.Namespace, crew: Crew) -> ConsoleView:
