@@ -7,6 +7,7 @@ Each run is the real entry point (``python -m crew.cli``) in a fresh process und
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import re
@@ -130,3 +131,69 @@ def test_crew_on_a_crew_file_is_still_refused_before_any_request(tmp_path, serve
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "--crew Research: crew.yaml is not a CrewAI project; remove --crew." in done.stderr
     assert server.calls == []
+
+
+def test_import_crew_loads_each_public_name_on_first_use():
+    code = (
+        "import sys, crew\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('crew', 'pydantic', 'asyncio'))))\n"
+        "from crew import Crew, tool\n"
+        "print(Crew.__module__, tool.__module__, 'Crew' in dir(crew), crew.__all__ == sorted(crew.__all__))\n"
+        "try:\n    crew.Nope\nexcept AttributeError as exc:\n    print(exc)\n"
+    )  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "['crew']",
+        "crew.crew crew.tools True True",
+        "module 'crew' has no attribute 'Nope'",
+    ]
+
+
+GC_CREW = """\
+import gc
+
+from crew import Agent, Crew, Task
+from crew.testing import ScriptedLLM
+
+seen = {"loading": gc.isenabled()}
+
+
+def answer(call):
+    seen["running"] = gc.isenabled()
+    return repr(seen)
+
+
+crew = Crew(
+    [Task(id="hello", description="Say hi.", agent=Agent(role="Worker", goal="Answer"))],
+    llm=ScriptedLLM(answer),
+)
+"""
+
+
+def test_the_collector_is_off_while_a_crew_loads_and_on_while_it_runs(tmp_path):
+    (tmp_path / "gc_crew.py").write_text(GC_CREW)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CREW_", "OPENAI_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "crew.cli", "run", "gc_crew.py", "--quiet"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env=env | {"PYTHONPATH": str(ROOT), "HOME": str(tmp_path), "CREW_STORE": "memory"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "{'loading': False, 'running': True}" in done.stdout
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_the_command_line_gives_the_collector_back_as_it_found_it(tmp_path, collecting):
+    from crew.cli import main
+
+    was = gc.isenabled()
+    try:
+        (gc.enable if collecting else gc.disable)()
+        assert main(["templates"]) == 0
+        assert gc.isenabled() is collecting
+    finally:
+        (gc.enable if was else gc.disable)()
