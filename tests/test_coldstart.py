@@ -137,6 +137,8 @@ def test_import_crew_loads_each_public_name_on_first_use():
     code = (
         "import sys, crew\n"
         "print(sorted(m for m in sys.modules if m.startswith(('crew', 'pydantic', 'asyncio'))))\n"
+        "import crew.cli\n"
+        "print('asyncio' in sys.modules, 'pydantic' in sys.modules, 'crew.crew' in sys.modules)\n"
         "from crew import Crew, tool\n"
         "print(Crew.__module__, tool.__module__, 'Crew' in dir(crew), crew.__all__ == sorted(crew.__all__))\n"
         "try:\n    crew.Nope\nexcept AttributeError as exc:\n    print(exc)\n"
@@ -148,6 +150,7 @@ def test_import_crew_loads_each_public_name_on_first_use():
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "['crew']",
+        "False False False",  # the command line loads them in main(), with the collector off
         "crew.crew crew.tools True True",
         "module 'crew' has no attribute 'Nope'",
     ]

@@ -9,7 +9,6 @@ resumable).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
@@ -118,6 +117,8 @@ def _crew(args: argparse.Namespace) -> tuple[Crew, dict[str, Any] | None]:
 def _execute(
     args: argparse.Namespace, crew: Crew, items: list[BatchItem], batch_id: str, out: Console
 ) -> int:
+    import asyncio  # here, not at the top: main() imports it with the collector off
+
     from crew.batch_local import run_batch
     from crew.console.batch import BatchView, render_summary
 

@@ -4,7 +4,6 @@ or a Python file), applying the settings, running it with the live view, and rep
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import gc
 import json
@@ -245,6 +244,8 @@ def execute(
     start: Start,
 ) -> int:
     """Run ``start(on_event)`` (a run, resume or fork of ``crew``) with the live view; report."""
+    import asyncio  # here, not at the top: main() imports it with the collector off
+
     from crew import events
 
     for warning in loaded.warnings:
@@ -320,6 +321,8 @@ async def stoppable(run: Coroutine[Any, Any, T], terminated: list[bool]) -> T:
     Ctrl-C, so the run's own cleanup records what finished and frees its lease; SIGTERM
     (a service manager, ``kill``, a CI timeout) does the same here, and says so in
     ``terminated``."""
+    import asyncio
+
     loop, main = asyncio.get_running_loop(), asyncio.current_task()
 
     def stop() -> None:
