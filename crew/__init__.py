@@ -53,7 +53,30 @@ _HOMES = {
     "Usage": "crew.usage",
 }
 
-__all__ = sorted(_HOMES)
+__all__ = [
+    "LLM",
+    "Agent",
+    "Board",
+    "BoardEntry",
+    "Budget",
+    "ChatModel",
+    "ConfigError",
+    "Crew",
+    "CrewError",
+    "CrewResult",
+    "LLMError",
+    "Plan",
+    "PlanError",
+    "RetryPolicy",
+    "RunFailedError",
+    "RunUsage",
+    "Task",
+    "TaskOutput",
+    "TaskResult",
+    "Tool",
+    "Usage",
+    "tool",
+]
 
 
 def __getattr__(name: str) -> Any:
