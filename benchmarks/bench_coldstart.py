@@ -1,4 +1,4 @@
-"""How soon ``crew run FILE`` sends its first request, on the direct path (``openai/*`` over httpx).
+"""How soon ``crew run FILE`` sends its first request, on the direct path (``openai/*``, aiohttp).
 
     python benchmarks/bench_coldstart.py            # 9 runs per store; takes about 20 s
     python benchmarks/bench_coldstart.py --runs 21 --store sqlite --view
@@ -44,7 +44,17 @@ agents:
 tasks:
   hello: {description: Say hi., agent: worker}
 """
-WATCHED = ("litellm", "networkx", "pydantic", "httpx", "rich", "markdown_it", "pygments", "click")
+WATCHED = (
+    "litellm",
+    "networkx",
+    "pydantic",
+    "aiohttp",
+    "httpx",
+    "rich",
+    "markdown_it",
+    "pygments",
+    "click",
+)
 _IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)")
 
 

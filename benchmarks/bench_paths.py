@@ -75,7 +75,7 @@ def main() -> None:
                 check=True,
             )
             rows[path] = json.loads(done.stdout.strip().splitlines()[-1])
-    print("| | direct (httpx) | litellm |")
+    print("| | direct (aiohttp) | litellm |")
     print("|---|---|---|")
     for key, label, unit in [
         ("ready_s", "import + prepare before the first call", "s"),

@@ -7,7 +7,7 @@ The fake OpenAI-compatible server runs in its own process, as a real provider wo
 each request after the number of milliseconds its prompt names (``sleep_ms=N``). The baseline is
 the program anyone would write without a framework: a thread per task that waits for its
 dependencies' events, then posts with ``urllib``. crew runs the same graphs with ``Crew.run``,
-on the direct path (httpx) and through litellm (``CREW_LLM_CLIENT=litellm``), on each store:
+on the direct path (aiohttp) and through litellm (``CREW_LLM_CLIENT=litellm``), on each store:
 memory, SQLite (a new file) and PostgreSQL (``CREW_TEST_POSTGRES_URL``, in a schema of its own
 that is dropped at the end; skipped with a line if unreachable).
 

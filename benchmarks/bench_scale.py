@@ -13,8 +13,11 @@ process, to show its share of the cold plan.
 Running: a 1,000-task unbalanced DAG at max_concurrency=256, each task answered after its own
 latency (50-200 ms, also its estimate): once by an in-process ``ScriptedLLM`` (crew alone, no
 HTTP), once by the fake OpenAI-compatible server in its own process (``sleep_ms=N`` in the
-prompt) on the direct HTTP path, and once by a hand-written asyncio + httpx program with the
-same default httpx client and no framework. For each: the makespan against the critical path
+prompt) on the direct HTTP path, and by hand-written asyncio programs with no framework: on
+httpx's default client, on httpx clients of 16 connections each (crew's direct path before it
+moved to aiohttp), and on aiohttp (as crew's direct path). The CPU an HTTP client costs per
+call sets how close to the critical path a run at 256 in flight comes on one event loop. For
+each: the makespan against the critical path
 (the sum of the latencies along the longest path), the most tasks started and the most calls
 the model side held open at once, this process's CPU time per task, and, along the chain of
 tasks that ended last, how long each task waited after its dependency's answer.
@@ -353,31 +356,60 @@ def _last_chain_gaps(
         task = last
 
 
-async def hand_written(spec: Spec, url: str, max_concurrency: int) -> float:
+async def hand_written(spec: Spec, url: str, max_concurrency: int, client: str) -> float:
     """The same graph as a hand-written program: each task awaits its dependencies' futures and
-    a semaphore, then posts its request with httpx, on a client made like crew's direct path's
-    (httpx's default limits: 100 connections, 20 kept alive)."""
+    a semaphore, then posts its request. ``client``: "httpx" (one client, httpx's default
+    limits: 100 connections, 20 kept alive), "httpx/16" (clients of 16 connections, a call
+    taking the first with one free) or "aiohttp" (one session, no connection limit, as crew's
+    direct path)."""
+    import aiohttp
     import httpx
 
     loop = asyncio.get_running_loop()
     done = {t: loop.create_future() for t in spec}
     gate = asyncio.Semaphore(max_concurrency)
-    async with httpx.AsyncClient(base_url=url + "/") as client:  # limits as crew's direct path
+    clients: dict[httpx.AsyncClient, int] = {}
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
-        async def run(task_id: str, ms: int, deps: list[str]) -> None:
-            for dep in deps:
-                await done[dep]
-            async with gate:
-                body = {
-                    "model": "fake",
-                    "messages": [{"role": "user", "content": f"# Task: {task_id}\nsleep_ms={ms}"}],
-                }
-                (await client.post("chat/completions", json=body)).raise_for_status()
-            done[task_id].set_result(None)
+    def take() -> httpx.AsyncClient:
+        size = 16 if client == "httpx/16" else 100
+        for each, calls in clients.items():
+            if calls < size or client == "httpx":
+                clients[each] = calls + 1
+                return each
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=min(size, 20))
+        made = httpx.AsyncClient(base_url=url + "/", limits=limits)  # the default: 100 and 20
+        clients[made] = 1
+        return made
 
+    async def post(body: dict[str, Any]) -> None:
+        if client == "aiohttp":
+            async with session.post(url + "/chat/completions", json=body) as response:
+                response.raise_for_status()
+                await response.read()
+            return
+        each = take()
+        try:
+            (await each.post("chat/completions", json=body)).raise_for_status()
+        finally:
+            clients[each] -= 1
+
+    async def run(task_id: str, ms: int, deps: list[str]) -> None:
+        for dep in deps:
+            await done[dep]
+        async with gate:
+            content = f"# Task: {task_id}\nsleep_ms={ms}"
+            await post({"model": "fake", "messages": [{"role": "user", "content": content}]})
+        done[task_id].set_result(None)
+
+    try:
         started = time.perf_counter()
         await asyncio.gather(*(run(t, ms, deps) for t, (ms, deps) in spec.items()))
         return time.perf_counter() - started
+    finally:
+        await session.close()
+        for each in clients:
+            await each.aclose()
 
 
 def report_run(server: Server, rounds: int = 3) -> None:
@@ -390,14 +422,18 @@ def report_run(server: Server, rounds: int = 3) -> None:
         {t: Reply(text="done", delay_s=ms / 1000) for t, (ms, _) in spec.items()}
     )
     rows: dict[str, list[dict[str, Any]]] = {"in-process model": [], "fake server, HTTP": []}
-    floors = []
+    cpu_s: dict[str, list[float]] = {"httpx": [], "httpx/16": [], "aiohttp": []}
+    floors: dict[str, list[float]] = {"httpx": [], "httpx/16": [], "aiohttp": []}
     for _ in range(rounds):  # interleaved, so that noise hits all alike
         rows["in-process model"].append(
             run_crew(spec, scripted, CONCURRENCY, scripted_calls(scripted))
         )
         rows["fake server, HTTP"].append(run_crew(spec, http, CONCURRENCY, server.calls))
-        floors.append(asyncio.run(hand_written(spec, server.url, CONCURRENCY)))
-        server.calls()
+        for client, times in floors.items():
+            cpu = time.process_time()
+            times.append(asyncio.run(hand_written(spec, server.url, CONCURRENCY, client)))
+            cpu_s[client].append(time.process_time() - cpu)
+            server.calls()
     critical_s = rows["fake server, HTTP"][0]["critical_s"]
     print(
         f"\n{RUN_TASKS:,}-task unbalanced DAG, 50-200 ms per task, max_concurrency={CONCURRENCY},"
@@ -419,12 +455,19 @@ def report_run(server: Server, rounds: int = 3) -> None:
             f" {sum(gaps[1:]) * 1000:.0f} ms; first request {gaps[0] * 1000:.0f} ms after the"
             f" start, run ended {best['tail_s'] * 1000:.0f} ms after the last answer"
         )
-    floor = min(floors)
-    print(
-        f"  {'hand-written httpx':<20}{floor:>8.3f}s{floor / critical_s:>7.3f}"
-        f"{'/'.join(f'{f / critical_s:.2f}' for f in floors):>20}"
-        "   (asyncio futures and a semaphore, no framework, the same default httpx client)"
-    )
+    notes = {
+        "httpx": "one client, httpx's default limits",
+        "httpx/16": "httpx clients of 16 connections each",
+        "aiohttp": "one session, no connection limit, as crew's direct path",
+    }
+    for client, times in floors.items():
+        floor, cpu = min(times), statistics.median(cpu_s[client])
+        print(
+            f"  {'bare ' + client:<20}{floor:>8.3f}s{floor / critical_s:>7.3f}"
+            f"{'/'.join(f'{f / critical_s:.2f}' for f in times):>20}{'':>15}"
+            f"{cpu / RUN_TASKS * 1000:>8.2f}ms   (asyncio futures and a semaphore, no framework;"
+            f" {notes[client]})"
+        )
     print(
         "  started: most tasks started at once; open: most calls the model side held at once;"
         " CPU/task: this process's CPU time over the run, per task"

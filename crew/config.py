@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from crew import llm, local
+from crew import local, model_choice
 from crew.config_layers import (
     DEFAULT,
     SECRET_NAMES,
@@ -144,8 +144,8 @@ class Settings:
     def default_llm(self) -> LLM | None:
         """The model of agents that name none: ``--llm``/``CREW_LLM``, else ``[llm] model``
         (``CREW_MODEL``, or CrewAI's ``MODEL``), else the everyday model of the one provider
-        whose key is set (``llm.KEY_DEFAULTS``), else the bundled local model when installed, else
-        None. ``default_notice`` says which when the user did not choose."""
+        whose key is set (``model_choice.KEY_DEFAULTS``), else the bundled local model when
+        installed, else None. ``default_notice`` says which when the user did not choose."""
         if self.llm_override:
             return self.resolve_llm(self.llm_override)
         if self.llm.model:
@@ -162,12 +162,12 @@ class Settings:
         if self.llm_override or self.llm.model:
             return None
         if model := self._model_for_key():
-            key = next(k for k, m in llm.KEY_DEFAULTS.items() if m == model)
+            key = next(k for k, m in model_choice.KEY_DEFAULTS.items() if m == model)
             return f"no model configured: using {model}, as {key} is set (choose with CREW_MODEL)"
         return local.NOTICE if local.available() else None
 
     def _model_for_key(self) -> str | None:
-        return llm.model_for_keys(self.provider_keys)
+        return model_choice.model_for_keys(self.provider_keys)
 
     def resolve_llm(self, name_or_model: str) -> LLM:
         """A profile by name, else a litellm model string (which has a ``provider/`` prefix).

@@ -14,16 +14,19 @@ from typing import Any, cast
 from crew import events, hooks
 from crew.agent import Agent
 from crew.budget import Budget, Ledger
+from crew.chat import ChatModel
 from crew.checkpoint import open_run
 from crew.errors import ConfigError
 from crew.fork import fork_run
-from crew.llm import ChatModel, as_chat_model, default_llm, prepare
+from crew.llm import prepare
+from crew.model_choice import as_chat_model, default_llm
 from crew.plan import Plan, build_plan
 from crew.process import Process, hierarchical_tasks
 from crew.results import CrewResult, RunStatus
 from crew.retry import DEFAULT_CALL_ATTEMPTS, DEFAULT_TASK_RETRIES, check_defaults
 from crew.run import Run, RunSettings
-from crew.scheduler import FailurePolicy, Slots, check_settings
+from crew.scheduler import FailurePolicy, check_settings
+from crew.slots import Slots
 from crew.store import Store, open_store
 from crew.task import Task, every_task
 from crew.tracing import TracingSetting

@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -129,7 +129,7 @@ class RateLimiter:
             reserved = self._reserved
             while reserved and reserved[0].at <= now - self.window_s:
                 reserved.popleft()
-            reservation.at, limit = self._earliest(list(reserved), reservation, now)
+            reservation.at, limit = self._earliest(reserved, reservation, now)
             reserved.append(reservation)
             return reservation, limit
 
@@ -143,12 +143,14 @@ class RateLimiter:
                 reservation.at = min(reservation.at, start)
 
     def _earliest(
-        self, before: list[Reservation], reservation: Reservation, now: float
+        self, before: Sequence[Reservation], reservation: Reservation, now: float
     ) -> tuple[float, str]:
         """The earliest start of ``reservation`` within its limits, not before ``now``, a pause,
         or the calls ``before`` it; and what set it."""
         start = max(now, self._paused_until, before[-1].at if before else now)
         limit = "retry_after" if self._paused_until > now else ""
+        if reservation.max_rpm is None and reservation.max_tpm is None:
+            return start, limit  # no limit of its own: the window (a minute of calls) is not read
         while True:  # each limit only moves the start later, so this ends
             in_window = [r for r in before if r.at > start - self.window_s]
             latest, why = max(

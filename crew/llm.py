@@ -18,13 +18,14 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass, field, replace
 from types import ModuleType
 from typing import Any, Literal
 
 from crew import errors, limits, local, openai_http, prices
-from crew.chat import ChatModel, ChatRequest, ChatResponse, ToolCall
+from crew.chat import ChatModel as ChatModel
+from crew.chat import ChatRequest, ChatResponse, ToolCall
 from crew.limits import RateLimiter as RateLimiter
 from crew.limits import rate_limiter as rate_limiter
 from crew.retry import DEFAULT_CALL_ATTEMPTS, RetryPolicy, retrying
@@ -247,45 +248,6 @@ def prepare(models: Iterable[object]) -> None:
         _litellm()
     if any(llm.direct for llm in chains):
         openai_http.prepare()
-
-
-KEY_DEFAULTS = {
-    "OPENAI_API_KEY": "openai/gpt-4.1-mini",
-    "ANTHROPIC_API_KEY": "anthropic/claude-haiku-4-5",
-}
-"""With no model configured, the key of one provider alone picks that provider's everyday model."""
-
-
-def model_for_keys(keys: Collection[str]) -> str | None:
-    """The ``KEY_DEFAULTS`` model of the one provider whose key is in ``keys``, if just one is."""
-    models = [model for key, model in KEY_DEFAULTS.items() if key in keys]
-    return models[0] if len(models) == 1 else None
-
-
-def default_llm() -> LLM | None:
-    """The model used by agents that name none: ``CREW_MODEL`` (and ``CREW_API_BASE``), or
-    CrewAI's ``MODEL``; else the everyday model of the one provider whose key is set
-    (``KEY_DEFAULTS``); else the bundled local model when its extra is installed."""
-    model = os.environ.get("CREW_MODEL", "").strip() or os.environ.get("MODEL", "").strip()
-    if model:
-        return LLM(model, api_base=os.environ.get("CREW_API_BASE") or None)
-    if keyed := model_for_keys({k for k, v in os.environ.items() if v.strip()}):
-        return LLM(keyed)
-    if local.available():
-        local.announce()
-        return LLM(local.MODEL)
-    return None
-
-
-def as_chat_model(value: str | ChatModel) -> ChatModel:
-    if isinstance(value, str):
-        return LLM(value)
-    if isinstance(value, ChatModel):
-        return value
-    raise errors.ConfigError(
-        "llm must be a litellm model string, an LLM(...) or a ChatModel,"
-        f" got {type(value).__name__}."
-    )
 
 
 @functools.cache

@@ -21,12 +21,13 @@ from crew.budget import Budgeted, Estimate, Ledger
 from crew.checkpoint import Checkpoint
 from crew.errors import BudgetExceededError, ConfigError, TaskError
 from crew.instances import TaskAttempt, by_agent
-from crew.llm import as_chat_model
+from crew.model_choice import as_chat_model
 from crew.plan import Plan, build_plan
 from crew.replay import Exchanges
 from crew.results import CrewResult, RunStatus, TaskOutput, TaskResult
 from crew.retry import DEFAULT_CALL_ATTEMPTS, DEFAULT_TASK_RETRIES
-from crew.scheduler import FailurePolicy, Scheduler, Slots
+from crew.scheduler import FailurePolicy, Scheduler
+from crew.slots import Slots
 from crew.store import Store
 from crew.task import Task
 from crew.usage import RunUsage, Usage

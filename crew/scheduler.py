@@ -12,76 +12,25 @@ end of the graph goes first (critical-path priority). Maps (``crew.maps``) and l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import heapq
-import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from crew import events
 from crew.board import Board
-from crew.errors import BudgetExceededError, ConfigError, TaskTimeoutError
-from crew.instances import TaskAttempt, describe, failed, instance_index
+from crew.errors import ConfigError
+from crew.instances import Attempt, TaskAttempt, describe, failed, instance_index, run_instance
 from crew.loops import run_loop
 from crew.maps import run_map
 from crew.plan import Plan
 from crew.results import TaskOutput, TaskResult
-from crew.retry import DEFAULT_TASK_RETRIES, RetryPolicy, retrying, worth_another_attempt
+from crew.retry import DEFAULT_TASK_RETRIES
+from crew.slots import Slots
 from crew.task import Task
 from crew.usage import Usage
 
 FailurePolicy = Literal["fail_fast", "continue"]
-Attempt = Callable[[str, TaskAttempt], Awaitable[TaskOutput]]
-"""Runs one attempt of a task and returns its output (the crew wires in the agent)."""
-
-# A failed task attempt is tried again quickly: the model layer already waited on provider errors.
-TASK_RETRY = RetryPolicy(initial_s=0.05, max_s=2.0, jitter_s=0.05)
-
-
-class Slots:
-    """A semaphore that grants its highest-priority waiter first (lowest sort key).
-
-    ``reserve`` queues a ticket at once, without awaiting, so tasks released by one completion
-    all queue before the slot of the finished task is handed on (``release``).
-    """
-
-    def __init__(self, size: int) -> None:
-        self._free = size
-        self._waiters: list[tuple[Any, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-
-    def reserve(self, priority: Any) -> asyncio.Future[None]:
-        """A ticket: a future done once the slot is the holder's."""
-        ticket = asyncio.get_running_loop().create_future()
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            ticket.set_result(None)
-        else:
-            heapq.heappush(self._waiters, (priority, next(self._order), ticket))
-        return ticket
-
-    def release(self, ticket: asyncio.Future[None]) -> None:
-        """Give the slot back, or withdraw a ticket never granted."""
-        if not ticket.done() or ticket.cancelled():
-            ticket.cancel()
-            return
-        while self._waiters:
-            waiter = heapq.heappop(self._waiters)[2]
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._free += 1
-
-    @contextlib.asynccontextmanager
-    async def hold(self, priority: Any) -> AsyncIterator[None]:
-        ticket = self.reserve(priority)
-        try:
-            await ticket
-            yield
-        finally:
-            self.release(ticket)
 
 
 @dataclass
@@ -134,6 +83,9 @@ class Scheduler:
         if self.slots is None:
             self.slots = Slots(self.max_concurrency)
         self._position = {t: i for i, t in enumerate(self.plan.order)}
+        self._deps = {t: self.plan.dependencies(t) for t in self.plan.order}
+        self._next: dict[str, list[str]] = {}
+        """Each task's dependants, highest priority first (made when the task ends)."""
 
     async def run(self) -> dict[str, TaskResult]:
         """Run every task; return each task's result, in declaration order.
@@ -142,13 +94,16 @@ class Scheduler:
         the results hold every finished output and nothing half-done; then it re-raises.
         """
         plan = self.plan
-        self._open = {t: set(plan.dependencies(t)) for t in plan.order}
+        self._open = {t: set(self._deps[t]) for t in plan.order}
         self._ok: dict[str, set[str]] = {t: set() for t in plan.order}
+        self._bad: dict[str, set[str]] = {t: set() for t in plan.order}
+        """Dependencies that ended without succeeding (failed, skipped, cancelled)."""
         self._excluded: dict[str, str] = {}
         self._passed_over: set[str] = set()
         """Tasks skipped by their condition or a router: not for want of a dependency."""
         self._why: dict[str, str] = {}
-        self._began: set[str] = set()
+        self.began: set[str] = set()
+        """Tasks that started an attempt (or a map or loop that began): a stop cancels them."""
         self._running: dict[str, asyncio.Task[TaskResult]] = {}
         self._tickets: dict[str, asyncio.Future[None]] = {}
         self._finished: asyncio.Queue[str] = asyncio.Queue()
@@ -156,14 +111,12 @@ class Scheduler:
         for task_id, result in list(self.results.items()):
             if task_id in self._open:
                 self._resolve(task_id, result)
-        for task_id in sorted(plan.order, key=self._priority):
-            if not self._open[task_id] and not plan.dependencies(task_id):
+        for task_id in sorted(plan.order, key=self.priority):
+            if not self._open[task_id] and not self._deps[task_id]:
                 self._decide(task_id)
         try:
             while self._stopping is None and self._running:
-                task_id = await self._finished.get()
-                self._resolve(task_id, self._running.pop(task_id).result())
-                self._free(task_id)  # after the tasks it released have queued for a slot
+                self._handle(await self._finished.get())
             if self._stopping is not None:
                 await self._stop(self._stopping)
                 self._skip_rest(self._stopping)
@@ -178,6 +131,24 @@ class Scheduler:
         )
         self._judge_failures()
         return {t: self.results[t] for t in plan.tasks}
+
+    def _handle(self, first: str) -> None:
+        """Handle ``first`` and every other task that ended meanwhile, the one with the
+        longest path to the end first: the tasks each releases queue for a slot before the
+        slots of the ended tasks are handed on, and the most urgent task starts first."""
+        ended = [first]
+        while not self._finished.empty():
+            ended.append(self._finished.get_nowait())
+        if len(ended) > 1:
+            ended.sort(key=self.priority)
+        handled = []
+        for task_id in ended:
+            if self._stopping is not None:
+                break  # the rest stay running (done): the stop records their results
+            self._resolve(task_id, self._running.pop(task_id).result())
+            handled.append(task_id)
+        for task_id in handled:
+            self._free(task_id)
 
     def _judge_failures(self) -> None:
         """Sort the failures into ``tolerated`` and ``undecided``. The run went on without a
@@ -198,7 +169,8 @@ class Scheduler:
             else:
                 self.undecided.add(task_id)
 
-    def _priority(self, task_id: str) -> tuple[float, int]:
+    def priority(self, task_id: str) -> tuple[float, int]:
+        """The sort key of a task where it waits: the longest path to the end first."""
         return (-self.plan.remaining_s[task_id], self._position[task_id])
 
     def _resolve(self, task_id: str, result: TaskResult) -> None:
@@ -209,14 +181,21 @@ class Scheduler:
         if result.status == "succeeded" and self.plan.tasks[task_id].routes:
             self._route(task_id, result)
         if result.status == "failed":
-            dependants = self.plan.dependants(task_id)
+            dependants = self._dependants(task_id)
             if not dependants or any(self.plan.tasks[d].join == "all" for d in dependants):
                 self._stop_after(task_id)  # else its dependants may go on without it
-        for dependant in self.plan.dependants(task_id):
+        succeeded = result.status == "succeeded"
+        for dependant in self._dependants(task_id):
             self._open[dependant].discard(task_id)
-            if result.status == "succeeded":
-                self._ok[dependant].add(task_id)
+            (self._ok if succeeded else self._bad)[dependant].add(task_id)
             self._decide(dependant)
+
+    def _dependants(self, task_id: str) -> list[str]:
+        dependants = self._next.get(task_id)
+        if dependants is None:
+            dependants = sorted(self.plan.dependants(task_id), key=self.priority)
+            self._next[task_id] = dependants
+        return dependants
 
     def _stop_after(self, task_id: str) -> None:
         """A failure the run cannot go on without: a ``fail_fast`` run stops."""
@@ -226,7 +205,7 @@ class Scheduler:
     def _cannot_join(self, task_id: str, reason: str) -> None:
         """Skip a task whose ``join`` can no longer be met; a failed dependency it could not do
         without stops a ``fail_fast`` run."""
-        for dep in self.plan.dependencies(task_id):
+        for dep in self._deps[task_id]:
             if self.results.get(dep) is not None and self.results[dep].status == "failed":
                 self._stop_after(dep)
                 break
@@ -251,7 +230,8 @@ class Scheduler:
         )
 
     def _decide(self, task_id: str) -> None:
-        """Start, skip, or leave waiting a task whose dependencies changed."""
+        """Start, skip, or leave waiting a task whose dependencies changed. It is called once
+        per dependency that ends, so it counts, and lists the dependencies only once it acts."""
         if task_id in self.results or task_id in self._running:
             return
         if task_id in self._excluded:
@@ -260,23 +240,22 @@ class Scheduler:
             self._skip(task_id, self._excluded[task_id])
             return
         task = self.plan.tasks[task_id]
-        deps = self.plan.dependencies(task_id)
-        ok, still_open = self._ok[task_id], self._open[task_id]
-        ended_badly = [d for d in deps if d not in ok and d not in still_open]
+        deps = self._deps[task_id]
+        ok, still_open, bad = self._ok[task_id], self._open[task_id], self._bad[task_id]
         need = task.quorum
         if not deps:  # none here (a loop's body task may depend only on tasks before the loop)
             self._start(task_id)
-        elif task.join == "all" and ended_badly:
-            dep = ended_badly[0]
+        elif task.join == "all" and bad:
+            dep = next(d for d in deps if d in bad)
             self._why[task_id] = self._why.get(dep, f"'{dep}' failed")
             self._skip(task_id, self._skipped_because(dep))
         elif task.join == "all" or task.join == "best_effort":
             if still_open:
                 return
-            if deps and not ok:
+            if not ok:
                 self._cannot_join(task_id, "none of its dependencies succeeded")
             else:
-                self._start(task_id, missing=tuple(ended_badly))
+                self._start(task_id, missing=tuple(d for d in deps if d in bad))
         elif need is not None and len(ok) >= need:
             self._start(task_id, missing=tuple(d for d in deps if d not in ok))
         elif need is not None and len(ok) + len(still_open) < need:
@@ -312,7 +291,7 @@ class Scheduler:
             state = TaskAttempt(missing=missing, round=self.round, context=earlier)
             if task.kind == "agent":
                 assert self.slots is not None
-                self._tickets[task_id] = self.slots.reserve(self._priority(task_id))
+                self._tickets[task_id] = self.slots.reserve(self.priority(task_id))
             job = self.run_task(task_id, state, ticket=self._tickets.get(task_id))
         running = asyncio.create_task(job, name=f"crew-task-{task_id}")
         running.add_done_callback(functools.partial(_notify, self._finished, task_id))
@@ -329,7 +308,7 @@ class Scheduler:
     def announce(self, task_id: str, agent: str) -> None:
         """A map or loop began: say so; from now on, a stop cancels it instead of skipping it."""
         self.emit(events.TaskStarted, task_id=task_id, agent=agent, attempt=1)
-        self._began.add(task_id)
+        self.began.add(task_id)
 
     async def run_round(
         self, body: Plan, stored: dict[str, TaskResult], number: int
@@ -366,89 +345,8 @@ class Scheduler:
         announce: bool = True,
         ticket: asyncio.Future[None] | None = None,
     ) -> TaskResult:
-        """All attempts of one task (or of one map item). Returns its result; raises only
-        CancelledError. With a ``ticket``, it waits for its slot first (the scheduler frees
-        it); a map item holds a slot per attempt; a subcrew's own tasks take slots."""
-        task = self.plan.tasks[task_id]
-        agent = task.agent.role if task.agent is not None else ""
-        state.index = instance_index(state.round, state.item_index)
-        if ticket is not None:
-            await ticket
-        started = self.clock()
-
-        async def one_attempt() -> TaskOutput:
-            async with self._slot(task, task_id, ticket):
-                state.number += 1
-                if announce:
-                    self.emit(
-                        events.TaskStarted, task_id=task_id, agent=agent, attempt=state.number
-                    )
-                self._began.add(task_id)
-                try:
-                    async with asyncio.timeout(task.timeout_s):
-                        return await self.attempt(task_id, state)
-                except TimeoutError as exc:
-                    raise TaskTimeoutError(
-                        f"Task '{task_id}' ran past its timeout_s={task.timeout_s:g} s."
-                        " Raise Task(timeout_s=...) or give the task less to do.",
-                        task_id=task_id,
-                    ) from exc
-
-        def on_retry(attempt: int, error: BaseException, delay: float) -> None:
-            self.emit(
-                events.TaskRetrying,
-                task_id=task_id,
-                attempt=attempt,
-                error=str(error),
-                delay_s=delay,
-            )
-
-        retries = self.task_retries if task.retries is None else task.retries
-        policy = replace(TASK_RETRY, attempts=retries + 1)
-        try:
-            output = await retrying(
-                one_attempt, policy, on_retry=on_retry, retry_if=worth_another_attempt
-            )
-        except asyncio.CancelledError:
-            raise
-        except BudgetExceededError as exc:  # not a failure: it runs again on a resume
-            return TaskResult(
-                task_id=task_id, status="pending", reason=str(exc), attempts=state.number,
-                started_at=started, finished_at=self.clock(), usage=state.usage,
-                usage_by_agent=dict(state.by_agent),
-            )  # fmt: skip
-        except Exception as exc:
-            if announce:
-                self.emit(
-                    events.TaskFailed,
-                    task_id=task_id,
-                    error=str(exc),
-                    error_type=type(exc).__name__,
-                )
-            return failed(
-                task_id, exc, state.number, started, self.clock(), state.usage,
-                by_agent=state.by_agent,
-            )  # fmt: skip
-        output = replace(output, usage=state.usage, item=state.item_index)
-        result = TaskResult(
-            task_id=task_id, status="succeeded", output=output, attempts=state.number,
-            started_at=started, finished_at=self.clock(), usage=state.usage,
-            usage_by_agent=dict(state.by_agent),
-        )  # fmt: skip
-        await self.on_output(result, state.index)  # durable before the task is done
-        if announce:
-            self.emit(events.TaskFinished, task_id=task_id, output=output)
-            if self.hold(output):
-                result = replace(result, status="waiting", reason="waits for a review")
-        return result
-
-    def _slot(
-        self, task: Task, task_id: str, ticket: asyncio.Future[None] | None
-    ) -> contextlib.AbstractAsyncContextManager[None]:
-        if task.kind == "crew" or ticket is not None:
-            return contextlib.nullcontext()
-        assert self.slots is not None
-        return self.slots.hold(self._priority(task_id))
+        """All attempts of one task (or of one map item): ``crew.instances.run_instance``."""
+        return await run_instance(self, task_id, state, announce=announce, ticket=ticket)
 
     async def finish(
         self,
@@ -482,7 +380,7 @@ class Scheduler:
         for task_id, job in running.items():
             if not job.cancelled() and job.exception() is None:
                 self.results[task_id] = job.result()  # it finished before the cancel landed
-            elif task_id not in self._began:
+            elif task_id not in self.began:
                 self._skip(task_id, reason)
             else:
                 self.results[task_id] = TaskResult(

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from crew.errors import ConfigError, did_you_mean
-from crew.llm import LLM, ChatRequest, ChatResponse, ToolCall, default_llm
+from crew.llm import LLM, ChatRequest, ChatResponse, ToolCall
+from crew.model_choice import default_llm
 from crew.task import every_task
 from crew.usage import Usage
 

@@ -203,7 +203,9 @@ class FakeOpenAIServer:
             target=self._loop.run_forever, name="fake-openai", daemon=True
         )
         self._thread.start()
-        opening = asyncio.start_server(self._connection, self.host, self.port)
+        # A backlog above asyncio's 100: a client opening hundreds of connections at once
+        # would otherwise see its connects beyond the 100th dropped and retried a second later.
+        opening = asyncio.start_server(self._connection, self.host, self.port, backlog=1024)
         try:
             self._server = asyncio.run_coroutine_threadsafe(opening, self._loop).result(10)
         except BaseException:

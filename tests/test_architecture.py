@@ -22,15 +22,16 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("plan_checks",),
     # The model layer: models (OpenAI-compatible over HTTP, litellm, the bundled one, replay) and
     # stores.
-    ("retry", "prices", "limits", "local.worker", "store.records"),
+    ("retry", "prices", "limits", "slots", "local.worker", "store.records"),
     ("local.client", "openai_http", "budget", "store.protocol", "store.sqldb"),
     ("local",),
     ("llm", "store.memory", "store.sql", "store.writer"),
     ("store.sqlite", "store.postgres"),
     ("store",),
-    ("replay", "tool_calls"),
+    ("replay", "tool_calls", "model_choice"),
     # The runtime: planning a crew and running it.
-    ("plan", "attempt", "hooks", "instances", "tracing"),
+    ("plan", "attempt", "hooks", "tracing"),
+    ("instances",),
     ("maps", "loops", "fork", "outbox"),
     ("scheduler", "checkpoint", "process"),
     ("run",),
@@ -65,7 +66,8 @@ LAYERS = {module: rank for rank, row in enumerate(ROWS) for module in row}
 # local/ is a litellm custom provider (its errors are litellm's), so it is litellm's second door.
 GATEWAYS: dict[str, set[str]] = {
     "litellm": {"llm", "local", "local.client"},
-    "httpx": {"openai_http"},  # the direct path to OpenAI-compatible servers
+    "aiohttp": {"openai_http"},  # the direct path to OpenAI-compatible servers
+    "httpx": set(),
     "llama_cpp": {"local.worker"},  # the worker process is the only one that loads llama.cpp
     "tenacity": {"retry"},
     "networkx": {"plan"},

@@ -69,7 +69,7 @@ def run_crew(
 def test_a_run_on_the_direct_path_never_imports_litellm(tmp_path, server, store):
     _, imported = run_crew(tmp_path, server, "--quiet", store=store)
     assert len(server.calls) == 1 and server.calls[0].model == "fake"
-    assert "httpx" in imported and "crew.openai_http" in imported  # the direct path ran
+    assert "aiohttp" in imported and "crew.openai_http" in imported  # the direct path ran
     assert "litellm" not in imported
     if store == "default":  # the SQLite store a user gets, in the folder's .crew/
         assert "sqlite3" in imported and (tmp_path / ".crew" / "crew.db").is_file()
@@ -97,11 +97,11 @@ def test_the_live_view_renders_the_output_as_markdown(tmp_path, server):
     assert "Hello" in done.stdout and "**Hello**" not in done.stdout  # rendered
 
 
-def test_a_crew_file_does_not_load_crewai_nor_httpx_command_line_client(tmp_path, server):
+def test_a_crew_file_does_not_load_crewai_nor_an_http_command_line_client(tmp_path, server):
     _, imported = run_crew(tmp_path, server, "--quiet")
     assert "crew.spec.loader" in imported
     assert "crew.crewai" not in imported
-    assert "httpx" in imported and "click" not in imported  # httpx's CLI, which crew never runs
+    assert "aiohttp" in imported and "click" not in imported  # no HTTP client's CLI
 
 
 def test_render_result_as_written_prints_the_text_unwrapped():

@@ -23,8 +23,9 @@ from pydantic import BaseModel
 
 from crew import Agent, Crew, RetryPolicy, Task, local
 from crew.errors import ContextWindowError, LLMTimeoutError, PlanError, ProviderError
-from crew.llm import LLM, ChatRequest, _litellm, default_llm, supports_response_schema
+from crew.llm import LLM, ChatRequest, _litellm, supports_response_schema
 from crew.local import client
+from crew.model_choice import default_llm
 
 
 @pytest.fixture

@@ -478,6 +478,24 @@ def test_one_client_per_loop_and_server_is_reused_within_a_run(server):
     assert len(server.calls) == 6
 
 
+def test_every_call_in_flight_reaches_the_server_at_once(server):
+    """No connection limit on the direct path (an HTTP client's default of 100 would queue the
+    rest in arrival order): crew's slots bound the calls, critical path first."""
+    server.default = ServerReply(text="ok", latency_ms=400)
+    llm = make("direct", server.url)
+    calls = 120
+
+    async def at_once() -> None:
+        await asyncio.gather(*(llm.complete(ChatRequest(messages=USER)) for _ in range(calls)))
+
+    asyncio.run(at_once())
+    moments = sorted(
+        [(c.started, 1) for c in server.calls] + [(c.finished, -1) for c in server.calls]
+    )
+    open_calls = [sum(change for _, change in moments[: i + 1]) for i in range(len(moments))]
+    assert max(open_calls) == calls
+
+
 def test_reasoning_models_get_max_completion_tokens_and_no_temperature(server, path):
     complete(make(path, server.url, "openai/o3-mini", temperature=0.2, max_tokens=50))
     body = server.calls[0].body

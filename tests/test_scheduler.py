@@ -117,6 +117,52 @@ def test_ready_tasks_start_in_critical_path_order():
     assert [c.task_id for c in llm.calls] == ["head", "tail", "short"]
 
 
+def test_tasks_released_at_once_start_in_critical_path_order_with_slots_to_spare():
+    tasks = [
+        Task(id="root", description="r", agent=WORKER, estimate_s=1),
+        Task(id="short", description="s", agent=WORKER, depends_on=["root"], estimate_s=1),
+        Task(id="long", description="l", agent=WORKER, depends_on=["root"], estimate_s=9),
+    ]
+    llm = ScriptedLLM()
+    Crew(tasks, llm=llm, max_concurrency=8).run()
+    # Both start at once: the one on the longer path sends its call first.
+    assert [c.task_id for c in llm.calls] == ["root", "long", "short"]
+
+
+def test_tasks_that_end_together_are_handled_critical_path_first():
+    from crew.results import TaskOutput
+
+    spec = {"x": [], "y": [], "x2": ["x"], "y2": ["y"]}
+    estimates = {"x": 1, "y": 1, "x2": 1, "y2": 9}
+    tasks = [
+        Task(id=t, description=t, agent=WORKER, depends_on=d, estimate_s=estimates[t])
+        for t, d in spec.items()
+    ]
+    plan = Crew(tasks, llm=ScriptedLLM()).plan()
+    started: list[str] = []
+    x_waits, both_wait = asyncio.Event(), asyncio.Event()
+
+    async def attempt(task_id, state):
+        started.append(task_id)
+        return TaskOutput(task_id=task_id, agent="Worker", text=task_id)
+
+    async def on_output(result, index):  # x and y end in one turn of the loop, x first
+        if result.task_id == "x":
+            x_waits.set()
+        elif result.task_id == "y":
+            await x_waits.wait()
+            asyncio.get_running_loop().call_soon(both_wait.set)
+        else:
+            return
+        await both_wait.wait()
+
+    scheduler = Scheduler(
+        plan, attempt, on_output, events.Emitter(events.EventBus(), "r", lambda: 0.0), lambda: 0.0
+    )
+    asyncio.run(scheduler.run())
+    assert started[2:] == ["y2", "x2"]  # y2, on the longer path, starts first
+
+
 def test_fail_fast_cancels_running_tasks_and_skips_the_rest():
     async def main():
         async def reply(call: Call) -> str | BaseException:
