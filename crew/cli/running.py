@@ -255,6 +255,7 @@ def execute(
     started: list[str] = []  # the run's id, once it has started
 
     def on_event(event: events.Event) -> None:
+        collect_from_now()  # the run has begun: the crew and its model's client are loaded
         if isinstance(event, events.RunStarted) and not started:
             started.append(event.run_id)
         if isinstance(event, events.ReviewHookFailed):
@@ -267,7 +268,6 @@ def execute(
         view.crew = crew.name
         view.start()
     terminated: list[bool] = []
-    collect_from_now()
     try:
         result = asyncio.run(stoppable(start(on_event), terminated))
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:
@@ -290,10 +290,10 @@ def execute(
 
 def collect_from_now() -> None:
     """The cyclic collector back on, once the crew is loaded (``crew.cli.main`` keeps it off
-    until then), with what the loading made frozen out of its sight: those objects live until
-    the process exits, and scanning them at each collection of a long run would cost as much as
-    it did at startup. Nothing to do when the collector is on already (``execute`` called
-    without ``main``)."""
+    until then: a run's first event, a batch's start), with what the loading made frozen out
+    of its sight: those objects live until the process exits, and scanning them at each
+    collection of a long run would cost as much as it did at startup. Nothing to do when the
+    collector is on already."""
     if not gc.isenabled():
         gc.freeze()
         gc.enable()
