@@ -202,3 +202,27 @@ def test_the_command_line_gives_the_collector_back_as_it_found_it(tmp_path, coll
         assert gc.isenabled() is collecting
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_template_and_input_validators_are_built_only_for_a_crew_file_that_uses_them(tmp_path):
+    (tmp_path / "plain.yaml").write_text(CREW_FILE)
+    (tmp_path / "rich.yaml").write_text(
+        CREW_FILE.replace("agents:", "inputs:\n  topic: {description: The topic}\nagents:")
+        .replace("{role: Worker, goal: Answer}", "{use: researcher}")
+    )  # fmt: skip
+    code = (
+        "import sys\n"
+        "from crew import spec, templates, inputs\n"
+        "spec.load_crew_yaml(sys.argv[1])\n"
+        "role, given = templates._RoleFile, inputs.InputModel\n"
+        "print(role.__pydantic_complete__, given.__pydantic_complete__)\n"
+    )
+    built = []
+    for name in ("plain.yaml", "rich.yaml"):
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / name)], capture_output=True, text=True,
+            timeout=60, env=os.environ | {"PYTHONPATH": str(ROOT), "HOME": str(tmp_path)},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        built.append(done.stdout.strip())
+    assert built == ["False False", "True True"]
