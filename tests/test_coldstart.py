@@ -226,3 +226,25 @@ def test_template_and_input_validators_are_built_only_for_a_crew_file_that_uses_
         assert done.returncode == 0, done.stderr
         built.append(done.stdout.strip())
     assert built == ["False False", "True True"]
+
+
+def test_a_second_command_in_the_same_process_leaves_the_collector_on(tmp_path, server):
+    (tmp_path / "crew.yaml").write_text(CREW_FILE)
+    code = (
+        "import gc\n"
+        "from crew.cli import main, running\n"
+        "loading, read = [], running.read_settings\n"
+        "running.read_settings = lambda args: loading.append(gc.isenabled()) or read(args)\n"
+        "for _ in range(2):\n"
+        "    assert main(['run', 'crew.yaml', '--quiet']) == 0\n"
+        "print('collecting while loading:', loading, 'frozen:', gc.get_freeze_count() > 0)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CREW_", "OPENAI_"))}
+    env |= {"PYTHONPATH": str(ROOT), "HOME": str(tmp_path), "CREW_STORE": "memory"}
+    env |= {"CREW_MODEL": "openai/fake", "CREW_API_BASE": server.url, "OPENAI_API_KEY": "sk-t"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "collecting while loading: [False, True] frozen: True" in done.stdout

@@ -47,9 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Loading a crew creates a few hundred thousand objects that live as long as the process
     # (modules, classes, functions) and almost no garbage, yet the cyclic collector scans them
     # over and over as they pile up: ~60 ms before the first request. It stays off until the
-    # command starts its work (``collect_from_now``), or returns.
+    # command starts its work (``collect_from_now``, which freezes what is alive), or returns.
+    # Once a process: a program that calls main() again keeps its collector as it is, so the
+    # garbage it makes meanwhile is never frozen with the rest.
     collecting = gc.isenabled()
-    gc.disable()
+    if not gc.get_freeze_count():
+        gc.disable()
     try:
         parser = _parser()
         args = parser.parse_args(argv)
