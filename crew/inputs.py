@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 class InputModel(BaseModel):
     """An input as a crew file declares it: a description, or {description, type, default}."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
     description: str = ""
     type: DeclaredType = "string"

@@ -153,7 +153,7 @@ _About = Annotated[str, AfterValidator(_one_line)]
 
 
 class _RoleFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
     about: _About
     role: str
@@ -163,14 +163,14 @@ class _RoleFile(BaseModel):
 
 
 class _ParamFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
     description: str = ""
     default: Annotated[Any, AfterValidator(_scalar)] = None
 
 
 class _TaskFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
     about: _About
     params: dict[Annotated[str, AfterValidator(_param_name)], _ParamFile] = {}

@@ -7,6 +7,7 @@ Each run is the real entry point (``python -m crew.cli``) in a fresh process und
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import re
@@ -130,3 +131,120 @@ def test_crew_on_a_crew_file_is_still_refused_before_any_request(tmp_path, serve
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "--crew Research: crew.yaml is not a CrewAI project; remove --crew." in done.stderr
     assert server.calls == []
+
+
+def test_import_crew_loads_each_public_name_on_first_use():
+    code = (
+        "import sys, crew\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('crew', 'pydantic', 'asyncio'))))\n"
+        "import crew.cli\n"
+        "print('asyncio' in sys.modules, 'pydantic' in sys.modules, 'crew.crew' in sys.modules)\n"
+        "from crew import Crew, tool\n"
+        "print(Crew.__module__, tool.__module__, 'Crew' in dir(crew))\n"
+        "print(all(getattr(crew, name) is not None for name in crew.__all__))\n"
+        "try:\n    crew.Nope\nexcept AttributeError as exc:\n    print(exc)\n"
+    )  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "['crew']",
+        "False False False",  # the command line loads them in main(), with the collector off
+        "crew.crew crew.tools True",
+        "True",
+        "module 'crew' has no attribute 'Nope'",
+    ]
+
+
+GC_CREW = """\
+import gc
+
+from crew import Agent, Crew, Task
+from crew.testing import ScriptedLLM
+
+seen = {"loading": gc.isenabled()}
+
+
+def answer(call):
+    seen["running"] = gc.isenabled()
+    return repr(seen)
+
+
+crew = Crew(
+    [Task(id="hello", description="Say hi.", agent=Agent(role="Worker", goal="Answer"))],
+    llm=ScriptedLLM(answer),
+)
+"""
+
+
+def test_the_collector_is_off_while_a_crew_loads_and_on_while_it_runs(tmp_path):
+    (tmp_path / "gc_crew.py").write_text(GC_CREW)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CREW_", "OPENAI_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "crew.cli", "run", "gc_crew.py", "--quiet"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env=env | {"PYTHONPATH": str(ROOT), "HOME": str(tmp_path), "CREW_STORE": "memory"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "{'loading': False, 'running': True}" in done.stdout
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_the_command_line_gives_the_collector_back_as_it_found_it(tmp_path, collecting):
+    from crew.cli import main
+
+    was = gc.isenabled()
+    try:
+        (gc.enable if collecting else gc.disable)()
+        assert main(["templates"]) == 0
+        assert gc.isenabled() is collecting
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_template_and_input_validators_are_built_only_for_a_crew_file_that_uses_them(tmp_path):
+    (tmp_path / "plain.yaml").write_text(CREW_FILE)
+    (tmp_path / "rich.yaml").write_text(
+        CREW_FILE.replace("agents:", "inputs:\n  topic: {description: The topic}\nagents:")
+        .replace("{role: Worker, goal: Answer}", "{use: researcher}")
+    )  # fmt: skip
+    code = (
+        "import sys\n"
+        "from crew import spec, templates, inputs\n"
+        "spec.load_crew_yaml(sys.argv[1])\n"
+        "role, given = templates._RoleFile, inputs.InputModel\n"
+        "print(role.__pydantic_complete__, given.__pydantic_complete__)\n"
+    )
+    built = []
+    for name in ("plain.yaml", "rich.yaml"):
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / name)], capture_output=True, text=True,
+            timeout=60, env=os.environ | {"PYTHONPATH": str(ROOT), "HOME": str(tmp_path)},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        built.append(done.stdout.strip())
+    assert built == ["False False", "True True"]
+
+
+def test_a_second_command_in_the_same_process_leaves_the_collector_on(tmp_path, server):
+    (tmp_path / "crew.yaml").write_text(CREW_FILE)
+    code = (
+        "import gc\n"
+        "from crew.cli import main, running\n"
+        "loading, read = [], running.read_settings\n"
+        "running.read_settings = lambda args: loading.append(gc.isenabled()) or read(args)\n"
+        "for _ in range(2):\n"
+        "    assert main(['run', 'crew.yaml', '--quiet']) == 0\n"
+        "print('collecting while loading:', loading, 'frozen:', gc.get_freeze_count() > 0)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CREW_", "OPENAI_"))}
+    env |= {"PYTHONPATH": str(ROOT), "HOME": str(tmp_path), "CREW_STORE": "memory"}
+    env |= {"CREW_MODEL": "openai/fake", "CREW_API_BASE": server.url, "OPENAI_API_KEY": "sk-t"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "collecting while loading: [False, True] frozen: True" in done.stdout

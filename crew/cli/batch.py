@@ -9,7 +9,6 @@ resumable).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
@@ -22,6 +21,7 @@ from crew.cli.running import (
     EXIT_TERMINATED,
     add_budget,
     add_trace,
+    collect_from_now,
     configure,
     load,
     mark_interrupted,
@@ -117,6 +117,8 @@ def _crew(args: argparse.Namespace) -> tuple[Crew, dict[str, Any] | None]:
 def _execute(
     args: argparse.Namespace, crew: Crew, items: list[BatchItem], batch_id: str, out: Console
 ) -> int:
+    import asyncio  # here, not at the top: main() imports it with the collector off
+
     from crew.batch_local import run_batch
     from crew.console.batch import BatchView, render_summary
 
@@ -133,6 +135,7 @@ def _execute(
         address=args.address, inputs_file=str(args.inputs), on_result=on_result, on_event=view,
     )  # fmt: skip
     view.start()
+    collect_from_now()
     try:
         results = asyncio.run(stoppable(running, terminated))
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:

@@ -4,8 +4,8 @@ or a Python file), applying the settings, running it with the live view, and rep
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
+import gc
 import json
 import os
 import signal
@@ -244,6 +244,8 @@ def execute(
     start: Start,
 ) -> int:
     """Run ``start(on_event)`` (a run, resume or fork of ``crew``) with the live view; report."""
+    import asyncio  # here, not at the top: main() imports it with the collector off
+
     from crew import events
 
     for warning in loaded.warnings:
@@ -253,6 +255,7 @@ def execute(
     started: list[str] = []  # the run's id, once it has started
 
     def on_event(event: events.Event) -> None:
+        collect_from_now()  # the run has begun: the crew and its model's client are loaded
         if isinstance(event, events.RunStarted) and not started:
             started.append(event.run_id)
         if isinstance(event, events.ReviewHookFailed):
@@ -285,6 +288,17 @@ def execute(
     return report(args, result, view.console if view is not None else _console(args))
 
 
+def collect_from_now() -> None:
+    """The cyclic collector back on, once the crew is loaded (``crew.cli.main`` keeps it off
+    until then: a run's first event, a batch's start), with what the loading made frozen out
+    of its sight: those objects live until the process exits, and scanning them at each
+    collection of a long run would cost as much as it did at startup. Nothing to do when the
+    collector is on already."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
 def _live_view(args: argparse.Namespace, crew: Crew) -> ConsoleView:
     from crew.console import ConsoleView
 
@@ -307,6 +321,8 @@ async def stoppable(run: Coroutine[Any, Any, T], terminated: list[bool]) -> T:
     Ctrl-C, so the run's own cleanup records what finished and frees its lease; SIGTERM
     (a service manager, ``kill``, a CI timeout) does the same here, and says so in
     ``terminated``."""
+    import asyncio
+
     loop, main = asyncio.get_running_loop(), asyncio.current_task()
 
     def stop() -> None:
