@@ -6,10 +6,10 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from crew import events, hooks
 from crew.agent import Agent
@@ -34,6 +34,8 @@ from crew.tracing import check as check_tracing
 from crew.tracing import resolve as resolve_tracing
 
 __all__ = ["Crew", "CrewResult", "RunStatus"]
+
+T = TypeVar("T")
 
 
 class Crew:
@@ -179,11 +181,7 @@ class Crew:
 
     def run(self, inputs: Mapping[str, Any] | None = None, **kwargs: Any) -> CrewResult:
         """Run the crew and wait for the result (the sync form of ``arun``)."""
-        if not _loop_running():
-            return asyncio.run(self.arun(inputs, **kwargs))
-        # Called from async code (a notebook): run on a fresh loop in a worker thread.
-        with ThreadPoolExecutor(1, thread_name_prefix="crew-run") as pool:
-            return pool.submit(asyncio.run, self.arun(inputs, **kwargs)).result()
+        return _wait(self.arun(inputs, **kwargs), "crew-run")
 
     async def arun(
         self,
@@ -267,10 +265,7 @@ class Crew:
         kwargs.update(
             concurrency=concurrency, executor=executor, address=address, batch_id=batch_id
         )
-        if not _loop_running():
-            return asyncio.run(self.abatch(inputs, **kwargs))
-        with ThreadPoolExecutor(1, thread_name_prefix="crew-batch") as pool:
-            return pool.submit(asyncio.run, self.abatch(inputs, **kwargs)).result()
+        return _wait(self.abatch(inputs, **kwargs), "crew-batch")
 
     async def abatch(
         self,
@@ -405,6 +400,15 @@ def _spent(store: Store, run_id: str) -> dict[str, Any]:
     total = (record.usage if record is not None else {}).get("total") or {}
     tokens = int(total.get("prompt_tokens", 0)) + int(total.get("completion_tokens", 0))
     return {"spent_usd": float(total.get("cost_usd", 0.0)), "spent_tokens": tokens}
+
+
+def _wait(job: Coroutine[Any, Any, T], thread_name: str) -> T:
+    """Run ``job`` to its end: on a new event loop, or, when called from async code (a
+    notebook), on a new loop in a worker thread."""
+    if not _loop_running():
+        return asyncio.run(job)
+    with ThreadPoolExecutor(1, thread_name_prefix=thread_name) as pool:
+        return pool.submit(asyncio.run, job).result()
 
 
 def _loop_running() -> bool:
