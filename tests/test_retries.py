@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from crew import LLM, Agent, Crew, RetryPolicy, Task, errors, events
-from crew.cli.running import configure
+from crew.cli.target import configure
 from crew.config import Settings
 from crew.llm import ChatRequest
 from crew.retry import DEFAULT_CALL_ATTEMPTS, DEFAULT_TASK_RETRIES, MAX_WAIT_S, retrying

@@ -27,15 +27,8 @@ from crew.cli.history import (
     add_show,
 )
 from crew.cli.project import add_config, add_init, add_plan, add_templates
-from crew.cli.running import (
-    EXIT_INTERRUPTED,
-    EXIT_USAGE,
-    add_fork,
-    add_resume,
-    add_run,
-    markup,
-    stderr,
-)
+from crew.cli.running import EXIT_INTERRUPTED, EXIT_USAGE, add_fork, add_resume, add_run
+from crew.cli.target import markup, stderr
 from crew.errors import CrewError
 
 

@@ -22,16 +22,18 @@ from crew.cli.running import (
     add_budget,
     add_trace,
     collect_from_now,
+    mark_interrupted,
+    stoppable,
+    with_budget,
+)
+from crew.cli.target import (
     configure,
     load,
-    mark_interrupted,
     markup,
     needs_a_model,
     project_store,
     read_settings,
     stderr,
-    stoppable,
-    with_budget,
 )
 
 if TYPE_CHECKING:

@@ -11,7 +11,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crew.cli.running import as_shown, continue_run, find_run, markup
+from crew.cli.running import as_shown, continue_run, find_run
+from crew.cli.target import markup
 from crew.errors import ConfigError
 
 if TYPE_CHECKING:

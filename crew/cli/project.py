@@ -8,15 +8,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crew.cli.running import (
-    add_target,
-    configure,
-    given_inputs,
-    load,
-    markup,
-    read_settings,
-    stderr,
-)
+from crew.cli.target import add_target, configure, given_inputs, load, markup, read_settings, stderr
 from crew.errors import ConfigError
 
 if TYPE_CHECKING:
