@@ -251,27 +251,16 @@ class Crew:
             resume=resume is not None, parent_run_id=parent_run_id, batch=batch
         )
 
-    def batch(
-        self,
-        inputs: Iterable[Mapping[str, Any]] | str | Path,
-        *,
-        concurrency: int = 8,
-        executor: str = "local",
-        address: str | None = None,
-        batch_id: str | None = None,
-        **kwargs: Any,
-    ) -> list[Any]:
-        """Run the crew once per input and wait for every result (the sync form of ``abatch``)."""
-        kwargs.update(
-            concurrency=concurrency, executor=executor, address=address, batch_id=batch_id
-        )
+    def batch(self, inputs: Iterable[Mapping[str, Any]] | str | Path, **kwargs: Any) -> list[Any]:
+        """Run the crew once per input and wait for every result (the sync form of ``abatch``,
+        with its arguments)."""
         return _wait(self.abatch(inputs, **kwargs), "crew-batch")
 
     async def abatch(
         self,
         inputs: Iterable[Mapping[str, Any]] | str | Path,
         *,
-        concurrency: int = 8,
+        concurrency: int | None = None,
         executor: str = "local",
         address: str | None = None,
         batch_id: str | None = None,
@@ -282,7 +271,8 @@ class Crew:
 
         ``inputs``: dicts of inputs, or the path of a JSON Lines or CSV file (one run a line).
         Every input is checked before any run starts (``BatchInputError`` lists every bad
-        one). ``concurrency``: runs at work at once (``executor="local"``: in this event loop);
+        one). ``concurrency``: runs at work at once (``executor="local"``: in this event loop;
+        ``crew.batch.DEFAULT_CONCURRENCY`` if None);
         ``executor="dask"`` runs each input as a task on the Dask cluster at ``address`` (a
         local one if None). With the ``batch_id`` of an earlier batch, succeeded inputs are not
         run again, interrupted and failed ones are resumed (see ``crew.batch``).
@@ -298,7 +288,8 @@ class Crew:
             items = batch.checked(rows, self, batch_id=batch_id)
             inputs_file = ""
         return await batch_local.run_batch(
-            self, items, batch_id=batch_id, concurrency=concurrency, executor=executor,
+            self, items, batch_id=batch_id, executor=executor,
+            concurrency=batch.DEFAULT_CONCURRENCY if concurrency is None else concurrency,
             address=address, inputs_file=inputs_file, on_result=on_result,
         )  # fmt: skip
 

@@ -178,11 +178,14 @@ def durable_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
     if request.param == "memory":
         yield MemoryStore()
         return
-    url = (
-        str(tmp_path / "crew.db")
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    store = open_store(url)
+    store = open_test_store(request, tmp_path)
     yield store
     store.close()
+
+
+def open_test_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """The real database ``request.param`` names: "sqlite" (a file in ``tmp_path``) or
+    "postgres" (the ``postgres_url`` fixture's, which skips when none can be had)."""
+    if request.param == "sqlite":
+        return open_store(str(tmp_path / "crew.db"))
+    return open_store(request.getfixturevalue("postgres_url"))

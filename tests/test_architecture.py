@@ -141,19 +141,12 @@ def test_every_module_of_the_layers_exists():
     assert set(LAYERS) - set(modules()) == set()
 
 
-# Executors of optional extras, loaded on demand by the module that picks one (as a package loads
-# its backends): (module, executor).
-PLUGINS = {("batch_local", "batch_dask")}
-
-
 def test_layers_import_downwards_only():
     wrong = []
     for module, imports in modules().items():
         for name in imports:
             target = layer_of(name)
             if target is None or target == module or target.startswith(f"{module}."):
-                continue
-            if (module, target) in PLUGINS:
                 continue
             if LAYERS[target] >= LAYERS[module] and module != "__init__":
                 wrong.append(f"crew.{module} imports crew.{target}")

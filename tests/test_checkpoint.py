@@ -25,6 +25,7 @@ from crew.store.sqlite import SQLiteStore
 from crew.task import loop
 from crew.testing import ScriptedLLM
 from crew.testserver import ServerReply
+from tests.conftest import open_test_store
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Agent(role="Worker", goal="Work")
@@ -530,14 +531,7 @@ def test_a_write_queued_without_waiting_that_fails_is_raised_not_lost(durable_st
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    url = (
-        str(tmp_path / "crew.db")
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    from crew.store import open_store
-
-    store = open_store(url)
+    store = open_test_store(request, tmp_path)
     yield store
     store.close()
 

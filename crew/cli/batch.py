@@ -56,7 +56,10 @@ def add_batch(commands: Commands) -> None:
     )  # fmt: skip
     batch.add_argument("--out", type=Path, metavar="FILE", help="a JSON line per input, in order")
     batch.add_argument(
-        "--concurrency", type=int, default=8, metavar="N", help="runs at work at once (8)"
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="runs at work at once (8 by default)",
     )
     batch.add_argument("--executor", choices=["local", "dask"], default="local")
     batch.add_argument(
@@ -82,6 +85,8 @@ def add_batch(commands: Commands) -> None:
 def _batch(args: argparse.Namespace) -> int:
     from crew import batch
 
+    if args.concurrency is None:
+        args.concurrency = batch.DEFAULT_CONCURRENCY
     crew, specs = _crew(args)
     batch.check_executor(args.executor, crew.store, args.address)
     batch_id = args.batch_id or batch.new_batch_id()
