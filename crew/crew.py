@@ -6,12 +6,11 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
-from crew import events, hooks
+from crew import events, hooks, sync
 from crew.agent import Agent
 from crew.budget import Budget, Ledger
 from crew.chat import ChatModel
@@ -34,8 +33,6 @@ from crew.tracing import check as check_tracing
 from crew.tracing import resolve as resolve_tracing
 
 __all__ = ["Crew", "CrewResult", "RunStatus"]
-
-T = TypeVar("T")
 
 
 class Crew:
@@ -181,7 +178,7 @@ class Crew:
 
     def run(self, inputs: Mapping[str, Any] | None = None, **kwargs: Any) -> CrewResult:
         """Run the crew and wait for the result (the sync form of ``arun``)."""
-        return _wait(self.arun(inputs, **kwargs), "crew-run")
+        return sync.wait(self.arun(inputs, **kwargs), "crew-run")
 
     async def arun(
         self,
@@ -254,7 +251,7 @@ class Crew:
     def batch(self, inputs: Iterable[Mapping[str, Any]] | str | Path, **kwargs: Any) -> list[Any]:
         """Run the crew once per input and wait for every result (the sync form of ``abatch``,
         with its arguments)."""
-        return _wait(self.abatch(inputs, **kwargs), "crew-batch")
+        return sync.wait(self.abatch(inputs, **kwargs), "crew-batch")
 
     async def abatch(
         self,
@@ -391,20 +388,3 @@ def _spent(store: Store, run_id: str) -> dict[str, Any]:
     total = (record.usage if record is not None else {}).get("total") or {}
     tokens = int(total.get("prompt_tokens", 0)) + int(total.get("completion_tokens", 0))
     return {"spent_usd": float(total.get("cost_usd", 0.0)), "spent_tokens": tokens}
-
-
-def _wait(job: Coroutine[Any, Any, T], thread_name: str) -> T:
-    """Run ``job`` to its end: on a new event loop, or, when called from async code (a
-    notebook), on a new loop in a worker thread."""
-    if not _loop_running():
-        return asyncio.run(job)
-    with ThreadPoolExecutor(1, thread_name_prefix=thread_name) as pool:
-        return pool.submit(asyncio.run, job).result()
-
-
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True

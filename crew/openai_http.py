@@ -11,16 +11,18 @@ aiohttp is imported on the first call (or by ``prepare``), not on ``import crew`
 about a quarter of httpx's CPU per call (0.4 ms against 1.6 ms at 256 calls in flight, whose
 pool scans its connections for each call), and CPU per call is what bounds a wide run on one
 event loop. Each loop keeps one session per server, without a connection limit (crew's slots
-bound the calls in flight, critical path first), so a run reuses its connections; a session
-never outlives its loop (``crew.run()`` starts a new loop per run, and a pooled connection
-belongs to the loop that opened it). A loop's sessions are closed when it shuts down its async
-generators, which ``asyncio.run()`` does before closing the loop; a loop closed without that
-leaves its connections to the garbage collector.
+bound the calls in flight, critical path first), so its calls reuse their connections: within
+a run, and across the runs of a thread (``crew.sync`` keeps a loop per thread for
+``Crew.run``). A session never outlives its loop (a pooled connection belongs to the loop that
+opened it): a loop's sessions are closed when it shuts down its async generators, as
+``asyncio.run()`` and ``crew.sync`` do before closing it, and beyond ``MAX_SESSIONS`` servers
+the one used least recently, with no call in flight, is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import os
@@ -105,11 +107,11 @@ async def complete(
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout_s):
-            session = await _session(base_url)
-            if request.on_token is None:
-                data = await _post(session, url, body, headers, model)
-            else:
-                data = await _stream(session, url, body, headers, model, request.on_token)
+            async with _session(base_url) as session:
+                if request.on_token is None:
+                    data = await _post(session, url, body, headers, model)
+                else:
+                    data = await _stream(session, url, body, headers, model, request.on_token)
     except TimeoutError as exc:  # aiohttp's own timeouts are TimeoutErrors too
         raise errors.LLMTimeoutError(str(exc) or "no answer in time", model=model) from exc
     except aiohttp.ClientConnectionError as exc:  # refused, dropped, reset: the connection failed
@@ -356,28 +358,40 @@ def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
         return max(0.0, parsed.timestamp() - time.time())
 
 
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
+MAX_SESSIONS = 16
+"""Servers a loop keeps a session (and its pooled connections) for at most."""
+
+
+class _Sessions:
+    """One loop's sessions by base URL, least recently used first, with their calls in flight."""
+
+    def __init__(self) -> None:
+        self.by_url: dict[str, aiohttp.ClientSession] = {}
+        self.in_flight: dict[str, int] = {}
+        self.closer: AsyncIterator[None] | None = None
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sessions] = (
     weakref.WeakKeyDictionary()
 )
-"""Each loop's sessions by base URL, and under "" the generator that closes them."""
+"""Each loop's sessions."""
 _pools_lock = threading.Lock()
 
 
-async def _session(base_url: str) -> aiohttp.ClientSession:
-    """This loop's session for ``base_url``, made on first use."""
+@contextlib.asynccontextmanager
+async def _session(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
+    """This loop's session for ``base_url``, made on first use, held for one call."""
     import aiohttp
 
     loop = asyncio.get_running_loop()
     with _pools_lock:  # loops of other threads (crew.run() from async code) share the map
-        pool = _pools.get(loop) or {}
-        first = not pool  # the loop's first call (or its first after shutting down)
-        if first:
-            _pools[loop] = pool
-    if first:
-        closer = _closing(pool)
-        pool[""] = closer  # held here: the loop itself keeps only a weak reference
-        await closer.__anext__()  # now the loop knows it, and will close it at shutdown
-    session = pool.get(base_url)
+        sessions = _pools.get(loop)
+        if sessions is None:
+            sessions = _pools[loop] = _Sessions()
+    if sessions.closer is None:  # the loop's first call (or its first after shutting down)
+        sessions.closer = _closing(sessions)  # held here: the loop keeps a weak reference
+        await sessions.closer.__anext__()  # now the loop knows it, and closes it at shutdown
+    session = sessions.by_url.pop(base_url, None)
     if session is None:
         # No connection limit: crew's slots bound the calls in flight (aiohttp's default of 100
         # would queue the rest in arrival order, not critical path first). No time limit
@@ -387,8 +401,21 @@ async def _session(base_url: str) -> aiohttp.ClientSession:
             timeout=aiohttp.ClientTimeout(total=None),
             proxy=_proxy(base_url),
         )
-        pool[base_url] = session
-    return session
+        await _evict(sessions, keep=MAX_SESSIONS - 1)
+    sessions.by_url[base_url] = session  # last: the most recently used
+    sessions.in_flight[base_url] = sessions.in_flight.get(base_url, 0) + 1
+    try:
+        yield session
+    finally:
+        sessions.in_flight[base_url] -= 1
+
+
+async def _evict(sessions: _Sessions, keep: int) -> None:
+    """Close the sessions used least recently, with no call in flight, beyond ``keep``."""
+    idle = [url for url in sessions.by_url if not sessions.in_flight.get(url)]
+    for url in idle[: max(0, len(sessions.by_url) - keep)]:
+        sessions.in_flight.pop(url, None)
+        await sessions.by_url.pop(url).close()
 
 
 def _proxy(base_url: str) -> str | None:
@@ -403,12 +430,13 @@ def _proxy(base_url: str) -> str | None:
     return getproxies().get(parts.scheme)
 
 
-async def _closing(pool: dict[str, Any]) -> AsyncIterator[None]:
-    """Waits, as an async generator, for its loop's shutdown, then closes the loop's clients."""
+async def _closing(sessions: _Sessions) -> AsyncIterator[None]:
+    """Waits, as an async generator, for its loop's shutdown, then closes the loop's sessions."""
     try:
         yield
     finally:
-        sessions = [c for name, c in pool.items() if name]
-        pool.clear()
-        for session in sessions:
+        sessions.closer = None
+        closing, sessions.by_url = list(sessions.by_url.values()), {}
+        sessions.in_flight.clear()
+        for session in closing:
             await session.close()

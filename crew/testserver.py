@@ -166,6 +166,7 @@ class FakeOpenAIServer:
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
+        self._connections = 0
 
     @property
     def url(self) -> str:
@@ -177,6 +178,13 @@ class FakeOpenAIServer:
         """A snapshot of the requests received, in arrival order."""
         with self._lock:
             return list(self._calls)
+
+    @property
+    def connections(self) -> int:
+        """The connections accepted since the server started (a client that reuses its
+        connections opens few)."""
+        with self._lock:
+            return self._connections
 
     def script(self, key: str, *replies: ServerReply, model: str | None = None) -> None:
         """Answer requests routed to ``key`` (and ``model``) with ``replies``; the last repeats."""
@@ -263,6 +271,8 @@ class FakeOpenAIServer:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
+        with self._lock:
+            self._connections += 1
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

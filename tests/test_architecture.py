@@ -35,7 +35,7 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("maps", "loops", "fork", "outbox"),
     ("scheduler", "checkpoint", "process"),
     ("run",),
-    ("batch",),
+    ("batch", "sync"),
     ("batch_dask",),
     ("batch_local",),
     ("crew",),

@@ -565,9 +565,10 @@ def test_each_task_costs_its_sql_store_one_transaction(
         return marked
 
     monkeypatch.setattr(sql_store, "_use", counted)
-    # Timed, not per task: event batches, and the lease's renewal every ttl/3 (a slow machine
-    # can take that long over a run).
-    for name in ("append_events", "renew_lease"):
+    # Timed, not per task: the outbox's batches (events, and an exchange whose task had not
+    # committed when the batch's time came), and the lease's renewal every ttl/3 (a slow
+    # machine can take that long over a run).
+    for name in ("append_events", "put_exchange", "renew_lease"):
         monkeypatch.setattr(sql_store, name, apart(getattr(sql_store, name)))
     uses = []
     for n in (10, 30):

@@ -470,8 +470,7 @@ def test_one_client_per_loop_and_server_is_reused_within_a_run(server):
     async def three_calls() -> int:
         for _ in range(3):
             await llm.complete(ChatRequest(messages=USER))
-        pool = openai_http._pools[asyncio.get_running_loop()]
-        return len([name for name in pool if name])
+        return len(openai_http._pools[asyncio.get_running_loop()].by_url)
 
     assert asyncio.run(three_calls()) == 1
     assert asyncio.run(three_calls()) == 1  # a new loop, a new client
