@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 from crew.errors import ConfigError
 
 if TYPE_CHECKING:
-    from tenacity import RetryCallState
+    from tenacity import AsyncRetrying, RetryCallState
 
 T = TypeVar("T")
 
@@ -104,7 +104,32 @@ async def retrying(
     retry_if: Callable[[BaseException], bool] = is_retryable,
 ) -> T:
     """Await ``fn()`` under tenacity, trying again while ``retry_if`` holds for the error (by
-    default its ``retryable`` attribute) and ``policy`` allows; re-raise the last error."""
+    default its ``retryable`` attribute) and ``policy`` allows; re-raise the last error.
+
+    The first attempt is awaited directly: most calls succeed at once, and tenacity's
+    bookkeeping would cost them more CPU than the call itself takes on a fast server. A failure
+    worth retrying is handed to tenacity as its first attempt's outcome, and from there tenacity
+    decides every wait and attempt as if it had made the first one."""
+    try:
+        return await fn()
+    except Exception as exc:
+        if policy.attempts <= 1 or not retry_if(exc):
+            raise
+        first: Exception | None = exc
+
+    async def attempt() -> T:  # tenacity awaits only what it sees as a coroutine function
+        nonlocal first
+        if first is not None:
+            error, first = first, None
+            raise error
+        return await fn()
+
+    return await _retryer(policy, on_retry, retry_if)(attempt)
+
+
+def _retryer(
+    policy: RetryPolicy, on_retry: OnRetry | None, retry_if: Callable[[BaseException], bool]
+) -> AsyncRetrying:
     from tenacity import AsyncRetrying, retry_if_exception
 
     def stop(state: RetryCallState) -> bool:
@@ -122,17 +147,13 @@ async def retrying(
             assert error is not None
             on_retry(state.attempt_number, error, state.next_action.sleep)
 
-    async def attempt() -> T:  # tenacity awaits only what it sees as a coroutine function
-        return await fn()
-
-    retryer = AsyncRetrying(
+    return AsyncRetrying(
         stop=stop,
         retry=retry_if_exception(retry_if),
         wait=wait,
         before_sleep=before_sleep,
         reraise=True,
     )
-    return await retryer(attempt)
 
 
 def retrying_for(
