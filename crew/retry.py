@@ -7,6 +7,7 @@ exception classes in ``crew.errors``; the wait honours the provider's Retry-Afte
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -171,8 +172,27 @@ def retrying_for(
     that is down for a while comes back after so long, however many tries that takes. The waits
     follow ``policy``; the last is cut short so that a last try starts when the budget is spent,
     so an outage shorter than ``budget_s`` is outlasted. It blocks: for synchronous callers.
+
+    As in ``retrying``, the first try is made directly and tenacity takes over from its first
+    failure (with the budget left after it).
     """
     from tenacity import Retrying, retry_if_exception, stop_after_delay
+
+    began = time.monotonic()
+    try:
+        return fn()
+    except Exception as exc:
+        if not retry_if(exc):
+            raise
+        first: Exception | None = exc
+    budget_s = max(0.0, budget_s - (time.monotonic() - began))
+
+    def attempt() -> T:
+        nonlocal first
+        if first is not None:
+            error, first = first, None
+            raise error
+        return fn()
 
     def wait(state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
@@ -192,4 +212,4 @@ def retrying_for(
         before_sleep=before_sleep,
         reraise=True,
     )
-    return retryer(fn)
+    return retryer(attempt)
