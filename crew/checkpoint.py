@@ -437,18 +437,35 @@ store already keeps each exchange (for replay), so the event log does not copy t
 def _payload(event: events.Event) -> dict[str, Any]:
     """An event's fields as plain JSON data, without the heavy objects (outputs, results)."""
     payload: dict[str, Any] = {}
-    for field in dataclasses.fields(event):
-        value = getattr(event, field.name)
-        if field.name in ("run_id", "at", "result") or field.name in _CONTENT:
-            continue
+    for name in _stored_fields(type(event)):
+        value = getattr(event, name)
         if isinstance(value, TaskOutput):
             value = {"text": value.text, "agent": value.agent, "model": value.model}
         elif isinstance(value, Usage):
             value = value.to_dict()
-        elif field.name == "error":
+        elif name == "error":
             value = _redacted(value)
-        payload[field.name] = value
-    return _json(payload)
+        payload[name] = value if type(value) in _SCALARS else _json(value)
+    return payload
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+"""Values that are JSON data as they are (the rest go through JSON: tuples become lists,
+anything else its text)."""
+
+
+def _stored_fields(kind: type[events.Event]) -> tuple[str, ...]:
+    """The fields of an event type that its stored payload keeps."""
+    names = _FIELDS.get(kind)
+    if names is None:
+        left_out = {"run_id", "at", "result", *_CONTENT}
+        names = _FIELDS[kind] = tuple(
+            f.name for f in dataclasses.fields(kind) if f.name not in left_out
+        )
+    return names
+
+
+_FIELDS: dict[type[events.Event], tuple[str, ...]] = {}
 
 
 def _redacted(error: str | None) -> str | None:

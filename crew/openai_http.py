@@ -22,7 +22,6 @@ the one used least recently, with no call in flight, is closed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import json
 import os
@@ -107,11 +106,14 @@ async def complete(
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout_s):
-            async with _session(base_url) as session:
+            sessions, session = await _session(base_url)
+            try:
                 if request.on_token is None:
                     data = await _post(session, url, body, headers, model)
                 else:
                     data = await _stream(session, url, body, headers, model, request.on_token)
+            finally:
+                sessions.in_flight[base_url] -= 1
     except TimeoutError as exc:  # aiohttp's own timeouts are TimeoutErrors too
         raise errors.LLMTimeoutError(str(exc) or "no answer in time", model=model) from exc
     except aiohttp.ClientConnectionError as exc:  # refused, dropped, reset: the connection failed
@@ -378,9 +380,9 @@ _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sessions] = (
 _pools_lock = threading.Lock()
 
 
-@contextlib.asynccontextmanager
-async def _session(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
-    """This loop's session for ``base_url``, made on first use, held for one call."""
+async def _session(base_url: str) -> tuple[_Sessions, aiohttp.ClientSession]:
+    """This loop's sessions, and its session for ``base_url`` (made on first use), counted in
+    flight: the caller counts it out when its call ends."""
     import aiohttp
 
     loop = asyncio.get_running_loop()
@@ -392,6 +394,7 @@ async def _session(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
         sessions.closer = _closing(sessions)  # held here: the loop keeps a weak reference
         await sessions.closer.__anext__()  # now the loop knows it, and closes it at shutdown
     session = sessions.by_url.pop(base_url, None)
+    made = session is None
     if session is None:
         # No connection limit: crew's slots bound the calls in flight (aiohttp's default of 100
         # would queue the rest in arrival order, not critical path first). No time limit
@@ -401,13 +404,15 @@ async def _session(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
             timeout=aiohttp.ClientTimeout(total=None),
             proxy=_proxy(base_url),
         )
-        await _evict(sessions, keep=MAX_SESSIONS - 1)
     sessions.by_url[base_url] = session  # last: the most recently used
     sessions.in_flight[base_url] = sessions.in_flight.get(base_url, 0) + 1
-    try:
-        yield session
-    finally:
-        sessions.in_flight[base_url] -= 1
+    if made:  # counted in flight already: the others' eviction leaves it alone
+        try:
+            await _evict(sessions, keep=MAX_SESSIONS)
+        except BaseException:
+            sessions.in_flight[base_url] -= 1
+            raise
+    return sessions, session
 
 
 async def _evict(sessions: _Sessions, keep: int) -> None:

@@ -7,6 +7,7 @@ exception classes in ``crew.errors``; the wait honours the provider's Retry-Afte
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 from crew.errors import ConfigError
 
 if TYPE_CHECKING:
-    from tenacity import RetryCallState
+    from tenacity import AsyncRetrying, RetryCallState
 
 T = TypeVar("T")
 
@@ -104,7 +105,32 @@ async def retrying(
     retry_if: Callable[[BaseException], bool] = is_retryable,
 ) -> T:
     """Await ``fn()`` under tenacity, trying again while ``retry_if`` holds for the error (by
-    default its ``retryable`` attribute) and ``policy`` allows; re-raise the last error."""
+    default its ``retryable`` attribute) and ``policy`` allows; re-raise the last error.
+
+    The first attempt is awaited directly: most calls succeed at once, and tenacity's
+    bookkeeping would cost them more CPU than the call itself takes on a fast server. A failure
+    worth retrying is handed to tenacity as its first attempt's outcome, and from there tenacity
+    decides every wait and attempt as if it had made the first one."""
+    try:
+        return await fn()
+    except Exception as exc:
+        if policy.attempts <= 1 or not retry_if(exc):
+            raise
+        first: Exception | None = exc
+
+    async def attempt() -> T:  # tenacity awaits only what it sees as a coroutine function
+        nonlocal first
+        if first is not None:
+            error, first = first, None
+            raise error
+        return await fn()
+
+    return await _retryer(policy, on_retry, retry_if)(attempt)
+
+
+def _retryer(
+    policy: RetryPolicy, on_retry: OnRetry | None, retry_if: Callable[[BaseException], bool]
+) -> AsyncRetrying:
     from tenacity import AsyncRetrying, retry_if_exception
 
     def stop(state: RetryCallState) -> bool:
@@ -122,17 +148,13 @@ async def retrying(
             assert error is not None
             on_retry(state.attempt_number, error, state.next_action.sleep)
 
-    async def attempt() -> T:  # tenacity awaits only what it sees as a coroutine function
-        return await fn()
-
-    retryer = AsyncRetrying(
+    return AsyncRetrying(
         stop=stop,
         retry=retry_if_exception(retry_if),
         wait=wait,
         before_sleep=before_sleep,
         reraise=True,
     )
-    return await retryer(attempt)
 
 
 def retrying_for(
@@ -150,8 +172,27 @@ def retrying_for(
     that is down for a while comes back after so long, however many tries that takes. The waits
     follow ``policy``; the last is cut short so that a last try starts when the budget is spent,
     so an outage shorter than ``budget_s`` is outlasted. It blocks: for synchronous callers.
+
+    As in ``retrying``, the first try is made directly and tenacity takes over from its first
+    failure (with the budget left after it).
     """
     from tenacity import Retrying, retry_if_exception, stop_after_delay
+
+    began = time.monotonic()
+    try:
+        return fn()
+    except Exception as exc:
+        if not retry_if(exc):
+            raise
+        first: Exception | None = exc
+    budget_s = max(0.0, budget_s - (time.monotonic() - began))
+
+    def attempt() -> T:
+        nonlocal first
+        if first is not None:
+            error, first = first, None
+            raise error
+        return fn()
 
     def wait(state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
@@ -171,4 +212,4 @@ def retrying_for(
         before_sleep=before_sleep,
         reraise=True,
     )
-    return retryer(fn)
+    return retryer(attempt)

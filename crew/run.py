@@ -92,6 +92,8 @@ class Run:
         self.settings, self.plan, self.inputs, self.store = settings, plan, inputs, store
         self.clock, self.default, self.replay = clock, default, replay
         self.tasks = dict(plan.all_tasks)
+        self._task_ids = frozenset(self.tasks)
+        """The board keys an agent may not post under (its tasks' outputs)."""
         """Every task by id; a loop body made at run time adds its tasks when it starts."""
         self.bus = events.EventBus()
         if on_event is not None:
@@ -225,7 +227,7 @@ class Run:
             inputs=inputs,
             emit=self.emit,
             on_usage=state.add_usage,
-            reserved=frozenset(self.tasks),
+            reserved=self._task_ids,
             stream=self.settings.stream,
             feedback=self.rejected.get(task_id),
             call_attempts=self.settings.call_attempts,
@@ -279,6 +281,7 @@ class Run:
             outer=self.tasks,
         )
         self.tasks.update(made.all_tasks)
+        self._task_ids = frozenset(self.tasks)
         return made
 
     async def _run_subcrew(self, task: Task, state: TaskAttempt) -> TaskOutput:

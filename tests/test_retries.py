@@ -62,6 +62,48 @@ def test_waiting_stops_at_the_budget_whatever_the_attempts():
     assert tries == 4  # waits of 0.02, 0.02 and the last 0.01 that fits, then no more
 
 
+def test_tenacity_takes_over_from_the_first_failure_as_if_it_had_made_it(monkeypatch):
+    """The first attempt is made without tenacity; its failure is tenacity's first outcome:
+    the same attempt numbers, waits and reports as a retryer that made every attempt."""
+    from crew import retry
+
+    policy = RetryPolicy(attempts=4, initial_s=0.01, max_s=0.04, jitter_s=0.0)
+    made = []
+    real = retry._retryer
+    monkeypatch.setattr(retry, "_retryer", lambda *a: made.append(a) or real(*a))
+    outcomes = ["fail", "fail", "ok"]
+    reported = []
+
+    async def flaky() -> str:
+        if outcomes.pop(0) == "fail":
+            raise errors.ProviderError("busy", model="m")
+        return "answer"
+
+    async def once() -> str:
+        return "at once"
+
+    on_retry = lambda n, error, wait: reported.append((n, str(error), wait))  # noqa: E731
+    assert asyncio.run(retrying(once, policy, on_retry=on_retry)) == "at once"
+    assert made == []  # a call that succeeds at once costs no retryer
+    assert asyncio.run(retrying(flaky, policy, on_retry=on_retry)) == "answer"
+    assert len(made) == 1
+    assert [(n, wait) for n, _, wait in reported] == [(1, 0.01), (2, 0.02)]
+    assert "busy" in reported[0][1]
+
+
+def test_an_error_not_worth_retrying_is_raised_at_once():
+    tries = 0
+
+    async def refused() -> None:
+        nonlocal tries
+        tries += 1
+        raise errors.BadRequestError("no", model="m")
+
+    with pytest.raises(errors.BadRequestError):
+        asyncio.run(retrying(refused, RetryPolicy(attempts=5, initial_s=0.01)))
+    assert tries == 1
+
+
 def test_crew_call_attempts_apply_to_models_without_a_policy(server):
     server.script("t", ServerReply(status=500))
     llm = LLM("openai/fake", api_base=server.url, api_key="sk-test")
