@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -785,6 +786,37 @@ def test_the_sqlite_file_is_private_and_in_wal_mode(tmp_path: Path):
             assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_sqlite_commits_leave_the_wal_to_the_checkpoint_thread(tmp_path: Path, monkeypatch):
+    """A commit never checkpoints (its fsyncs would stall the task): the store's connection has
+    SQLite's automatic checkpoints off, and its own thread moves the WAL into the database file
+    every CHECKPOINT_EVERY commits."""
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY", 5)
+    path = tmp_path / "crew.db"
+    store = SQLiteStore(path)
+    try:
+        assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone() == {
+            "wal_autocheckpoint": 0
+        }
+        new_run(store)
+        for n in range(12):
+            store.put_task(attempt(f"t{n}", text="x" * 5000))
+        thread = store._checkpoints._thread
+        assert thread is not None and thread.name == "crew-sqlite-checkpoint"
+        store._checkpoints._due.set()  # one more, and wait until it has been made
+        deadline = time.monotonic() + 10
+        while store._checkpoints._due.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        copy = tmp_path / "alone.db"
+        copy.write_bytes(path.read_bytes())  # the database file without its WAL
+        with closing(sqlite3.connect(copy)) as conn:
+            stored = conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
+        assert stored >= 10  # at least those committed before the last checkpoint asked for
+    finally:
+        store.close()
+    assert not thread.is_alive()
 
 
 def test_sqlite_failures_are_store_errors_naming_the_file_and_the_fix(tmp_path: Path):

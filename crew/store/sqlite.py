@@ -5,6 +5,11 @@ WAL mode lets readers (``crew runs`` in another terminal) work while a run write
 crash of the process, though the last ones may be lost if the machine loses power (the run then
 re-does those tasks on resume). sqlite3's errors become ``StoreError`` here and nowhere else.
 
+A commit appends pages to the WAL; moving them into the database file (a checkpoint, with its
+fsyncs: milliseconds) is left to a thread of the store's own, every ``CHECKPOINT_EVERY``
+commits, rather than done by the commit that finds the WAL long (SQLite's default), which would
+stall the task whose commit it is, and the tasks waiting for it.
+
 Another process's write (a run, ``crew approve``, a tool holding a transaction open) keeps ours
 waiting: sqlite3 waits ``busy_timeout_s`` for it, then the store tries again (``SQLStore``), up
 to ``retry_budget_s`` in all.
@@ -14,9 +19,12 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -36,6 +44,9 @@ if TYPE_CHECKING:
     from crew.store.sqldb import _Connection, _EventRow
 
 _RUN = "run_id TEXT NOT NULL REFERENCES runs ON DELETE CASCADE"
+CHECKPOINT_EVERY = 64
+"""Commits between two checkpoints of the WAL (on the checkpoint thread)."""
+_log = logging.getLogger("crew")
 
 # The schema, one tuple of statements per version. Never edit a released step: append a new one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -151,11 +162,14 @@ class SQLiteStore(SQLStore):
         except (OSError, sqlite3.Error) as exc:
             raise self._error("open", exc) from exc
         self._conn.row_factory = _row
+        self._checkpoints = _Checkpoints(self.path, busy_timeout_s)
+        weakref.finalize(self, self._checkpoints.stop)  # a store dropped unclosed: its thread ends
         try:
             with self._use("open") as conn:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
                 conn.execute("PRAGMA foreign_keys = ON")  # ON DELETE CASCADE prunes runs
+                conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpoint thread's work
             self._migrate()
         except BaseException:
             self._conn.close()
@@ -169,6 +183,7 @@ class SQLiteStore(SQLStore):
         return (functools.partial(SQLiteStore, clock=self._clock), (str(self.path),))
 
     def close(self) -> None:
+        self._checkpoints.close()
         with self._lock:
             self._conn.close()
 
@@ -218,6 +233,13 @@ class SQLiteStore(SQLStore):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+        self._checkpoints.committed()
+
+    def _write(self, action: str, sql: str, params: dict[str, Any], run_id: str = "") -> int:
+        """One statement, committed as it ends (no transaction around it): counted too."""
+        count = super()._write(action, sql, params, run_id)
+        self._checkpoints.committed()
+        return count
 
     def delete_runs(self, *, older_than_s: float | None = None, keep: int | None = None) -> int:
         """Then give the space back: SQLite keeps a deleted row's pages in the file until
@@ -252,3 +274,62 @@ class SQLiteStore(SQLStore):
         ]  # fmt: skip
         cast(sqlite3.Connection, conn).executemany(insert, values)
         return [(first + i, at) for i in range(len(rows))]
+
+
+class _Checkpoints:
+    """Checkpoints a database's WAL on a thread of their own, with a connection of their own,
+    once every ``CHECKPOINT_EVERY`` commits: PASSIVE ones, which never wait for a reader or the
+    writer (pages still in use are left for the next one). The thread starts with the first
+    checkpoint and ends with ``close`` or the process; a failed checkpoint is only logged (the
+    WAL waits for the next one, and a commit never depends on it)."""
+
+    def __init__(self, path: Path, busy_timeout_s: float) -> None:
+        self._path, self._busy_timeout_s = path, busy_timeout_s
+        self._commits = 0
+        self._due = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def committed(self) -> None:
+        """Count a commit; every ``CHECKPOINT_EVERY``-th asks for a checkpoint."""
+        with self._lock:
+            self._commits += 1
+            if self._commits < CHECKPOINT_EVERY or self._closed:
+                return
+            self._commits = 0
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._work, name="crew-sqlite-checkpoint", daemon=True
+                )
+                self._thread.start()
+        self._due.set()
+
+    def close(self) -> None:
+        """Stop the thread, once its checkpoint in progress is made."""
+        thread = self.stop()
+        if thread is not None:
+            thread.join()
+
+    def stop(self) -> threading.Thread | None:
+        """Tell the thread to end, without waiting for it; the thread, if it was started."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        self._due.set()
+        return thread
+
+    def _work(self) -> None:
+        conn = sqlite3.connect(self._path, timeout=self._busy_timeout_s, isolation_level=None)
+        try:
+            while True:
+                self._due.wait()
+                self._due.clear()
+                if self._closed:
+                    return
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    _log.debug("SQLite store %s: a checkpoint failed: %s", self._path, exc)
+        finally:
+            conn.close()
