@@ -37,14 +37,20 @@ R = TypeVar("R")
 def _copy(record: R) -> R:
     """The record with its JSON fields passed through JSON, as a database would return them, so
     that a test on this store sees what it would see on SQLite, and callers share no state."""
+    kind = type(record)
+    names = _JSON_NAMES.get(kind)
+    if names is None:
+        fields = dataclasses.fields(record)  # type: ignore[arg-type]
+        names = _JSON_NAMES[kind] = tuple(f.name for f in fields if f.name in _JSON_FIELDS)
     changes = {
-        f.name: _load_json(
-            _dump_json(getattr(record, f.name), f"{f.name} of {type(record).__name__}")
-        )
-        for f in dataclasses.fields(record)  # type: ignore[arg-type]
-        if f.name in _JSON_FIELDS
+        name: _load_json(_dump_json(getattr(record, name), f"{name} of {kind.__name__}"))
+        for name in names
     }
     return dataclasses.replace(record, **changes)  # type: ignore[type-var]
+
+
+_JSON_NAMES: dict[type, tuple[str, ...]] = {}
+"""The JSON fields of each record type."""
 
 
 class MemoryStore:

@@ -261,6 +261,8 @@ def _unescape(value: Any) -> Any:
 
 def _load_json(text: str) -> Any:
     """The value of JSON text that :func:`_dump_json` wrote."""
+    if _ESCAPE not in text and "\\u" not in text:
+        return json.loads(text)  # no string in it can hold an escape: nothing to undo, sooner
     return _unescape(json.loads(text))
 
 
