@@ -3,6 +3,7 @@ memory each task in flight costs.
 
     python benchmarks/bench_scale.py           # prints three sections; takes about two minutes
     python benchmarks/bench_scale.py --plan    # planning only; a few seconds
+    python benchmarks/bench_scale.py --run     # the 1,000-task run only
 
 Planning runs in fresh child processes (three), so that its one-time imports are seen: the time
 to make 10,000 ``Task`` objects (not planning, but reported), the first ``Crew.plan()`` (cold:
@@ -13,11 +14,11 @@ process, to show its share of the cold plan.
 Running: a 1,000-task unbalanced DAG at max_concurrency=256, each task answered after its own
 latency (50-200 ms, also its estimate): once by an in-process ``ScriptedLLM`` (crew alone, no
 HTTP), once by the fake OpenAI-compatible server in its own process (``sleep_ms=N`` in the
-prompt) on the direct HTTP path, and by hand-written asyncio programs with no framework: on
-httpx's default client, on httpx clients of 16 connections each (crew's direct path before it
-moved to aiohttp), and on aiohttp (as crew's direct path). The CPU an HTTP client costs per
-call sets how close to the critical path a run at 256 in flight comes on one event loop. For
-each: the makespan against the critical path
+prompt) on the direct HTTP path, on the memory store and on the default SQLite store, and by
+hand-written asyncio programs with no framework: on httpx's default client, on httpx clients of
+16 connections each (crew's direct path before it moved to aiohttp), and on aiohttp (as crew's
+direct path). The CPU an HTTP client costs per call sets how close to the critical path a run
+at 256 in flight comes on one event loop. For each: the makespan against the critical path
 (the sum of the latencies along the longest path), the most tasks started and the most calls
 the model side held open at once, this process's CPU time per task, and, along the chain of
 tasks that ended last, how long each task waited after its dependency's answer.
@@ -39,6 +40,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -262,7 +264,7 @@ def peak_in_flight(intervals: list[tuple[float, float]]) -> int:
 # --- a 1,000-task run at 256 in flight -----------------------------------------------------------
 
 
-def build(spec: Spec, llm: Any, max_concurrency: int) -> Any:
+def build(spec: Spec, llm: Any, max_concurrency: int, store: Any = "memory") -> Any:
     from crew import Agent, Crew, Task
 
     agent = Agent(role="Worker", goal="Do the task", llm=llm, board_tools=False)
@@ -276,7 +278,7 @@ def build(spec: Spec, llm: Any, max_concurrency: int) -> Any:
         )
         for t, (ms, d) in spec.items()
     ]
-    return Crew(tasks, max_concurrency=max_concurrency, store="memory")
+    return Crew(tasks, max_concurrency=max_concurrency, store=store)
 
 
 def over_http(url: str) -> Any:
@@ -291,12 +293,13 @@ def run_crew(
     llm: Any,
     max_concurrency: int,
     calls: Callable[[], dict[str, tuple[float, float]]],
+    store: Any = "memory",
 ) -> dict[str, Any]:
     """Run ``spec`` and measure it; ``calls``: each task's call as (started, finished), on the
     perf_counter clock, since the last time it was asked."""
     from crew import events
 
-    crew = build(spec, llm, max_concurrency)
+    crew = build(spec, llm, max_concurrency, store)
     plan = crew.plan()
     in_flight = peak = 0
 
@@ -413,6 +416,7 @@ async def hand_written(spec: Spec, url: str, max_concurrency: int, client: str) 
 
 
 def report_run(server: Server, rounds: int = 3) -> None:
+    from crew.store import open_store
     from crew.testing import Reply, ScriptedLLM
 
     spec = branches(RUN_TASKS)
@@ -421,7 +425,13 @@ def report_run(server: Server, rounds: int = 3) -> None:
     scripted = ScriptedLLM(
         {t: Reply(text="done", delay_s=ms / 1000) for t, (ms, _) in spec.items()}
     )
-    rows: dict[str, list[dict[str, Any]]] = {"in-process model": [], "fake server, HTTP": []}
+    rows: dict[str, list[dict[str, Any]]] = {
+        "in-process model": [],
+        "fake server, HTTP": [],
+        "  + SQLite store": [],
+    }
+    folder = tempfile.TemporaryDirectory()
+    sqlite = open_store(f"{folder.name}/crew.db")  # the default store, opened once
     cpu_s: dict[str, list[float]] = {"httpx": [], "httpx/16": [], "aiohttp": []}
     floors: dict[str, list[float]] = {"httpx": [], "httpx/16": [], "aiohttp": []}
     for _ in range(rounds):  # interleaved, so that noise hits all alike
@@ -429,11 +439,16 @@ def report_run(server: Server, rounds: int = 3) -> None:
             run_crew(spec, scripted, CONCURRENCY, scripted_calls(scripted))
         )
         rows["fake server, HTTP"].append(run_crew(spec, http, CONCURRENCY, server.calls))
+        rows["  + SQLite store"].append(
+            run_crew(spec, http, CONCURRENCY, server.calls, store=sqlite)
+        )
         for client, times in floors.items():
             cpu = time.process_time()
             times.append(asyncio.run(hand_written(spec, server.url, CONCURRENCY, client)))
             cpu_s[client].append(time.process_time() - cpu)
             server.calls()
+    sqlite.close()
+    folder.cleanup()
     critical_s = rows["fake server, HTTP"][0]["critical_s"]
     print(
         f"\n{RUN_TASKS:,}-task unbalanced DAG, 50-200 ms per task, max_concurrency={CONCURRENCY},"
@@ -558,5 +573,11 @@ if __name__ == "__main__":
         plan_child()
     elif sys.argv[1:2] == ["--plan"]:
         report_planning()
+    elif sys.argv[1:2] == ["--run"]:
+        server = Server()
+        try:
+            report_run(server)
+        finally:
+            server.close()
     else:
         main()
