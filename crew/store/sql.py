@@ -51,6 +51,8 @@ _EXCHANGE = ("request_hash", "run_id", "model", "response", "at")
 _LEASE = ("run_id", "holder", "acquired_at", "expires_at")
 _TASK_KEY = ("run_id", "task_id", "index", "attempt")
 _BOARD_KEY = ("run_id", "key", "version")
+_KEYS = {"tasks": _TASK_KEY, "board": _BOARD_KEY, "exchanges": ("request_hash", "run_id")}
+"""The key of each table a commit of tasks upserts rows in."""
 
 
 class SQLStore(SQLDatabase):
@@ -231,24 +233,22 @@ class SQLStore(SQLDatabase):
         exchanges: Sequence[tuple[str, str, dict[str, Any]]] = (),
     ) -> None:
         run_id = _one_run(tasks)
-        task = self._upsert("tasks", _columns(TaskRecord), _TASK_KEY)
-        version = self._upsert("board", _columns(BoardRecord), _BOARD_KEY)
         upserts = []
         for record, board in tasks:  # a board version goes before its task, as it was posted
             if board is not None:
-                upserts.append((version, _row_values(board)))
-            upserts.append((task, _row_values(record)))
-        exchange = self._upsert("exchanges", _EXCHANGE, ("request_hash", "run_id"))
+                upserts.append(("board", _row_values(board)))
+            upserts.append(("tasks", _row_values(record)))
         # one row per request: PostgreSQL's one statement cannot upsert a row twice
         latest = {request_hash: (model, response) for request_hash, model, response in exchanges}
         upserts += [
-            (exchange, self._exchange_values(request_hash, run_id, model, response))
+            ("exchanges", self._exchange_values(request_hash, run_id, model, response))
             for request_hash, (model, response) in latest.items()
         ]
         rows = self._event_rows(events)
         action = _recording(len(tasks), len(upserts), bool(rows))
         if len(upserts) == 1 and not rows:
-            self._write(action, *upserts[0], run_id)
+            table, values = upserts[0]
+            self._write(action, self._upsert(table, list(values), _KEYS[table]), values, run_id)
             return
 
         def put(again: bool) -> None:
@@ -265,12 +265,12 @@ class SQLStore(SQLDatabase):
         upserts: Sequence[tuple[str, dict[str, Any]]],
         rows: Sequence[_EventRow],
     ) -> None:
-        """Make the ``upserts`` (SQL, values: the tasks' attempts, each after its board
-        version, then the model exchanges) and append the events, in one transaction. A backend
-        may do it in fewer round trips."""
+        """Make the ``upserts`` (table, a row's values: the tasks' attempts, each after its
+        board version, then the model exchanges) and append the events, in one transaction. A
+        backend may do it in fewer round trips."""
         with self._tx(action, run_id) as conn:
-            for sql, values in upserts:
-                conn.execute(sql, values)
+            for table, values in upserts:
+                conn.execute(self._upsert(table, list(values), _KEYS[table]), values)
             if rows:
                 self._insert_events(conn, _escape(run_id), rows)
 
