@@ -2,7 +2,9 @@
 
 A task's output is committed (``on_output``, awaited) before the task counts as done, with its
 board version, the events emitted since the last write and the model exchanges of its attempt
-(kept for replay), in one transaction. The other events
+(kept for replay), in one transaction. Tasks that finish while the store's thread is busy share
+their commit (group commit): a 32-wide fan-out whose leaves answer together costs a couple of
+transactions, not 32 one after another, and each task still waits for its own. The other events
 are written in batches soon after they happen, and every one is written before the run returns.
 A resumed run gets back the finished tasks (never called again) and the board; tasks that were
 in flight run again. While a run executes, its process holds the run's lease and renews it, so
@@ -19,6 +21,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import json
+import logging
 import os
 import socket
 import threading
@@ -43,6 +46,7 @@ from crew.store import (
     ReviewRecord,
     ReviewStatus,
     Store,
+    TaskCommit,
     TaskRecord,
     default_holder,
 )
@@ -79,6 +83,11 @@ class Checkpoint:
         """(task id, index) -> its last attempt stored by an earlier process: this process's
         attempts are numbered on from there, so they never replace those records."""
         self._lock = threading.Lock()
+        self._group: list[_Waiting] | None = None
+        """The finished tasks of the commit queued last on the store's thread, while nothing
+        has been queued after it: a task that finishes joins them rather than queue a commit
+        of its own. Anything queued after it (a note) closes it, so that a task's writes stay
+        in the order made: a note it posted is never written after its commit."""
         self._failed: list[BaseException] = []
         """Writes queued without waiting (notes, reviews) that failed: raised by the next
         awaited write, so no failure goes unseen."""
@@ -189,8 +198,9 @@ class Checkpoint:
 
     async def on_output(self, result: TaskResult, index: int = 0) -> None:
         """Commit a finished task (or loop round, or map item: ``index``), with the board version
-        of its output and the events not yet written, in one transaction. Awaited before the
-        task counts as done (write-ahead); its warning and usage by agent are kept too."""
+        of its output and the events not yet written, in one transaction, which the tasks that
+        finish before the store's thread gets to it share. Awaited before the task counts as
+        done (write-ahead); its warning and usage by agent are kept too."""
         output = result.output
         assert output is not None
         record = TaskRecord(
@@ -201,26 +211,71 @@ class Checkpoint:
             finished_at=result.finished_at, reason=result.reason,
             usage_by_agent={role: u.to_dict() for role, u in result.usage_by_agent.items()},
         )  # fmt: skip
-        await self.writer.call(self._commit, record, self._outputs.pop(output.task_id, None))
+        loop = asyncio.get_running_loop()
+        committed: asyncio.Future[None] = loop.create_future()
+        waiting = _Waiting(record, self._outputs.pop(output.task_id, None), committed)
+        with self._lock:
+            group, joined = self._group, self._group is not None
+            if group is None:
+                group = self._group = []
+            group.append(waiting)
+        if not joined:
+            done = self.writer.submit(self._commit_group, group, loop)
+            done.add_done_callback(self._check)
+        await committed
         self._raise_failed()
 
-    def _commit(self, record: TaskRecord, board: BoardRecord | None) -> None:
-        """On the store's thread: the task with its board version, the pending events and model
-        exchanges. If those are what the store refuses, the task commits alone and they go
-        their own way (tried again, and reported if they cannot be written)."""
+    def _commit_group(self, group: list[_Waiting], loop: asyncio.AbstractEventLoop) -> None:
+        """On the store's thread: commit ``group``'s tasks, then tell each its outcome on
+        ``loop`` (in place if this is the loop: a store that never blocks is called on it)."""
+        with self._lock:
+            if self._group is group:
+                self._group = None  # a task that finishes from now on queues the next commit
+        errors = self._commit([(w.record, w.board) for w in group])
+        outcomes = [(w.committed, error) for w, error in zip(group, errors, strict=True)]
+        if _running_loop() is loop:
+            _settle(outcomes)
+            return
+        try:
+            loop.call_soon_threadsafe(_settle, outcomes)
+        except RuntimeError:  # the loop is closed: its run is over, no task waits any more
+            _log.debug("run %s: a commit ended after its run", self.run_id)
+
+    def _commit(self, tasks: list[TaskCommit]) -> list[Exception | None]:
+        """The tasks with the pending events and model exchanges, in one transaction; each
+        task's error, or None. If the store refuses that, each task commits alone, so that one
+        record it cannot take fails only its own task, and the events and exchanges go their
+        own way (tried again, and reported if they cannot be written)."""
         batch, exchanges = self.outbox.take()
         try:
-            self.store.put_task(
-                record, board=board, events=[(t, p) for _, t, p in batch], exchanges=exchanges
-            )
-        except StoreUnavailableError:
+            self.store.put_tasks(tasks, events=[(t, p) for _, t, p in batch], exchanges=exchanges)
+        except StoreUnavailableError as exc:
             self.outbox.give_back(batch, exchanges)
-            raise
-        except StoreError:
-            if not batch and not exchanges:
-                raise
+            return [exc] * len(tasks)
+        except StoreError as exc:
+            if len(tasks) == 1 and not batch and not exchanges:
+                return [exc]
             self.outbox.give_back(batch, exchanges)
-            self.store.put_task(record, board=board)
+            return self._commit_each(tasks)
+        except Exception as exc:  # not the database's answer (a bug, a test's crash): all fail
+            return [exc] * len(tasks)
+        return [None] * len(tasks)
+
+    def _commit_each(self, tasks: list[TaskCommit]) -> list[Exception | None]:
+        """Each task in a transaction of its own; once the store is unavailable (it tried for
+        its whole retry budget), the rest fail with that at once rather than each waiting."""
+        errors: list[Exception | None] = []
+        for task in tasks:
+            if errors and isinstance(errors[-1], StoreUnavailableError):
+                errors.append(errors[-1])
+                continue
+            try:
+                self.store.put_tasks([task])
+            except Exception as exc:
+                errors.append(exc)
+            else:
+                errors.append(None)
+        return errors
 
     def on_event(self, event: events.Event) -> None:
         """Queue an event: it is written with the next commit or batch, within
@@ -241,7 +296,10 @@ class Checkpoint:
         await self.outbox.flush()
 
     def _queue(self, write: Callable[..., None], *args: Any) -> None:
-        """Queue a write without waiting for it; a failure is raised by the next awaited one."""
+        """Queue a write without waiting for it; a failure is raised by the next awaited one.
+        A task that finishes after it commits after it too (it closes the queued group)."""
+        with self._lock:
+            self._group = None
         self.writer.submit(write, *args).add_done_callback(self._check)
 
     def _check(self, done: concurrent.futures.Future[None]) -> None:
@@ -377,6 +435,33 @@ def gone_here(holder: str) -> bool:
     return False
 
 
+class _Waiting(NamedTuple):
+    """A finished task waiting for its group's commit."""
+
+    record: TaskRecord
+    board: BoardRecord | None
+    committed: asyncio.Future[None]
+    """Done once the record is durable (or failed with the store's error), on the run's loop."""
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[None], Exception | None]]) -> None:
+    """On the run's loop: tell each waiting task how its commit went."""
+    for committed, error in outcomes:
+        if committed.done():  # its task was cancelled meanwhile
+            continue
+        if error is None:
+            committed.set_result(None)
+        else:
+            committed.set_exception(error)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class Resumed(NamedTuple):
     """What a resumed run gets back from its store."""
 
@@ -475,3 +560,6 @@ def _redacted(error: str | None) -> str | None:
 
 def _json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
+
+
+_log = logging.getLogger("crew")

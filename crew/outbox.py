@@ -1,10 +1,10 @@
 """A run's outbox: the events and model exchanges it has yet to write to its store.
 
-They wait here, on the event loop, for the next task's commit, which takes them all into its
-one transaction (``Checkpoint.on_output``); those no commit takes within ``EVENT_BATCH_S`` are
-written in a batch of their own, on the store's thread. ``flush`` writes what is left before a
-run returns. An event the store refuses is tried again on its own and, if it still cannot be
-written, reported (``on_lost``), never dropped unseen.
+They wait here, on the event loop, for the next commit of finished tasks, which takes them all
+into its one transaction (``Checkpoint.on_output``); those no commit takes within
+``EVENT_BATCH_S`` are written in a batch of their own, on the store's thread. ``flush`` writes
+what is left before a run returns. An event the store refuses is tried again on its own and, if
+it still cannot be written, reported (``on_lost``), never dropped unseen.
 """
 
 from __future__ import annotations

@@ -19,11 +19,12 @@ from pydantic import BaseModel
 
 from crew import LLM, Agent, Crew, Task, events, outbox
 from crew.errors import BadRequestError, ConfigError, LeaseHeldError, StoreError
-from crew.store import BoardRecord, Store, TaskRecord
+from crew.store import BoardRecord, Store, TaskCommit
 from crew.store.memory import MemoryStore
 from crew.store.sqlite import SQLiteStore
+from crew.store.writer import writer_for
 from crew.task import loop
-from crew.testing import ScriptedLLM
+from crew.testing import Reply, ScriptedLLM
 from crew.testserver import ServerReply
 from tests.conftest import open_test_store
 
@@ -265,10 +266,11 @@ class CrashingCommit:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
-    def put_task(self, record: TaskRecord, **board: Any) -> None:
-        if record.task_id == self.task_id and record.status == "succeeded":
-            raise Crash(f"killed while committing {record.task_id}")
-        self.store.put_task(record, **board)
+    def put_tasks(self, tasks: list[TaskCommit], **kwargs: Any) -> None:
+        for record, _ in tasks:
+            if record.task_id == self.task_id and record.status == "succeeded":
+                raise Crash(f"killed while committing {record.task_id}")
+        self.store.put_tasks(tasks, **kwargs)
 
     def put_board_entry(self, record: BoardRecord) -> None:
         self.store.put_board_entry(record)
@@ -316,9 +318,9 @@ class FlakyEvents:
         self._refuse(batch)
         return self.store.append_events(run_id, batch)
 
-    def put_task(self, record: TaskRecord, **kwargs: Any) -> None:
+    def put_tasks(self, tasks: list[TaskCommit], **kwargs: Any) -> None:
         self._refuse(kwargs.get("events", ()))
-        self.store.put_task(record, **kwargs)
+        self.store.put_tasks(tasks, **kwargs)
 
 
 def test_an_event_write_that_fails_is_tried_again(durable_store: Store):
@@ -384,11 +386,11 @@ class HeldCommit:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
-    def put_task(self, record: TaskRecord, **kwargs: Any) -> None:
-        if record.task_id == self.task_id and record.status == "succeeded":
+    def put_tasks(self, tasks: list[TaskCommit], **kwargs: Any) -> None:
+        if any(r.task_id == self.task_id and r.status == "succeeded" for r, _ in tasks):
             self.entered.set()
             self.waited = self.released.wait(timeout=20)
-        self.store.put_task(record, **kwargs)
+        self.store.put_tasks(tasks, **kwargs)
 
 
 def test_a_commit_that_blocks_stalls_neither_the_loop_nor_other_tasks_model_calls(
@@ -430,10 +432,11 @@ class Writes:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
 
-    def put_task(self, record: TaskRecord, **kwargs: Any) -> None:
-        self.writes.append((f"task {record.task_id}", [t for t, _ in kwargs.get("events", ())]))
+    def put_tasks(self, tasks: list[TaskCommit], **kwargs: Any) -> None:
+        names = " ".join(record.task_id for record, _ in tasks)
+        self.writes.append((f"task {names}", [t for t, _ in kwargs.get("events", ())]))
         self.exchanges.append(len(kwargs.get("exchanges", ())))
-        self.store.put_task(record, **kwargs)
+        self.store.put_tasks(tasks, **kwargs)
 
     def append_events(self, run_id: str, batch: Any) -> Any:
         self.writes.append(("events", [t for t, _ in batch]))
@@ -577,3 +580,164 @@ def test_each_task_costs_its_sql_store_one_transaction(
         Crew(tasks_of(chain), llm=ScriptedLLM(), store=sql_store).run().raise_for_status()
         uses.append(counts["tasks"])
     assert uses[1] - uses[0] == 20  # one per task; the rest (run, lease, finish) is per run
+
+
+class Together:
+    """An event sink that holds the store's thread from the first of ``tasks`` posting its
+    output until the last has, as when a fan-out's leaves answer within a moment of each other:
+    their commits queue up behind whatever the thread is doing."""
+
+    def __init__(self, store: Store, tasks: set[str]) -> None:
+        self.writer, self.tasks = writer_for(store), tasks
+        self.posted: set[str] = set()
+        self.gate = threading.Event()
+
+    def __call__(self, event: events.Event) -> None:
+        if not isinstance(event, events.BoardPosted) or event.key not in self.tasks:
+            return
+        if not self.posted:
+            self.writer.submit(self.gate.wait, 20)
+        self.posted.add(event.key)
+        if self.posted == self.tasks:  # opened once the last one's commit is queued too
+            asyncio.get_running_loop().call_soon(self.gate.set)
+
+
+def fan_out(width: int) -> dict[str, list[str]]:
+    leaves = {f"leaf{i}": ["root"] for i in range(width)}
+    return {"root": [], **leaves, "join": list(leaves)}
+
+
+def test_tasks_that_finish_together_share_one_transaction_and_each_waits_for_its_own(
+    sql_store: Any, monkeypatch: pytest.MonkeyPatch
+):
+    from contextlib import contextmanager
+
+    commits = []
+    committing = threading.local()
+    use, put_tasks = sql_store._use, sql_store.put_tasks
+
+    @contextmanager
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        if getattr(committing, "tasks", None):
+            commits.append(committing.tasks)  # a transaction of a commit, and its tasks
+        with use(*args, **kwargs) as conn:
+            yield conn
+
+    def marked(tasks: list[TaskCommit], **kwargs: Any) -> None:
+        committing.tasks = sorted(record.task_id for record, _ in tasks)
+        try:
+            put_tasks(tasks, **kwargs)
+        finally:
+            committing.tasks = None
+
+    monkeypatch.setattr(sql_store, "_use", counted)
+    monkeypatch.setattr(sql_store, "put_tasks", marked)
+    graph = fan_out(8)
+    leaves = {t for t in graph if t.startswith("leaf")}
+    together = Together(sql_store, leaves)
+    stored_before: dict[str, set[str]] = {}
+
+    def watch(event: events.Event) -> None:
+        together(event)
+        if isinstance(event, events.TaskStarted):  # write-ahead: its dependencies are durable
+            stored = {task_id for task_id, _ in sql_store.finished_outputs(event.run_id)}
+            stored_before[event.task_id] = stored & set(graph[event.task_id])
+
+    crew = Crew(tasks_of(graph), llm=ScriptedLLM(), store=sql_store)
+    result = asyncio.run(crew.arun(on_event=watch))
+
+    assert result.status == "succeeded"
+    assert commits == [["root"], sorted(leaves), ["join"]]  # 3 transactions for 10 tasks
+    assert stored_before == {task_id: set(deps) for task_id, deps in graph.items()}
+    assert sorted(sql_store.finished_outputs(result.run_id)) == [(t, 0) for t in sorted(graph)]
+    entries = sorted(e.key for e in sql_store.board_entries(result.run_id))
+    assert entries == sorted(graph)  # each with its board version
+
+
+class Refused:
+    """A store on a thread of its own that refuses any commit with ``task_id`` in it, and
+    notes the tasks of each commit it is given."""
+
+    blocks = True
+
+    def __init__(self, store: Store, task_id: str) -> None:
+        self.store, self.task_id = store, task_id
+        self.commits: list[list[str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def put_tasks(self, tasks: list[TaskCommit], **kwargs: Any) -> None:
+        self.commits.append(sorted(record.task_id for record, _ in tasks))
+        if any(record.task_id == self.task_id for record, _ in tasks):
+            raise StoreError(f"the store cannot take {self.task_id}")
+        self.store.put_tasks(tasks, **kwargs)
+
+
+def test_a_task_the_store_refuses_fails_alone_and_the_tasks_it_finished_with_commit(
+    durable_store: Store,
+):
+    graph = {"root": [], "a": ["root"], "b": ["root"], "c": ["root"], "after_a": ["a"]}
+    refused = Refused(durable_store, "b")
+    together = Together(cast(Store, refused), {"a", "b", "c"})
+    crew = Crew(tasks_of(graph), llm=ScriptedLLM(), store=cast(Store, refused))
+    with pytest.raises(StoreError, match="the store cannot take b"):
+        asyncio.run(crew.arun(run_id="r1", on_event=together))
+
+    assert refused.commits[:2] == [["root"], ["a", "b", "c"]]  # together, refused
+    assert sorted(refused.commits[2:5]) == [["a"], ["b"], ["c"]]  # then each alone
+    stored = durable_store.finished_outputs("r1")
+    assert {"root", "a", "c"} <= {task_id for task_id, _ in stored} and ("b", 0) not in stored
+    assert {"a", "c"} <= {e.key for e in durable_store.board_entries("r1")}
+
+
+class Order:
+    """A store on a thread of its own that notes its commits and board entries, in order."""
+
+    blocks = True
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.writes: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def put_tasks(self, tasks: list[TaskCommit], **kwargs: Any) -> None:
+        self.writes.append("commit " + " ".join(sorted(r.task_id for r, _ in tasks)))
+        self.store.put_tasks(tasks, **kwargs)
+
+    def put_board_entry(self, record: BoardRecord) -> None:
+        self.writes.append(f"{record.kind} {record.key}")
+        self.store.put_board_entry(record)
+
+
+def test_a_note_posted_while_a_commit_is_queued_is_written_before_its_task_commits(
+    durable_store: Store,
+):
+    """b posts a note while a's commit waits on the store's thread, then finishes: it may not
+    join a's commit, which would make b durable before its note (a crash between the two would
+    lose the note of a finished task)."""
+    order = Order(durable_store)
+    together = Together(cast(Store, order), {"a", "b"})
+    a_posted = asyncio.Event()
+
+    def watch(event: events.Event) -> None:
+        together(event)
+        if isinstance(event, events.BoardPosted) and event.key == "a":
+            a_posted.set()
+
+    async def script(call: Any) -> Any:
+        if call.task_id != "b":
+            return "ok"
+        if call.index == 0:
+            await a_posted.wait()
+            return Reply(tool_calls=[("post_note", {"key": "hint", "text": "from b"})])
+        return "B"
+
+    graph = {"root": [], "a": ["root"], "b": ["root"]}
+    crew = Crew(tasks_of(graph), llm=ScriptedLLM(script), store=cast(Store, order))
+    result = asyncio.run(crew.arun(on_event=watch))
+
+    assert result.status == "succeeded"
+    assert order.writes == ["commit root", "commit a", "note hint", "commit b"]

@@ -470,6 +470,59 @@ def test_a_task_commits_with_the_events_before_it_in_one_transaction(store: Stor
     assert len(store.events("r1")) == 5
 
 
+def test_tasks_that_finish_together_commit_together_or_not_at_all(store: Store):
+    new_run(store)
+    store.append_event("r1", "RunStarted")
+    batch = [("TaskStarted", {"task_id": "a"}), ("TaskStarted", {"task_id": "b"})]
+    exchanges = [("h.a", "gpt", {"content": "old"}), ("h.b", "gpt", {"content": "B"})]
+    exchanges.append(("h.a", "gpt", {"content": "A"}))  # the same request again: the last kept
+    records = [
+        attempt("a", text=ODD, data=DATA, usage={"calls": 1}, started_at=T0 + 0.1, reason=ODD),
+        attempt("b", index=2, attempt=3, text="B", error=ODD, finished_at=T0 + 2.75),
+        attempt("c", text="C", usage_by_agent={"Writer": {"calls": 2}}),
+    ]
+    versions = [board("a", 1, T0, text=ODD, data=DATA), board("c", 1, T0 + 1)]
+    store.put_tasks(
+        [(records[0], versions[0]), (records[1], None), (records[2], versions[1])],
+        events=batch, exchanges=exchanges,
+    )  # fmt: skip
+
+    assert store.task_records("r1") == records  # each as it was, whatever the backend sent
+    assert store.board_entries("r1") == versions
+    assert [(e.seq, e.type) for e in store.events("r1")] == [
+        (1, "RunStarted"),
+        (2, "TaskStarted"),
+        (3, "TaskStarted"),
+    ]
+    assert store.get_exchange("h.a", "r1") == {"content": "A"}
+    assert store.get_exchange("h.b", "r1") == {"content": "B"}
+
+    # one attempt the store refuses keeps the others, their board versions and events out too
+    with pytest.raises(StoreError, match="cannot store data of TaskRecord"):
+        store.put_tasks(
+            [(attempt("d"), board("d", 1, T0)), (attempt("e", data=object()), None)],
+            events=[("TaskFinished", {"task_id": "d"})],
+        )
+    with pytest.raises(StoreError, match="is not in the store"):  # refused by the database
+        store.put_tasks(
+            [(attempt("d"), board("d", 1, T0)), (attempt("e"), board("e", 1, T0, run_id="x"))],
+            events=[("TaskFinished", {"task_id": "d"})],
+        )
+    assert [r.task_id for r in store.task_records("r1")] == ["a", "b", "c"]
+    assert [e.key for e in store.board_entries("r1")] == ["a", "c"]
+    assert len(store.events("r1")) == 3
+
+
+def test_tasks_committed_together_are_of_one_run(store: Store):
+    new_run(store)
+    new_run(store, "r2")
+    with pytest.raises(ValueError, match=r"of one run, not of \['r1', 'r2'\]"):
+        store.put_tasks([(attempt("a"), None), (attempt("b", run_id="r2"), None)])
+    with pytest.raises(ValueError, match="of one run"):
+        store.put_tasks([])
+    assert store.task_records("r1") == store.task_records("r2") == []
+
+
 def test_a_task_keeps_its_warning_and_its_usage_by_agent(store: Store):
     new_run(store)
     by_agent = {"Writer": {"calls": 2, "cost_usd": 0.5}, "Editor": {"calls": 1}}

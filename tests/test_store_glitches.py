@@ -476,3 +476,25 @@ def test_a_commit_with_its_events_tried_again_after_a_lost_reply_is_made_once(
     ]
     assert [(r.task_id, r.text) for r in store.task_records("r1")] == [("a", "A")]
     assert [(e.key, e.version) for e in store.board_entries("r1")] == [("a", 1)]
+
+
+def test_tasks_committed_together_and_tried_again_after_a_lost_reply_are_made_once(
+    sql_backend: SQLStore,
+):
+    store = sql_backend
+    store.create_run("r1", crew="trip", inputs={}, task_ids=["a", "b"])
+    board = BoardRecord(run_id="r1", key="a", version=1, text="A", author="Worker",
+                        kind="output", created_at=1.0, updated_at=1.0)  # fmt: skip
+    with replies_lost(store, {"record 2 tasks and their events"}) as pending:
+        store.put_tasks(
+            [(TaskRecord(run_id="r1", task_id="a", status="succeeded", text="A"), board),
+             (TaskRecord(run_id="r1", task_id="b", status="succeeded", text="B"), None)],
+            events=[("TaskFinished", {"task_id": "a"}), ("TaskFinished", {"task_id": "b"})],
+        )  # fmt: skip
+        assert not pending  # its reply was lost once
+    assert [(e.seq, e.type) for e in store.events("r1")] == [
+        (1, "TaskFinished"),
+        (2, "TaskFinished"),
+    ]
+    assert [(r.task_id, r.text) for r in store.task_records("r1")] == [("a", "A"), ("b", "B")]
+    assert [(e.key, e.version) for e in store.board_entries("r1")] == [("a", 1)]

@@ -15,10 +15,11 @@ lock held by another process) by trying again for up to ``retry_budget_s`` (30 s
 caller meanwhile; then it raises ``StoreUnavailableError``. So a run never calls a store from
 its event loop: its calls go, in order, to the store's own thread (``crew.store.writer``).
 
-Write-ahead discipline: the scheduler must have :meth:`Store.put_task` return with a succeeded
-attempt (its board version and the events before it in the same transaction) *before* it counts
-the task as done (before dependents start, before the run moves on). A crash after that point
-loses nothing; a crash before it re-runs only that attempt.
+Write-ahead discipline: the scheduler must have :meth:`Store.put_tasks` return with a succeeded
+attempt (its board version and the events before it in the same transaction, which tasks that
+finished meanwhile may share) *before* it counts the task as done (before dependents start,
+before the run moves on). A crash after that point loses nothing; a crash before it re-runs
+only that attempt.
 
 Values are plain data: the JSON fields of the records (inputs, data, usage, payloads, ...) must be
 JSON-serialisable (pydantic models go in as ``model_dump(mode="json")``); they come back as
@@ -44,6 +45,7 @@ from crew.store.records import (
     ReviewStatus,
     RunRecord,
     RunStatus,
+    TaskCommit,
     TaskRecord,
     ToolCallRecord,
     default_holder,
@@ -61,6 +63,7 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "Store",
+    "TaskCommit",
     "TaskRecord",
     "ToolCallRecord",
     "default_holder",

@@ -18,6 +18,7 @@ from crew.store.records import (
     ReviewStatus,
     RunRecord,
     RunStatus,
+    TaskCommit,
     TaskRecord,
     ToolCallRecord,
     _check_ttl,
@@ -27,6 +28,7 @@ from crew.store.records import (
     _load_json,
     _new_run,
     _no_run,
+    _one_run,
     _run_changes,
     _run_exists,
 )
@@ -232,23 +234,35 @@ class MemoryStore:
         events: Sequence[tuple[str, dict[str, Any]]] = (),
         exchanges: Sequence[tuple[str, str, dict[str, Any]]] = (),
     ) -> None:
-        record = _copy(record)
-        version = _copy(board) if board is not None else None
+        self.put_tasks([(record, board)], events=events, exchanges=exchanges)
+
+    def put_tasks(
+        self,
+        tasks: Sequence[TaskCommit],
+        *,
+        events: Sequence[tuple[str, dict[str, Any]]] = (),
+        exchanges: Sequence[tuple[str, str, dict[str, Any]]] = (),
+    ) -> None:
+        run_id = _one_run(tasks)
+        copies = [(_copy(record), _copy(board) if board else None) for record, board in tasks]
         kept = [
             (key, (self._clock(), _load_json(_dump_json(response, f"the response to {key}"))))
             for key, _, response in exchanges
         ]
         with self._lock:
-            self._need_run(record.run_id)
-            if version is not None:
-                self._need_run(version.run_id)
-            self._append(record.run_id, events)  # first: a payload it refuses keeps nothing
+            self._need_run(run_id)
+            for _, version in copies:
+                if version is not None:
+                    self._need_run(version.run_id)
+            self._append(run_id, events)  # first: a payload it refuses keeps nothing
             for key, exchange in kept:
-                self._exchanges[(key, record.run_id)] = exchange
-            if version is not None:
-                self._board.setdefault(version.run_id, {})[(version.key, version.version)] = version
-            identity = (record.task_id, record.index, record.attempt)
-            self._tasks.setdefault(record.run_id, {})[identity] = record
+                self._exchanges[(key, run_id)] = exchange
+            for record, version in copies:
+                if version is not None:
+                    entries = self._board.setdefault(version.run_id, {})
+                    entries[(version.key, version.version)] = version
+                identity = (record.task_id, record.index, record.attempt)
+                self._tasks.setdefault(run_id, {})[identity] = record
 
     def task_records(self, run_id: str) -> list[TaskRecord]:
         with self._lock:

@@ -19,8 +19,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from crew.errors import ConfigError, redact
-from crew.store.records import _escape, _no_run, _run_exists
-from crew.store.sql import RETRY_BUDGET_S, SQLStore
+from crew.store.records import _JSON_FIELDS, _escape, _no_run, _run_exists
+from crew.store.sql import _KEYS, RETRY_BUDGET_S, SQLStore
 
 if TYPE_CHECKING:
     import psycopg
@@ -131,6 +131,43 @@ def _event_params(
         "tokens": [token for _, _, token in rows],
     }  # fmt: skip
     return {f"{prefix}{name}": value for name, value in params.items()}
+
+
+def _upsert_rows(table: str, rows: list[dict[str, Any]], params: dict[str, Any]) -> str:
+    """An upsert of ``rows`` (each a row's values) into ``table``, its parameters added to
+    ``params``: each column as one text array, sent in binary (no quoting), cast to its type."""
+    names = list(rows[0])
+    arrays = []
+    for i, name in enumerate(names):
+        params[f"{table}{i}"] = [_text(row[name]) for row in rows]
+        arrays.append(f"%({table}{i})b::text[]")
+    columns = ", ".join(f'"{name}"' for name in names)
+    values = ", ".join(f'r."{name}"::{_column_type(name)}' for name in names)
+    key = ", ".join(f'"{name}"' for name in _KEYS[table])
+    updates = ", ".join(f'"{n}" = EXCLUDED."{n}"' for n in names if n not in _KEYS[table])
+    return (
+        f"INSERT INTO crew_{table} ({columns}) SELECT {values}"
+        f" FROM unnest({', '.join(arrays)}) AS r({columns})"
+        f" ON CONFLICT ({key}) DO UPDATE SET {updates}"
+    )
+
+
+def _column_type(name: str) -> str:
+    """The type of a column of the tables a commit of tasks writes (see ``MIGRATIONS``)."""
+    if name in _JSON_FIELDS:
+        return "jsonb"
+    if name in ("index", "attempt", "version"):
+        return "integer"
+    if name == "at" or name.endswith("_at"):
+        return _TIME
+    return "text"
+
+
+def _text(value: Any) -> str | None:
+    """A value as the text PostgreSQL reads back exactly (``repr`` of a float is exact)."""
+    if value is None or isinstance(value, str):
+        return value
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def _redact(url: str) -> str:
@@ -283,13 +320,15 @@ class PostgresStore(SQLStore):
         upserts: Sequence[tuple[str, dict[str, Any]]],
         rows: Sequence[_EventRow],
     ) -> None:
-        """One statement, so one round trip, atomic on its own: the upserts as data-modifying
-        WITH clauses, then the events (or the last upsert) as the statement."""
+        """One statement, so one round trip, atomic on its own: each table's rows in one
+        upsert (``_upsert_rows``) as a data-modifying WITH clause, then the events (or the last
+        upsert) as the statement. Its text depends on the tables written, not on how many rows,
+        so psycopg keeps it parsed, and prepared on the server after a few commits."""
+        tables: dict[str, list[dict[str, Any]]] = {}
+        for table, values in upserts:
+            tables.setdefault(table, []).append(values)
         params: dict[str, Any] = {}
-        clauses = []
-        for i, (sql, values) in enumerate(upserts):
-            clauses.append(sql.replace("%(", f"%(u{i}_"))
-            params.update({f"u{i}_{name}": value for name, value in values.items()})
+        clauses = [_upsert_rows(table, found, params) for table, found in tables.items()]
         if rows:
             clauses.append(_INSERT_EVENTS.replace("%(", "%(e_"))
             params.update(_event_params(_escape(run_id), rows, self._clock(), prefix="e_"))

@@ -15,6 +15,7 @@ from crew.store.records import (
     ReviewStatus,
     RunRecord,
     RunStatus,
+    TaskCommit,
     TaskRecord,
     ToolCallRecord,
 )
@@ -100,7 +101,23 @@ class Store(Protocol):
         crash leaves both or neither, never a version whose task did not commit. ``events``
         ((type, payload) pairs of the same run) are appended in that transaction too, and
         ``exchanges`` ((request hash, model, response), as ``put_exchange`` takes them) kept,
-        so a task's completion costs one commit."""
+        so a task's completion costs one commit. ``put_tasks`` with one attempt."""
+        ...
+
+    def put_tasks(
+        self,
+        tasks: Sequence[TaskCommit],
+        *,
+        events: Sequence[tuple[str, dict[str, Any]]] = (),
+        exchanges: Sequence[tuple[str, str, dict[str, Any]]] = (),
+    ) -> None:
+        """Insert or replace several attempts of one run, each with the board version of its
+        output if it has one, and append ``events`` and keep ``exchanges`` (as ``put_task``),
+        all in one transaction: tasks that finish together cost one commit between them. If
+        the store refuses any of it, none of it is kept.
+
+        Raises:
+            ValueError: ``tasks`` is empty or holds attempts of more than one run."""
         ...
 
     def task_records(self, run_id: str) -> list[TaskRecord]:

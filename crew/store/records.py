@@ -132,6 +132,11 @@ class BoardRecord:
     updated_at: float
 
 
+TaskCommit = tuple[TaskRecord, BoardRecord | None]
+"""A finished attempt as ``Store.put_tasks`` takes it: its record, and the board version of its
+output (None if it posted none), kept together or not at all."""
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EventRecord:
     """One event of a run, numbered by the store."""
@@ -327,6 +332,15 @@ def _run_changes(run_id: str, fields: dict[str, Any]) -> dict[str, Any]:
 
 def _no_run(run_id: str) -> StoreError:
     return StoreError(f"run {run_id!r} is not in the store: create_run() it first")
+
+
+def _one_run(tasks: Sequence[TaskCommit]) -> str:
+    """The run of the attempts ``put_tasks`` is given: one, or a ValueError (a programming
+    error, not the database's), since their events go to one run."""
+    runs = {record.run_id for record, _ in tasks}
+    if len(runs) != 1:
+        raise ValueError(f"put_tasks() takes attempts of one run, not of {sorted(runs)}")
+    return runs.pop()
 
 
 def _run_exists(run_id: str) -> StoreError:

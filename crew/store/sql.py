@@ -25,6 +25,7 @@ from crew.store.records import (
     ReviewStatus,
     RunRecord,
     RunStatus,
+    TaskCommit,
     TaskRecord,
     ToolCallRecord,
     _check_ttl,
@@ -36,6 +37,7 @@ from crew.store.records import (
     _load_json,
     _new_run,
     _no_run,
+    _one_run,
     _row_values,
     _run_changes,
     _run_exists,
@@ -47,7 +49,10 @@ __all__ = ["RETRY_BUDGET_S", "SQLStore"]
 
 _EXCHANGE = ("request_hash", "run_id", "model", "response", "at")
 _LEASE = ("run_id", "holder", "acquired_at", "expires_at")
+_TASK_KEY = ("run_id", "task_id", "index", "attempt")
 _BOARD_KEY = ("run_id", "key", "version")
+_KEYS = {"tasks": _TASK_KEY, "board": _BOARD_KEY, "exchanges": ("request_hash", "run_id")}
+"""The key of each table a commit of tasks upserts rows in."""
 
 
 class SQLStore(SQLDatabase):
@@ -218,27 +223,38 @@ class SQLStore(SQLDatabase):
         events: Sequence[tuple[str, dict[str, Any]]] = (),
         exchanges: Sequence[tuple[str, str, dict[str, Any]]] = (),
     ) -> None:
-        key = ("run_id", "task_id", "index", "attempt")
-        task = self._upsert("tasks", _columns(TaskRecord), key)
-        if board is None and not events and not exchanges:
-            self._write("record a task", task, _row_values(record), record.run_id)
-            return
-        version = self._upsert("board", _columns(BoardRecord), _BOARD_KEY)
-        upserts = [(task, _row_values(record))]
-        if board is not None:
-            upserts.insert(0, (version, _row_values(board)))
-        exchange = self._upsert("exchanges", _EXCHANGE, ("request_hash", "run_id"))
+        self.put_tasks([(record, board)], events=events, exchanges=exchanges)
+
+    def put_tasks(
+        self,
+        tasks: Sequence[TaskCommit],
+        *,
+        events: Sequence[tuple[str, dict[str, Any]]] = (),
+        exchanges: Sequence[tuple[str, str, dict[str, Any]]] = (),
+    ) -> None:
+        run_id = _one_run(tasks)
+        upserts = []
+        for record, board in tasks:  # a board version goes before its task, as it was posted
+            if board is not None:
+                upserts.append(("board", _row_values(board)))
+            upserts.append(("tasks", _row_values(record)))
+        # one row per request: PostgreSQL's one statement cannot upsert a row twice
+        latest = {request_hash: (model, response) for request_hash, model, response in exchanges}
         upserts += [
-            (exchange, self._exchange_values(request_hash, record.run_id, model, response))
-            for request_hash, model, response in exchanges
+            ("exchanges", self._exchange_values(request_hash, run_id, model, response))
+            for request_hash, (model, response) in latest.items()
         ]
         rows = self._event_rows(events)
-        action = "record a task and its events" if rows else "record a task and its board version"
+        action = _recording(len(tasks), len(upserts), bool(rows))
+        if len(upserts) == 1 and not rows:
+            table, values = upserts[0]
+            self._write(action, self._upsert(table, list(values), _KEYS[table]), values, run_id)
+            return
 
         def put(again: bool) -> None:
-            if again and rows and self._event_by_token(record.run_id, rows[0][2]) is not None:
+            if again and rows and self._event_by_token(run_id, rows[0][2]) is not None:
                 return  # an earlier try committed, its reply lost: its events are there
-            self._commit_task(action, record.run_id, upserts, rows)
+            self._commit_task(action, run_id, upserts, rows)
 
         self._retried(action, put)
 
@@ -249,12 +265,12 @@ class SQLStore(SQLDatabase):
         upserts: Sequence[tuple[str, dict[str, Any]]],
         rows: Sequence[_EventRow],
     ) -> None:
-        """Make the ``upserts`` (SQL, values: the board version, the task attempt, the model
-        exchanges) and append the events, in one transaction. A backend may do it in fewer
-        round trips."""
+        """Make the ``upserts`` (table, a row's values: the tasks' attempts, each after its
+        board version, then the model exchanges) and append the events, in one transaction. A
+        backend may do it in fewer round trips."""
         with self._tx(action, run_id) as conn:
-            for sql, values in upserts:
-                conn.execute(sql, values)
+            for table, values in upserts:
+                conn.execute(self._upsert(table, list(values), _KEYS[table]), values)
             if rows:
                 self._insert_events(conn, _escape(run_id), rows)
 
@@ -452,3 +468,13 @@ class SQLStore(SQLDatabase):
         sql = f"SELECT holder, expires_at FROM {self._table('leases')}{where}"
         rows = self._read("read a lease", sql, params)
         return (rows[0]["holder"], rows[0]["expires_at"]) if rows else None
+
+
+def _recording(tasks: int, upserts: int, events: bool) -> str:
+    """What a commit of ``tasks`` attempts does, for messages (and for tests, which tell the
+    writes apart by it): "record a task and its events"."""
+    if tasks > 1:
+        return f"record {tasks} tasks and their {'events' if events else 'board versions'}"
+    if events:
+        return "record a task and its events"
+    return "record a task and its board version" if upserts > 1 else "record a task"
