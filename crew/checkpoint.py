@@ -40,6 +40,7 @@ from crew.errors import (
 )
 from crew.outbox import Outbox
 from crew.plan import Plan
+from crew.restore import Resumed, board_entry, restored
 from crew.results import TaskOutput, TaskResult
 from crew.store import (
     BoardRecord,
@@ -126,16 +127,14 @@ class Checkpoint:
             key = (record.task_id, record.index)
             self._earlier[key] = max(self._earlier.get(key, 0), record.attempt)
         tasks = plan.all_tasks
-        board.restore(
-            BoardEntry(**{**_fields(r), "data": _data(r.data, _model(tasks, r))}) for r in entries
-        )
+        board.restore(board_entry(r, tasks) for r in entries)
         finished = {(r.task_id, r.index): r for r in records if r.status == "succeeded"}
         results, rejected, stored = {}, {}, {}
         for (task_id, index), record in finished.items():  # the latest attempt of each
             known = tasks.get(task_id)
             if known is None and index == 0:
                 continue  # a task this crew no longer has
-            result = _restored(record, known.output_model if known is not None else None)
+            result = restored(record, known.output_model if known is not None else None)
             if index != 0:  # a loop round or map item; a loop made at run time has new ids
                 stored[(task_id, index)] = result
                 continue
@@ -412,14 +411,6 @@ def decide_review(
     )  # fmt: skip
 
 
-def open_run(store: Store, run_id: str) -> dict[str, Any]:
-    """The stored inputs of ``run_id``, or a ConfigError saying how to find run ids."""
-    record = store.get_run(run_id)
-    if record is None:
-        raise ConfigError(f"There is no run '{run_id}' in the store; `crew runs` lists the runs.")
-    return dict(record.inputs)
-
-
 def gone_here(holder: str) -> bool:
     """Whether a lease's ``holder`` (``host:pid``) is a process of this machine that no longer
     exists (killed, crashed): its lease can be taken over at once."""
@@ -460,58 +451,6 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-class Resumed(NamedTuple):
-    """What a resumed run gets back from its store."""
-
-    results: dict[str, TaskResult]
-    """The finished tasks' results (their own outputs, index 0)."""
-    rejected: dict[str, str]
-    """Task id -> a reviewer's feedback: those tasks run again."""
-    stored: dict[tuple[str, int], TaskResult]
-    """Loop rounds' and map items' outputs by (task id, index)."""
-
-
-def _data(data: Any, output_model: Any) -> Any:
-    """Stored JSON data back as ``output_model`` instances (a list of them for a map)."""
-    if data is None or output_model is None:
-        return data
-    if isinstance(data, list):
-        return [_data(item, output_model) for item in data]
-    return output_model.model_validate(data)
-
-
-def _model(tasks: Mapping[str, Any], record: BoardRecord) -> Any:
-    """The output model of the task whose output ``record`` is (None for notes)."""
-    task = tasks.get(record.key) if record.kind == "output" else None
-    return task.output_model if task is not None else None
-
-
-def _fields(record: BoardRecord) -> dict[str, Any]:
-    return {f.name: getattr(record, f.name) for f in dataclasses.fields(BoardEntry)}
-
-
-def _restored(record: TaskRecord, output_model: Any) -> TaskResult:
-    """A stored output as its task's result, with its warning and its usage by agent."""
-    data = _data(record.data, output_model)
-    usage = _usage(record.usage)
-    output = TaskOutput(
-        task_id=record.task_id, agent=record.agent, text=record.text or "", data=data, usage=usage
-    )
-    return TaskResult(
-        task_id=record.task_id, status="succeeded", output=output, attempts=record.attempt,
-        started_at=record.started_at, finished_at=record.finished_at, usage=usage,
-        reason=record.reason,
-        usage_by_agent={role: _usage(u) for role, u in record.usage_by_agent.items()},
-    )  # fmt: skip
-
-
-def _usage(stored: Mapping[str, Any]) -> Usage:
-    return Usage(**{k: stored[k] for k in _USAGE_FIELDS if k in stored})
-
-
-_USAGE_FIELDS = ("calls", "prompt_tokens", "completion_tokens", "cost_usd", "retries")
 
 
 _CONTENT = ("messages", "answer")

@@ -14,13 +14,13 @@ from crew import events, hooks, sync
 from crew.agent import Agent
 from crew.budget import Budget, Ledger
 from crew.chat import ChatModel
-from crew.checkpoint import open_run
 from crew.errors import ConfigError
 from crew.fork import fork_run
 from crew.llm import prepare
 from crew.model_choice import as_chat_model, default_llm
 from crew.plan import Plan, build_plan
 from crew.process import Process, hierarchical_tasks
+from crew.restore import open_run
 from crew.results import CrewResult, RunStatus
 from crew.retry import DEFAULT_CALL_ATTEMPTS, DEFAULT_TASK_RETRIES, check_defaults
 from crew.run import Run, RunSettings

@@ -28,7 +28,7 @@ ROWS: tuple[tuple[str, ...], ...] = (
     ("llm", "store.memory", "store.sql", "store.writer"),
     ("store.sqlite", "store.postgres"),
     ("store",),
-    ("replay", "tool_calls", "model_choice"),
+    ("replay", "tool_calls", "model_choice", "restore"),
     # The runtime: planning a crew and running it.
     ("plan", "attempt", "hooks", "tracing"),
     ("instances",),
