@@ -1,6 +1,6 @@
 """crew beside a no-framework baseline, on every model path and store, in one run (issue #12).
 
-    python benchmarks/bench_peers.py              # 3 rounds; takes 3-5 minutes
+    python benchmarks/bench_peers.py              # 3 rounds; takes 5-8 minutes
     python benchmarks/bench_peers.py --runs 9 --paths direct --graphs chain0   # store costs only
 
 The fake OpenAI-compatible server runs in its own process, as a real provider would, and answers
@@ -16,7 +16,9 @@ Each configuration runs in a fresh child process, so its imports and peak RSS ar
 machine weighs on them alike; each figure is the median of the rounds. A child's first act is a
 cold run: one task, timed from the parent spawning the child to the request reaching the server
 (the server's clock; ``time.perf_counter`` is the system's monotonic clock) and to the run's
-end. Then the graphs (the 0 ms chain five times, its median kept):
+end. Then the graphs, each three times in a row (the 0 ms chain five times), the median kept: the
+first run of a graph pays for the connections it is the first to need (crew keeps them for the
+process's later runs; the baseline's urllib connects for every call):
 
 - a 32-wide fan-out (root -> 32 -> join, 100 ms tasks) and an unbalanced 40-task DAG (50-400
   ms tasks): makespan / critical path (the sum of the latencies along the longest path);
@@ -213,7 +215,7 @@ def child(config: str, url: str, graphs: list[str]) -> None:
     run_graph(chain(5, 0))  # warm up: connections, caches
     for name in graphs:
         cpu = time.process_time()
-        runs = 5 if name == "chain0" else 1
+        runs = 5 if name == "chain0" else 3
         figures[name] = statistics.median(run_graph(GRAPHS[name]) for _ in range(runs))
         figures[f"{name}_cpu"] = (time.process_time() - cpu) / runs
     figures["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
