@@ -16,7 +16,7 @@ from crew.budget import Budget, Ledger
 from crew.chat import ChatModel
 from crew.errors import ConfigError
 from crew.fork import fork_run
-from crew.llm import prepare
+from crew.llm import prepare, prepared
 from crew.model_choice import as_chat_model, default_llm
 from crew.plan import Plan, build_plan
 from crew.process import Process, hierarchical_tasks
@@ -167,14 +167,18 @@ class Crew:
         their inputs against that plan. It is planned again if the default model changed
         (``CREW_MODEL``), since whether every agent has a model depends on it.
         """
+        return self._plan(inputs)[0]
+
+    def _plan(self, inputs: Mapping[str, Any] | None) -> tuple[Plan, ChatModel | None]:
+        """``plan(inputs)``, and the default model it was made with (a run uses the same)."""
         default = self._default_llm()
         if self._planned is not None and self._planned[0] == default:
             plan = self._planned[1]
             plan.check_inputs(inputs)
-            return plan
+            return plan, default
         plan = build_plan(self.tasks, inputs, default_llm=default, agents=self._extra_agents)
         self._planned = (default, plan)
-        return plan
+        return plan, default
 
     def run(self, inputs: Mapping[str, Any] | None = None, **kwargs: Any) -> CrewResult:
         """Run the crew and wait for the result (the sync form of ``arun``)."""
@@ -216,12 +220,12 @@ class Crew:
         if resume is not None:
             stored_inputs = open_run(self.store, resume)
             inputs = stored_inputs if inputs is None else inputs
-        plan = self.plan(inputs)  # first: it also rejects inputs that are not a mapping
+        plan, default = self._plan(inputs)  # first: it also rejects inputs that are not a mapping
         traced = resolve_tracing(self.tracing)
         store = self.store  # opened only for a valid crew: a bad one leaves no file behind
-        default = self._default_llm()
         models = [as_chat_model(m) for a in self.agents if (m := a.llm or default) is not None]
-        await asyncio.to_thread(prepare, models)
+        if not prepared(models):  # a first run: the imports on a thread, the loop free meanwhile
+            await asyncio.to_thread(prepare, models)
         settings = RunSettings(
             name=self.name, source=self.source, max_concurrency=self.max_concurrency,
             on_failure=self.on_failure, stream=self.stream, review_hook=self.review_hook,

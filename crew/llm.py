@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass, field, replace
@@ -236,6 +237,14 @@ def _client(client: str) -> str:
             " through litellm) or 'auto' (openai/* models over HTTP), or unset it."
         )
     return chosen
+
+
+def prepared(models: Iterable[object]) -> bool:
+    """Whether ``prepare(models)`` would load nothing: what their calls need is loaded already.
+    Raises ``ConfigError`` for a wrong ``CREW_LLM_CLIENT``, as ``prepare`` does."""
+    chains = [llm for model in models if isinstance(model, LLM) for llm in model.chain()]
+    litellm_ready = _litellm.cache_info().currsize > 0 or all(llm.direct for llm in chains)
+    return litellm_ready and ("aiohttp" in sys.modules or not any(llm.direct for llm in chains))
 
 
 def prepare(models: Iterable[object]) -> None:

@@ -341,3 +341,32 @@ def test_streaming_keeps_tool_calls_working(server, fake_llm):
     result = Crew([Task(id="loud", description="Shout", agent=agent)], stream=True).run()
     assert result.outputs["loud"].text == "HI done"
     assert [m["content"] for m in server.calls[1].body["messages"] if m["role"] == "tool"] == ["HI"]
+
+
+def test_a_run_loads_the_clients_on_a_thread_only_while_something_is_left_to_load(
+    server, monkeypatch
+):
+    from crew import crew as crew_module
+    from crew import llm as crew_llm
+
+    direct = LLM("openai/fake", api_base=server.url, api_key="sk-test")
+    through_litellm = LLM("openai/fake", api_base=server.url, api_key="sk-test", client="litellm")
+    crew_llm.prepare([direct])
+    assert crew_llm.prepared([direct])  # aiohttp is loaded: nothing left
+    assert crew_llm.prepared([through_litellm]) == bool(crew_llm._litellm.cache_info().currsize)
+    hops = []
+    real = crew_module.asyncio.to_thread
+
+    async def counted(fn, *args):
+        hops.append(fn)
+        return await real(fn, *args)
+
+    monkeypatch.setattr(crew_module.asyncio, "to_thread", counted)
+    from crew.store.memory import MemoryStore
+
+    task = Task(id="t", description="d", agent=Agent(role="A", llm=direct))
+    assert Crew([task], store=MemoryStore()).run().status == "succeeded"
+    assert hops == []  # the second run of a process has nothing to load
+    monkeypatch.setenv("CREW_LLM_CLIENT", "nonsense")
+    with pytest.raises(crew_errors.ConfigError, match="CREW_LLM_CLIENT"):
+        crew_llm.prepared([direct])
