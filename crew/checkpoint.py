@@ -230,7 +230,10 @@ class Checkpoint:
         with self._lock:
             if self._group is group:
                 self._group = None  # a task that finishes from now on queues the next commit
-        errors = self._commit([(w.record, w.board) for w in group])
+        try:
+            errors = self._commit([(w.record, w.board) for w in group])
+        except Exception as exc:  # whatever it is, no task may wait for its commit forever
+            errors = [exc] * len(group)
         outcomes = [(w.committed, error) for w, error in zip(group, errors, strict=True)]
         if _running_loop() is loop:
             _settle(outcomes)

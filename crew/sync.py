@@ -86,6 +86,8 @@ def close_all() -> None:
         runners = list(_runners.values())
         _runners.clear()
     for runner in runners:
+        if runner.get_loop().is_running():
+            continue  # a daemon thread's call still runs on it: the process ends it as it is
         runner.close()
 
 

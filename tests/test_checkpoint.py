@@ -741,3 +741,38 @@ def test_a_note_posted_while_a_commit_is_queued_is_written_before_its_task_commi
 
     assert result.status == "succeeded"
     assert order.writes == ["commit root", "commit a", "note hint", "commit b"]
+
+
+@pytest.mark.parametrize("blocking", [False, True], ids=["memory", "sqlite"])
+def test_a_commit_that_breaks_fails_its_tasks_rather_than_leaving_them_waiting(
+    blocking: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Whatever goes wrong in a commit, even outside the store's own errors, the tasks waiting
+    for it are told: the run ends, with the error, instead of hanging."""
+    from crew.checkpoint import Checkpoint
+
+    real_commit = Checkpoint._commit
+    broken = {"left": 1}
+
+    def commit(self: Checkpoint, tasks: list[TaskCommit]) -> list[Exception | None]:
+        if broken["left"]:
+            broken["left"] -= 1
+            raise RuntimeError("the commit broke")
+        return real_commit(self, tasks)
+
+    monkeypatch.setattr(Checkpoint, "_commit", commit)
+    store: Store = SQLiteStore(tmp_path / "crew.db") if blocking else MemoryStore()
+    crew = Crew(tasks_of({"a": [], "b": ["a"]}), llm=ScriptedLLM({"a": "A", "b": "B"}), store=store)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            crew.run()
+        except BaseException as exc:
+            raised.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(60)
+    assert not runner.is_alive(), "the run still waits for a commit that broke"
+    assert len(raised) == 1 and "the commit broke" in str(raised[0])  # as a store's error is

@@ -542,7 +542,14 @@ def test_plain_mode_follows_routes_maps_subcrews_and_loops():
         "[6/8] refine round 2/3",
         "[6/8] refine looped 2 rounds: until held",
     ]
-    assert [line for line in lines if line in expected] == expected
+    # research runs beside expand: how many tasks are done when its first task starts (the
+    # counter) depends on which gets the loop first; the order of the rest does not
+    racing = {"[5/8] started research/search (Writer)"}
+    steady = [line for line in expected if line not in racing]
+    assert [line for line in lines if line in steady] == steady
+    assert [_counted(line) for line in lines if _counted(line) in map(_counted, expected)] == [
+        _counted(line) for line in expected
+    ]
     assert lines[-1].startswith("[8/8] ✓ publish (Writer) done in ")
     assert view.progress == (8, 8)
 
@@ -633,3 +640,8 @@ def test_crew_show_says_what_the_run_met_on_the_way():
     assert "circuit breaker of openai/m opened: 12 calls failed" in text
     assert "tool charge was interrupted" in text and "r1/b/0/1/0" in text
     assert "TaskFinished" not in text
+
+
+def _counted(line: str) -> str:
+    """A progress line without its "[done/all]" counter."""
+    return line.split("] ", 1)[1] if line.startswith("[") else line

@@ -189,3 +189,26 @@ def test_a_forked_child_starts_with_a_loop_of_its_own(server):
 
 async def _running_loop() -> asyncio.AbstractEventLoop:
     return asyncio.get_running_loop()
+
+
+def test_a_process_that_exits_while_a_daemon_thread_runs_a_crew_exits_quietly(server, tmp_path):
+    server.script("slow", ServerReply(text="late", latency_ms=5000))
+    script = textwrap.dedent(f"""
+        import threading, time
+        from crew import LLM, Agent, Crew, Task
+        from crew.store.memory import MemoryStore
+        llm = LLM("openai/fake", api_base="{server.url}", api_key="sk-test")
+        crew = Crew([Task(id="slow", description="d", agent=Agent(role="A", llm=llm))],
+                    store=MemoryStore())
+        threading.Thread(target=crew.run, daemon=True).start()
+        time.sleep(0.5)  # the call is in flight
+        print("OK")
+    """)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "OK"
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
