@@ -10,6 +10,7 @@ the command line pays only for the modules its command uses.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,6 +28,12 @@ if TYPE_CHECKING:
     from crew.usage import RunUsage, Usage
 
 __version__ = "0.1.0"
+
+# litellm fetches its price map from the internet when it is imported, and reports telemetry:
+# off from the moment crew is imported, so that a script which imports litellm itself (for a
+# tool, say) after crew stays offline too. A value the user set is kept.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("LITELLM_TELEMETRY", "False")
 
 _HOMES = {
     "Agent": "crew.agent",

@@ -313,6 +313,30 @@ def test_import_crew_loads_no_heavy_library_and_litellm_stays_offline(tmp_path, 
     assert done.stderr == ""  # the core never prints, and litellm's own warnings stay off
 
 
+def test_litellm_imported_by_the_user_after_crew_stays_offline(tmp_path):
+    """A script that imports litellm itself after `import crew` (for a tool of its own, say)
+    gets litellm's bundled price map: its import resolves no name and opens no connection."""
+    script = textwrap.dedent("""
+        import socket
+        attempts = []
+        real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+        socket.socket.connect = lambda s, a: attempts.append(a) or real_connect(s, a)
+        socket.getaddrinfo = lambda h, *a, **k: attempts.append(h) or real_getaddrinfo(h, *a, **k)
+        import crew
+        import litellm
+        assert litellm.model_cost["gpt-4o-mini"]["input_cost_per_token"] > 0
+        assert attempts == [], attempts
+        print("OK")
+    """)
+    root = Path(__file__).resolve().parent.parent
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == "OK\n"
+
+
 def test_streaming_emits_token_deltas_and_returns_the_whole_answer(server, fake_llm):
     server.script("story", ServerReply(text="Once upon a time in Lisbon, a tram climbed a hill."))
     agent = Agent(role="Teller", llm=fake_llm, board_tools=False)
