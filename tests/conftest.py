@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import signal
 import socket
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,13 @@ from crew.store.memory import MemoryStore
 from crew.testserver import FakeOpenAIServer, ServerReply
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+# A shell without job control starts a command put in the background (`bash .ci/run &`) with
+# SIGINT ignored, and an ignored signal stays ignored in every process it starts: the tests
+# that stop a run with Ctrl-C (SIGINT) would wait for it in vain. A handled signal is reset to
+# its default in a new program, so the processes the tests start get Python's own handling.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _PROVIDER_VARIABLE = re.compile(r"(_API_KEY|_API_BASE|_BASE_URL|_API_TOKEN)$|^CREW_")
 _real_connect = socket.socket.connect
