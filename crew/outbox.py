@@ -108,6 +108,18 @@ class Outbox:
                 if not self._events and not self._exchanges:
                     return
 
+    async def last_try(self) -> None:
+        """The run ends on an error: write what waits, once, and leave no timer behind (the
+        loop of ``Crew.run`` outlives the run). A failure is only logged: the run's own error
+        is the one raised."""
+        if self._batch is not None:
+            self._batch.cancel()
+            self._batch = None
+        try:
+            await self.writer.call(self.write)
+        except Exception as exc:
+            _log.warning("run %s: events not recorded as the run failed: %s", self.run_id, exc)
+
     def write(self) -> None:
         """On the store's thread: write the waiting exchanges, then the events in one
         transaction; if the store refuses, each event on its own (``_append_event``), so only

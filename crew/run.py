@@ -182,7 +182,11 @@ class Run:
             )  # fmt: skip
             lease.cancel()
             limits = dataclasses.asdict(self.ledger.budget) if self.ledger is not None else None
-            await checkpoint.finish(status, ours, result.usage, limits)
+            try:
+                await checkpoint.finish(status, ours, result.usage, limits)
+            except BaseException:  # the store failed: its error is raised, the events kept
+                await checkpoint.outbox.last_try()
+                raise
             emit(events.RunFinished, status=status, result=result)
             await checkpoint.flush()  # every event is in the store before the run returns
         return result

@@ -20,21 +20,27 @@ class Slots:
 
     ``reserve`` queues a ticket at once, without awaiting, so tasks released by one completion
     all queue before the slot of the finished task is handed on (``release``).
+
+    Tickets are granted one per turn of the event loop: the first at once, each next one a turn
+    later. A task granted its slot runs up to its model call in the turn after, and its request
+    goes out in the turn after that, before the next task has done more than its own share. If
+    all were granted at once, every task released by one completion would do its work up to its
+    call before any request is written (aiohttp writes a request in a task of its own), so the
+    most urgent one's request would wait for the last one's preparations.
     """
 
     def __init__(self, size: int) -> None:
         self._free = size
         self._waiters: list[tuple[Any, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+        self._granting = False
 
     def reserve(self, priority: Any) -> asyncio.Future[None]:
         """A ticket: a future done once the slot is the holder's."""
         ticket = asyncio.get_running_loop().create_future()
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            ticket.set_result(None)
-        else:
-            heapq.heappush(self._waiters, (priority, next(self._order), ticket))
+        heapq.heappush(self._waiters, (priority, next(self._order), ticket))
+        if not self._granting:
+            self._grant()
         return ticket
 
     def release(self, ticket: asyncio.Future[None]) -> None:
@@ -42,12 +48,21 @@ class Slots:
         if not ticket.done() or ticket.cancelled():
             ticket.cancel()
             return
-        while self._waiters:
+        self._free += 1
+        if not self._granting:
+            self._grant()
+
+    def _grant(self) -> None:
+        """Grant the first waiter a free slot, if any; the next grant waits for the next turn."""
+        while self._waiters and self._free > 0:
             waiter = heapq.heappop(self._waiters)[2]
             if not waiter.done():
+                self._free -= 1
                 waiter.set_result(None)
+                self._granting = True
+                asyncio.get_running_loop().call_soon(self._grant)
                 return
-        self._free += 1
+        self._granting = False
 
     @contextlib.asynccontextmanager
     async def hold(self, priority: Any) -> AsyncIterator[None]:

@@ -530,6 +530,10 @@ def test_a_write_queued_without_waiting_that_fails_is_raised_not_lost(durable_st
     crew = Crew(graph, llm=ScriptedLLM(), store=cast(Store, RefusedReviews(durable_store)))
     with pytest.raises(StoreError, match="the disk is full"):
         crew.run(run_id="r1")
+    # the events of the tasks that ran are in the store as the error is raised, none left
+    # waiting on the loop that Crew.run keeps
+    stored = durable_store.events("r1")
+    assert sorted(e.payload["task_id"] for e in stored if e.type == "TaskFinished") == ["a", "b"]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -129,6 +129,33 @@ def test_tasks_released_at_once_start_in_critical_path_order_with_slots_to_spare
     assert [c.task_id for c in llm.calls] == ["root", "long", "short"]
 
 
+def test_slots_are_granted_one_per_turn_of_the_loop_most_urgent_first():
+    """Tasks released together get their slots one turn apart, so each one's request goes out
+    before the next has done its own preparations (aiohttp writes a request in a task of its
+    own, which waited for every task released with it)."""
+    from crew.slots import Slots
+
+    async def main() -> list[list[str]]:
+        slots = Slots(3)
+        tickets = {name: slots.reserve(rank) for rank, name in [(5, "first"), (9, "c"), (1, "a")]}
+        tickets["b"] = slots.reserve(2)  # no slot left for the least urgent (c) once b has one
+        granted = []
+        for _ in range(4):
+            granted.append(sorted(name for name, ticket in tickets.items() if ticket.done()))
+            await asyncio.sleep(0)
+        slots.release(tickets["first"])  # given back after a while: c has it at once
+        granted.append(sorted(name for name, ticket in tickets.items() if ticket.done()))
+        return granted
+
+    assert asyncio.run(main()) == [
+        ["first"],  # the first is granted at once: a chain's next task never waits for a turn
+        ["a", "first"],
+        ["a", "b", "first"],
+        ["a", "b", "first"],  # all three slots held
+        ["a", "b", "c", "first"],
+    ]
+
+
 def test_tasks_that_end_together_are_handled_critical_path_first():
     from crew.results import TaskOutput
 
