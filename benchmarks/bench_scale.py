@@ -474,7 +474,7 @@ def report_run(server: Server, rounds: int = 5) -> None:
         " critical path):"
     )
     print(
-        f"  {'model':<20}{'makespan':>9}{'ratio':>7}{'each run':>20}{'started':>9}{'open':>6}"
+        f"  {'model':<20}{'makespan':>9}{'ratio':>7}{'each run':>27}{'started':>9}{'open':>6}"
         f"{'CPU/task':>10}   the chain that ended last"
     )
     for name, runs in rows.items():
@@ -483,7 +483,7 @@ def report_run(server: Server, rounds: int = 5) -> None:
         gaps = middle["gaps"]
         print(
             f"  {name:<20}{middle['makespan_s']:>8.3f}s{middle['makespan_s'] / critical_s:>7.3f}"
-            f"{ratios:>20}{middle['peak_client']:>9}{middle['peak_model']:>6}"
+            f"{ratios:>27}{middle['peak_client']:>9}{middle['peak_model']:>6}"
             f"{middle['cpu_s'] / RUN_TASKS * 1000:>8.2f}ms   {len(gaps)} tasks, waits after a"
             f" dependency's answer: median {statistics.median(gaps[1:]) * 1000:.1f} ms, total"
             f" {sum(gaps[1:]) * 1000:.0f} ms; first request {gaps[0] * 1000:.0f} ms after the"
@@ -498,7 +498,7 @@ def report_run(server: Server, rounds: int = 5) -> None:
         floor, cpu = statistics.median(times), statistics.median(cpu_s[client])
         print(
             f"  {'bare ' + client:<20}{floor:>8.3f}s{floor / critical_s:>7.3f}"
-            f"{'/'.join(f'{f / critical_s:.2f}' for f in times):>20}{'':>15}"
+            f"{'/'.join(f'{f / critical_s:.2f}' for f in times):>27}{'':>15}"
             f"{cpu / RUN_TASKS * 1000:>8.2f}ms   (asyncio futures and a semaphore, no framework;"
             f" {notes[client]})"
         )
