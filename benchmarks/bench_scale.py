@@ -374,10 +374,9 @@ async def hand_written(spec: Spec, url: str, max_concurrency: int, client: str) 
     loop = asyncio.get_running_loop()
     done = {t: loop.create_future() for t in spec}
     gate = asyncio.Semaphore(max_concurrency)
-    clients: dict[httpx.AsyncClient, int] = _KEPT.setdefault(client, {})
-    if "session" not in _KEPT:
-        _KEPT["session"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-    session = _KEPT["session"]
+    clients: dict[httpx.AsyncClient, int] = _CLIENTS.setdefault(client, {})
+    if client == "aiohttp" and client not in _SESSIONS:
+        _SESSIONS[client] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
     def take() -> httpx.AsyncClient:
         size = 16 if client == "httpx/16" else 100
@@ -392,7 +391,7 @@ async def hand_written(spec: Spec, url: str, max_concurrency: int, client: str) 
 
     async def post(body: dict[str, Any]) -> None:
         if client == "aiohttp":
-            async with session.post(url + "/chat/completions", json=body) as response:
+            async with _SESSIONS[client].post(url + "/chat/completions", json=body) as response:
                 response.raise_for_status()
                 await response.read()
             return
@@ -415,16 +414,21 @@ async def hand_written(spec: Spec, url: str, max_concurrency: int, client: str) 
     return time.perf_counter() - started
 
 
-_KEPT: dict[str, Any] = {}
-"""The hand-written programs' session and clients, kept from one run to the next on one loop
-(``report_run``'s), as crew's ``Crew.run`` keeps its connections on its thread's loop."""
+_SESSIONS: dict[str, Any] = {}
+_CLIENTS: dict[str, dict[Any, int]] = {}
+"""The hand-written programs' aiohttp session and httpx clients (with their calls in flight),
+kept from one run to the next on one loop (``report_run``'s), as crew's ``Crew.run`` keeps its
+connections on its thread's loop."""
 
 
 async def close_kept() -> None:
-    for kept in _KEPT.values():
-        for each in [kept] if not isinstance(kept, dict) else kept:
-            await (each.close() if hasattr(each, "closed") else each.aclose())
-    _KEPT.clear()
+    for session in _SESSIONS.values():
+        await session.close()
+    for clients in _CLIENTS.values():
+        for each in clients:
+            await each.aclose()
+    _SESSIONS.clear()
+    _CLIENTS.clear()
 
 
 def report_run(server: Server, rounds: int = 5) -> None:

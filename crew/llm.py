@@ -261,9 +261,7 @@ def prepare(models: Iterable[object]) -> None:
 
 @functools.cache
 def _litellm() -> ModuleType:
-    # Offline, litellm's import-time fetch of its price map takes ~8 s and talks to the internet.
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    os.environ.setdefault("LITELLM_TELEMETRY", "False")
+    # Its import-time fetch of the price map and its telemetry are off since `import crew`.
     # litellm logs warnings of its own to stderr (e.g. each time crew.run() starts a new event
     # loop); the core never prints, so only errors get through unless the user asks for more.
     os.environ.setdefault("LITELLM_LOG", "ERROR")

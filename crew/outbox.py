@@ -98,9 +98,7 @@ class Outbox:
 
     async def flush(self) -> None:
         """Write everything waiting (and the events that report a lost one)."""
-        if self._batch is not None:
-            self._batch.cancel()
-            self._batch = None
+        self._stop_timer()
         while True:
             await self.writer.call(self.write)
             await asyncio.sleep(0)  # let the reports of lost events be emitted
@@ -112,13 +110,16 @@ class Outbox:
         """The run ends on an error: write what waits, once, and leave no timer behind (the
         loop of ``Crew.run`` outlives the run). A failure is only logged: the run's own error
         is the one raised."""
-        if self._batch is not None:
-            self._batch.cancel()
-            self._batch = None
+        self._stop_timer()
         try:
             await self.writer.call(self.write)
         except Exception as exc:
             _log.warning("run %s: events not recorded as the run failed: %s", self.run_id, exc)
+
+    def _stop_timer(self) -> None:
+        if self._batch is not None:
+            self._batch.cancel()
+            self._batch = None
 
     def write(self) -> None:
         """On the store's thread: write the waiting exchanges, then the events in one

@@ -19,8 +19,6 @@ from crew.store import Store, open_store
 from crew.store.memory import MemoryStore
 from crew.testserver import FakeOpenAIServer, ServerReply
 
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
 # A shell without job control starts a command put in the background (`bash .ci/run &`) with
 # SIGINT ignored, and an ignored signal stays ignored in every process it starts: the tests
 # that stop a run with Ctrl-C (SIGINT) would wait for it in vain. A handled signal is reset to

@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import os
 import socket
 import threading
 import time
@@ -22,7 +21,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*is using the `ReadOnly` qualif
 def _litellm() -> ModuleType:
     """litellm, imported inside a test: imported at collection time, outside pytest's warning
     filters, it fails every later call in other modules under ``filterwarnings = error``."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # read on import
     import litellm
 
     return litellm
