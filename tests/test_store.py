@@ -385,6 +385,40 @@ def test_any_text_round_trips_exactly(store: Store):
     assert store.get_exchange("h") == {"content": ODD, "raw": data}
 
 
+def test_a_commit_of_several_tasks_round_trips_any_text_and_every_float_exactly(store: Store):
+    """put_tasks writes board versions, tasks, exchanges and events in one statement: the same
+    values as a lone write, to the last bit of a time."""
+    odd = ODD + ' ctl\x01\x1f\t\r\n "q" \\ \\u0000 \u2028'
+    data = {odd: [odd, {"k": odd}], "n": 1, "data": DATA}
+    times = [T0 + 0.1, 1 / 3, 5e-324, 1.7976931348623157e308, T0 + 1e-6]
+    new_run(store, task_ids=list("abcde"))
+    store.put_tasks(
+        [
+            (
+                attempt(task_id, text=odd, data=data, agent=odd, started_at=at, finished_at=at,
+                        usage={"cost_usd": 0.1 + 0.2}, reason=odd),
+                board(f"{odd}{task_id}", 1, at, text=odd, data=data, author=odd),
+            )
+            for task_id, at in zip("abcde", times, strict=True)
+        ],
+        events=[("TaskFinished", {"output": {"text": odd}, odd: data})],
+        exchanges=[("h", "r1", {"content": odd, "raw": data}), ("h2", "r1", {"n": None})],
+    )  # fmt: skip
+    tasks = {r.task_id: r for r in store.task_records("r1")}
+    for task_id, at in zip("abcde", times, strict=True):
+        got = tasks[task_id]
+        assert (got.text, got.data, got.agent, got.reason) == (odd, data, odd, odd)
+        assert (got.started_at, got.finished_at, got.usage) == (at, at, {"cost_usd": 0.1 + 0.2})
+        assert (got.error, got.error_type) == (None, None)
+    entries = {e.key: e for e in store.board_entries("r1")}
+    assert {key: (e.text, e.data, e.updated_at) for key, e in entries.items()} == {
+        f"{odd}{task_id}": (odd, data, at) for task_id, at in zip("abcde", times, strict=True)
+    }
+    assert [e.payload for e in store.events("r1")] == [{"output": {"text": odd}, odd: data}]
+    assert store.get_exchange("h", "r1") == {"content": odd, "raw": data}
+    assert store.get_exchange("h2", "r1") == {"n": None}
+
+
 def test_json_data_must_be_json(store: Store):
     new_run(store)
     with pytest.raises(StoreError, match=r"cannot store data of TaskRecord: .*model_dump"):

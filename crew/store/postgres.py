@@ -11,6 +11,7 @@ reopened and the write tried again (``SQLStore``), for up to ``retry_budget_s``.
 from __future__ import annotations
 
 import functools
+import json
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -109,13 +110,14 @@ _COUNT_EVENTS = (
     "UPDATE crew_runs SET last_seq = last_seq + %(n)s WHERE run_id = %(run_id)s"
     " RETURNING last_seq - %(n)s AS base"
 )
-# The arrays are sent in binary (%b): psycopg's text format quotes every '"' and '\' of each
-# JSON payload with a regular expression, which cost more CPU than the rest of the statement.
+# The events go as one JSON parameter (an object a row, every value text): one parameter costs
+# psycopg far less than an array a column, and the server reads it faster than it unnests them.
 _INSERT_EVENTS = (
     "INSERT INTO crew_events (run_id, seq, type, payload, at, token)"
     " SELECT %(run_id)s, base + e.n, e.type, e.payload::jsonb, %(at)s, e.token"
-    " FROM counter, unnest(%(types)b::text[], %(payloads)b::text[], %(tokens)b::text[])"
-    " WITH ORDINALITY AS e(type, payload, token, n) RETURNING seq"
+    " FROM counter, ROWS FROM (json_to_recordset(%(rows)s::json)"
+    " AS (type text, payload text, token text)) WITH ORDINALITY AS e(type, payload, token, n)"
+    " RETURNING seq"
 )
 _APPEND_EVENTS = f"WITH counter AS ({_COUNT_EVENTS}) {_INSERT_EVENTS}"
 
@@ -124,30 +126,33 @@ def _event_params(
     run_id: str, rows: Sequence[_EventRow], at: float, prefix: str = ""
 ) -> dict[str, Any]:
     """The parameters of ``_APPEND_EVENTS`` (each name after ``prefix``)."""
-    params = {
-        "run_id": run_id, "n": len(rows), "at": at,
-        "types": [_escape(type) for type, _, _ in rows],
-        "payloads": [payload for _, payload, _ in rows],
-        "tokens": [token for _, _, token in rows],
-    }  # fmt: skip
+    events = [
+        {"type": _escape(type), "payload": payload, "token": token} for type, payload, token in rows
+    ]
+    params = {"run_id": run_id, "n": len(rows), "at": at, "rows": _json(events)}
     return {f"{prefix}{name}": value for name, value in params.items()}
 
 
+def _json(rows: list[dict[str, str | None]]) -> str:
+    """Rows as the JSON text ``json_to_recordset`` reads."""
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+
+
 def _upsert_rows(table: str, rows: list[dict[str, Any]], params: dict[str, Any]) -> str:
-    """An upsert of ``rows`` (each a row's values) into ``table``, its parameters added to
-    ``params``: each column as one text array, sent in binary (no quoting), cast to its type."""
+    """An upsert of ``rows`` (each a row's values) into ``table``, its parameter added to
+    ``params``: the rows as one JSON array of objects whose values are all text (or null), read
+    back by ``json_to_recordset`` and cast to each column's type. One parameter costs psycopg
+    far less than an array per column, and the server less than unnesting them."""
     names = list(rows[0])
-    arrays = []
-    for i, name in enumerate(names):
-        params[f"{table}{i}"] = [_text(row[name]) for row in rows]
-        arrays.append(f"%({table}{i})b::text[]")
+    params[table] = _json([{name: _text(row[name]) for name in names} for row in rows])
     columns = ", ".join(f'"{name}"' for name in names)
     values = ", ".join(f'r."{name}"::{_column_type(name)}' for name in names)
+    shape = ", ".join(f'"{name}" text' for name in names)
     key = ", ".join(f'"{name}"' for name in _KEYS[table])
     updates = ", ".join(f'"{n}" = EXCLUDED."{n}"' for n in names if n not in _KEYS[table])
     return (
         f"INSERT INTO crew_{table} ({columns}) SELECT {values}"
-        f" FROM unnest({', '.join(arrays)}) AS r({columns})"
+        f" FROM json_to_recordset(%({table})s::json) AS r({shape})"
         f" ON CONFLICT ({key}) DO UPDATE SET {updates}"
     )
 
