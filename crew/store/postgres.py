@@ -110,8 +110,7 @@ _COUNT_EVENTS = (
     "UPDATE crew_runs SET last_seq = last_seq + %(n)s WHERE run_id = %(run_id)s"
     " RETURNING last_seq - %(n)s AS base"
 )
-# The events go as one JSON parameter (an object a row, every value text): one parameter costs
-# psycopg far less than an array a column, and the server reads it faster than it unnests them.
+# The events go as one JSON parameter, as the rows of ``_upsert_rows`` do.
 _INSERT_EVENTS = (
     "INSERT INTO crew_events (run_id, seq, type, payload, at, token)"
     " SELECT %(run_id)s, base + e.n, e.type, e.payload::jsonb, %(at)s, e.token"
